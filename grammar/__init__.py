@@ -1,0 +1,75 @@
+"""The .rasp front end: text to a typed IR program (`parse`, `load`) and a REPL session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rasp_ir import nodes as ir
+from rasp_ir.diagnostics import Diagnostic, RaspError
+
+from .elaborate import Elaborator
+from .library import base_environment
+from .parser import parse_tree
+
+__all__ = ["parse", "load", "elaborate", "Session"]
+
+
+def elaborate(text: str, file: str = "<string>") -> tuple[ir.Program | None, list[Diagnostic]]:
+    """Every diagnostic of `text`, and the program when there is no error."""
+    try:
+        tree = parse_tree(text, file)
+    except RaspError as exc:
+        return None, exc.diagnostics
+    el = _elaborator(text, file)
+    el.run(tree)
+    errors = [d for d in el.diagnostics if d.severity == "error"]
+    return (None if errors else el.program()), el.diagnostics
+
+
+def parse(text: str, file: str = "<string>") -> ir.Program:
+    """The IR program of `text`; raises RaspError listing every error."""
+    program, diagnostics = elaborate(text, file)
+    if program is None:
+        raise RaspError([d for d in diagnostics if d.severity == "error"], text)
+    return program
+
+
+def load(path) -> ir.Program:
+    """The program in a .rasp file (its side-file of tables, if any, is read on demand)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RaspError([Diagnostic("E252", f"cannot read {path}: {exc.strerror}")]) from None
+    return parse(text, str(path))
+
+
+def _elaborator(text: str, file: str) -> Elaborator:
+    base, library = base_environment()
+    search = (str(Path(file).parent),) if file != "<string>" else (".",)
+    return Elaborator(file, text, base, search_dirs=search, library=library)
+
+
+class Session:
+    """A REPL: statements accumulate into one program; `run` returns expression values."""
+
+    def __init__(self, file: str = "<repl>"):
+        self.file = file
+        self.source = ""
+        self.elaborator = _elaborator("", file)
+
+    def run(self, text: str) -> list:
+        """Elaborate more statements; raise RaspError with their diagnostics on error."""
+        self.source += text + "\n"
+        self.elaborator.source = text
+        tree = parse_tree(text, self.file)
+        before = len(self.elaborator.diagnostics)
+        values = self.elaborator.run(tree)
+        new = self.elaborator.diagnostics[before:]
+        errors = [d for d in new if d.severity == "error"]
+        if errors:
+            raise RaspError(errors, text)
+        return values
+
+    def program(self) -> ir.Program:
+        return self.elaborator.program()

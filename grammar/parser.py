@@ -1,0 +1,170 @@
+"""Text to Lark tree, with syntax errors turned into coded diagnostics (E1xx)."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import lark
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from rasp_ir.diagnostics import Diagnostic, RaspError
+from rasp_ir.nodes import Span
+
+# terminal names as words users recognise
+_WORDS = {
+    "SEMICOLON": "`;`", "NAME": "a name", "INT": "an integer", "FLOAT": "a number",
+    "STRING": "a string", "COMP": "a comparison operator (==, <, …)", "LPAR": "`(`",
+    "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`", "LBRACE": "`{`", "RBRACE": "`}`",
+    "COMMA": "`,`", "EQUAL": "`=`", "COLON": "`:`", "DIRECTIVE": "a directive (@…)",
+    "RETURN": "`return`", "PLUS": "`+`", "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`",
+    "IN": "`in`", "NOT_IN": "`not in`", "DOT": "`.`", "$END": "the end of the file",
+}
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+
+
+@functools.cache
+def _parser() -> lark.Lark:
+    text = resources.files("grammar").joinpath("rasp.lark").read_text()
+    return lark.Lark(text, parser="lalr", lexer="contextual", propagate_positions=True,
+                     maybe_placeholders=True)
+
+
+def parse_tree(text: str, file: str = "<string>") -> lark.Tree:
+    """The Lark tree of `text`; raises RaspError with one coded diagnostic on a syntax error."""
+    unbalanced = _bracket_problem(text, file)
+    try:
+        return _parser().parse(text)
+    except UnexpectedInput as exc:
+        diagnostic = unbalanced or _classify(exc, text, file)
+        raise RaspError([diagnostic], text) from None
+
+
+def _span_at(text: str, file: str, pos: int, length: int = 1) -> Span:
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return Span(file, line, column, line, column + max(1, length))
+
+
+def _bracket_problem(text: str, file: str) -> Diagnostic | None:
+    """An unmatched bracket, found by a scan that skips strings and comments."""
+    stack, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "#":
+            newline = text.find("\n", i)
+            i = len(text) if newline < 0 else newline
+            continue
+        if ch in "\"'":
+            j = i + 1
+            while j < len(text) and text[j] not in (ch, "\n"):
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if ch in "([{":
+            stack.append((ch, i))
+        elif ch in ")]}":
+            if not stack or stack[-1][0] != _CLOSERS[ch]:
+                hint = (f"it closes `{stack[-1][0]}` from line "
+                        f"{_span_at(text, file, stack[-1][1]).line}" if stack else None)
+                return Diagnostic("E104", f"unmatched `{ch}`", _span_at(text, file, i), hint)
+            stack.pop()
+        i += 1
+    if stack:
+        ch, pos = stack[-1]
+        return Diagnostic("E104", f"`{ch}` is never closed", _span_at(text, file, pos),
+                          "add the matching bracket")
+    return None
+
+
+def _previous_end(text: str, pos: int) -> int:
+    """The offset just after the last non-blank, non-comment character before `pos`."""
+    j = pos
+    while j > 0:
+        line_start = text.rfind("\n", 0, j) + 1
+        segment = text[line_start:j]
+        hash_at = _comment_start(segment)
+        if hash_at is not None:
+            segment = segment[:hash_at]
+        stripped = segment.rstrip()
+        if stripped:
+            return line_start + len(stripped)
+        j = line_start - 1
+    return pos
+
+
+def _comment_start(segment: str) -> int | None:
+    quote = None
+    for i, ch in enumerate(segment):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return i
+    return None
+
+
+def _classify(exc: UnexpectedInput, text: str, file: str) -> Diagnostic:
+    if isinstance(exc, UnexpectedCharacters):
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        span = _span_at(text, file, exc.pos_in_stream)
+        if ch in "\"'":
+            return Diagnostic("E107", "this string is never closed", span,
+                              "strings end on the same line with the same quote")
+        return Diagnostic("E106", f"unexpected character {ch!r}", span)
+    expected = set(getattr(exc, "expected", ()) or getattr(exc, "accepts", ()) or ())
+    token = getattr(exc, "token", None)
+    if isinstance(exc, UnexpectedEOF) or token is None or token.type == "$END":
+        pos = len(text.rstrip())
+        if "RETURN" in expected or "RBRACE" in expected and _inside_def(text):
+            return _def_without_return(text, file, pos)
+        if "SEMICOLON" in expected:
+            return _missing_semicolon(text, file, pos)
+        return Diagnostic("E101", "the file ends in the middle of a statement",
+                          _span_at(text, file, max(0, pos - 1)))
+    pos = token.start_pos
+    span = Span(file, token.line, token.column, token.end_line or token.line,
+                token.end_column or token.column + 1)
+    if token.type == "EQUAL" or (token.value == "=" and "EQUAL" not in expected):
+        return Diagnostic("E103", "`=` assigns a name; it cannot appear here", span,
+                          "to compare values use `==`")
+    if token.type == "RBRACE" and "RETURN" in expected:
+        return _def_without_return(text, file, pos)
+    if "SEMICOLON" in expected and _line_of(text, pos) > _line_of(text, _previous_end(text, pos) - 1):
+        return _missing_semicolon(text, file, _previous_end(text, pos))
+    if expected == {"SEMICOLON"}:
+        return _missing_semicolon(text, file, _previous_end(text, pos))
+    words = sorted({_WORDS.get(t, f"`{t.lower()}`") for t in expected})
+    shown = ", ".join(words[:6]) + (", …" if len(words) > 6 else "")
+    return Diagnostic("E101", f"unexpected {_describe(token)}", span,
+                      f"expected {shown}" if words else None)
+
+
+def _describe(token) -> str:
+    if token.type == "NAME":
+        return f"name `{token.value}`"
+    if token.type in ("INT", "FLOAT", "STRING"):
+        return f"literal {token.value}"
+    return f"`{token.value}`"
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, max(0, pos)) + 1
+
+
+def _missing_semicolon(text: str, file: str, end: int) -> Diagnostic:
+    return Diagnostic("E102", "missing `;` at the end of the statement",
+                      _span_at(text, file, max(0, end - 1)), "every statement ends with `;`")
+
+
+def _inside_def(text: str) -> bool:
+    return "def " in text
+
+
+def _def_without_return(text: str, file: str, pos: int) -> Diagnostic:
+    start = text.rfind("def ", 0, max(pos, 1))
+    span = _span_at(text, file, start if start >= 0 else pos, 3)
+    return Diagnostic("E105", "this `def` has no `return`", span,
+                      "a function body ends with `return value;`")

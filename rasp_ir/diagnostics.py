@@ -1,0 +1,124 @@
+"""Coded diagnostics: a code, a message in the language's own terms, a span with a caret, a hint.
+
+Codes: E1xx syntax, E2xx types and names, E3xx value sets, R2xx runtime (interpreter),
+W1xx/W2xx warnings. `rasp_ir.diagnostics.CODES` lists each with a one-line summary.
+"""
+
+from __future__ import annotations
+
+from attrs import field, frozen
+
+from .nodes import Span
+
+CODES = {
+    "E101": "syntax error",
+    "E102": "missing `;` at the end of a statement",
+    "E103": "`=` where `==` was meant",
+    "E104": "unbalanced brackets",
+    "E105": "`def` without `return`",
+    "E106": "unexpected character",
+    "E107": "unterminated string",
+    "E108": "chained comparison",
+    "E109": "invalid assignment target",
+    "E110": "unknown or malformed directive",
+    "E201": "incompatible operand types",
+    "E202": "mixing a selector and an s-op in and/or/not",
+    "E203": "branches or condition of `if … else` of different kinds",
+    "E204": "indicator expects a boolean s-op",
+    "E205": "wrong kind of argument",
+    "E206": "table lookup with a key that is missing",
+    "E207": "index into a sequence is not a constant integer",
+    "E208": "index out of range",
+    "E210": "select's keys and queries cannot be compared",
+    "E211": "a predicate that is not boolean",
+    "E212": "a table whose shape does not match the bases",
+    "E213": "scores combined with and/or",
+    "E214": "adding a selector and an s-op",
+    "E220": "aggregate's first argument is not a selector",
+    "E221": "aggregate's default is not a constant",
+    "E223": "a default under softmax attention",
+    "E224": "selector_width expects a selector",
+    "E231": "project needs a vector over a known basis and an output vocabulary",
+    "E232": "logits over different vocabularies",
+    "E240": "wrong number of arguments",
+    "E241": "recursion (functions are macros and cannot call themselves)",
+    "E242": "loop over an s-op",
+    "E250": "undefined name",
+    "E251": "assignment to a reserved name",
+    "E252": "library or side-file not found",
+    "E253": "calling something that is not a function",
+    "E260": "@output is a selector or missing",
+    "E270": "@expect is malformed or its input is outside @vocab",
+    "E271": "@expect does not hold",
+    "E305": "a value set that is not finite where one is required",
+    "R201": "runtime type error",
+    "R230": "a categorical aggregate averaged different values",
+    "R231": "division by zero",
+    "R232": "a value missing from a lookup table",
+    "R233": "input outside @vocab, @maxlen or @bos",
+    "R234": "empty or mixed-type input",
+    "W222": "a numerical aggregate with a non-zero default",
+}
+
+
+@frozen
+class Diagnostic:
+    """One problem found in a program."""
+    code: str
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+    note: str | None = field(default=None)
+
+    @property
+    def severity(self) -> str:
+        return {"E": "error", "R": "runtime error", "W": "warning"}[self.code[0]]
+
+    def render(self, source: str | None = None) -> str:
+        """The rustc-style text: header, location, source line with carets, hint."""
+        lines = [f"{self.severity}[{self.code}]: {self.message}"]
+        if self.span is not None:
+            s = self.span
+            lines.append(f"  --> {s.file}:{s.line}:{s.column}")
+            text = _source_line(source, s.line)
+            if text is not None:
+                width = len(str(s.line))
+                end = s.end_column if s.end_line == s.line else len(text) + 1
+                carets = "^" * max(1, end - s.column)
+                pad = " " * (s.column - 1)
+                lines += [f" {' ' * width} |", f" {s.line} | {text}",
+                          f" {' ' * width} | {pad}{carets}"]
+        if self.note:
+            lines.append(f"   = note: {self.note}")
+        if self.hint:
+            lines.append(f"   = hint: {self.hint}")
+        return "\n".join(lines)
+
+
+def _source_line(source: str | None, line: int) -> str | None:
+    if source is None:
+        return None
+    lines = source.splitlines()
+    return lines[line - 1].expandtabs(1) if 0 < line <= len(lines) else None
+
+
+class RaspError(Exception):
+    """One or more diagnostics that stop a program from being built or run."""
+
+    def __init__(self, diagnostics: list[Diagnostic], source: str | None = None):
+        self.diagnostics = list(diagnostics)
+        self.source = source
+        super().__init__("\n".join(d.render(source) for d in self.diagnostics))
+
+    @property
+    def codes(self) -> list[str]:
+        return [d.code for d in self.diagnostics]
+
+    def render(self) -> str:
+        return "\n\n".join(d.render(self.source) for d in self.diagnostics)
+
+
+def error(code: str, message: str, span: Span | None = None, hint: str | None = None,
+          source: str | None = None, note: str | None = None) -> RaspError:
+    """A RaspError holding one diagnostic."""
+    return RaspError([Diagnostic(code, message, span, hint, note)], source)

@@ -1,0 +1,534 @@
+"""The reference interpreter: the semantics every other part of the project is tested against.
+
+It runs a program on a batch of inputs at once. Inputs are grouped by length, and each group is
+evaluated with numpy arrays: s-ops are (batch, n), selectors and scores (batch, query, key),
+vectors and logits (batch, n, basis). Only the bindings the requested values depend on are
+evaluated.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import attrs
+import numpy as np
+
+from . import arrays as A
+from . import nodes as ir
+from . import ops
+from . import types as T
+from .diagnostics import Diagnostic, RaspError
+
+
+@attrs.frozen
+class Result:
+    """The output of one input: a value per position, and for logits or distributions the
+    per-position scores over the output vocabulary."""
+    input: tuple
+    output: list
+    logits: list | None = None
+
+
+def run(program: ir.Program, inputs, node: ir.Node | None = None,
+        add_bos: bool = False) -> list[Result]:
+    """Evaluate `node` (default: the program's @output) on each input sequence."""
+    target = node if node is not None else program.output
+    if target is None:
+        raise RaspError([Diagnostic("E260", "the program has no @output",
+                                    hint="add a line such as `@output reverse;`")])
+    raw = evaluate(program, inputs, target, add_bos=add_bos)
+    kind = Interpreter(program).type_of(target)
+    results = []
+    for seq, value in zip(prepare_inputs(program, inputs, add_bos), raw):
+        if isinstance(kind, T.Logits) or (isinstance(kind, T.Vec) and kind.dist):
+            basis = A.to_array(list(kind.out if isinstance(kind, T.Logits) else kind.basis))
+            best = basis[np.argmax(value, axis=-1)]
+            results.append(Result(tuple(seq), best.tolist(), value.tolist()))
+        else:
+            results.append(Result(tuple(seq), value.tolist()))
+    return results
+
+
+def evaluate(program: ir.Program, inputs, node: ir.Node, add_bos: bool = False) -> list:
+    """The raw numpy value of `node` for each input (in input order)."""
+    sequences = prepare_inputs(program, inputs, add_bos)
+    interpreter = Interpreter(program)
+    by_length = defaultdict(list)
+    for i, seq in enumerate(sequences):
+        by_length[len(seq)].append(i)
+    out = [None] * len(sequences)
+    for indices in by_length.values():
+        batch = [sequences[i] for i in indices]
+        values = interpreter.evaluate_group(batch, node, indices)
+        for j, i in enumerate(indices):
+            out[i] = values[j]
+    return out
+
+
+def prepare_inputs(program: ir.Program, inputs, add_bos: bool = False) -> list[list]:
+    """Validate inputs against @vocab, @maxlen and @bos (R233, R234); strings become lists
+    of characters; with `add_bos` the BOS token is prepended where it is missing."""
+    sequences = []
+    for number, item in enumerate(inputs):
+        seq = list(item) if not isinstance(item, str) else list(item)
+        if add_bos and program.bos is not None and (not seq or seq[0] != program.bos):
+            seq.insert(0, program.bos)
+        where = f"input {number + 1}"
+        if not seq:
+            raise _input_error("R234", f"{where} is empty; sequences need at least one token")
+        kinds = {type(v) for v in seq}
+        if len(kinds) > 1 and not kinds <= {int, float}:
+            raise _input_error("R234", f"{where} mixes value types: {seq!r}",
+                               "give every token the same type")
+        if program.vocab is not None:
+            vocab = set(program.vocab)
+            for pos, tok in enumerate(seq):
+                if tok not in vocab:
+                    raise _input_error("R233", f"{where}: token {tok!r} at position {pos} is not "
+                                       "in @vocab", f"@vocab is {list(program.vocab)!r}")
+        if program.maxlen is not None and len(seq) > program.maxlen:
+            raise _input_error("R233", f"{where} has length {len(seq)}, more than @maxlen "
+                               f"{program.maxlen}")
+        if program.bos is not None and seq[0] != program.bos:
+            raise _input_error("R233", f"{where} must start with the BOS token {program.bos!r}",
+                               "prepend it (`rasp run` does this for you)")
+        sequences.append(seq)
+    return sequences
+
+
+def _input_error(code, message, hint=None):
+    return RaspError([Diagnostic(code, message, hint=hint)])
+
+
+class Interpreter:
+    """Evaluates the nodes of one program; holds the program's inferred types."""
+
+    def __init__(self, program: ir.Program):
+        self.program = program
+        types, problems = T.infer(program)
+        if problems:
+            issue = problems[0]
+            raise RaspError([Diagnostic(p.code, p.message, getattr(p.node, "span", None), p.hint)
+                             for p in problems], program.source)
+        self.ctx = T.Context.of(program)
+        self.ctx.bindings = types
+        self.bindings = {b.name: b for b in program.bindings}
+        self._types: dict[int, object] = {}
+        self._matrices: dict[int, np.ndarray] = {}
+
+    def type_of(self, node):
+        key = id(node)
+        if key not in self._types:
+            self._types[key] = T.type_of(node, self.ctx)
+        return self._types[key]
+
+    # ------------------------------------------------------------ driving
+
+    def evaluate_group(self, batch: list[list], node: ir.Node, numbers: list[int]):
+        """`node` on sequences of one length; `numbers` are their positions in the input."""
+        group = _Group(self, batch, numbers)
+        for name in self._needed(node):
+            group.env[name] = group.value(self.bindings[name].value)
+        return group.value(node)
+
+    def _needed(self, node) -> list[str]:
+        """Names of the bindings `node` depends on, in program order."""
+        needed, stack = set(), [node]
+        while stack:
+            for n in ir.walk(stack.pop()):
+                if isinstance(n, ir.Ref) and n.name not in needed and n.name in self.bindings:
+                    needed.add(n.name)
+                    stack.append(self.bindings[n.name].value)
+        return [b.name for b in self.program.bindings if b.name in needed]
+
+    def matrix(self, m: ir.Matrix) -> np.ndarray:
+        key = id(m)
+        if key not in self._matrices:
+            self._matrices[key] = np.asarray(m.values, dtype=np.float64)
+        return self._matrices[key]
+
+
+class _Group:
+    """One evaluation over a batch of equal-length sequences."""
+
+    def __init__(self, interp: Interpreter, batch: list[list], numbers: list[int]):
+        self.interp, self.program = interp, interp.program
+        self.numbers = numbers
+        self.b, self.n = len(batch), len(batch[0])
+        self.tokens = A.to_array([t for seq in batch for t in seq]).reshape(self.b, self.n)
+        self.env: dict[str, np.ndarray] = {}
+        self.params: dict[str, np.ndarray] = {}
+        self.causal_mask = np.tril(np.ones((self.n, self.n), dtype=bool))
+
+    # ------------------------------------------------------------ errors
+
+    def fail(self, code, message, node, hint=None):
+        raise RaspError([Diagnostic(code, message, node.span, hint)], self.program.source)
+
+    def atom_error(self, exc: A.AtomError, node, what: str):
+        error = exc.error
+        if len(exc.index) == 2 and not self.params:
+            seq, pos = exc.index
+            place = f"input {self.numbers[seq] + 1}, position {pos}"
+        else:
+            place = "a predicate or table"
+        values = ", ".join(repr(v) for v in exc.args_)
+        if isinstance(error, ZeroDivisionError):
+            self.fail("R231", f"division by zero in {what} at {place} (values: {values})", node,
+                      "guard the divisor, e.g. `x / d if d != 0 else 0`")
+        if isinstance(error, KeyError):
+            self.fail("R232", f"the value {values} at {place} is missing from the table", node)
+        self.fail("R201", f"{what} failed at {place} on values {values}: {error}", node)
+
+    def lift(self, fn, node, what, *args):
+        try:
+            return A.lift(fn, *args)
+        except A.AtomError as exc:
+            self.atom_error(exc, node, what)
+
+    # ------------------------------------------------------------ dispatch
+
+    def value(self, node):
+        method = getattr(self, "_" + type(node).__name__)
+        return method(node)
+
+    def sop_shape(self):
+        return (self.b, self.n)
+
+    def _Tokens(self, node):
+        if node.view == "asis":
+            return self.tokens
+        convert = {"str": str, "int": int, "float": float, "bool": _to_bool}[node.view]
+        return self.lift(convert, node, f"tokens_{node.view}", self.tokens)
+
+    def _Indices(self, node):
+        return np.broadcast_to(np.arange(self.n, dtype=np.int64), self.sop_shape())
+
+    def _Const(self, node):
+        return A.full(self.sop_shape() if not self.params else (), node.value)
+
+    def _Ref(self, node):
+        return self.env[node.name]
+
+    def _Param(self, node):
+        return self.params[node.name]
+
+    def _UnaryOp(self, node):
+        x = self.value(node.operand)
+        if node.op == "not" and (x.dtype == bool or A.numeric(x)):
+            return ~A.truthy(x)
+        if node.op == "-" and A.numeric(x) and x.dtype != bool:
+            return -x
+        return self.lift(lambda a: ops.unary(node.op, a), node, f"`{node.op}`", x)
+
+    def _BinaryOp(self, node):
+        op = node.op
+        a, b = self.value(node.left), self.value(node.right)
+        fast = _fast_binary(op, a, b)
+        if fast is not None:
+            return fast
+        return self.lift(lambda x, y: ops.binary(op, x, y), node, f"`{op}`", a, b)
+
+    def _Cond(self, node):
+        cond = A.truthy(self.value(node.cond))
+        then, otherwise = self.value(node.then), self.value(node.otherwise)
+        if then.dtype.kind == otherwise.dtype.kind or (
+                A.numeric(then) and A.numeric(otherwise)
+                and then.dtype != bool and otherwise.dtype != bool):
+            return np.where(cond, then, otherwise)
+        out = np.where(cond, then.astype(object), otherwise.astype(object))
+        return A.to_array(out.ravel().tolist()).reshape(out.shape)
+
+    def _In(self, node):
+        x = self.value(node.operand)
+        options = A.to_array(list(node.options))
+        if options.size and A.compatible(x, options):
+            result = np.isin(x, options)
+        else:
+            members = set(node.options)
+            result = self.lift(lambda v: v in members, node, "`in`", x).astype(bool)
+        return ~result if node.negate else result
+
+    def _Lookup(self, node):
+        table = dict(zip(node.keys, node.values))
+        return self.lift(lambda v: table[v], node, "the table lookup", self.value(node.operand))
+
+    def _Call(self, node):
+        x = self.value(node.args[0])
+        name = node.function
+        if name == "indicator" and (x.dtype == bool or A.numeric(x)):
+            return A.truthy(x).astype(np.int64)
+        if name == "round" and A.numeric(x):
+            return np.round(x).astype(np.int64)
+        if name in ("numerical", "categorical"):
+            return x
+        return self.lift(lambda v: ops.call(name, v), node, name, x)
+
+    # ------------------------------------------------------------ attention
+
+    def _Select(self, node):
+        keys = self.value(node.keys)
+        queries = self.value(node.queries) if node.queries is not None else None
+        pred = node.predicate
+        key_t = self.interp.type_of(node.keys)
+        query_t = self.interp.type_of(node.queries) if node.queries is not None else None
+        if isinstance(pred, ir.Matrix) or isinstance(key_t, T.Vec) or isinstance(query_t, T.Vec):
+            return self._bilinear(node, keys, queries, key_t, query_t)
+        if queries is None:
+            row = A.truthy(self._predicate(pred, node, keys=keys))     # (b, k)
+            return np.broadcast_to(row[:, None, :], (self.b, self.n, self.n))
+        if isinstance(pred, ir.Compare) and A.compatible(keys, queries):
+            return ops._COMPARE[pred.op](keys[:, None, :], queries[:, :, None])
+        # general case: the predicate's table over the distinct keys and queries
+        key_values, key_codes = A.factorize(keys)
+        query_values, query_codes = A.factorize(queries)
+        k = A.to_array(key_values)[None, :]
+        q = A.to_array(query_values)[:, None]
+        table = A.truthy(np.broadcast_to(self._predicate(pred, node, keys=k, queries=q),
+                                         (q.shape[0], k.shape[1])))
+        return table[query_codes[:, :, None], key_codes[:, None, :]]
+
+    def _predicate(self, pred, node, keys, queries=None):
+        """A Compare or Lambda predicate evaluated on broadcastable key/query arrays."""
+        if isinstance(pred, ir.Compare):
+            if queries is None:
+                self.fail("E211", "a comparison needs queries", node)
+            if A.compatible(keys, queries):
+                return ops._COMPARE[pred.op](keys, queries)
+            return self.lift(lambda k, q: ops.compare(pred.op, k, q), node, "the predicate",
+                             keys, queries)
+        names = pred.params
+        saved = self.params
+        self.params = dict(zip(names, [keys, queries][:len(names)]))
+        try:
+            return self.value(pred.body)
+        finally:
+            self.params = saved
+
+    def _table(self, pred, node, row_basis, col_basis, row_name, col_name):
+        """A predicate over two bases as a 0/1 matrix (rows × cols)."""
+        rows = A.to_array(list(row_basis))[:, None]
+        if col_basis is None:
+            saved = self.params
+            self.params = {pred.params[0]: rows[:, 0]}
+            try:
+                return A.truthy(np.asarray(self.value(pred.body))).astype(np.float64)
+            finally:
+                self.params = saved
+        cols = A.to_array(list(col_basis))[None, :]
+        if isinstance(pred, ir.Compare):   # key op query: rows are queries, cols keys
+            table = self._predicate(pred, node, keys=cols, queries=rows)
+        else:
+            saved = self.params
+            self.params = {row_name: rows, col_name: cols}
+            try:
+                table = self.value(pred.body)
+            finally:
+                self.params = saved
+        return A.truthy(np.broadcast_to(table, (rows.shape[0], cols.shape[1]))).astype(np.float64)
+
+    def vector(self, value, t) -> np.ndarray:
+        """A cat s-op as one-hot rows over its basis; vectors as they are."""
+        if isinstance(t, T.Vec):
+            return value
+        if isinstance(t, T.Num):
+            return value.astype(np.float64)[..., None]
+        basis = {v: i for i, v in enumerate(t.values)}
+        values, codes = A.factorize(value)
+        try:
+            index = np.array([basis[v] for v in values], dtype=np.int64)
+        except KeyError as exc:
+            raise RaspError([Diagnostic("R233", f"value {exc.args[0]!r} is outside the basis "
+                                        f"{list(t.values)!r}")]) from None
+        return np.eye(len(t.values))[index[codes]]
+
+    def _bilinear(self, node, keys, queries, key_t, query_t):
+        """Score = q · M · kᵀ for a matrix, or for a predicate over vector bases."""
+        pred = node.predicate
+        k = self.vector(keys, key_t)                              # (b, n, |K|)
+        if isinstance(pred, ir.Matrix):
+            matrix = self.interp.matrix(pred)
+        else:
+            matrix = self._table(pred, node,
+                                 T.basis_of(query_t) if query_t is not None else T.basis_of(key_t),
+                                 T.basis_of(key_t) if query_t is not None else None, "q", "k")
+            matrix = matrix * self.program.hard_scale
+            if query_t is None:
+                matrix = matrix  # a vector over the key basis
+        if queries is None:
+            row = k @ matrix                                      # (b, n_k)
+            return np.broadcast_to(row[:, None, :], (self.b, self.n, self.n))
+        q = self.vector(queries, query_t)                         # (b, n, |Q|)
+        return np.einsum("bqi,ij,bkj->bqk", q, matrix, k)
+
+    def _SelectAnd(self, node):
+        return self.value(node.left) & self.value(node.right)
+
+    def _SelectOr(self, node):
+        return self.value(node.left) | self.value(node.right)
+
+    def _SelectNot(self, node):
+        return ~self.value(node.operand)
+
+    def scores(self, node) -> np.ndarray:
+        value = self.value(node)
+        if value.dtype == bool:
+            return value * self.program.hard_scale
+        return value
+
+    def _ScoreSum(self, node):
+        return sum(self.scores(t) for t in node.terms)
+
+    def _ScoreScale(self, node):
+        return node.factor * self.scores(node.operand)
+
+    def _SelectorWidth(self, node):
+        sel = self.value(node.selector)
+        if self.program.causal:
+            sel = sel & self.causal_mask
+        return sel.sum(-1).astype(np.int64)
+
+    def _Aggregate(self, node):
+        sel_t = self.interp.type_of(node.selector)
+        value_t = self.interp.type_of(node.values)
+        values = self.value(node.values)
+        if isinstance(sel_t, T.Score) or self.program.attention == "softmax":
+            return self._soft_aggregate(node, values, value_t)
+        sel = self.value(node.selector)
+        if self.program.causal:
+            sel = sel & self.causal_mask
+        count = sel.sum(-1)
+        empty = count == 0
+        if isinstance(value_t, (T.Num, T.Vec)):
+            weights = sel / np.maximum(count, 1)[..., None]
+            if isinstance(value_t, T.Vec):
+                return np.einsum("bqk,bkd->bqd", weights, values)
+            mean = np.einsum("bqk,bk->bq", weights, values.astype(np.float64))
+            return np.where(empty, float(node.default or 0), mean)
+        return self._categorical_mean(node, sel, values, count, empty)
+
+    def _categorical_mean(self, node, sel, values, count, empty):
+        uniques, codes = A.factorize(values)
+        big = len(uniques)
+        spread = np.broadcast_to(codes[:, None, :], sel.shape)
+        low = np.where(sel, spread, big).min(-1)
+        high = np.where(sel, spread, -1).max(-1)
+        conflict = ~empty & (low != high)
+        table = A.to_array(uniques)
+        out = table[np.minimum(low, big - 1)]
+        if conflict.any():
+            if self.program.compat == "rasp0.1" and A.numeric(table) and table.dtype != bool:
+                mean = np.einsum("bqk,bk->bq", sel / np.maximum(count, 1)[..., None],
+                                 values.astype(np.float64))
+                out = np.where(conflict, mean, out)
+            else:
+                seq, q = (int(i) for i in np.argwhere(conflict)[0])
+                chosen = [uniques[c] for c in codes[seq][sel[seq, q]]]
+                self.fail("R230", "a categorical aggregate averaged different values: at "
+                          f"input {self.numbers[seq] + 1}, query position {q} selected "
+                          f"{int(count[seq, q])} keys: {', '.join(map(repr, chosen))}", node,
+                          "averaging is only defined for numerical s-ops; use a selector that "
+                          "picks one key, or aggregate numerical(...) values")
+        return A.where(empty, node.default, out)
+
+    def _soft_aggregate(self, node, values, value_t):
+        scores = np.array(self.scores(node.selector), dtype=np.float64)
+        if self.program.causal:
+            scores = np.where(self.causal_mask, scores, -np.inf)
+        scores = scores - scores.max(-1, keepdims=True)
+        weights = np.exp(scores)
+        weights /= weights.sum(-1, keepdims=True)
+        if isinstance(value_t, T.Num):
+            return np.einsum("bqk,bk->bq", weights, values.astype(np.float64))
+        return np.einsum("bqk,bkd->bqd", weights, self.vector(values, value_t))
+
+    # ------------------------------------------------------------ vectors and logits
+
+    def _Primitive(self, node):
+        t = self.interp.type_of(node.args[0])
+        x = self.vector(self.value(node.args[0]), t)
+        if node.name == "harden":
+            basis = A.to_array(list(T.basis_of(t)))
+            return basis[np.argmax(x, axis=-1)]
+        if node.name == "sharpen":
+            (power,) = node.params
+            powered = np.power(np.maximum(x, 0), power)
+            return powered / np.maximum(powered.sum(-1, keepdims=True), 1e-300)
+        if node.name == "exists":
+            (value, threshold) = node.params
+            return x[..., list(T.basis_of(t)).index(value)] > threshold
+        if node.name == "lookup":
+            return x @ self.interp.matrix(node.args[1])
+        self.fail("E201", f"unknown primitive {node.name}", node)
+
+    def _Mlp(self, node):
+        parts = [self.vector(self.value(i), self.interp.type_of(i)) for i in node.inputs]
+        x = np.concatenate(parts, axis=-1)
+        m = self.interp.matrix
+        hidden = x @ m(node.W_in) + m(node.b_in)
+        # GPT-2's GELU (tanh approximation), as in the checkpoints the extractor reads
+        hidden = 0.5 * hidden * (1 + np.tanh(np.sqrt(2 / np.pi) * (hidden + 0.044715 * hidden**3)))
+        return hidden @ m(node.W_out) + m(node.b_out)
+
+    def _Project(self, node):
+        out = self.program.vocab
+        pred = node.predicate
+        if node.operand is None:
+            if isinstance(pred, ir.Matrix):
+                bias = self.interp.matrix(pred)
+            else:
+                bias = self._table(pred, node, out, None, "out", None) * self.program.hard_scale
+            return np.broadcast_to(bias, (self.b, self.n, len(out))).copy()
+        t = self.interp.type_of(node.operand)
+        x = self.vector(self.value(node.operand), t)
+        if isinstance(pred, ir.Matrix):
+            matrix = self.interp.matrix(pred)
+        else:
+            matrix = self._table(pred, node, T.basis_of(t), out, "inp", "out")
+            matrix = matrix * self.program.hard_scale
+        return x @ matrix
+
+    def _LogitsSum(self, node):
+        return sum(self.value(t) for t in node.terms)
+
+    def _Predict(self, node):
+        logits = self.value(node.logits)
+        if node.function == "sigmoid":
+            return 1 / (1 + np.exp(-logits))
+        shifted = np.exp(logits - logits.max(-1, keepdims=True))
+        return shifted / shifted.sum(-1, keepdims=True)
+
+
+def _to_bool(v):
+    if isinstance(v, str):
+        if v in ("True", "true", "1"):
+            return True
+        if v in ("False", "false", "0"):
+            return False
+        raise ValueError(f"cannot read {v!r} as a bool")
+    return bool(v)
+
+
+_FAST_ARITH = {"+": np.add, "-": np.subtract, "*": np.multiply}
+
+
+def _fast_binary(op, a, b):
+    """numpy's version of `a op b` where it agrees with Python's; None otherwise."""
+    if op in ops.COMPARISONS:
+        if A.compatible(a, b):
+            return ops._COMPARE[op](a, b)
+        return None
+    if op in ("and", "or") and a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
+        fn = np.logical_and if op == "and" else np.logical_or
+        return fn(A.truthy(a), A.truthy(b))
+    if not (A.numeric(a) and A.numeric(b)):
+        return None
+    if a.dtype == bool:
+        a = a.astype(np.int64)
+    if b.dtype == bool:
+        b = b.astype(np.int64)
+    if op in _FAST_ARITH:
+        return _FAST_ARITH[op](a, b)
+    if op in ("/", "%") and not np.any(b == 0):
+        return np.true_divide(a, b) if op == "/" else np.mod(a, b)
+    return None

@@ -1,0 +1,338 @@
+"""Every node of the typed IR, declared in one place.
+
+A program is an ordered list of named bindings; an expression refers to an earlier binding with
+`Ref(name)`. Functions, loops and comprehensions of the surface language are macros and never
+reach the IR. Nodes are immutable (attrs `@frozen`); passes rebuild them with `attrs.evolve`.
+Source spans are fields with `eq=False`, so `parse(pretty(p)) == p` compares structure only.
+Types are not stored on nodes: `rasp_ir.types.infer` computes them from the program.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from attrs import field, frozen
+
+
+@frozen
+class Span:
+    """A region of a source file: 1-based line and column, end exclusive."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+
+def _span():
+    return field(default=None, eq=False, repr=False, kw_only=True)
+
+
+class Node:
+    """Base of every IR expression node."""
+
+    span: Span | None
+
+    def children(self) -> tuple["Node", ...]:
+        """The sub-expressions of this node, in field order."""
+        out = []
+        for f in attrs.fields(type(self)):
+            value = getattr(self, f.name)
+            if isinstance(value, Node):
+                out.append(value)
+            elif isinstance(value, tuple):
+                out.extend(v for v in value if isinstance(v, Node))
+        return tuple(out)
+
+
+# ---------------------------------------------------------------- sources and references
+
+@frozen
+class Tokens(Node):
+    """The input tokens; `view` re-reads them as str/int/float/bool (RASP 0.1's tokens_int …)."""
+    view: str = "asis"
+    span: Span | None = _span()
+
+
+@frozen
+class Indices(Node):
+    """The position of each token, 0-based."""
+    span: Span | None = _span()
+
+
+@frozen
+class Const(Node):
+    """An atom (str, int, float, bool or None) broadcast to every position."""
+    value: Any
+    span: Span | None = _span()
+
+
+@frozen
+class Ref(Node):
+    """The value of an earlier binding of the program."""
+    name: str
+    span: Span | None = _span()
+
+
+@frozen
+class Param(Node):
+    """A parameter of a predicate or lambda (`k`, `q`, `inp`, `out`, …): one atom, not an s-op."""
+    name: str
+    span: Span | None = _span()
+
+
+# ---------------------------------------------------------------- element-wise operations
+
+@frozen
+class UnaryOp(Node):
+    """Element-wise `-x`, `+x` or `not x`."""
+    op: str
+    operand: Node
+    span: Span | None = _span()
+
+
+@frozen
+class BinaryOp(Node):
+    """Element-wise arithmetic (+ - * / % ^), comparison (== != < <= > >=) or and/or."""
+    op: str
+    left: Node
+    right: Node
+    span: Span | None = _span()
+
+
+@frozen
+class Cond(Node):
+    """Element-wise `then if cond else otherwise`."""
+    cond: Node
+    then: Node
+    otherwise: Node
+    span: Span | None = _span()
+
+
+@frozen
+class In(Node):
+    """Element-wise membership of each value in a constant tuple (`x in [...]`, `x not in [...]`)."""
+    operand: Node
+    options: tuple
+    negate: bool = False
+    span: Span | None = _span()
+
+
+@frozen
+class Lookup(Node):
+    """Element-wise table lookup `{k: v, ...}[x]` (dicts, lists and strings indexed by an s-op)."""
+    keys: tuple
+    values: tuple
+    operand: Node
+    span: Span | None = _span()
+
+
+@frozen
+class Call(Node):
+    """An element-wise builtin: indicator, round, numerical, categorical, abs, str, int, float."""
+    function: str
+    args: tuple[Node, ...]
+    span: Span | None = _span()
+
+
+@frozen
+class Lambda(Node):
+    """A predicate or map written as an expression over `Param`s; only inside select/project."""
+    params: tuple[str, ...]
+    body: Node
+    span: Span | None = _span()
+
+
+# ---------------------------------------------------------------- attention
+
+@frozen
+class Compare(Node):
+    """A comparison predicate `key OP query` for select (RASP 0.1 order: keys first)."""
+    op: str
+    span: Span | None = _span()
+
+
+@frozen
+class Matrix(Node):
+    """A table of reals: rows × cols (a vector when `cols` is None). Named ones live in the
+    side-file next to the program; unnamed ones print inline."""
+    rows: tuple
+    cols: tuple | None
+    values: tuple  # tuple of row tuples (or a flat tuple for a vector)
+    name: str | None = None
+    span: Span | None = _span()
+
+
+@frozen
+class Select(Node):
+    """A selector over (query, key) pairs. `queries` is None for a query-independent selector.
+    `predicate` is a Compare, a Lambda over (k, q) or a Matrix (then the result is a score)."""
+    keys: Node
+    queries: Node | None
+    predicate: Node
+    span: Span | None = _span()
+
+
+@frozen
+class SelectAnd(Node):
+    """Both selectors hold."""
+    left: Node
+    right: Node
+    span: Span | None = _span()
+
+
+@frozen
+class SelectOr(Node):
+    """Either selector holds."""
+    left: Node
+    right: Node
+    span: Span | None = _span()
+
+
+@frozen
+class SelectNot(Node):
+    """The selector does not hold."""
+    operand: Node
+    span: Span | None = _span()
+
+
+@frozen
+class ScoreSum(Node):
+    """A real-valued selector: the sum of its terms, each boolean term lifted by @hard_scale."""
+    terms: tuple[Node, ...]
+    span: Span | None = _span()
+
+
+@frozen
+class ScoreScale(Node):
+    """A selector or score multiplied by a constant."""
+    factor: float
+    operand: Node
+    span: Span | None = _span()
+
+
+@frozen
+class Aggregate(Node):
+    """Attention. Over a `sel`: hard mean, `default` for empty rows (None: 0 for num, none for
+    cat). Over a `score`: softmax over the permitted keys, producing a `vec` for cat/vec values."""
+    selector: Node
+    values: Node
+    default: Any = None
+    span: Span | None = _span()
+
+
+@frozen
+class SelectorWidth(Node):
+    """The number of keys each query selects."""
+    selector: Node
+    span: Span | None = _span()
+
+
+# ---------------------------------------------------------------- D-RASP: vectors and logits
+
+@frozen
+class Primitive(Node):
+    """An element-wise primitive on vectors: harden, sharpen(n), lookup(M), exists(b) …"""
+    name: str
+    args: tuple[Node, ...]
+    params: tuple = ()
+    span: Span | None = _span()
+
+
+@frozen
+class Mlp(Node):
+    """An opaque MLP over its inputs' concatenated vectors, holding its weights as tables
+    `W_in` (d_in × d_mlp), `b_in`, `W_out` (d_mlp × d_out), `b_out`, with GELU between."""
+    inputs: tuple[Node, ...]
+    W_in: Matrix
+    b_in: Matrix
+    W_out: Matrix
+    b_out: Matrix
+    span: Span | None = _span()
+
+
+@frozen
+class Project(Node):
+    """Logits over the output vocabulary: `inp` (None for a bias term) through a matrix or a
+    predicate over (inp, out) lifted by @hard_scale."""
+    operand: Node | None
+    predicate: Node
+    span: Span | None = _span()
+
+
+@frozen
+class LogitsSum(Node):
+    """The sum of logit terms."""
+    terms: tuple[Node, ...]
+    span: Span | None = _span()
+
+
+@frozen
+class Predict(Node):
+    """The prediction from logits: `softmax` (next token) or `sigmoid` (next-token set)."""
+    function: str
+    logits: Node
+    span: Span | None = _span()
+
+
+# ---------------------------------------------------------------- program
+
+@frozen
+class Binding:
+    """`name = value;`. `origin` names the library a binding came from (None: this file)."""
+    name: str
+    value: Node
+    origin: str | None = None
+    span: Span | None = _span()
+
+
+@frozen
+class Expect:
+    """`@expect subject(input) == expected;`: an executable example."""
+    subject: Node
+    input: tuple
+    expected: tuple
+    span: Span | None = _span()
+
+
+@frozen
+class Program:
+    """A whole program: its directives, loads, bindings, output and examples."""
+    bindings: tuple[Binding, ...] = ()
+    output: Node | None = None
+    vocab: tuple | None = None
+    vocab_name: str | None = None
+    maxlen: int | None = None
+    causal: bool = False
+    bos: str | None = None
+    attention: str = "hard"
+    hard_scale: float = 1e4
+    compat: str | None = None
+    loads: tuple[str, ...] = ()
+    expects: tuple[Expect, ...] = ()
+    source: str | None = field(default=None, eq=False, repr=False)
+
+    def binding(self, name: str) -> Binding:
+        """The binding called `name` (KeyError if there is none)."""
+        for b in self.bindings:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+
+SELECTOR_NODES = (Select, SelectAnd, SelectOr, SelectNot, ScoreSum, ScoreScale)
+
+
+def walk(node: Node):
+    """Every node of an expression tree, children before parents (no Ref is followed)."""
+    stack = [(node, False)]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            yield n
+            continue
+        stack.append((n, True))
+        for c in reversed(n.children()):
+            stack.append((c, False))
