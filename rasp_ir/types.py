@@ -97,6 +97,11 @@ def is_selector(t) -> bool:
     return isinstance(t, (Sel, Score))
 
 
+def a(word: str) -> str:
+    """`word` with its indefinite article."""
+    return ("an " if word[0] in "aeiou" or word.startswith("s-op") else "a ") + word
+
+
 def describe(t) -> str:
     """The word users know for a kind of value."""
     if is_sop(t):
@@ -236,7 +241,7 @@ def _require_sops(kids, what):
     for t in kids:
         if not is_sop(t):
             raise TypeIssue("E214" if is_selector(t) else "E201",
-                            f"cannot apply {what} to a {describe(t)}",
+                            f"cannot apply {what} to {a(describe(t))}",
                             "selectors combine with `and`, `or`, `not` and `+`")
 
 
@@ -267,10 +272,10 @@ def _binary(node, ctx, kids):
 def _cond(node, ctx, kids):
     cond, then, otherwise = kids
     if not is_sop(cond):
-        raise TypeIssue("E203", f"the condition of `if … else` is a {describe(cond)}, "
+        raise TypeIssue("E203", f"the condition of `if … else` is {a(describe(cond))}, "
                         "not a boolean s-op")
     if not (is_sop(then) and is_sop(otherwise)):
-        raise TypeIssue("E203", f"the branches of `if … else` are a {describe(then)} and a "
+        raise TypeIssue("E203", f"the branches of `if … else` are {a(describe(then))} and a "
                         f"{describe(otherwise)}; both must be s-ops")
     values = None
     if then.values is not None and otherwise.values is not None:
@@ -303,7 +308,7 @@ def _call(node, ctx, kids):
     (t,) = kids
     if name == "indicator":
         if not is_sop(t):
-            raise TypeIssue("E204", f"indicator expects a boolean s-op, got a {describe(t)}")
+            raise TypeIssue("E204", f"indicator expects a boolean s-op, got {a(describe(t))}")
         return Num((0, 1))
     _require_sops(kids, name)
     values = map_values(lambda a: ops.call(name, a), t.values)
@@ -334,7 +339,7 @@ def _predicate_table(pred, ctx, names, bases):
         body_type = type_of(pred.body, attrs.evolve(
             ctx, params={n: Cat(b) for n, b in zip(names, bases)}))
         if not is_sop(body_type):
-            raise TypeIssue("E211", f"the predicate is a {describe(body_type)}, not a boolean")
+            raise TypeIssue("E211", f"the predicate is {a(describe(body_type))}, not a boolean")
 
 
 def _select(node, ctx, kids):
@@ -343,7 +348,7 @@ def _select(node, ctx, kids):
     for side, t in (("keys", key_t), ("queries", query_t)):
         if t is not None and not (is_sop(t) or isinstance(t, Vec)):
             raise TypeIssue("E210", f"select's {side} must be an s-op or a vector, "
-                            f"got a {describe(t)}")
+                            f"got {a(describe(t))}")
     pred = node.predicate
     vector_side = isinstance(key_t, Vec) or isinstance(query_t, Vec)
     if isinstance(pred, ir.Matrix):
@@ -388,14 +393,15 @@ def _select_logic(node, ctx, kids):
 def _score_sum(node, ctx, kids):
     for t in kids:
         if not is_selector(t):
-            raise TypeIssue("E214", f"cannot add a selector and a {describe(t)}")
+            raise TypeIssue("E214", f"cannot add a selector and {a(describe(t))}")
     return Score()
 
 
 def _aggregate(node, ctx, kids):
     sel_t, value_t = kids
     if not is_selector(sel_t):
-        raise TypeIssue("E220", f"aggregate expects a selector first, got a {describe(sel_t)}",
+        raise TypeIssue("E220", f"aggregate expects a selector first, "
+                        f"got {a(describe(sel_t))}",
                         "build one with select(keys, queries, op)")
     soft = isinstance(sel_t, Score) or ctx.attention == "softmax"
     if soft:
@@ -421,13 +427,13 @@ def _aggregate(node, ctx, kids):
         return Cat(values)
     if isinstance(value_t, Vec):
         return Vec(value_t.basis)
-    raise TypeIssue("E201", f"cannot aggregate a {describe(value_t)}")
+    raise TypeIssue("E201", f"cannot aggregate {a(describe(value_t))}")
 
 
 def _selector_width(node, ctx, kids):
     (t,) = kids
     if not isinstance(t, Sel):
-        raise TypeIssue("E224", f"selector_width expects a selector, got a {describe(t)}",
+        raise TypeIssue("E224", f"selector_width expects a selector, got {a(describe(t))}",
                         "build a selector first, e.g. selector_width(select(tokens, tokens, ==))")
     return Cat(tuple(range(ctx.maxlen + 1)) if ctx.maxlen else None)
 
@@ -487,7 +493,7 @@ def _logits_sum(node, ctx, kids):
 def _predict(node, ctx, kids):
     (t,) = kids
     if not isinstance(t, Logits):
-        raise TypeIssue("E232", f"{node.function} expects logits, got a {describe(t)}")
+        raise TypeIssue("E232", f"{node.function} expects logits, got {a(describe(t))}")
     return Vec(t.out, dist=True)
 
 

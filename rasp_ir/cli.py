@@ -1,0 +1,219 @@
+"""The `rasp` command line. Heavy modules are imported inside commands so `rasp --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from .diagnostics import Diagnostic, RaspError
+
+EXIT_OK, EXIT_ERROR = 0, 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return args.handler(args)
+    except RaspError as exc:
+        _print_diagnostics(exc.diagnostics, exc.source)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rasp", description="RASP programs and transformers: run, check and format "
+        ".rasp files.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="evaluate a program's @output on inputs",
+                         description="Evaluate the @output of FILE on each INPUT. A plain "
+                         "INPUT is a sequence of characters; a JSON list such as '[3,1,2]' or "
+                         "'[\"<bos>\",\"0\"]' is a sequence of tokens. Without INPUT, one input "
+                         "per line is read from standard input. With @bos, the BOS token is "
+                         "prepended to inputs that lack it.")
+    run.add_argument("file", type=Path)
+    run.add_argument("inputs", nargs="*", metavar="INPUT")
+    run.add_argument("--json", action="store_true",
+                     help='one JSON object per input: {"input": [...], "output": [...]} '
+                     '(+ "logits" for logits or distribution outputs)')
+    run.set_defaults(handler=cmd_run)
+
+    check = sub.add_parser("check", help="type-check a program and run its @expect lines",
+                           description="Report every diagnostic of FILE; exit 1 if there is "
+                           "an error or a failing @expect.")
+    check.add_argument("file", type=Path)
+    check.add_argument("--no-expect", action="store_true", help="skip the @expect lines")
+    check.set_defaults(handler=cmd_check)
+
+    fmt = sub.add_parser("fmt", help="print a program in canonical form",
+                         description="Print FILE in canonical form (the IR printed back: "
+                         "functions and loops appear expanded, comments are not kept).")
+    mode = fmt.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 if the file is not in canonical form")
+    mode.add_argument("--write", action="store_true",
+                      help="rewrite the file in place (refused when that would drop comments, "
+                      "functions or loops)")
+    fmt.add_argument("file", type=Path)
+    fmt.set_defaults(handler=cmd_fmt)
+
+    repl = sub.add_parser("repl", help="an interactive RASP session")
+    repl.add_argument("file", type=Path, nargs="?", help="a file to load first")
+    repl.set_defaults(handler=cmd_repl)
+    return parser
+
+
+# ---------------------------------------------------------------- helpers
+
+def _print_diagnostics(diagnostics: list[Diagnostic], source: str | None = None,
+                       sources: dict | None = None) -> None:
+    for d in diagnostics:
+        text = source
+        if d.span is not None and sources is not None:
+            text = sources.get(d.span.file, source)
+        if d.span is not None and text is None:
+            try:
+                text = Path(d.span.file).read_text(encoding="utf-8")
+            except OSError:
+                text = None
+        print(d.render(text), file=sys.stderr)
+        print(file=sys.stderr)
+
+
+def _load(path: Path):
+    import grammar
+    return grammar.load(path)
+
+
+def parse_input(text: str, vocab: tuple | None) -> list:
+    """A command-line input: a JSON list of tokens, or else a string of characters. Tokens are
+    matched to the vocabulary's spelling (3 -> "3" when the vocabulary holds strings)."""
+    tokens = None
+    if text.lstrip().startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RaspError([Diagnostic("R233", f"input {text!r} is not a JSON list: {exc.msg} "
+                                        f"at column {exc.colno}")]) from None
+        if not isinstance(value, list) or any(isinstance(v, (list, dict)) for v in value):
+            raise RaspError([Diagnostic("R233", f"input {text!r} must be a flat JSON list")])
+        tokens = value
+    if tokens is None:
+        return list(text)
+    if vocab is None:
+        return tokens
+    known = set(vocab)
+    by_text = {str(v): v for v in vocab}
+    return [t if t in known else by_text.get(str(t), t) for t in tokens]
+
+
+def _plain(values) -> str:
+    if values and all(isinstance(v, str) and len(v) == 1 for v in values):
+        return "".join(values)
+    return json.dumps(_rounded(values), ensure_ascii=False)
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_run(args) -> int:
+    from .interpreter import run
+    program = _load(args.file)
+    texts = args.inputs
+    if not texts:
+        if sys.stdin is None or sys.stdin.isatty():
+            print("rasp run: give at least one INPUT (or pipe inputs, one per line)",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    inputs = [parse_input(t, program.vocab) for t in texts]
+    results = run(program, inputs, add_bos=True)
+    for r in results:
+        if args.json:
+            record = {"input": list(r.input), "output": r.output}
+            if r.logits is not None:
+                record["logits"] = r.logits
+            print(json.dumps(record, ensure_ascii=False))
+        else:
+            print(_plain(r.output))
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    import grammar
+    from . import types as T
+    from .expects import check_expects
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"rasp check: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    program, diagnostics = grammar.elaborate(text, str(args.file))
+    if program is not None and not args.no_expect:
+        diagnostics = diagnostics + check_expects(program)
+    _print_diagnostics(diagnostics, text, {str(args.file): text})
+    errors = [d for d in diagnostics if d.severity != "warning"]
+    if errors:
+        print(f"{args.file}: {len(errors)} error(s)", file=sys.stderr)
+        return EXIT_ERROR
+    output = T.output_type(program)
+    expects = "" if args.no_expect else f", {len(program.expects)} @expect line(s) hold"
+    print(f"ok: {args.file}: {len(program.bindings)} binding(s), output "
+          f"{output if output is not None else '(none)'}{expects}")
+    return EXIT_OK
+
+
+_LOSSY = re.compile(r"#|\bdef\b|\bfor\b|\blambda\b")
+_STRINGS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
+
+
+def cmd_fmt(args) -> int:
+    from .printer import pretty
+    from .tables import atomic_write_text
+    program = _load(args.file)
+    text = pretty(program)
+    original = program.source or ""
+    if args.check:
+        if text != original:
+            print(f"{args.file}: not in canonical form", file=sys.stderr)
+            return EXIT_ERROR
+        return EXIT_OK
+    if args.write:
+        if text == original:
+            return EXIT_OK
+        if _LOSSY.search(_STRINGS.sub('""', original)):
+            print(f"rasp fmt: refusing to rewrite {args.file}: the canonical form would drop its "
+                  "comments, functions or loops. Use `rasp fmt FILE > NEW.rasp` instead.",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        atomic_write_text(args.file, text)
+        return EXIT_OK
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_repl(args) -> int:
+    from .repl import repl
+    return repl(args.file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
