@@ -46,6 +46,7 @@ class Elaborator:
         self.call_stack: list[tuple[Function, Span | None]] = []
         self.side_tables = None
         self.started = False
+        self.current_file = file    # the file whose tree is being elaborated (changes in calls)
 
     # ------------------------------------------------------------ top level
 
@@ -74,10 +75,11 @@ class Elaborator:
     def span(self, tree) -> Span | None:
         meta = getattr(tree, "meta", None)
         if isinstance(tree, lark.Token):
-            return Span(self.file, tree.line, tree.column, tree.end_line, tree.end_column)
+            return Span(self.current_file, tree.line, tree.column, tree.end_line,
+                        tree.end_column)
         if meta is None or getattr(meta, "empty", True):
             return None
-        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+        return Span(self.current_file, meta.line, meta.column, meta.end_line, meta.end_column)
 
     def program(self, extra_roots: tuple = ()) -> ir.Program:
         """The finished program: library bindings it uses first (in library order), then its own."""
@@ -233,7 +235,8 @@ class Elaborator:
             self.assign(tree, env, top)
         elif kind == "def_stmt":
             name, params, body = tree.children
-            self.bind_meta(name.value, Function(name.value, _names(params), body, env, self.file),
+            self.bind_meta(name.value, Function(name.value, _names(params), body, env,
+                                                    self.current_file),
                            env, top, self.span(name))
         elif kind == "for_stmt":
             self.for_loop(tree, env, top)
@@ -431,7 +434,7 @@ class Elaborator:
     def x_lambda_(self, tree, env):
         params, body = tree.children
         return Function("lambda", _names(params) if params is not None else (), body, env,
-                        self.file, is_lambda=True)
+                        self.current_file, is_lambda=True)
 
     # arithmetic ---------------------------------------------------
 
@@ -582,6 +585,7 @@ class Elaborator:
                         "recurse", span, "unroll the recursion with a for loop")
         scope = Env(parent=fn.closure, values=dict(zip(fn.params, args)))
         self.call_stack.append((fn, span))
+        caller_file, self.current_file = self.current_file, fn.file
         try:
             if fn.is_lambda:
                 return self.expr(fn.body, scope)
@@ -591,7 +595,7 @@ class Elaborator:
             values = [self.expr(e, scope) for e in ret.children]
             return values[0] if len(values) == 1 else tuple(values)
         except Issue as issue:
-            if issue.span is not None and issue.span.file != self.file:
+            if issue.span is not None and issue.span.file != caller_file:
                 where = issue.span
                 raise Issue(issue.code, issue.message, span, issue.hint,
                             f"inside {fn.name}, at {where.file}:{where.line}:{where.column}") \
@@ -599,6 +603,7 @@ class Elaborator:
             raise
         finally:
             self.call_stack.pop()
+            self.current_file = caller_file
 
     def apply(self, term: Term, value, span):
         """`program(input)` while elaborating (the REPL's way of running a program)."""

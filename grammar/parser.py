@@ -36,8 +36,60 @@ def parse_tree(text: str, file: str = "<string>") -> lark.Tree:
     try:
         return _parser().parse(text)
     except UnexpectedInput as exc:
-        diagnostic = unbalanced or _classify(exc, text, file)
-        raise RaspError([diagnostic], text) from None
+        if unbalanced:
+            raise RaspError([unbalanced], text) from None
+        diagnostics = _every_syntax_error(text, file) or [_classify(exc, text, file)]
+        raise RaspError(diagnostics, text) from None
+
+
+def _every_syntax_error(text: str, file: str) -> list[Diagnostic]:
+    """Parse each top-level statement on its own (blanked elsewhere so positions hold), so a
+    file with several syntax errors reports each of them."""
+    out = []
+    for start, end in _statements(text):
+        blank = "".join(ch if ch == "\n" else " " for ch in text[:start])
+        rest = "".join(ch if ch == "\n" else " " for ch in text[end:])
+        try:
+            _parser().parse(blank + text[start:end] + rest)
+        except UnexpectedInput as exc:
+            out.append(_classify(exc, blank + text[start:end] + rest, file))
+    return out
+
+
+def _statements(text: str):
+    """(start, end) of each top-level statement: ends at `;` or `}` outside brackets."""
+    depth, start, i = 0, 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "#":
+            newline = text.find("\n", i)
+            i = len(text) if newline < 0 else newline
+            continue
+        if ch in "\"'":
+            j = i + 1
+            while j < len(text) and text[j] not in (ch, "\n"):
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0 and ch == "}" and _closes_block(text, i):
+                yield start, i + 1
+                start = i + 1
+        elif ch == ";" and depth == 0:
+            yield start, i + 1
+            start = i + 1
+        i += 1
+    if text[start:].strip():
+        yield start, len(text)
+
+
+def _closes_block(text: str, i: int) -> bool:
+    """A `}` that ends a def/for body (not a dict or set literal): followed by a new statement."""
+    nxt = text[i + 1:].lstrip()
+    return not nxt or not nxt.startswith((";", ",", ")", "]", "[", ".", "+", "-", "*", "/", "%"))
 
 
 def _span_at(text: str, file: str, pos: int, length: int = 1) -> Span:

@@ -429,7 +429,10 @@ class _Group:
                           f"{int(count[seq, q])} keys: {', '.join(map(repr, chosen))}", node,
                           "averaging is only defined for numerical s-ops; use a selector that "
                           "picks one key, or aggregate numerical(...) values")
-        return A.where(empty, node.default, out)
+        default = node.default
+        if default is None and self.program.compat == "rasp0.1":
+            default = 0     # RASP 0.1 fills empty rows with 0 whatever the value type
+        return A.where(empty, default, out)
 
     def _soft_aggregate(self, node, values, value_t):
         scores = np.array(self.scores(node.selector), dtype=np.float64)
