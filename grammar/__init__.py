@@ -66,7 +66,7 @@ class Session:
         before = len(self.elaborator.diagnostics)
         values = self.elaborator.run(tree)
         new = self.elaborator.diagnostics[before:]
-        errors = [d for d in new if d.severity == "error"]
+        errors = [d for d in new if d.severity != "warning"]   # runtime errors (R…) too
         if errors:
             raise RaspError(errors, text)
         return values

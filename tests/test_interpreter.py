@@ -1,0 +1,161 @@
+"""The reference semantics on hand-checked cases: masking, BOS, both attention kinds, D-RASP
+vectors and logits, input validation, tables in side-files."""
+
+import math
+
+import numpy as np
+import pytest
+
+import grammar
+from rasp_ir import nodes as ir
+from rasp_ir.diagnostics import RaspError
+from rasp_ir.interpreter import run
+from rasp_ir.printer import pretty
+
+
+def outputs(src, inputs, name=None):
+    program = grammar.parse(src)
+    node = program.binding(name).value if name else None
+    return [r.output for r in run(program, inputs, node=node)]
+
+
+def test_batches_of_mixed_lengths_keep_input_order():
+    src = "r = aggregate(select(indices, length - indices - 1, ==), tokens);\n@output r;"
+    words = ["hello", "ab", "xyz", "a", "qwerty", "ab"]
+    assert outputs(src, words) == [list(w[::-1]) for w in words]
+
+
+def test_causal_masks_selectors_and_length_is_prefix_length():
+    src = "@causal;\nw = selector_width(select(1, 1, ==));\nl = length;\n@output w;"
+    assert outputs(src, ["abcd"]) == [[1, 2, 3, 4]]
+    assert outputs(src, ["abcd"], "l") == [[1, 2, 3, 4]]
+    # without @causal every query sees every key
+    assert outputs("w = selector_width(select(1, 1, ==));\n@output w;", ["abcd"]) == [[4] * 4]
+
+
+def test_not_of_a_causal_selector_stays_causal():
+    src = ("@causal;\nw = selector_width(not select(indices, indices, ==));\n@output w;")
+    assert outputs(src, ["abcd"]) == [[0, 1, 2, 3]]
+
+
+def test_bos_is_validated_and_prepended_on_request():
+    src = '@vocab {"<bos>", "a"};\n@bos "<bos>";\nx = indices;\n@output x;'
+    program = grammar.parse(src)
+    with pytest.raises(RaspError) as info:
+        run(program, [["a", "a"]])
+    assert info.value.codes == ["R233"]
+    assert run(program, [["a", "a"]], add_bos=True)[0].input == ("<bos>", "a", "a")
+
+
+@pytest.mark.parametrize("inputs, code", [
+    ([["a", "z"]], "R233"), (["aaaaaa"], "R233"), ([[]], "R234"), ([["a", 3]], "R234"),
+])
+def test_input_validation(inputs, code):
+    program = grammar.parse('@vocab {"a", "b"};\n@maxlen 5;\nx = tokens;\n@output x;')
+    with pytest.raises(RaspError) as info:
+        run(program, inputs)
+    assert info.value.codes == [code]
+
+
+def test_token_views():
+    assert outputs("x = tokens_int + 1;\n@output x;", [["3", "4"]]) == [[4, 5]]
+    assert outputs("x = tokens_str + \"!\";\n@output x;", [[3, 4]]) == [["3!", "4!"]]
+    with pytest.raises(RaspError) as info:
+        outputs("x = tokens_int;\n@output x;", ["ab"])
+    assert info.value.codes == ["R201"]
+
+
+def test_softmax_aggregate_of_hard_selector_matches_hard_mean_when_one_key():
+    src = ('@vocab V = {"a", "b", "c"};\n@maxlen 6;\n'
+           "s = select(indices, indices - 1, ==);\n"
+           "soft = aggregate(s + s, tokens);\n"       # a score: softmax, a distribution
+           "hard = harden(soft);\n@output hard;")
+    program = grammar.parse(src)
+    (result,) = run(program, ["abcab"])
+    # position 0 has no previous token: softmax attends uniformly, argmax is the first basis
+    assert result.output[1:] == ["a", "b", "c", "a"]
+    dist = run(program, ["abc"], node=program.binding("soft").value)[0].logits
+    assert np.allclose(dist[2], [0, 1, 0], atol=1e-6)
+    # position 0 selects nothing: softmax over equal scores attends uniformly to all keys
+    assert np.allclose(dist[0], [1 / 3, 1 / 3, 1 / 3])
+
+
+def test_score_scale_and_soft_mean_of_numbers():
+    src = ("@causal;\ns = 0.0 * select(1, 1, ==);\n"      # all-zero scores: uniform prefix
+           "m = aggregate(s, numerical(indices));\n@output m;")
+    assert outputs(src, ["abcd"]) == [[0.0, 0.5, 1.0, 1.5]]
+
+
+def test_drasp_program_end_to_end():
+    src = '''
+@vocab V = {"<bos>", "a", "b"};
+@maxlen 8;
+@causal;
+@bos "<bos>";
+s1 = select(q=indices, k=indices, op=(k == q - 1));
+s2 = select(k=tokens, op=(k == "<bos>"));
+a1 = aggregate(s=s1 + 0.5 * s2, v=tokens);
+l1 = project(inp=a1, op=(inp == out));
+l2 = project(op=matrix(rows=V, values=[0.0, 0.0, 1.0]));
+prediction = softmax(l1 + l2);
+@output prediction;
+'''
+    program = grammar.parse(src)
+    (result,) = run(program, [["<bos>", "a", "b", "a"]])
+    assert result.output == ["<bos>", "<bos>", "a", "b"]
+    assert len(result.logits) == 4 and len(result.logits[0]) == 3
+    assert all(math.isclose(sum(row), 1.0) for row in result.logits)
+    assert grammar.parse(pretty(program)) == program
+
+
+def test_lookup_sharpen_exists_and_mlp():
+    src = '''
+@vocab V = {"a", "b"};
+@maxlen 4;
+avg = aggregate(select(1, 1, ==) + select(1, 1, ==), tokens);
+up = lookup(avg, matrix(rows=V, cols=["x", "y", "z"], values=[[1, 0, 0], [0, 2, 1]]));
+sharp = sharpen(avg, 3);
+has_a = exists(avg, "a", 0.5);
+net = mlp(avg, W_in=matrix(rows=[0, 1], cols=[0], values=[[1], [-1]]),
+          b_in=matrix(rows=[0], values=[0]), W_out=matrix(rows=[0], cols=["o"], values=[[2]]),
+          b_out=matrix(rows=["o"], values=[1]));
+@output up;
+'''
+    program = grammar.parse(src)
+    get = lambda name: run(program, ["aab"], node=program.binding(name).value)[0]  # noqa: E731
+    assert np.allclose(np.array(get("up").logits if get("up").logits else get("up").output)[0],
+                       [2 / 3, 2 / 3, 1 / 3])
+    sharp = get("sharp").logits[0]
+    assert np.allclose(sharp, [8 / 9, 1 / 9])
+    assert get("has_a").output == [True, True, True]
+    h = 1 / 3   # W_in projects (2/3, 1/3) to 1/3; GELU(1/3) * 2 + 1
+    gelu = 0.5 * h * (1 + math.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
+    assert np.allclose(get("net").output[0], [2 * gelu + 1])
+    assert grammar.parse(pretty(program)) == program
+
+
+def test_named_tables_live_in_the_side_file(tmp_path):
+    from rasp_ir.printer import named_tables
+    from rasp_ir.tables import read_tables, side_file, write_tables
+    table = ir.Matrix(("a", "b"), ("a", "b"), ((0.0, 1.0), (1.0, 0.0)), name="swap")
+    write_tables(side_file(tmp_path / "p.rasp"), {"swap": table})
+    assert read_tables(side_file(tmp_path / "p.rasp"))["swap"] == table
+    src = ('@vocab V = {"a", "b"};\n@maxlen 4;\n'
+           's = select(q=tokens, k=tokens, op=table("swap"));\n'
+           'a = harden(aggregate(s, tokens));\n@output a;\n')
+    (tmp_path / "p.rasp").write_text(src)
+    program = grammar.load(tmp_path / "p.rasp")
+    assert run(program, ["ab"])[0].output == ["b", "a"]
+    assert "table(\"swap\")" in pretty(program)
+    assert named_tables(program) == {"swap": table}
+    (tmp_path / "q.rasp").write_text(src)
+    with pytest.raises(RaspError) as info:
+        grammar.load(tmp_path / "q.rasp")
+    assert info.value.codes == ["E252"]
+
+
+def test_float_and_bool_outputs():
+    assert outputs("x = indicator(tokens == \"a\");\n@output x;", ["aba"]) == [[1, 0, 1]]
+    assert outputs("x = tokens == \"a\";\n@output x;", ["ab"]) == [[True, False]]
+    assert outputs("x = aggregate(select(1, 1, ==), indicator(tokens == \"a\"));\n@output x;",
+                   ["aab"]) == [[2 / 3] * 3]
