@@ -36,8 +36,9 @@ def run(program: ir.Program, inputs, node: ir.Node | None = None,
     if target is None:
         raise RaspError([Diagnostic("E260", "the program has no @output",
                                     hint="add a line such as `@output reverse;`")])
-    raw = evaluate(program, inputs, target, add_bos=add_bos)
-    kind = Interpreter(program).type_of(target)
+    interpreter = Interpreter(program)
+    raw = evaluate(program, inputs, target, add_bos=add_bos, interpreter=interpreter)
+    kind = interpreter.type_of(target)
     results = []
     for seq, value in zip(prepare_inputs(program, inputs, add_bos), raw):
         if isinstance(kind, T.Logits) or (isinstance(kind, T.Vec) and kind.dist):
@@ -49,10 +50,11 @@ def run(program: ir.Program, inputs, node: ir.Node | None = None,
     return results
 
 
-def evaluate(program: ir.Program, inputs, node: ir.Node, add_bos: bool = False) -> list:
+def evaluate(program: ir.Program, inputs, node: ir.Node, add_bos: bool = False,
+             interpreter: "Interpreter | None" = None) -> list:
     """The raw numpy value of `node` for each input (in input order)."""
     sequences = prepare_inputs(program, inputs, add_bos)
-    interpreter = Interpreter(program)
+    interpreter = interpreter or Interpreter(program)
     by_length = defaultdict(list)
     for i, seq in enumerate(sequences):
         by_length[len(seq)].append(i)
@@ -107,7 +109,6 @@ class Interpreter:
         self.program = program
         types, problems = T.infer(program)
         if problems:
-            issue = problems[0]
             raise RaspError([Diagnostic(p.code, p.message, getattr(p.node, "span", None), p.hint)
                              for p in problems], program.source)
         self.ctx = T.Context.of(program)

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import functools
+
 import attrs
-from attrs import field, frozen
+from attrs import field
+
+# nodes are hashed often (type memo tables, value-set caches): cache each node's hash
+frozen = functools.partial(attrs.frozen, cache_hash=True)
 
 
 @frozen
@@ -66,6 +71,9 @@ class Indices(Node):
 class Const(Node):
     """An atom (str, int, float, bool or None) broadcast to every position."""
     value: Any
+    # Python says 1 == 1.0 == True; the IR must not, or `x + 1.0` would equal `x + 1`
+    value_type: str = field(init=False, repr=False, default=attrs.Factory(
+        lambda self: type(self.value).__name__, takes_self=True))
     span: Span | None = _span()
 
 

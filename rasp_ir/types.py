@@ -131,6 +131,7 @@ class Context:
     attention: str = "hard"
     bindings: dict = attrs.Factory(dict)   # name -> Type
     params: dict = attrs.Factory(dict)     # predicate parameter -> Type
+    memo: dict = attrs.Factory(dict)       # node -> Type, for nodes already typed here
 
     @classmethod
     def of(cls, program: ir.Program) -> "Context":
@@ -337,7 +338,7 @@ def _predicate_table(pred, ctx, names, bases):
     """Check a Compare/Lambda predicate gives booleans on the given bases (when known)."""
     if isinstance(pred, ir.Lambda):
         body_type = type_of(pred.body, attrs.evolve(
-            ctx, params={n: Cat(b) for n, b in zip(names, bases)}))
+            ctx, params={n: Cat(b) for n, b in zip(names, bases)}, memo={}))
         if not is_sop(body_type):
             raise TypeIssue("E211", f"the predicate is {a(describe(body_type))}, not a boolean")
 
@@ -517,12 +518,18 @@ def type_of(node, ctx: Context):
     """The type of an expression, checking every node under it (raises TypeIssue)."""
     if isinstance(node, ir.Lambda):
         return type_of(node.body, ctx)
+    known = ctx.memo.get(node)
+    if known is not None:
+        return known
     kids = [None if isinstance(c, _OPAQUE) else type_of(c, ctx) for c in node.children()]
     try:
-        return rule(node, ctx, kids)
+        result = rule(node, ctx, kids)
     except TypeIssue as issue:
         issue.node = issue.node or node
         raise
+    if not isinstance(node, ir.Ref):      # a name can be bound again in a REPL session
+        ctx.memo[node] = result
+    return result
 
 
 def infer(program: ir.Program) -> tuple[dict, list[TypeIssue]]:
