@@ -9,7 +9,7 @@ from rasp_ir.diagnostics import Diagnostic, RaspError
 
 from .elaborate import Elaborator
 from .library import base_environment
-from .parser import parse_tree
+from .parser import parse_tree, precedence_warnings
 
 __all__ = ["parse", "load", "elaborate", "Session"]
 
@@ -22,6 +22,8 @@ def elaborate(text: str, file: str = "<string>") -> tuple[ir.Program | None, lis
         return None, exc.diagnostics
     el = _elaborator(text, file)
     el.run(tree)
+    if el.directives.get("compat") is None:
+        el.diagnostics += precedence_warnings(tree, text, file)
     errors = [d for d in el.diagnostics if d.severity == "error"]
     return (None if errors else el.program()), el.diagnostics
 
@@ -62,7 +64,8 @@ class Session:
         """Elaborate more statements; raise RaspError with their diagnostics on error."""
         self.source += text + "\n"
         self.elaborator.source = text
-        tree = parse_tree(text, self.file)
+        compat = self.elaborator.directives.get("compat") is not None or None
+        tree = parse_tree(text, self.file, compat)
         before = len(self.elaborator.diagnostics)
         values = self.elaborator.run(tree)
         new = self.elaborator.diagnostics[before:]

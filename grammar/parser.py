@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 
 import lark
@@ -23,26 +24,61 @@ _WORDS = {
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 
 
+_COMPAT = re.compile(r'^[ \t]*@compat[ \t]+"rasp0\.1"[ \t]*;', re.M)
+
+
 @functools.cache
-def _parser() -> lark.Lark:
-    text = resources.files("grammar").joinpath("rasp.lark").read_text()
+def _parser(compat: bool = False) -> lark.Lark:
+    """The LALR parser; with `compat`, RASP 0.1's operator table replaces Python's."""
+    files = resources.files("grammar")
+    text = files.joinpath("rasp.lark").read_text()
+    if compat:
+        operators = files.joinpath("rasp01_operators.lark").read_text()
+        text = re.sub(r"// >>> operators.*?// <<< operators\n", lambda m: operators, text,
+                      flags=re.S)
     return lark.Lark(text, parser="lalr", lexer="contextual", propagate_positions=True,
                      maybe_placeholders=True)
 
 
-def parse_tree(text: str, file: str = "<string>") -> lark.Tree:
-    """The Lark tree of `text`; raises RaspError with one coded diagnostic on a syntax error."""
+def declares_compat(text: str) -> bool:
+    """Whether the text asks for RASP 0.1's operator precedence."""
+    return bool(_COMPAT.search(text))
+
+
+def parse_tree(text: str, file: str = "<string>", compat: bool | None = None) -> lark.Tree:
+    """The Lark tree of `text`; raises RaspError with a coded diagnostic per syntax error.
+    `compat` None means: as the file's own `@compat` directive says."""
+    if compat is None:
+        compat = declares_compat(text)
     unbalanced = _bracket_problem(text, file)
     try:
-        return _parser().parse(text)
+        return _parser(compat).parse(text)
     except UnexpectedInput as exc:
         if unbalanced:
             raise RaspError([unbalanced], text) from None
-        diagnostics = _every_syntax_error(text, file) or [_classify(exc, text, file)]
+        diagnostics = _every_syntax_error(text, file, compat) or [_classify(exc, text, file)]
         raise RaspError(diagnostics, text) from None
 
 
-def _every_syntax_error(text: str, file: str) -> list[Diagnostic]:
+def precedence_warnings(tree: lark.Tree, text: str, file: str) -> list[Diagnostic]:
+    """W101 for each statement that RASP 0.1's operator table would read differently."""
+    try:
+        legacy = _parser(True).parse(text)
+    except UnexpectedInput:
+        return []
+    out = []
+    for ours, theirs in zip(tree.children, legacy.children):
+        if ours != theirs:
+            meta = ours.meta
+            out.append(Diagnostic(
+                "W101", "RASP 0.1 would read this statement differently: its operator "
+                "precedence is not Python's", Span(file, meta.line, meta.column, meta.end_line,
+                                                  meta.end_column),
+                'add parentheses, or declare @compat "rasp0.1"; to use RASP 0.1\'s table'))
+    return out
+
+
+def _every_syntax_error(text: str, file: str, compat: bool = False) -> list[Diagnostic]:
     """Parse each top-level statement on its own (blanked elsewhere so positions hold), so a
     file with several syntax errors reports each of them."""
     out = []
@@ -50,7 +86,7 @@ def _every_syntax_error(text: str, file: str) -> list[Diagnostic]:
         blank = "".join(ch if ch == "\n" else " " for ch in text[:start])
         rest = "".join(ch if ch == "\n" else " " for ch in text[end:])
         try:
-            _parser().parse(blank + text[start:end] + rest)
+            _parser(compat).parse(blank + text[start:end] + rest)
         except UnexpectedInput as exc:
             out.append(_classify(exc, blank + text[start:end] + rest, file))
     return out

@@ -57,6 +57,7 @@ CODES = {
     "R232": "a value missing from a lookup table",
     "R233": "input outside @vocab, @maxlen or @bos",
     "R234": "empty or mixed-type input",
+    "W101": "RASP 0.1 would read a statement differently (operator precedence)",
     "W222": "a numerical aggregate with a non-zero default",
 }
 

@@ -6,6 +6,7 @@ select/aggregate/project, Python precedence with only the parentheses it needs.
 
 from __future__ import annotations
 
+import contextvars
 import math
 
 from . import nodes as ir
@@ -13,12 +14,22 @@ from . import ops
 
 # binding strength, loosest first (Python's table)
 LAMBDA, COND, OR, AND, NOT, COMPARE, ADD, MUL, UNARY, POWER, ATOM = range(11)
+# under @compat "rasp0.1" the parser uses RASP 0.1's operator table: parenthesise every operator
+_FULL_PARENS = contextvars.ContextVar("full_parens", default=False)
 _BINARY_LEVEL = {"or": OR, "and": AND, "+": ADD, "-": ADD, "*": MUL, "/": MUL, "%": MUL,
                  "^": POWER, **{op: COMPARE for op in ops.COMPARISONS}}
 
 
 def pretty(program: ir.Program) -> str:
     """The canonical text of a whole program (library bindings print as their `load`)."""
+    token = _FULL_PARENS.set(program.compat is not None)
+    try:
+        return _program(program)
+    finally:
+        _FULL_PARENS.reset(token)
+
+
+def _program(program: ir.Program) -> str:
     lines = []
     if program.compat:
         lines.append(f"@compat {literal(program.compat)};")
@@ -123,7 +134,10 @@ def _level(node) -> int:
 def expr(node, context: int = LAMBDA) -> str:
     """An expression, parenthesised if it binds looser than `context` requires."""
     text = _render(node)
-    return f"({text})" if _level(node) < context else text
+    level = _level(node)
+    if _FULL_PARENS.get() and level < ATOM and context > LAMBDA:
+        return f"({text})"
+    return f"({text})" if level < context else text
 
 
 def _render(node) -> str:
