@@ -1,0 +1,39 @@
+"""@compat "rasp0.1": RASP 0.1's operator table (oracle cases Q01-Q07) and its defaults;
+W101 in the default mode wherever the two tables read a statement differently."""
+
+import json
+
+import pytest
+
+import grammar
+from rasp_ir.printer import pretty
+
+from conftest import SHARED
+
+CASES = {c["id"]: c for c in json.loads(
+    (SHARED / "conformance" / "rasp01_cases.json").read_text())["cases"]}
+EXPECTED = {"Q01": False, "Q02": False, "Q03": [False] * 5, "Q04": [False] * 5, "Q05": 64,
+            "Q06": 4, "Q07": [0, 1, 2, 3]}
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_rasp01_precedence_quirks(case):
+    session = grammar.Session()
+    session.run('@compat "rasp0.1";')
+    (value,) = session.run(CASES[case]["call"])
+    assert value == EXPECTED[case]
+
+
+def test_default_mode_warns_where_rasp01_reads_differently():
+    text = 'x = not tokens in ["h"];\ny = tokens;\nz = 2 ^ 3 ^ 2;\n'
+    program, diagnostics = grammar.elaborate(text, "w.rasp")
+    assert program is not None
+    assert [(d.code, d.span.line) for d in diagnostics] == [("W101", 1), ("W101", 3)]
+
+
+def test_compat_programs_print_unambiguously():
+    src = ('@compat "rasp0.1";\nx = indices % 3 * 2 + -2 ^ 2;\n'
+           'y = (not tokens in ["h"]) and indices == 1 or x > 2;\n@output x;')
+    program = grammar.parse(src)
+    assert grammar.parse(pretty(program)) == program
+    assert program.binding("x").value.left.right.value == 6     # indices % (3 * 2)
