@@ -67,3 +67,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_program(program: ir.Program, path: Path) -> None:
+    """Save a program as canonical text, with its named tables in the side-file beside it.
+    The side-file is written first, so a reader never sees text naming missing tables."""
+    from .printer import named_tables, pretty
+    path = Path(path)
+    tables = named_tables(program)
+    if tables:
+        write_tables(side_file(path), tables)
+    atomic_write_text(path, pretty(program))

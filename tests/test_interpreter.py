@@ -159,3 +159,18 @@ def test_float_and_bool_outputs():
     assert outputs("x = tokens == \"a\";\n@output x;", ["ab"]) == [[True, False]]
     assert outputs("x = aggregate(select(1, 1, ==), indicator(tokens == \"a\"));\n@output x;",
                    ["aab"]) == [[2 / 3] * 3]
+
+
+def test_write_program_round_trips_with_its_tables(tmp_path):
+    from rasp_ir.tables import side_file, write_program
+    table = ir.Matrix(("a", "b"), ("a", "b"), ((0.0, 2.5), (1.0, -1e-3)), name="L0H0")
+    program = grammar.parse('@vocab V = {"a", "b"};\n@maxlen 4;\n'
+                            's = select(q=tokens, k=tokens, op=matrix(rows=V, cols=V, '
+                            'values=[[0, 1], [1, 0]]));\n@output harden(aggregate(s, tokens));')
+    import attrs
+    select = program.binding("s").value
+    program = attrs.evolve(program, bindings=(attrs.evolve(
+        program.bindings[0], value=attrs.evolve(select, predicate=table)),))
+    write_program(program, tmp_path / "x.rasp")
+    assert side_file(tmp_path / "x.rasp").exists()
+    assert grammar.load(tmp_path / "x.rasp") == program
