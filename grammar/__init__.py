@@ -43,6 +43,9 @@ def load(path) -> ir.Program:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RaspError([Diagnostic("E252", f"cannot read {path}: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise RaspError([Diagnostic("E106", f"{path} is not UTF-8 text (byte {exc.start})")]) \
+            from None
     return parse(text, str(path))
 
 

@@ -163,8 +163,9 @@ def cmd_check(args) -> int:
     from .expects import check_expects
     try:
         text = args.file.read_text(encoding="utf-8")
-    except OSError as exc:
-        print(f"rasp check: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        print(f"rasp check: cannot read {args.file}: {reason}", file=sys.stderr)
         return EXIT_ERROR
     program, diagnostics = grammar.elaborate(text, str(args.file))
     if program is not None and not args.no_expect:
