@@ -24,7 +24,7 @@ def elaborate(text: str, file: str = "<string>") -> tuple[ir.Program | None, lis
     el.run(tree)
     if el.directives.get("compat") is None:
         el.diagnostics += precedence_warnings(tree, text, file)
-    errors = [d for d in el.diagnostics if d.severity == "error"]
+    errors = [d for d in el.diagnostics if d.severity != "warning"]
     return (None if errors else el.program()), el.diagnostics
 
 
@@ -32,7 +32,7 @@ def parse(text: str, file: str = "<string>") -> ir.Program:
     """The IR program of `text`; raises RaspError listing every error."""
     program, diagnostics = elaborate(text, file)
     if program is None:
-        raise RaspError([d for d in diagnostics if d.severity == "error"], text)
+        raise RaspError([d for d in diagnostics if d.severity != "warning"], text)
     return program
 
 

@@ -67,7 +67,7 @@ def _run(name, path, base, library):
     el = Elaborator(str(path), text, base, origin=name, search_dirs=(str(path.parent),),
                     library=library)
     el.run(tree)
-    errors = [d for d in el.diagnostics if d.severity == "error"]
+    errors = [d for d in el.diagnostics if d.severity != "warning"]
     if errors:
         raise RaspError(errors, text)
     exports = {k: v for k, v in el.env.values.items() if not k.startswith("_")}
