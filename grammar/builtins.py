@@ -80,12 +80,20 @@ def _select(el, a: Args, span):
     keys = a.term("keys", "E210")
     queries = a.term("queries", "E210") if a.has("queries") else None
     names = ("k", "q") if queries is not None else ("k",)
-    types = {"k": keys.type} | ({"q": queries.type} if queries is not None else {})
+    types = {"k": _basis_type(keys.type)}
+    if queries is not None:
+        types["q"] = _basis_type(queries.type)
     pred = predicate(el, a, names, types)
     if isinstance(pred, ir.Lambda) and queries is not None:
         pred = _as_comparison(pred)
     node = ir.Select(keys.node, queries.node if queries is not None else None, pred, span=span)
     return el.typed(node, span)
+
+
+def _basis_type(t):
+    """A predicate over a vector side ranges over the vector's basis values (like project's
+    `inp`): the predicate is a 0/1 matrix applied bilinearly (LANGUAGE.md §8.5)."""
+    return T.Cat(T.basis_of(t)) if isinstance(t, T.Vec) else t
 
 
 def predicate(el, a: Args, names, types):

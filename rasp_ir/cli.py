@@ -205,7 +205,11 @@ def cmd_fmt(args) -> int:
                   "comments, functions or loops. Use `rasp fmt FILE > NEW.rasp` instead.",
                   file=sys.stderr)
             return EXIT_ERROR
-        atomic_write_text(args.file, text)
+        try:
+            atomic_write_text(args.file, text)
+        except OSError as exc:     # the old file is left whole (see atomic_write_bytes)
+            print(f"rasp fmt: cannot write {args.file}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_ERROR
         return EXIT_OK
     sys.stdout.write(text)
     return EXIT_OK

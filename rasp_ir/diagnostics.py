@@ -1,7 +1,7 @@
 """Coded diagnostics: a code, a message in the language's own terms, a span with a caret, a hint.
 
 Codes: E1xx syntax, E2xx types and names, E3xx value sets, R2xx runtime (interpreter),
-W1xx/W2xx warnings. `rasp_ir.diagnostics.CODES` lists each with a one-line summary.
+C3xx checkpoints (compiler/checkpoint.py), W1xx/W2xx warnings. `rasp_ir.diagnostics.CODES` lists each with a one-line summary.
 """
 
 from __future__ import annotations
@@ -57,6 +57,18 @@ CODES = {
     "R232": "a value missing from a lookup table",
     "R233": "input outside @vocab, @maxlen or @bos",
     "R234": "empty or mixed-type input",
+    "C301": "checkpoint directory, config.json or model.safetensors not found",
+    "C302": "config.json is not a JSON object",
+    "C303": "model.safetensors is unreadable (truncated or corrupted)",
+    "C304": "config.json has an unknown model_type",
+    "C305": "a config field is missing, unknown or of the wrong type",
+    "C306": "config fields are inconsistent or unsupported",
+    "C307": "a weight is missing from the checkpoint",
+    "C308": "an unexpected weight in the checkpoint",
+    "C309": "a weight has the wrong shape",
+    "C310": "a weight is not a floating-point tensor",
+    "C311": "a tied lm_head.weight differs from wte.weight",
+    "C312": "the model cannot be saved in the requested format",
     "W101": "RASP 0.1 would read a statement differently (operator precedence)",
     "W222": "a numerical aggregate with a non-zero default",
 }
@@ -73,7 +85,7 @@ class Diagnostic:
 
     @property
     def severity(self) -> str:
-        return {"E": "error", "R": "runtime error", "W": "warning"}[self.code[0]]
+        return {"E": "error", "C": "error", "R": "runtime error", "W": "warning"}[self.code[0]]
 
     def render(self, source: str | None = None) -> str:
         """The rustc-style text: header, location, source line with carets, hint."""

@@ -276,7 +276,9 @@ class _Group:
         if isinstance(pred, ir.Matrix) or isinstance(key_t, T.Vec) or isinstance(query_t, T.Vec):
             return self._bilinear(node, keys, queries, key_t, query_t)
         if queries is None:
-            row = A.truthy(self._predicate(pred, node, keys=keys))     # (b, k)
+            # a body without `k` (op=True) is a scalar: broadcast it over the keys
+            row = A.truthy(np.broadcast_to(self._predicate(pred, node, keys=keys),
+                                           keys.shape))                # (b, k)
             return np.broadcast_to(row[:, None, :], (self.b, self.n, self.n))
         if isinstance(pred, ir.Compare) and A.compatible(keys, queries):
             return ops._COMPARE[pred.op](keys[:, None, :], queries[:, :, None])

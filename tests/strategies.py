@@ -50,6 +50,7 @@ int_tokens = st.integers(-3, 20)
 _FLOATS = (0.5, -1.5, 2.25, 0.001, 1e-05, -0.25, 3.0, 1e+16, 12.345678901234567, -7.75)
 numbers = (st.integers(-5, 12) | st.sampled_from(_FLOATS)
            | st.floats(-1000, 1000, allow_nan=False, allow_infinity=False))
+atoms = numbers | string_tokens | st.booleans() | st.none()
 small_floats = st.sampled_from((0.0, 1.0, -1.0, 0.5, -2.5, 2.0, 3.25, -0.125)) | \
     st.floats(-8, 8, allow_nan=False, allow_infinity=False)
 
@@ -163,6 +164,8 @@ class _Builder:
 
     def leaf(self, want=None):
         """A source, or a reference to an earlier binding, of the wanted flavour."""
+        if want == "bool":
+            return self.bool_leaf()
         options = []
         if want in (None, "num"):
             options.append((ir.Indices(), T.type_of(ir.Indices(), self.ctx)))
@@ -172,16 +175,28 @@ class _Builder:
         options += self.refs(lambda t: _fits(t, want) and T.is_sop(t))
         if want == "str" and self.vocab_kind == "num":
             options.append(self.check(ir.Tokens("str")))
-        if want in (None, "num") and self.vocab_kind == "num" and self.coin(0.1):
-            options.append(self.check(ir.Tokens("float")))
+        if self.vocab_kind == "num" and self.coin(0.15):
+            view = {"num": "float", "bool": "bool"}.get(want) or self.draw(
+                st.sampled_from(["float", "int", "bool", "str"]))
+            options.append(self.check(ir.Tokens(view)))
+        if want in (None, "str") and self.vocab_kind == "str" and self.coin(0.1):
+            options.append(self.check(ir.Tokens("str")))
         options = [o for o in options if o is not None]
-        if want == "bool" or not options:
-            made = self.compare(0, want="bool")
-            if made is not None:
-                options.append(made)
         if not options:      # cannot happen for the flavours used, but stay total
             return ir.Indices(), T.type_of(ir.Indices(), self.ctx)
         return options[self.pick(len(options))]
+
+    def bool_leaf(self):
+        """A boolean binding, or a source compared with a constant."""
+        refs = self.refs(lambda t: flavour(t) == "bool")
+        if refs and self.coin(0.5):
+            return refs[self.pick(len(refs))]
+        x, t = self.leaf(self.draw(st.sampled_from(["num", "str"])))
+        c, _ = self.const(flavour(t))
+        op = self.draw(st.sampled_from(sorted(ops.COMPARISONS)))
+        if self.coin(0.5):
+            x, c = c, x
+        return self.check(ir.BinaryOp(op, x, c)) or self.check(ir.BinaryOp("!=", x, c))
 
     def operand(self, depth, want=None, const_ok=True):
         """An s-op or (sometimes) a constant of the wanted flavour."""
@@ -189,15 +204,15 @@ class _Builder:
             return self.const(want)
         return self.sop(depth - 1, want)
 
-    def sop(self, depth, want=None):
+    def sop(self, depth, want=None, leaf_ok=True):
         """An s-op expression whose values have the wanted flavour."""
-        if depth <= 0 or self.coin(0.25):
+        if depth <= 0 or (leaf_ok and self.coin(0.25)):
             return self.leaf(want)
         makers = [self.arith, self.compare, self.unary, self.logic, self.cond, self.member,
                   self.lookup, self.call, self.numerical_aggregate, self.categorical_aggregate,
                   self.width]
         if self.drasp:
-            makers += [self.harden, self.exists]
+            makers += [self.harden, self.exists, self.soft_aggregate]
         for _ in range(3):
             made = makers[self.pick(len(makers))](depth, want)
             if made is not None and _fits(made[1], want):
@@ -271,8 +286,7 @@ class _Builder:
         x, t = self.sop(depth - 1, None)
         basis = T.basis_of(t)
         pool = st.sampled_from(list(basis)) if basis else st.nothing()
-        atoms = pool | numbers | string_tokens | st.booleans()
-        options = tuple(self.draw(st.lists(atoms, max_size=4)))
+        options = tuple(self.draw(st.lists(pool | atoms, max_size=4)))
         return self.check(ir.In(x, options, self.draw(st.booleans())))
 
     def lookup(self, depth, want=None):
@@ -401,20 +415,22 @@ class _Builder:
 
     # ------------------------------------------------------------ predicate bodies
 
-    def predicate_body(self, depth, params, kinds):
-        """An expression over the predicate's parameters that is a boolean per pair."""
-        choice = self.pick(5) if depth > 0 else 0
+    def predicate_body(self, depth, params, kinds, allow_const=True):
+        """An expression over the predicate's parameters that is a boolean per pair
+        (a bare constant only as the whole body: the elaborator folds constant operations)."""
+        choice = self.pick(5 if allow_const else 4) if depth > 0 else 0
         if choice == 4:
             return ir.Const(self.draw(st.booleans())), T.BOOL
         if choice == 1:
-            l, _ = self.predicate_body(depth - 1, params, kinds)
-            r, _ = self.predicate_body(depth - 1, params, kinds)
+            l, _ = self.predicate_body(depth - 1, params, kinds, False)
+            r, _ = self.predicate_body(depth - 1, params, kinds, False)
             return ir.BinaryOp(self.draw(st.sampled_from(["and", "or"])), l, r), T.BOOL
         if choice == 2:
-            return ir.UnaryOp("not", self.predicate_body(depth - 1, params, kinds)[0]), T.BOOL
+            inner, _ = self.predicate_body(depth - 1, params, kinds, False)
+            return ir.UnaryOp("not", inner), T.BOOL
         if choice == 3:
             p = self.draw(st.sampled_from(params))
-            options = tuple(self.draw(st.lists(numbers | string_tokens, max_size=3)))
+            options = tuple(self.draw(st.lists(atoms, max_size=3)))
             return ir.In(ir.Param(p), options, self.draw(st.booleans())), T.BOOL
         # a comparison of two parameter terms (at least one not a constant)
         p = self.draw(st.sampled_from(params))
@@ -436,6 +452,9 @@ class _Builder:
             c = self.draw(st.integers(1, 4))
             return ir.BinaryOp(op, p, ir.Const(c)) if self.coin(0.7) else \
                 ir.BinaryOp(op, ir.Const(c), p)
+        if depth > 0 and self.coin(0.15):
+            function = "abs" if kind == "num" else self.draw(st.sampled_from(["str", "bool"]))
+            return ir.Call(function, (p,))
         return p
 
     # ------------------------------------------------------------ D-RASP: scores, vectors, logits
@@ -464,7 +483,7 @@ class _Builder:
     def based(self, depth, limit=12):
         """A categorical s-op or vector with a small known basis (vector sides of select)."""
         for _ in range(3):
-            if self.drasp and self.coin(0.3):
+            if self.drasp and depth > 0 and self.coin(0.3):
                 node, t = self.vector(depth - 1)
             else:
                 node, t = self.sop(depth - 1, None)
@@ -494,6 +513,8 @@ class _Builder:
             return refs[self.pick(len(refs))]
         choice = self.pick(4) if depth > 0 else 0
         made = None
+        if choice == 3 and self.coin(0.5):
+            made = self.mlp(depth)
         if choice == 1:
             made = self.check(ir.Predict(self.draw(st.sampled_from(["softmax", "sigmoid"])),
                                          self.logits(depth - 1)[0]))
@@ -506,9 +527,6 @@ class _Builder:
                                             unique_by=lambda x: (x, type(x) is str)))
                 labels = [x for i, x in enumerate(labels) if x not in labels[:i]]
                 made = self.check(ir.Primitive("lookup", (v, self.matrix(t.basis, labels))))
-        elif choice == 3:
-            values = self.sop(depth - 1, "num")[0]
-            made = self.check(ir.Aggregate(self.score(depth - 1)[0], values))
         if made is None or not isinstance(made[1], T.Vec):
             sel, _ = self.score(depth - 1)
             values, _, _ = self.based(depth - 1)
@@ -518,6 +536,36 @@ class _Builder:
                                ir.Select(ir.Indices(), ir.Indices(), ir.Compare("<="))))
             made = self.check(ir.Aggregate(sel, ir.Tokens()))
         return made
+
+    def mlp(self, depth):
+        """An opaque MLP over one or two inputs, its tables shaped to the inputs' widths."""
+        inputs, width = [], 0
+        for _ in range(self.draw(st.integers(1, 2))):
+            if self.coin(0.3):
+                node, t = self.sop(depth - 1, "num")
+                if not isinstance(t, T.Num):
+                    node, t = ir.Call("numerical", (node,)), T.Num(None)
+                inputs.append(node)
+                width += 1
+            else:
+                node, t, basis = self.based(depth - 1)
+                inputs.append(node)
+                width += len(basis)
+        hidden = self.draw(st.integers(1, 3))
+        out = self.draw(st.lists(string_tokens | int_tokens, min_size=1, max_size=3,
+                                 unique_by=lambda x: (x, type(x) is str)))
+        out = [x for i, x in enumerate(out) if x not in out[:i]]
+        node = ir.Mlp(tuple(inputs), self.matrix(range(width), range(hidden)),
+                      self.matrix(range(hidden), None), self.matrix(range(hidden), out),
+                      self.matrix(out, None))
+        return self.check(node)
+
+    def soft_aggregate(self, depth, want=None):
+        if want not in (None, "num"):
+            return None
+        x, t = self.sop(depth - 1, "num")
+        values = x if isinstance(t, T.Num) else ir.Call("numerical", (x,))
+        return self.check(ir.Aggregate(self.score(depth - 1)[0], values))
 
     def harden(self, depth, want=None):
         if not self.drasp:
@@ -582,7 +630,7 @@ class _Builder:
         elif kind == "logits":
             made = self.logits(depth)
         else:
-            made = self.sop(depth, None)
+            made = self.sop(depth, None, leaf_ok=False)
         node = made[0]
         if isinstance(node, (ir.Const, ir.Tokens, ir.Indices)):
             made = self.check(ir.BinaryOp("==", node, ir.Const(0))) or \
@@ -602,6 +650,7 @@ def programs(draw, drasp: bool | None = None, max_bindings: int = 8):
     bos = draw(st.none() | st.sampled_from(vocab))
     vocab_name = draw(st.sampled_from([None, None, None, "V", "Alphabet"]))
     hard_scale = draw(st.sampled_from([1e4, 1e4, 1e4, 100.0, 1e3]))
+    compat = draw(st.sampled_from([None] * 7 + ["rasp0.1"]))
     if drasp is None:
         drasp = draw(st.booleans())
     b = _Builder(draw, vocab, maxlen, drasp)
@@ -633,7 +682,7 @@ def programs(draw, drasp: bool | None = None, max_bindings: int = 8):
         expects.append(ir.Expect(subject, seq, expected))
     program = ir.Program(bindings=tuple(bindings), output=output, vocab=vocab,
                          vocab_name=vocab_name, maxlen=maxlen, causal=causal, bos=bos,
-                         hard_scale=hard_scale, expects=tuple(expects))
+                         hard_scale=hard_scale, compat=compat, expects=tuple(expects))
     _, problems = T.infer(program)
     assert not problems, f"the strategy drew an ill-typed program: {problems[0].message}"
     return program

@@ -1,0 +1,431 @@
+"""Checkpoints on disk: a directory with `config.json` and `model.safetensors`, of two kinds.
+
+- `"model_type": "rasp-ir"`: our own format. The config holds the TransformerConfig fields and
+  `extra` (the compiler's vocabulary and input/output encoding); the weights use the
+  TransformerLens names of `Transformer.state_dict()`.
+- `"model_type": "gpt2"`: a Hugging Face GPT-2 checkpoint, read without `transformers`. Conv1D
+  weights are [in, out] like ours, so converting only splits heads out of `c_attn` and `c_proj`.
+
+Only JSON and safetensors are read, never pickles. Every problem found in a checkpoint is
+reported at once, in one CheckpointError with one C3xx diagnostic per problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from rasp_ir.diagnostics import Diagnostic, RaspError
+
+from .transformer import ACTIVATIONS, Transformer, TransformerConfig
+
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+FORMAT_VERSION = 1
+PREFIX = "transformer."                                   # HF's GPT2LMHeadModel key prefix
+_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # old causal-mask buffers, not weights
+_HF_ACTIVATIONS = {"gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new",
+                   "gelu": "gelu", "relu": "relu"}
+
+
+class CheckpointError(RaspError):
+    """Everything wrong with one checkpoint: one C3xx diagnostic per problem."""
+
+
+def _problem(code: str, path: Path, message: str, hint: str | None = None) -> Diagnostic:
+    return Diagnostic(code, f"{path}: {message}", hint=hint)
+
+
+def _fail_if(problems: list[Diagnostic]) -> None:
+    if problems:
+        raise CheckpointError(problems)
+
+
+# ---------------------------------------------------------------------------- saving
+
+def save_model(model: Transformer, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write `model` to `directory` in the rasp-ir format; `extra` is any JSON-ready metadata.
+
+    Each file is written to a temporary name in the same directory and renamed into place, so a
+    reader never sees a half-written file. Returns the directory.
+    """
+    config = {"model_type": "rasp-ir", "format_version": FORMAT_VERSION,
+              **model.config.to_dict(), "extra": dict(extra or {})}
+    text = json.dumps(config, indent=2) + "\n"   # a non-JSON `extra` fails here, before any write
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    return _write(Path(directory), tensors, text)
+
+
+def save_hf_gpt2(model: Transformer, directory: str | os.PathLike) -> Path:
+    """Write `model` as a Hugging Face GPT-2 checkpoint that `GPT2LMHeadModel.from_pretrained` loads.
+
+    Needs what GPT-2 can express: LayerNorm on, causal attention, d_head * n_heads = d_model,
+    one vocabulary in and out, no unembedding bias, scale 1/sqrt(d_head) or 1. The unembedding is
+    tied (no lm_head.weight) when W_U equals W_E transposed. Raises CheckpointError (C312) otherwise.
+    """
+    c, directory = model.config, Path(directory)
+    sd = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    reasons = []
+    if not c.layer_norm:
+        reasons.append("LayerNorm is off, and GPT-2 always applies it")
+    if not c.causal:
+        reasons.append("attention is bidirectional, and GPT-2 is causal")
+    if c.n_heads * c.d_head != c.d_model:
+        reasons.append(f"n_heads * d_head = {c.n_heads * c.d_head} differs from d_model = {c.d_model}")
+    if c.d_vocab_out != c.vocab_size:
+        reasons.append(f"d_vocab_out = {c.d_vocab_out} differs from vocab_size = {c.vocab_size}")
+    if sd["unembed.b_U"].count_nonzero():
+        reasons.append("the unembedding bias b_U is not zero, and GPT-2's lm_head has no bias")
+    scaled = c.attn_scale is None or math.isclose(c.attn_scale, c.d_head ** -0.5, rel_tol=1e-6)
+    if not scaled and c.attn_scale != 1.0:
+        reasons.append(f"attn_scale = {c.attn_scale} is neither 1/sqrt(d_head) nor 1")
+    _fail_if([_problem("C312", directory, f"cannot save as GPT-2: {r}",
+                       hint="save_model keeps any model in the rasp-ir format") for r in reasons])
+    tied = torch.equal(sd["unembed.W_U"], sd["embed.W_E"].T)
+    tensors = {PREFIX + name: t.contiguous() for name, t in _to_gpt2(sd, c).items()}
+    if not tied:
+        tensors["lm_head.weight"] = sd["unembed.W_U"].T.contiguous()
+    config = {
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": c.vocab_size, "n_positions": c.n_positions, "n_embd": c.d_model,
+        "n_layer": c.n_layers, "n_head": c.n_heads, "n_inner": c.d_mlp,
+        "activation_function": c.activation, "layer_norm_epsilon": c.ln_eps,
+        "scale_attn_weights": scaled, "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False, "tie_word_embeddings": tied,
+        "attn_pdrop": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.0, "initializer_range": 0.02,
+        "torch_dtype": str(sd["embed.W_E"].dtype).removeprefix("torch."),
+    }
+    return _write(directory, tensors, json.dumps(config, indent=2) + "\n")
+
+
+def _write(directory: Path, tensors: dict[str, torch.Tensor], config_text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    # Weights first: a directory whose config.json is new always has its new weights too.
+    _replace(directory / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    _replace(directory / CONFIG, lambda tmp: Path(tmp).write_text(config_text, encoding="utf-8"))
+    return directory
+
+
+def _replace(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)          # mkstemp makes the file private; a checkpoint is not
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------- loading
+
+def load_model(directory: str | os.PathLike,
+               dtype: torch.dtype | None = None) -> tuple[Transformer, dict]:
+    """Load a rasp-ir or Hugging Face GPT-2 checkpoint directory, in eval mode.
+
+    Returns (model, metadata) with metadata = {"model_type": "rasp-ir" | "gpt2", "config_json":
+    the raw config.json, "extra": the rasp-ir `extra` dict ({} for GPT-2)}. dtype defaults to
+    float64 for float64 weights and float32 otherwise. Raises CheckpointError listing every
+    problem: missing files, bad JSON, unreadable safetensors, bad config fields, missing,
+    unexpected or misshapen weights.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError([_problem("C301", directory, "no such checkpoint directory")])
+    problems: list[Diagnostic] = []
+    raw = _read_config(directory / CONFIG, problems)
+    header = _read_header(directory / WEIGHTS, problems)
+    if raw is None:
+        _fail_if(problems)
+    kind = raw.get("model_type")
+    if kind not in ("gpt2", "rasp-ir"):
+        problems.append(_problem("C304", directory / CONFIG, f"model_type is {kind!r}",
+                                 hint='expected "gpt2" (Hugging Face) or "rasp-ir" (this project)'))
+        _fail_if(problems)
+    if kind == "gpt2":
+        config, tied = _gpt2_config(raw, directory / CONFIG, problems)
+    else:
+        config, tied = _rasp_ir_config(raw, directory / CONFIG, problems), False
+    if config is not None and header is not None:
+        _check_weights(header, config, kind, tied, directory / WEIGHTS, problems)
+    _fail_if(problems)
+
+    tensors = _read_tensors(directory / WEIGHTS, header)
+    if kind == "gpt2":
+        tensors = {_strip(name): t for name, t in tensors.items() if not _BUFFER.fullmatch(_strip(name))}
+        if tied and "lm_head.weight" in tensors and not torch.equal(tensors["lm_head.weight"],
+                                                                    tensors["wte.weight"]):
+            _fail_if([_problem("C311", directory / WEIGHTS, "lm_head.weight differs from wte.weight",
+                               hint="set tie_word_embeddings to false in config.json if they are separate")])
+        tensors = _from_gpt2(tensors, config, tied)
+    if dtype is None:
+        dtype = torch.float64 if tensors["embed.W_E"].dtype == torch.float64 else torch.float32
+    with torch.device("meta"):
+        model = Transformer(config)
+    model.load_state_dict({k: t.to(dtype).contiguous() for k, t in tensors.items()}, assign=True)
+    extra = raw.get("extra", {}) if kind == "rasp-ir" else {}
+    return model.eval(), {"model_type": kind, "config_json": raw, "extra": extra}
+
+
+def _read_config(path: Path, problems: list[Diagnostic]) -> dict | None:
+    if not path.is_file():
+        problems.append(_problem("C301", path, "config.json not found"))
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.append(_problem("C302", path, f"not readable as JSON ({exc})"))
+        return None
+    if not isinstance(raw, dict):
+        problems.append(_problem("C302", path, f"expected a JSON object, found {type(raw).__name__}"))
+        return None
+    return raw
+
+
+def _read_header(path: Path, problems: list[Diagnostic]) -> dict[str, tuple] | None:
+    """{name: (shape, safetensors dtype)} from the file's header, or None if it cannot be read."""
+    if not path.is_file():
+        others = [p.name for p in path.parent.glob("*") if p.suffix == ".bin" or p.name.endswith(".index.json")]
+        hint = (f"found {', '.join(sorted(others))}: only one unsharded safetensors file is read, "
+                "and pickled weights never are") if others else None
+        problems.append(_problem("C301", path, "model.safetensors not found", hint=hint))
+        return None
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype())
+                    for name in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        problems.append(_problem("C303", path, f"unreadable safetensors file ({exc})",
+                                 hint="the file is truncated or corrupted; write it again"))
+        return None
+
+
+def _read_tensors(path: Path, header: dict) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {name: f.get_tensor(name) for name in header}
+    except (SafetensorError, OSError) as exc:   # e.g. the file changed since its header was read
+        raise CheckpointError([_problem("C303", path, f"unreadable safetensors file ({exc})")]) from None
+
+
+def _check_weights(header: dict, config: TransformerConfig, kind: str, tied: bool,
+                   path: Path, problems: list[Diagnostic]) -> None:
+    """Report every missing, unexpected, misshapen or non-float weight."""
+    if kind == "gpt2":
+        expected = _gpt2_shapes(config, tied)
+        optional = {"lm_head.weight": (config.vocab_size, config.d_model)} if tied else {}
+        shown = PREFIX if any(n.startswith(PREFIX) for n in header) else ""
+        display = {n: n if n == "lm_head.weight" else shown + n for n in {**expected, **optional}}
+        found: dict[str, tuple] = {}
+        for name, entry in header.items():
+            key = _strip(name)
+            if _BUFFER.fullmatch(key):
+                continue
+            if key in found:
+                problems.append(_problem("C308", path, f"unexpected weight '{name}': "
+                                         f"'{key}' appears both with and without '{PREFIX}'"))
+                continue
+            found[key], display[key] = entry, name
+    else:
+        with torch.device("meta"):
+            expected = {k: tuple(t.shape) for k, t in Transformer(config).state_dict().items()}
+        optional, found, display = {}, header, {n: n for n in header}
+        display.update({n: n for n in expected})
+    for key, shape in {**expected, **optional}.items():
+        if key not in found:
+            if key in expected:
+                problems.append(_problem("C307", path, f"missing weight '{display[key]}' of shape {list(shape)}"))
+        elif found[key][0] != shape:
+            problems.append(_problem("C309", path, f"weight '{display[key]}' has shape "
+                                     f"{list(found[key][0])}, expected {list(shape)}"))
+        elif not found[key][1].startswith(("F", "BF")):
+            problems.append(_problem("C310", path, f"weight '{display[key]}' has dtype {found[key][1]}"))
+    for key in found.keys() - expected.keys() - optional.keys():
+        problems.append(_problem("C308", path, f"unexpected weight '{display[key]}'"))
+
+
+# ---------------------------------------------------------------------------- config fields
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive(v) -> bool:
+    return _number(v) and v > 0
+
+
+def _bool(v) -> bool:
+    return isinstance(v, bool)
+
+
+_MISSING = object()
+
+
+def _field(raw: dict, name: str, check, wanted: str, path: Path, problems: list, default=_MISSING):
+    """raw[name] if it passes `check`; otherwise a C305 problem and None."""
+    if name not in raw:
+        if default is _MISSING:
+            problems.append(_problem("C305", path, f"missing field '{name}' ({wanted})"))
+            return None
+        return default
+    if not check(raw[name]):
+        problems.append(_problem("C305", path, f"field '{name}' is {json.dumps(raw[name])}, expected {wanted}"))
+        return None
+    return raw[name]
+
+
+def _gpt2_config(raw: dict, path: Path, problems: list) -> tuple[TransformerConfig | None, bool]:
+    start = len(problems)
+    f = lambda name, check, wanted, default=_MISSING: _field(raw, name, check, wanted, path, problems, default)  # noqa: E731
+    d_model = f("n_embd", _positive_int, "a positive integer")
+    n_heads = f("n_head", _positive_int, "a positive integer")
+    n_layers = f("n_layer", _count, "a non-negative integer")
+    vocab = f("vocab_size", _positive_int, "a positive integer")
+    # Older configs name the context length n_ctx.
+    n_positions = f("n_positions" if "n_positions" in raw or "n_ctx" not in raw else "n_ctx",
+                    _positive_int, "a positive integer")
+    n_inner = f("n_inner", lambda v: v is None or _positive_int(v), "null or a positive integer", None)
+    activation = f("activation_function", lambda v: v in _HF_ACTIVATIONS,
+                   f"one of {', '.join(_HF_ACTIVATIONS)}", "gelu_new")
+    eps = f("layer_norm_epsilon", _positive, "a positive number", 1e-5)
+    scaled = f("scale_attn_weights", _bool, "true or false", True)
+    inverse_layer = f("scale_attn_by_inverse_layer_idx", _bool, "true or false", False)
+    tied = f("tie_word_embeddings", _bool, "true or false", True)
+    if d_model and n_heads and d_model % n_heads:
+        problems.append(_problem("C306", path, f"n_embd = {d_model} is not divisible by n_head = {n_heads}"))
+    if inverse_layer:
+        problems.append(_problem("C306", path, "scale_attn_by_inverse_layer_idx = true is not supported",
+                                 hint="the transformer has one attention scale for every layer"))
+    if len(problems) > start:
+        return None, bool(tied)
+    config = TransformerConfig(
+        vocab_size=vocab, n_positions=n_positions, d_model=d_model, n_layers=n_layers,
+        n_heads=n_heads, d_head=d_model // n_heads, d_mlp=n_inner or 4 * d_model,
+        layer_norm=True, ln_eps=eps, activation=_HF_ACTIVATIONS[activation], causal=True,
+        attn_scale=None if scaled else 1.0)
+    return config, tied
+
+
+# field: (check, what is wanted, required); the rest of TransformerConfig has defaults.
+_RASP_IR_FIELDS = {
+    "vocab_size": (_positive_int, "a positive integer", True),
+    "n_positions": (_positive_int, "a positive integer", True),
+    "d_model": (_positive_int, "a positive integer", True),
+    "n_layers": (_count, "a non-negative integer", True),
+    "n_heads": (_positive_int, "a positive integer", True),
+    "d_head": (_positive_int, "a positive integer", False),
+    "d_mlp": (_positive_int, "a positive integer", False),
+    "d_vocab_out": (_positive_int, "a positive integer", False),
+    "layer_norm": (_bool, "true or false", False),
+    "ln_eps": (_positive, "a positive number", False),
+    "activation": (lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}", False),
+    "causal": (_bool, "true or false", False),
+    "attn_scale": (lambda v: v is None or _number(v), "null or a number", False),
+}
+
+
+def _rasp_ir_config(raw: dict, path: Path, problems: list) -> TransformerConfig | None:
+    start = len(problems)
+    version = raw.get("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        problems.append(_problem("C306", path, f"format_version {json.dumps(version)} is not supported",
+                                 hint=f"this version of rasp-ir reads format_version {FORMAT_VERSION}"))
+    if not isinstance(raw.get("extra", {}), dict):
+        problems.append(_problem("C305", path, "field 'extra' is not a JSON object"))
+    for name in raw.keys() - _RASP_IR_FIELDS.keys() - {"model_type", "format_version", "extra"}:
+        problems.append(_problem("C305", path, f"unknown field '{name}'"))
+    fields = {}
+    for name, (check, wanted, required) in _RASP_IR_FIELDS.items():
+        value = _field(raw, name, check, wanted, path, problems, _MISSING if required else None)
+        if value is not None:
+            fields[name] = value
+    if len(problems) > start:
+        return None
+    try:
+        return TransformerConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        problems.append(_problem("C306", path, f"inconsistent fields: {exc}"))
+        return None
+
+
+# ---------------------------------------------------------------------------- GPT-2 layout
+
+def _strip(name: str) -> str:
+    return name.removeprefix(PREFIX)
+
+
+def _gpt2_shapes(c: TransformerConfig, tied: bool) -> dict[str, tuple]:
+    """Every weight of a GPT-2 checkpoint (without the `transformer.` prefix) and its shape."""
+    D, M, V = c.d_model, c.d_mlp, c.vocab_size
+    shapes = {"wte.weight": (V, D), "wpe.weight": (c.n_positions, D),
+              "ln_f.weight": (D,), "ln_f.bias": (D,)}
+    if not tied:
+        shapes["lm_head.weight"] = (V, D)
+    for i in range(c.n_layers):
+        shapes.update({f"h.{i}.{name}": shape for name, shape in {
+            "ln_1.weight": (D,), "ln_1.bias": (D,), "ln_2.weight": (D,), "ln_2.bias": (D,),
+            "attn.c_attn.weight": (D, 3 * D), "attn.c_attn.bias": (3 * D,),
+            "attn.c_proj.weight": (D, D), "attn.c_proj.bias": (D,),
+            "mlp.c_fc.weight": (D, M), "mlp.c_fc.bias": (M,),
+            "mlp.c_proj.weight": (M, D), "mlp.c_proj.bias": (D,)}.items()})
+    return shapes
+
+
+def _copied(i: int) -> dict[str, str]:
+    """GPT-2 names of layer i whose tensors are ours unchanged, mapped to our names."""
+    return {f"h.{i}.{hf}": f"blocks.{i}.{ours}" for hf, ours in {
+        "ln_1.weight": "ln1.w", "ln_1.bias": "ln1.b", "ln_2.weight": "ln2.w", "ln_2.bias": "ln2.b",
+        "attn.c_proj.bias": "attn.b_O", "mlp.c_fc.weight": "mlp.W_in", "mlp.c_fc.bias": "mlp.b_in",
+        "mlp.c_proj.weight": "mlp.W_out", "mlp.c_proj.bias": "mlp.b_out"}.items()}
+
+
+def _from_gpt2(t: dict[str, torch.Tensor], c: TransformerConfig, tied: bool) -> dict[str, torch.Tensor]:
+    """GPT-2 tensors (prefix stripped) to our state dict."""
+    H, E, D = c.n_heads, c.d_head, c.d_model
+    unembed = t["wte.weight"] if tied else t["lm_head.weight"]            # (V, D)
+    sd = {"embed.W_E": t["wte.weight"], "pos_embed.W_pos": t["wpe.weight"],
+          "ln_final.w": t["ln_f.weight"], "ln_final.b": t["ln_f.bias"],
+          "unembed.W_U": unembed.T, "unembed.b_U": unembed.new_zeros(c.vocab_size)}
+    for i in range(c.n_layers):
+        sd.update({ours: t[hf] for hf, ours in _copied(i).items()})
+        p = f"blocks.{i}.attn."
+        weights = t[f"h.{i}.attn.c_attn.weight"].split(D, dim=1)          # 3 × (D, H*E)
+        biases = t[f"h.{i}.attn.c_attn.bias"].split(D)                    # 3 × (H*E,)
+        for name, w, b in zip("QKV", weights, biases):
+            sd[p + "W_" + name] = w.reshape(D, H, E).transpose(0, 1)       # (H, D, E)
+            sd[p + "b_" + name] = b.reshape(H, E)
+        sd[p + "W_O"] = t[f"h.{i}.attn.c_proj.weight"].reshape(H, E, D)   # rows are heads
+    return sd
+
+
+def _to_gpt2(sd: dict[str, torch.Tensor], c: TransformerConfig) -> dict[str, torch.Tensor]:
+    """Our state dict to GPT-2 tensors (prefix not added, lm_head left to the caller)."""
+    H, E, D = c.n_heads, c.d_head, c.d_model
+    t = {"wte.weight": sd["embed.W_E"], "wpe.weight": sd["pos_embed.W_pos"],
+         "ln_f.weight": sd["ln_final.w"], "ln_f.bias": sd["ln_final.b"]}
+    for i in range(c.n_layers):
+        t.update({hf: sd[ours] for hf, ours in _copied(i).items()})
+        p = f"blocks.{i}.attn."
+        t[f"h.{i}.attn.c_attn.weight"] = torch.cat(
+            [sd[p + "W_" + n].transpose(0, 1).reshape(D, H * E) for n in "QKV"], dim=1)  # (D, 3D)
+        t[f"h.{i}.attn.c_attn.bias"] = torch.cat([sd[p + "b_" + n].reshape(-1) for n in "QKV"])
+        t[f"h.{i}.attn.c_proj.weight"] = sd[p + "W_O"].reshape(H * E, D)
+    return t

@@ -1,0 +1,104 @@
+"""Element-wise IR expressions as Python functions of the residual variables they read.
+
+The compiler turns every element-wise expression into a finite table (its value for every
+combination of its inputs' value sets); this module finds the inputs ("leaves") of an
+expression and evaluates it on atoms, with exactly the interpreter's semantics (rasp_ir.ops).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import attrs
+
+from rasp_ir import nodes as ir
+from rasp_ir import ops
+
+
+class Undefined(Exception):
+    """The expression raises on these inputs (a runtime error the program never reaches)."""
+
+
+@attrs.frozen(eq=False)
+class Fn:
+    """An element-wise function: `leaves` are the residual variables it reads (in order)."""
+    leaves: tuple
+    call: Callable  # (dict leaf -> atom) -> atom
+
+    def table(self, value_sets: dict) -> dict:
+        """{tuple of leaf values: result} over every combination; Undefined results omitted."""
+        out = {}
+        for combo in itertools.product(*(value_sets[leaf] for leaf in self.leaves)):
+            try:
+                out[combo] = self.call(dict(zip(self.leaves, combo)))
+            except Undefined:
+                pass
+        return out
+
+
+def _guard(fn):
+    try:
+        return fn()
+    except (ArithmeticError, TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise Undefined(str(exc)) from None
+
+
+def build(node: ir.Node, leaf_of: Callable[[ir.Node], object | None],
+          bindings: dict[str, ir.Binding]) -> Fn:
+    """The function computed by `node`. `leaf_of(n)` names the residual variable holding `n`
+    (or None when `n` must be expanded); element-wise bindings are inlined through Refs."""
+    leaf = leaf_of(node)
+    if leaf is not None:
+        return Fn((leaf,), lambda env: env[leaf])
+    if isinstance(node, ir.Ref):
+        return build(bindings[node.name].value, leaf_of, bindings)
+    if isinstance(node, ir.Const):
+        value = node.value
+        return Fn((), lambda env: value)
+    if isinstance(node, ir.Param):
+        name = node.name
+        return Fn((("param", name),), lambda env: env[("param", name)])
+    parts = [build(c, leaf_of, bindings) for c in node.children()]
+    leaves = tuple(dict.fromkeys(leaf for p in parts for leaf in p.leaves))
+    calls = [p.call for p in parts]
+    if isinstance(node, ir.UnaryOp):
+        op = node.op
+        return Fn(leaves, lambda env: _guard(lambda: ops.unary(op, calls[0](env))))
+    if isinstance(node, ir.BinaryOp):
+        op = node.op
+        return Fn(leaves, lambda env: _guard(
+            lambda: ops.binary(op, calls[0](env), calls[1](env))))
+    if isinstance(node, ir.Cond):
+        return Fn(leaves, lambda env: calls[1](env) if calls[0](env) else calls[2](env))
+    if isinstance(node, ir.In):
+        options, negate = node.options, node.negate
+        return Fn(leaves, lambda env: (calls[0](env) in options) != negate)
+    if isinstance(node, ir.Lookup):
+        table = dict(zip(node.keys, node.values))
+        return Fn(leaves, lambda env: _guard(lambda: table[calls[0](env)]))
+    if isinstance(node, ir.Call):
+        function = node.function
+        return Fn(leaves, lambda env: _guard(lambda: ops.call(function, calls[0](env))))
+    raise NotImplementedError(type(node).__name__)
+
+
+def predicate(pred: ir.Node) -> Callable:
+    """A select/project predicate as `f(key, query)` (or `f(value)` with one parameter)."""
+    if isinstance(pred, ir.Compare):
+        op = pred.op
+        return lambda k, q: ops.compare(op, k, q)
+    names = pred.params
+    body = build(pred.body, lambda n: None, {})
+
+    def call(*args):
+        try:
+            return bool(body.call({("param", n): a for n, a in zip(names, args)}))
+        except Undefined:
+            return False
+    return call
+
+
+def is_elementwise(node: ir.Node) -> bool:
+    return isinstance(node, (ir.Const, ir.UnaryOp, ir.BinaryOp, ir.Cond, ir.In, ir.Lookup,
+                             ir.Call))

@@ -1,0 +1,321 @@
+"""A Plan to transformer weights: residual layout, embeddings, heads, MLPs, unembedding.
+
+Every constant below is derived from the program (its maximum length and value sets) and the
+float format, never tuned: attention is made hard by scores far enough apart that every
+non-selected weight underflows to exactly zero, and discretising MLPs place their steps at the
+midpoints between neighbouring values with ramps narrower than half the smallest gap.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import numpy as np
+
+from .plan import Atom, Block, Head, Linear, Plan, Var, _WidthLeaf, leaf_var
+from . import functions as F
+
+ONE, BOS = 0, 1          # residual directions: "a program position" and "the BOS position"
+UNDERFLOW = 104.0        # exp(-104) is below float32's smallest subnormal: an exact zero
+
+
+@attrs.define
+class Layout:
+    """Where each variable lives in the residual stream."""
+    offsets: dict          # Var -> first dimension
+    width: int
+    labels: list           # one name per dimension
+
+    @classmethod
+    def of(cls, variables: list[Var]) -> "Layout":
+        offsets, labels = {}, ["one", "bos"]
+        for var in variables:
+            offsets[var] = len(labels)
+            if var.kind == "num":
+                labels.append(var.name)
+            else:
+                labels += [f"{var.name}:{v!r}" for v in var.values]
+        return cls(offsets, len(labels), labels)
+
+    def dims(self, var: Var) -> slice:
+        start = self.offsets[var]
+        return slice(start, start + var.width)
+
+
+def bos_vector(var: Var) -> np.ndarray:
+    """What `var` holds at the BOS position (attention outputs hold their default there)."""
+    if var.bos is None and var.kind != "num":
+        if var.kind == "cat" and None in var.values:
+            return var.encode(None)
+        return np.zeros(var.width)
+    if var.kind == "num":
+        return np.array([float(var.bos or 0.0)])
+    return var.encode(var.bos)
+
+
+def read(layout: Layout, linear: Linear) -> np.ndarray:
+    """The (d_model, width) matrix of a linear read; the constant rides on `one`."""
+    W = np.zeros((layout.width, linear.width))
+    W[ONE] += linear.const
+    for var, rows in linear.rows.items():
+        W[layout.dims(var)] += rows
+    return W
+
+
+def hard_scale(maxlen: int) -> float:
+    """Score of one satisfied select: half of it separates selected keys from the BOS sink."""
+    return 2.0 * (UNDERFLOW + math.log(maxlen + 2))
+
+
+def head_weights(head: Head, layout: Layout, maxlen: int):
+    """(W_Q, W_K, W_V, W_O) of one head, each over the full residual, with d_head columns."""
+    columns_q, columns_k = [], []
+    bos_self = 0.0
+    if head.mode in ("mean", "width"):
+        S = hard_scale(maxlen)
+        m = len(head.atoms)
+        for atom in head.atoms:
+            q, k = _atom(atom, layout, S)
+            columns_q.append(q)
+            columns_k.append(k)
+        sink = S * (m - 0.5) if head.mode == "mean" else S * m
+        top = S * m
+    else:
+        bound = 0.0
+        for qvar, kvar, matrix in head.scores:
+            q, k = _bilinear(qvar, kvar, matrix, layout)
+            columns_q.append(q)
+            columns_k.append(k)
+            bound += np.abs(matrix).max(initial=0.0)
+        sink = -(bound + 2 * UNDERFLOW)          # BOS is not a key of softmax attention
+        top = bound
+    # every query may fall back on BOS (the sink); the BOS query attends to itself only
+    q_sink, k_sink = np.zeros((layout.width, 1)), np.zeros((layout.width, 1))
+    q_sink[ONE, 0], k_sink[BOS, 0] = 1.0, sink
+    bos_self = abs(sink) + 2 * top + 2 * UNDERFLOW
+    q_self, k_self = np.zeros((layout.width, 1)), np.zeros((layout.width, 1))
+    q_self[BOS, 0], k_self[BOS, 0] = 1.0, bos_self
+    W_Q = np.concatenate(columns_q + [q_sink, q_self], axis=1)
+    W_K = np.concatenate(columns_k + [k_sink, k_self], axis=1)
+    out = head.out
+    if head.mode == "width":
+        W_V = np.zeros((layout.width, 1))
+        W_V[BOS, 0] = 1.0                       # mean of "is BOS" over BOS and w keys: 1/(w+1)
+    else:
+        W_V = read(layout, head.value)
+        # at BOS the value is the default, whatever the read variables hold there
+        W_V[BOS] = bos_vector(out) - sum((bos_vector(v) @ r for v, r in head.value.rows.items()),
+                                         np.zeros(head.value.width))
+    W_O = np.zeros((W_V.shape[1], layout.width))
+    W_O[:, layout.dims(out)] = np.eye(out.width)
+    return W_Q, W_K, W_V, W_O
+
+
+def _atom(atom: Atom, layout: Layout, S: float):
+    """Query and key columns with q·k = S·table[query value, key value]."""
+    key_width = atom.table.shape[1]
+    Q = np.zeros((layout.width, key_width))
+    K = np.zeros((layout.width, key_width))
+    if atom.query is None:
+        Q[ONE] = S * atom.table[0]
+    else:
+        Q[layout.dims(atom.query)] = S * atom.table
+    if atom.key is None:
+        K[ONE, 0] = 1.0
+    else:
+        K[layout.dims(atom.key)] = np.eye(key_width)
+        K[BOS] -= bos_vector(atom.key)          # the BOS key reads as no value at all
+    return Q, K
+
+
+def _bilinear(qvar, kvar, matrix, layout):
+    key_width = matrix.shape[1]
+    Q = np.zeros((layout.width, key_width))
+    K = np.zeros((layout.width, key_width))
+    if qvar is None:
+        Q[ONE] = matrix[0]
+    else:
+        Q[layout.dims(qvar)] = matrix
+    if kvar is None:
+        K[ONE, 0] = 1.0
+    else:
+        K[layout.dims(kvar)] = np.eye(key_width)
+        K[BOS] -= bos_vector(kvar)
+    return Q, K
+
+
+# ---------------------------------------------------------------- MLPs
+
+def block_weights(block: Block, layout: Layout):
+    """(W_in, W_out) of one lookup/discretising MLP; every unit is off at the BOS position."""
+    fn, out = block.fn, block.out
+    cats = [leaf for leaf in fn.leaves if not _numeric(leaf)]
+    nums = [leaf for leaf in fn.leaves if _numeric(leaf)]
+    encode = out.encode
+    k = len(cats)
+    W_in_cols, W_out_rows = [], []
+
+    def unit(weights: np.ndarray, output: np.ndarray):
+        W_in_cols.append(weights)
+        W_out_rows.append(output)
+
+    def match(combo) -> np.ndarray:
+        w = np.zeros(layout.width)
+        for var, value in zip(cats, combo):
+            w[layout.dims(var).start + _position(var, value)] += 1.0
+        return w
+
+    def value(env):
+        try:
+            return encode(fn.call(env))
+        except (F.Undefined, KeyError, TypeError, ValueError):
+            return np.zeros(out.width)          # a combination the program never reaches
+
+    combos = _product([var.values for var in cats])
+    if not nums:
+        gate = float(k + 1)
+        for combo in combos:
+            w = match(combo)
+            w[ONE] -= k - 1
+            w[BOS] -= gate
+            unit(w, value(dict(zip(cats, combo))))
+    else:
+        (leaf,) = nums
+        var = leaf_var(leaf)
+        inputs = sorted(set(var.values))
+        leaf_value = (lambda x: round(1 / x) - 1) if isinstance(leaf, _WidthLeaf) else (lambda x: x)
+        gaps = [b - a for a, b in zip(inputs, inputs[1:])]
+        L = 4.0 / min(gaps) if gaps else 1.0
+        span = inputs[-1] - inputs[0]
+        M = L * span + 2.0
+        x_at_bos = abs(float(bos_vector(var)[0]))
+        gate = L * (max(abs(inputs[0]), abs(inputs[-1])) + x_at_bos + 1) + M * (k + 1) + 2
+        x_dim = layout.dims(var).start
+        for combo in combos:
+            env = dict(zip(cats, combo))
+            outputs = [value({**env, leaf: leaf_value(x)}) for x in inputs]
+            base = match(combo)
+            base[ONE] -= k - 1
+            base[BOS] -= gate
+            unit(base, outputs[0])
+            for j in range(1, len(inputs)):
+                delta = outputs[j] - outputs[j - 1]
+                if not delta.any():
+                    continue
+                t = (inputs[j - 1] + inputs[j]) / 2
+                # ReLU(L(x-t)+1) - ReLU(L(x-t)) is 0 below t - 1/L and 1 above t; a wrong
+                # categorical combination subtracts M and keeps both units at 0
+                for offset, sign in ((1.0, 1.0), (0.0, -1.0)):
+                    w = M * match(combo)
+                    w[x_dim] += L
+                    w[ONE] += -L * t + offset - M * k
+                    w[BOS] -= gate
+                    unit(w, sign * delta)
+    W_in = np.stack(W_in_cols, axis=1) if W_in_cols else np.zeros((layout.width, 0))
+    W_out = np.zeros((len(W_out_rows), layout.width))
+    for i, row in enumerate(W_out_rows):
+        W_out[i, layout.dims(out)] = row
+    return W_in, W_out
+
+
+def _numeric(leaf) -> bool:
+    return isinstance(leaf, _WidthLeaf) or leaf.kind == "num"
+
+
+def _position(var: Var, value) -> int:
+    for i, v in enumerate(var.values):
+        if v == value and type(v) is type(value):
+            return i
+    return var.values.index(value)
+
+
+def _product(value_lists):
+    combos = [()]
+    for values in value_lists:
+        combos = [c + (v,) for c in combos for v in values]
+    return combos
+
+
+# ---------------------------------------------------------------- the whole model
+
+@attrs.define
+class Weights:
+    """Numpy weights in the Transformer module's names and shapes, plus the layout."""
+    arrays: dict
+    layout: Layout
+    n_layers: int
+    n_heads: int
+    d_head: int
+    d_mlp: int
+    vocab: list
+    n_positions: int
+
+
+def assemble(plan: Plan, program, maxlen: int) -> Weights:
+    layout = Layout.of(plan.vars)
+    D = layout.width
+    vocab = ["<compiler_bos>"] + list(program.vocab)
+    W_E = np.zeros((len(vocab), D))
+    W_E[0, BOS] = 1.0
+    sources = {v.name: v for v in plan.vars if v.time == 0}
+    for i, token in enumerate(program.vocab, start=1):
+        W_E[i, ONE] = 1.0
+        for name, var in sources.items():
+            if name == "indices":
+                continue
+            view = name.split("_", 1)[1] if "_" in name else "asis"
+            value = _view(token, view)
+            W_E[i, layout.dims(var)] = var.encode(value)
+    W_pos = np.zeros((maxlen + 1, D))
+    if "indices" in sources:
+        var = sources["indices"]
+        for p in range(1, maxlen + 1):
+            W_pos[p, layout.dims(var)] = var.encode(p - 1)
+    layers = max(plan.layers, 1)
+    per_layer_heads = [[h for h in plan.heads if h.time == 2 * l + 1] for l in range(layers)]
+    per_layer_blocks = [[b for b in plan.blocks if b.time == 2 * l + 2] for l in range(layers)]
+    heads = [[head_weights(h, layout, maxlen) for h in hs] for hs in per_layer_heads]
+    mlps = [[block_weights(b, layout) for b in bs] for bs in per_layer_blocks]
+    n_heads = max([len(hs) for hs in heads] + [1])
+    d_head = max([w.shape[1] for hs in heads for h in hs for w in h[:3]] + [1])
+    d_mlp = max([sum(w_in.shape[1] for w_in, _ in ms) for ms in mlps] + [1])
+    arrays = {"embed.W_E": W_E, "pos_embed.W_pos": W_pos}
+    for l in range(layers):
+        Q = np.zeros((n_heads, D, d_head))
+        K, V = np.zeros_like(Q), np.zeros_like(Q)
+        O = np.zeros((n_heads, d_head, D))
+        for h, (wq, wk, wv, wo) in enumerate(heads[l]):
+            Q[h, :, :wq.shape[1]] = wq
+            K[h, :, :wk.shape[1]] = wk
+            V[h, :, :wv.shape[1]] = wv
+            O[h, :wo.shape[0]] = wo
+        W_in = np.zeros((D, d_mlp))
+        W_out = np.zeros((d_mlp, D))
+        col = 0
+        for w_in, w_out in mlps[l]:
+            n = w_in.shape[1]
+            W_in[:, col:col + n] = w_in
+            W_out[col:col + n] = w_out
+            col += n
+        p = f"blocks.{l}."
+        arrays.update({
+            p + "attn.W_Q": Q, p + "attn.W_K": K, p + "attn.W_V": V, p + "attn.W_O": O,
+            p + "attn.b_Q": np.zeros((n_heads, d_head)), p + "attn.b_K": np.zeros((n_heads, d_head)),
+            p + "attn.b_V": np.zeros((n_heads, d_head)), p + "attn.b_O": np.zeros(D),
+            p + "mlp.W_in": W_in, p + "mlp.b_in": np.zeros(d_mlp),
+            p + "mlp.W_out": W_out, p + "mlp.b_out": np.zeros(D),
+        })
+    W_U = read(layout, plan.output)
+    arrays["unembed.W_U"] = W_U
+    arrays["unembed.b_U"] = np.zeros(W_U.shape[1])
+    return Weights(arrays, layout, layers, n_heads, d_head, d_mlp, vocab, maxlen + 1)
+
+
+def _view(token, view: str):
+    if view == "asis":
+        return token
+    if view == "bool":
+        from rasp_ir.interpreter import _to_bool
+        return _to_bool(token)
+    return {"str": str, "int": int, "float": float}[view](token)

@@ -1,0 +1,263 @@
+"""The `rasp` command line: run (plain and --json), check (exit codes, every diagnostic), fmt
+(--check, --write), and no Python traceback for any user mistake."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import grammar
+from rasp_ir import cli
+from rasp_ir.printer import pretty
+
+from conftest import EXAMPLES, ROOT
+
+REVERSE = EXAMPLES / "reverse.rasp"
+DRASP = EXAMPLES / "drasp_copy.rasp"
+
+
+def rasp(*args, stdin=None):
+    """The real command, as a user runs it: (exit status, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "rasp_ir.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, input=stdin, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def main(capsys, *args):
+    """`rasp` in this process (faster): (exit status, stdout, stderr)."""
+    status = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+# ---------------------------------------------------------------- run
+
+def test_run_reverses_hello():
+    status, out, err = rasp("run", REVERSE, "hello")
+    assert (status, out, err) == (0, "olleh\n", "")
+
+
+def test_run_prints_one_line_per_input(capsys):
+    status, out, _ = main(capsys, "run", REVERSE, "hello", "abc", "a")
+    assert status == 0
+    assert out.splitlines() == ["olleh", "cba", "a"]
+
+
+def test_run_reads_inputs_from_stdin():
+    status, out, _ = rasp("run", REVERSE, stdin="hello\nabc\n")
+    assert status == 0 and out.splitlines() == ["olleh", "cba"]
+
+
+def test_run_prints_numbers_as_json_lists(capsys):
+    status, out, _ = main(capsys, "run", EXAMPLES / "frac_prevs.rasp", "hello")
+    assert status == 0
+    assert json.loads(out) == [0, 0, 0.333, 0.5, 0.4]
+
+
+def test_json_has_one_object_per_input(capsys):
+    status, out, _ = main(capsys, "run", REVERSE, "hello", '["a","b","c"]', "--json")
+    assert status == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records == [
+        {"input": list("hello"), "output": list("olleh")},
+        {"input": ["a", "b", "c"], "output": ["c", "b", "a"]},
+    ]
+
+
+def test_json_keeps_none_and_numbers(capsys):
+    status, out, _ = main(capsys, "run", EXAMPLES / "induction.rasp", "abcab", "--json")
+    assert status == 0
+    assert json.loads(out) == {"input": list("abcab"),
+                               "output": [None, None, None, "b", "c"]}
+    status, out, _ = main(capsys, "run", EXAMPLES / "sort.rasp", "[2,4,1,2]", "--json")
+    assert json.loads(out) == {"input": [2, 4, 1, 2], "output": [1, 2, 2, 4]}
+
+
+def test_json_of_a_drasp_program_has_logits_over_the_vocabulary(capsys):
+    program = grammar.load(DRASP)
+    vocab = list(program.vocab)
+    # rasp run prepends the BOS token the program declares
+    status, out, _ = main(capsys, "run", DRASP, '["a","c","<sep>","a"]',
+                          '["<bos>","b","<sep>"]', "--json")
+    assert status == 0
+    first, second = [json.loads(line) for line in out.splitlines()]
+    assert first["input"] == ["<bos>", "a", "c", "<sep>", "a"]
+    assert first["output"] == ["<bos>", "<bos>", "<bos>", "a", "c"]
+    assert second["input"] == ["<bos>", "b", "<sep>"]
+    assert second["output"] == ["<bos>", "<bos>", "b"]
+    for record in (first, second):
+        assert len(record["logits"]) == len(record["input"])
+        for row, best in zip(record["logits"], record["output"]):
+            assert len(row) == len(vocab)
+            assert vocab[row.index(max(row))] == best      # output is the argmax per position
+            assert abs(sum(row) - 1) < 1e-6                 # softmax(...): a distribution
+
+
+def test_json_of_a_hard_program_has_no_logits(capsys):
+    _, out, _ = main(capsys, "run", EXAMPLES / "histogram.rasp", "abac", "--json")
+    assert "logits" not in json.loads(out)
+
+
+# ---------------------------------------------------------------- check
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.rasp")), ids=lambda p: p.stem)
+def test_check_accepts_every_example(capsys, path):
+    status, out, err = main(capsys, "check", path)
+    assert status == 0, err
+    assert out.startswith("ok: ") and "@expect line(s) hold" in out
+    assert "error" not in err
+
+
+BAD = """\
+x = selector_width(tokens);
+y = nowhere + 1;
+z = aggregate(tokens, tokens);
+@output x;
+"""
+
+
+def test_check_reports_every_type_error_with_its_code(tmp_path):
+    bad = tmp_path / "bad.rasp"
+    bad.write_text(BAD)
+    status, out, err = rasp("check", bad)
+    assert status == 1
+    assert out == ""
+    for code, line in (("E224", 1), ("E250", 2), ("E220", 3)):
+        assert f"error[{code}]" in err
+        assert f"bad.rasp:{line}:" in err
+    assert "3 error(s)" in err
+    assert "Traceback" not in err
+
+
+def test_check_reports_every_syntax_error(capsys, tmp_path):
+    bad = tmp_path / "syntax.rasp"
+    bad.write_text("x = = tokens;\ny = tokens + ;\nz = tokens\nw = 1;\n")
+    status, _, err = main(capsys, "check", bad)
+    assert status == 1
+    assert [c for c in ("E103", "E101", "E102") if f"error[{c}]" in err] == ["E103", "E101",
+                                                                             "E102"]
+
+
+def test_check_reports_every_failing_expectation(capsys, tmp_path):
+    bad = tmp_path / "expect.rasp"
+    bad.write_text('@vocab {"a", "b"};\nx = tokens;\n@output x;\n'
+                   '@expect x("ab") == "ab";\n@expect x("ab") == "ba";\n@expect x("a") == "b";\n')
+    status, _, err = main(capsys, "check", bad)
+    assert status == 1
+    assert err.count("error[E271]") == 2
+    assert "expect.rasp:5:" in err and "expect.rasp:6:" in err
+    # --no-expect skips them
+    status, out, _ = main(capsys, "check", bad, "--no-expect")
+    assert status == 0 and out.startswith("ok: ")
+
+
+def test_check_reports_a_runtime_error_in_an_expectation(capsys, tmp_path):
+    bad = tmp_path / "mean.rasp"
+    bad.write_text('@vocab {"a", "b"};\nx = aggregate(select(1, 1, ==), tokens);\n@output x;\n'
+                   '@expect x("ab") == "ab";\n')
+    status, _, err = main(capsys, "check", bad)
+    assert status == 1 and "R230" in err
+
+
+# ---------------------------------------------------------------- fmt
+
+def test_fmt_prints_the_canonical_form(capsys):
+    status, out, _ = main(capsys, "fmt", REVERSE)
+    assert status == 0
+    assert out == pretty(grammar.load(REVERSE))
+    assert "select(k=indices, q=opp, op=(k == q))" in out
+
+
+def test_fmt_check(capsys, tmp_path):
+    # the shipped example has comments, so it is not in canonical form
+    status, _, err = main(capsys, "fmt", "--check", REVERSE)
+    assert status == 1 and "not in canonical form" in err
+    canonical = tmp_path / "canonical.rasp"
+    canonical.write_text(pretty(grammar.load(REVERSE)))
+    assert main(capsys, "fmt", "--check", canonical)[0] == 0
+
+
+def test_fmt_write_refuses_a_file_with_comments(capsys, tmp_path):
+    target = tmp_path / "commented.rasp"
+    original = REVERSE.read_text()
+    target.write_text(original)
+    status, _, err = main(capsys, "fmt", "--write", target)
+    assert status == 1 and "refusing" in err
+    assert target.read_text() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["commented.rasp"]
+
+
+def test_fmt_write_refuses_a_file_with_functions(capsys, tmp_path):
+    target = tmp_path / "functions.rasp"
+    original = "def f(x) {\n  return x;\n}\ny = f(tokens);\n@output y;\n"
+    target.write_text(original)
+    assert main(capsys, "fmt", "--write", target)[0] == 1
+    assert target.read_text() == original
+
+
+def test_fmt_write_rewrites_atomically(capsys, tmp_path, monkeypatch):
+    target = tmp_path / "messy.rasp"
+    target.write_text('@vocab {"a","b"};\nx=aggregate(select(indices,length-indices-1,==),tokens);'
+                      '\n@output   x;\n@expect x("ab")=="ba";\n')
+    expected = pretty(grammar.load(target))
+    # a write that fails half-way leaves the old file whole and no temporary file behind
+    before = target.read_text()
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", broken_replace)
+    status, _, err = main(capsys, "fmt", "--write", target)
+    assert status == 1 and "cannot write" in err and "No space left" in err
+    assert target.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["messy.rasp"]
+    monkeypatch.undo()
+
+    status, out, _ = main(capsys, "fmt", "--write", target)
+    assert status == 0 and out == ""
+    assert target.read_text() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["messy.rasp"]
+    assert main(capsys, "fmt", "--check", target)[0] == 0
+    assert main(capsys, "check", target)[0] == 0
+
+
+# ---------------------------------------------------------------- errors are diagnostics
+
+@pytest.mark.parametrize("args, code", [
+    (["run", "no/such/file.rasp", "abc"], "E252"),
+    (["fmt", "no/such/file.rasp"], "E252"),
+    (["run", REVERSE, "hellz"], "R233"),                       # token outside @vocab
+    (["run", REVERSE, "a" * 17], "R233"),                      # longer than @maxlen
+    (["run", REVERSE, "[1,"], "R233"),                         # not a JSON list
+    (["run", REVERSE, "[]"], "R234"),                          # empty
+    (["run", EXAMPLES / "sort_unique.rasp", "[1,1,2]"], None),  # fine: none in the gap
+])
+def test_errors_are_diagnostics_not_tracebacks(args, code):
+    status, out, err = rasp(*args)
+    assert "Traceback" not in err and "Traceback" not in out
+    if code is None:
+        assert status == 0
+    else:
+        assert status == 1 and code in err
+
+
+def test_runtime_errors_are_diagnostics(tmp_path):
+    prog = tmp_path / "mean.rasp"
+    prog.write_text('@vocab {"a", "b"};\nx = aggregate(select(1, 1, ==), tokens);\n@output x;\n')
+    status, _, err = rasp("run", prog, "ab")
+    assert status == 1 and "runtime error[R230]" in err and "Traceback" not in err
+    bad = tmp_path / "bad.rasp"
+    bad.write_text(BAD)
+    for command in (["run", bad, "ab"], ["fmt", bad], ["fmt", "--check", bad]):
+        status, _, err = rasp(*command)
+        assert status == 1 and "E224" in err and "Traceback" not in err
+    status, _, err = rasp("check", tmp_path / "missing.rasp")
+    assert status == 1 and "Traceback" not in err
+
+
+def test_no_command_prints_help():
+    status, out, err = rasp()
+    assert status == 1 and "run" in out and "Traceback" not in err

@@ -1,0 +1,222 @@
+"""Fuzzing the front end: whatever text comes in, `grammar.elaborate` returns a program or a
+non-empty list of coded diagnostics that render, and never raises; a program that comes back
+runs on a short valid input or raises a RaspError with coded diagnostics.
+
+Text comes from four sources: arbitrary unicode, soups of the language's own tokens, Lark's
+grammar (`hypothesis.extra.lark.from_lark`), and valid programs (pretty-printed generated
+programs, examples/*.rasp, the packaged libraries) with random character and token mutations.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from hypothesis.extra.lark import from_lark
+
+import grammar
+from grammar.parser import _parser
+from rasp_ir.diagnostics import CODES, RaspError
+from rasp_ir.interpreter import run
+from rasp_ir.printer import pretty
+
+from strategies import programs
+
+ROOT = Path(__file__).resolve().parent.parent
+FILE = "fuzz.rasp"
+_SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                       HealthCheck.data_too_large,
+                                                       HealthCheck.filter_too_much])
+
+# ---------------------------------------------------------------- the property
+
+
+def check_front_end(text: str, data=None):
+    """The fuzz property for one text (see the module docstring)."""
+    note(repr(text))
+    program, diagnostics = grammar.elaborate(text, FILE)
+    for d in diagnostics:
+        assert d.code in CODES, d
+        assert isinstance(d.render(text), str)
+        assert isinstance(d.render(None), str)
+    if program is None:
+        assert diagnostics, "no program and no diagnostic"
+        assert any(d.severity == "error" for d in diagnostics)
+        return None
+    assert all(d.severity != "error" for d in diagnostics)
+    inputs = _short_input(program, data)
+    try:
+        run(program, inputs)
+    except RaspError as exc:
+        assert exc.diagnostics and all(c in CODES for c in exc.codes), exc.codes
+        exc.render()
+    return program
+
+
+def _short_input(program, data):
+    """One short input that fits the program's @vocab, @maxlen and @bos (when it can)."""
+    vocab = list(program.vocab) if program.vocab else ["a", "b", "c"]
+    length = min(3, program.maxlen or 3)
+    if data is not None:
+        seq = data.draw(st.lists(st.sampled_from(vocab), min_size=1, max_size=length),
+                        label="input")
+    else:
+        seq = (vocab * length)[:length]
+    if program.bos is not None:
+        seq = [program.bos] + seq[:max(0, length - 1)]
+    return [seq]
+
+
+# ---------------------------------------------------------------- text sources
+
+KEYWORDS = ["def", "return", "for", "in", "if", "else", "and", "or", "not", "not in", "lambda",
+            "load", "True", "False", "None"]
+DIRECTIVES = ["@vocab", "@maxlen", "@causal", "@bos", "@output", "@expect", "@attention",
+              "@hard_scale", "@compat", "@foo", "@"]
+BUILTIN_NAMES = ["tokens", "indices", "length", "select", "aggregate", "selector_width",
+                 "indicator", "round", "numerical", "categorical", "range", "zip", "len",
+                 "full_s", "sort", "count", "shift", "max", "min", "harden", "sharpen",
+                 "project", "softmax", "matrix", "table", "lookup", "exists", "mlp", "draw",
+                 "tokens_int", "tokens_str", "k", "q", "inp", "out", "V", "x", "y", "f", "s",
+                 "v", "op", "default", "rows", "cols", "values", "prefix_count", "str", "abs"]
+OPERATORS = ["+", "-", "*", "/", "%", "^", "**", "==", "!=", "<", "<=", ">", ">=", "=", ",",
+             ":", ";", ".", "..", "(", ")", "[", "]", "{", "}", "#", "\\", "'", '"', "->",
+             "|", "&", "!", "?", "`", "$"]
+LITERALS = ["0", "1", "2", "-1", "9", "64", "1.5", ".5", "1e3", "2.5e-3", "0..9", "1..3",
+            '"a"', "'b'", '"hello"', '""', '"\\n"', '"unterminated', "'x\\'", '"é"',
+            "99999999999999999999", "1e999", "0.0"]
+_SEPARATORS = st.sampled_from([" ", " ", "", "\n", "  ", "\t", "\n\n"])
+
+language_tokens = st.sampled_from(KEYWORDS + DIRECTIVES + BUILTIN_NAMES + OPERATORS + LITERALS) \
+    | st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,5}", fullmatch=True) \
+    | st.integers(-10, 10 ** 6).map(str)
+
+
+@st.composite
+def token_soup(draw, max_tokens=40):
+    """Language tokens in random order, with random separators."""
+    parts = draw(st.lists(st.tuples(language_tokens, _SEPARATORS), max_size=max_tokens))
+    return "".join(t + s for t, s in parts)
+
+
+@st.composite
+def statement_soup(draw):
+    """Statement-shaped soups: `name = …;`, directives, defs, so elaboration gets exercised."""
+    pieces = []
+    for _ in range(draw(st.integers(1, 6))):
+        body = draw(token_soup(max_tokens=8))
+        shape = draw(st.sampled_from(["assign", "directive", "def", "output", "expr"]))
+        if shape == "assign":
+            pieces.append(f"{draw(language_tokens)} = {body};")
+        elif shape == "directive":
+            pieces.append(f"{draw(st.sampled_from(DIRECTIVES))} {body};")
+        elif shape == "def":
+            pieces.append(f"def f(a, b) {{ {body}; return {draw(token_soup(max_tokens=4))}; }}")
+        elif shape == "output":
+            pieces.append(f"@output {body};")
+        else:
+            pieces.append(f"{body};")
+    return "\n".join(pieces)
+
+
+def _seed_files() -> list[str]:
+    files = sorted((ROOT / "examples").glob("*.rasp")) + \
+        sorted((ROOT / "rasp_ir" / "lib").glob("*.rasp"))
+    texts = []
+    for path in files:
+        try:
+            texts.append(path.read_text(encoding="utf-8"))
+        except OSError:
+            pass
+    return texts
+
+
+SEEDS = _seed_files()
+_TOKEN = re.compile(r"@?[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?|\"(?:[^\"\\\n]|\\.)*\"|[=!<>]=|\S")
+
+
+@st.composite
+def mutated(draw, base):
+    """`base` with 1..4 random edits: characters or whole tokens deleted, inserted,
+    duplicated or replaced, or a slice moved."""
+    text = base
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["delete_char", "insert_char", "delete_token",
+                                     "insert_token", "duplicate", "replace_token", "move"]))
+        spans = [m.span() for m in _TOKEN.finditer(text)]
+        if kind.endswith("token") and spans:
+            start, end = draw(st.sampled_from(spans))
+        else:
+            start = draw(st.integers(0, len(text)))
+            end = min(len(text), start + draw(st.integers(1, 12)))
+        if kind == "delete_char":
+            text = text[:start] + text[start + 1:]
+        elif kind == "insert_char":
+            ch = draw(st.characters(codec="utf-8") | st.sampled_from(list("()[]{};,=\"'#@.\n")))
+            text = text[:start] + ch + text[start:]
+        elif kind == "delete_token":
+            text = text[:start] + text[end:]
+        elif kind == "insert_token":
+            text = text[:start] + draw(language_tokens) + " " + text[start:]
+        elif kind == "replace_token":
+            text = text[:start] + draw(language_tokens) + text[end:]
+        elif kind == "duplicate":
+            text = text[:end] + text[start:end] + text[end:]
+        else:
+            piece, rest = text[start:end], text[:start] + text[end:]
+            where = draw(st.integers(0, len(rest)))
+            text = rest[:where] + piece + rest[where:]
+    return text
+
+
+def valid_programs():
+    sources = [programs(max_bindings=5).map(pretty)]
+    if SEEDS:
+        sources.append(st.sampled_from(SEEDS))
+    return st.one_of(sources)
+
+
+mutated_programs = valid_programs().flatmap(mutated)
+grammar_texts = from_lark(_parser(), start="start")
+
+# ---------------------------------------------------------------- tests
+
+
+@settings(max_examples=150, **_SETTINGS)
+@given(st.text(max_size=200), st.data())
+def test_arbitrary_text(text, data):
+    check_front_end(text, data)
+
+
+@settings(max_examples=150, **_SETTINGS)
+@given(st.one_of(token_soup(), statement_soup()), st.data())
+def test_token_soup(text, data):
+    check_front_end(text, data)
+
+
+@settings(max_examples=100, **_SETTINGS)
+@given(grammar_texts, st.data())
+def test_grammar_generated_text(text, data):
+    check_front_end(text, data)
+
+
+@settings(max_examples=250, **_SETTINGS)
+@given(mutated_programs, st.data())
+def test_mutated_programs(text, data):
+    check_front_end(text, data)
+
+
+@pytest.mark.parametrize("text", SEEDS[:0] + [
+    "", ";", "@vocab {};\nx = tokens == 1;\n@output x;", "x = 9 ^ 0.5;",
+])
+def test_edge_texts(text):
+    check_front_end(text)
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, **_SETTINGS)
+@given(st.one_of(st.text(max_size=400), token_soup(80), statement_soup(), grammar_texts,
+                 mutated_programs), st.data())
+def test_front_end_thorough(text, data):
+    check_front_end(text, data)
