@@ -26,6 +26,31 @@ class Fn:
     leaves: tuple
     call: Callable  # (dict leaf -> atom) -> atom
 
+    def pruned(self, limit: int = 1 << 16) -> "Fn":
+        """The same function without the leaves it does not depend on (e.g. a mean times the
+        width of its selector, read from the query's index, does not depend on the index)."""
+        sizes = [len(leaf.values) if leaf.values is not None else 0 for leaf in self.leaves]
+        if len(self.leaves) < 2 or 0 in sizes or _prod(sizes) > limit:
+            return self
+        table = self.table({leaf: leaf.values for leaf in self.leaves})
+        keep = []
+        for i, leaf in enumerate(self.leaves):
+            groups: dict = {}
+            independent = True
+            for combo, value in table.items():
+                rest = combo[:i] + combo[i + 1:]
+                if rest in groups and not _same(groups[rest], value):
+                    independent = False
+                    break
+                groups.setdefault(rest, value)
+            if not independent:
+                keep.append(leaf)
+        if len(keep) == len(self.leaves):
+            return self
+        dropped = {leaf: leaf.values[0] for leaf in self.leaves if leaf not in keep}
+        call = self.call
+        return Fn(tuple(keep), lambda env: call({**dropped, **env}))
+
     def table(self, value_sets: dict) -> dict:
         """{tuple of leaf values: result} over every combination; Undefined results omitted."""
         out = {}
@@ -35,6 +60,22 @@ class Fn:
             except Undefined:
                 pass
         return out
+
+
+def _prod(sizes):
+    out = 1
+    for s in sizes:
+        out *= s
+    return out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+        except TypeError:
+            return False
+    return a == b and type(a) is type(b)
 
 
 def _guard(fn):
@@ -49,6 +90,8 @@ def build(node: ir.Node, leaf_of: Callable[[ir.Node], object | None],
     """The function computed by `node`. `leaf_of(n)` names the residual variable holding `n`
     (or None when `n` must be expanded); element-wise bindings are inlined through Refs."""
     leaf = leaf_of(node)
+    if isinstance(leaf, Fn):
+        return leaf
     if leaf is not None:
         return Fn((leaf,), lambda env: env[leaf])
     if isinstance(node, ir.Ref):

@@ -13,7 +13,7 @@ import math
 import attrs
 import numpy as np
 
-from .plan import Atom, Block, Head, Linear, Plan, Var, _WidthLeaf, leaf_var
+from .plan import Atom, Block, Head, Linear, Plan, Var
 from . import functions as F
 
 ONE, BOS = 0, 1          # residual directions: "a program position" and "the BOS position"
@@ -31,6 +31,8 @@ class Layout:
     def of(cls, variables: list[Var]) -> "Layout":
         offsets, labels = {}, ["one", "bos"]
         for var in variables:
+            if var.affine is not None:
+                continue
             offsets[var] = len(labels)
             if var.kind == "num":
                 labels.append(var.name)
@@ -72,7 +74,7 @@ def head_weights(head: Head, layout: Layout, maxlen: int):
     """(W_Q, W_K, W_V, W_O) of one head, each over the full residual, with d_head columns."""
     columns_q, columns_k = [], []
     bos_self = 0.0
-    if head.mode in ("mean", "width"):
+    if head.mode in ("mean", "width", "count"):
         S = hard_scale(maxlen)
         m = len(head.atoms)
         for atom in head.atoms:
@@ -93,6 +95,12 @@ def head_weights(head: Head, layout: Layout, maxlen: int):
     # every query may fall back on BOS (the sink); the BOS query attends to itself only
     q_sink, k_sink = np.zeros((layout.width, 1)), np.zeros((layout.width, 1))
     q_sink[ONE, 0], k_sink[BOS, 0] = 1.0, sink
+    if head.mode == "count":       # BOS scores as a selected key plus log(D - w(query))
+        var, extra = head.sink
+        q_sink[ONE, 0] = top
+        q_sink[layout.dims(var), 0] += extra
+        k_sink[BOS, 0] = 1.0
+        top += float(np.max(extra))
     bos_self = abs(sink) + 2 * top + 2 * UNDERFLOW
     q_self, k_self = np.zeros((layout.width, 1)), np.zeros((layout.width, 1))
     q_self[BOS, 0], k_self[BOS, 0] = 1.0, bos_self
@@ -150,8 +158,8 @@ def _bilinear(qvar, kvar, matrix, layout):
 def block_weights(block: Block, layout: Layout):
     """(W_in, W_out) of one lookup/discretising MLP; every unit is off at the BOS position."""
     fn, out = block.fn, block.out
-    cats = [leaf for leaf in fn.leaves if not _numeric(leaf)]
-    nums = [leaf for leaf in fn.leaves if _numeric(leaf)]
+    cats = [leaf for leaf in fn.leaves if leaf.kind != "num"]
+    nums = [leaf for leaf in fn.leaves if leaf.kind == "num"]
     encode = out.encode
     k = len(cats)
     W_in_cols, W_out_rows = [], []
@@ -181,20 +189,21 @@ def block_weights(block: Block, layout: Layout):
             w[BOS] -= gate
             unit(w, value(dict(zip(cats, combo))))
     else:
-        (leaf,) = nums
-        var = leaf_var(leaf)
+        (var,) = nums
         inputs = sorted(set(var.values))
-        leaf_value = (lambda x: round(1 / x) - 1) if isinstance(leaf, _WidthLeaf) else (lambda x: x)
         gaps = [b - a for a, b in zip(inputs, inputs[1:])]
         L = 4.0 / min(gaps) if gaps else 1.0
         span = inputs[-1] - inputs[0]
         M = L * span + 2.0
         x_at_bos = abs(float(bos_vector(var)[0]))
         gate = L * (max(abs(inputs[0]), abs(inputs[-1])) + x_at_bos + 1) + M * (k + 1) + 2
-        x_dim = layout.dims(var).start
+        x_read = read(layout, var.affine)[:, 0] if var.affine is not None else None
+        if x_read is None:
+            x_read = np.zeros(layout.width)
+            x_read[layout.dims(var).start] = 1.0
         for combo in combos:
             env = dict(zip(cats, combo))
-            outputs = [value({**env, leaf: leaf_value(x)}) for x in inputs]
+            outputs = [value({**env, var: x}) for x in inputs]
             base = match(combo)
             base[ONE] -= k - 1
             base[BOS] -= gate
@@ -207,8 +216,7 @@ def block_weights(block: Block, layout: Layout):
                 # ReLU(L(x-t)+1) - ReLU(L(x-t)) is 0 below t - 1/L and 1 above t; a wrong
                 # categorical combination subtracts M and keeps both units at 0
                 for offset, sign in ((1.0, 1.0), (0.0, -1.0)):
-                    w = M * match(combo)
-                    w[x_dim] += L
+                    w = M * match(combo) + L * x_read
                     w[ONE] += -L * t + offset - M * k
                     w[BOS] -= gate
                     unit(w, sign * delta)
@@ -217,10 +225,6 @@ def block_weights(block: Block, layout: Layout):
     for i, row in enumerate(W_out_rows):
         W_out[i, layout.dims(out)] = row
     return W_in, W_out
-
-
-def _numeric(leaf) -> bool:
-    return isinstance(leaf, _WidthLeaf) or leaf.kind == "num"
 
 
 def _position(var: Var, value) -> int:

@@ -10,6 +10,7 @@ time 0 is the embedding, time 2l+1 the attention of layer l, time 2l+2 its MLP.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -22,6 +23,7 @@ from rasp_ir import types as T
 from . import functions as F
 
 MAX_MLP_UNITS = 1 << 17     # one block's hidden units; larger tables are reported, not built
+SPLIT_UNITS = 1 << 10       # above this, a map is split into smaller maps (one more layer)
 
 
 class CompileError(Exception):
@@ -40,6 +42,8 @@ class Var:
     values: tuple | None      # cat/vec: the basis; num: the finite value set, if known
     time: int
     bos: object = None        # what it holds at the BOS position (None: the zero vector)
+    # a *virtual* number: an affine read of other variables, never stored in the residual
+    affine: "Linear | None" = None
 
     @property
     def width(self) -> int:
@@ -90,6 +94,9 @@ class Head:
     value: Linear | None
     out: Var
     time: int
+    # "count" heads: the BOS sink's weight relative to one selected key, per value of `var`,
+    # so that every row sums to the same denominator: (var, weights)
+    sink: tuple | None = None
 
 
 @attrs.define(eq=False)
@@ -135,18 +142,23 @@ class Planner:
         self.blocks: list[Block] = []
         self.held: dict[int, Var] = {}            # id(node) -> the variable holding it
         self.names: set[str] = set()
+        # heads whose raw output is not the value itself (selector width writes 1/(w+1)):
+        # head output Var -> the Fn that recovers the value from the residual
+        self.reads: dict[Var, F.Fn] = {}
+        self._parents: dict | None = None
+        self.copies: dict[Var, Var] = {}
 
     # ------------------------------------------------------------ variables
 
     def type_of(self, node):
         return T.type_of(node, self.ctx)
 
-    def new_var(self, name, kind, values, time, bos=None) -> Var:
+    def new_var(self, name, kind, values, time, bos=None, affine=None) -> Var:
         base, i = name, 2
         while name in self.names:
             name, i = f"{base}_{i}", i + 1
         self.names.add(name)
-        var = Var(name, kind, values, time, bos)
+        var = Var(name, kind, values, time, bos, affine)
         self.vars.append(var)
         return var
 
@@ -182,16 +194,13 @@ class Planner:
         raise CompileError(node, f"{type(node).__name__} has no compiled form here")
 
     def fn(self, node) -> F.Fn:
-        return F.build(node, self._leaf, self.bindings)
+        return F.build(node, self._leaf, self.bindings).pruned()
 
     def _leaf(self, node):
         var = self.leaf_of(node)
         if var is None:
             return None
-        if isinstance(node, ir.SelectorWidth) or (
-                isinstance(node, ir.Ref) and isinstance(self._target(node), ir.SelectorWidth)):
-            return _WidthLeaf(var)
-        return var
+        return self.reads.get(var, var)
 
     def _target(self, node):
         while isinstance(node, ir.Ref):
@@ -217,14 +226,17 @@ class Planner:
         return self._linear_form(F.Fn((var,), lambda env: env[var]), encoding, basis)
 
     def _linear_form(self, fn: F.Fn, encoding, basis) -> Linear | None:
+        form = self._raw_linear_form(fn, encoding, basis)
+        return expand(form) if form is not None else None
+
+    def _raw_linear_form(self, fn: F.Fn, encoding, basis) -> Linear | None:
         leaves = fn.leaves
         width = 1 if encoding == "num" else len(basis)
         enc = (lambda v: np.array([float(v)])) if encoding == "num" else \
             (lambda v: _onehot(basis, v))
-        real = [leaf for leaf in leaves if not isinstance(leaf, _WidthLeaf)]
         if not leaves:
             return Linear({}, enc(fn.call({})), width)
-        if len(leaves) == 1 and isinstance(leaves[0], Var) and leaves[0].kind in ("cat",):
+        if len(leaves) == 1 and leaves[0].kind == "cat":
             var = leaves[0]
             rows = np.zeros((var.width, width))
             for i, value in enumerate(var.values):
@@ -233,28 +245,34 @@ class Planner:
                 except (F.Undefined, KeyError):
                     pass   # never reached at run time
             return Linear({var: rows}, np.zeros(width), width)
-        if len(leaves) == 1 and isinstance(leaves[0], Var) and leaves[0].kind == "vec" \
-                and encoding == "vec":
+        if len(leaves) == 1 and leaves[0].kind == "vec" and encoding == "vec":
             return Linear({leaves[0]: np.eye(width)}, np.zeros(width), width)
-        if encoding == "num" and len(real) == len(leaves) and all(v.kind == "num" for v in leaves):
+        if encoding == "num" and all(v.kind == "num" for v in leaves):
             return self._affine(fn, leaves)
         return None
 
     def _affine(self, fn: F.Fn, leaves) -> Linear | None:
-        """Coefficients of `fn` if it is affine in its numerical leaves (checked on samples)."""
+        """Coefficients of `fn` if it is affine in its numerical leaves: on their value sets
+        when those are known (so `round(x * 11)` of x in {k/11} is the linear 11·x), else on
+        random points."""
+        finite = all(v.values is not None for v in leaves)
+        rng = random.Random(0)
+
+        def sample():
+            return {v: (rng.choice(v.values) if finite else rng.uniform(-3, 3)) for v in leaves}
         try:
-            zero = {v: 0 for v in leaves}
-            c = float(fn.call(zero))
-            coefficients = [float(fn.call({**zero, v: 1})) - c for v in leaves]
-            rng = random.Random(0)
-            for _ in range(24):
-                point = {v: rng.choice(v.values) if v.values and rng.random() < 0.5
-                         else rng.uniform(-3, 3) for v in leaves}
-                expected = c + sum(a * point[v] for a, v in zip(coefficients, leaves))
-                if not math.isclose(float(fn.call(point)), expected, rel_tol=1e-9, abs_tol=1e-9):
-                    return None
+            points = [sample() for _ in range(3 * len(leaves) + 24)]
+            if finite and math.prod(len(v.values) for v in leaves) <= 4096:
+                points = [dict(zip(leaves, combo)) for combo in
+                          itertools.product(*(v.values for v in leaves))]
+            xs = np.array([[1.0] + [float(p[v]) for v in leaves] for p in points])
+            ys = np.array([float(fn.call(p)) for p in points])
         except (F.Undefined, TypeError, ValueError):
             return None
+        solution, *_ = np.linalg.lstsq(xs, ys, rcond=None)
+        if not np.allclose(xs @ solution, ys, rtol=1e-9, atol=1e-9):
+            return None
+        c, coefficients = solution[0], solution[1:]
         return Linear({v: np.array([[a]]) for v, a in zip(leaves, coefficients)},
                       np.array([c]), 1)
 
@@ -272,7 +290,7 @@ class Planner:
         else:
             values = t.values if T.is_sop(t) else None
             out_kind = "num"
-        time = _next(max((leaf_var(leaf).time for leaf in fn.leaves), default=0), 0)
+        time = _next(max((leaf.time for leaf in fn.leaves), default=0), 0)
         name = node.name if isinstance(node, ir.Ref) else "map"
         var = self.new_var(name, out_kind, values, time)
         self.blocks.append(Block(fn, var, time, node))
@@ -280,23 +298,102 @@ class Planner:
         return var
 
     def _fitting_fn(self, node) -> F.Fn:
-        """The function of `node`, with sub-expressions materialised until at most one of its
-        inputs is a number (a lookup MLP handles any number of categorical inputs and one
-        number, by discretising it)."""
+        """The function of `node` in a form one MLP computes: at most one numerical input
+        (numbers are read by discretising them), and a lookup table of bounded size. Where
+        that fails, numerical inputs get categorical copies first, then sub-expressions get
+        their own variables (each costs an MLP layer, so only when needed)."""
         fn = self.fn(node)
-        if self._fits(fn):
+        if self._fits(fn) and self._units(fn) <= SPLIT_UNITS:
             return fn
-        for child in self._elementwise_children(node):
-            sub = self.fn(child)
-            if any(_is_numeric(leaf) for leaf in sub.leaves):
-                t = self.type_of(child)
-                self.materialise(child, "cat" if T.basis_of(t) is not None else "num")
+        numeric = [leaf for leaf in fn.leaves if leaf.kind == "num"]
+        if len(numeric) > 1 and self._virtualise_affine(node):
+            fn = self.fn(node)
+            numeric = [leaf for leaf in fn.leaves if leaf.kind == "num"]
+            if self._fits(fn) and self._units(fn) <= SPLIT_UNITS:
+                return fn
+        for child in self._split_points(node, len(fn.leaves)):
+            t = self.type_of(child)
+            self.materialise(child, "cat" if T.basis_of(t) is not None else "num")
+        fn = self.fn(node)
+        numeric = [leaf for leaf in fn.leaves if leaf.kind == "num"]
+        if len(numeric) > 1:
+            for leaf in numeric:
+                self.discretise(leaf)
+            fn = self.fn(node)
+            if self._fits(fn) and self._units(fn) <= SPLIT_UNITS:
+                return fn
         fn = self.fn(node)
         if not self._fits(fn):
             raise CompileError(node, "this element-wise expression combines several numbers "
                                "non-linearly; only one numerical input per map can be "
                                "compiled exactly")
         return fn
+
+    def _virtualise_affine(self, node) -> bool:
+        """Give each sub-expression that is an affine function of two or more numbers (a
+        difference of counts, say) a virtual variable: an MLP can discretise an affine read
+        of the residual as easily as a single dimension."""
+        found, stack = False, [node]
+        while stack:
+            current = stack.pop()
+            for child in self._elementwise_children(current):
+                sub = self.fn(child)
+                numeric = [leaf for leaf in sub.leaves if leaf.kind == "num"]
+                t = self.type_of(child)
+                if len(numeric) >= 2 and len(numeric) == len(sub.leaves) and T.is_sop(t) \
+                        and t.values is not None:
+                    form = self._affine(sub, sub.leaves)
+                    if form is not None:
+                        time = max(leaf.time for leaf in sub.leaves)
+                        var = self.new_var("affine", "num", t.values, time,
+                                           affine=expand(form))
+                        self.held[id(child)] = var
+                        found = True
+                        continue
+                if len(numeric) >= 2:
+                    stack.append(child)
+        return found
+
+    def discretise(self, var: Var) -> Var:
+        """A categorical copy of a numerical variable (one-hot over its finite value set);
+        every later read of `var` goes through the copy."""
+        raw = [v for v, read in self.reads.items() if v is var or var in read.leaves]
+        source = raw[0] if raw else var
+        if source in self.copies:
+            return self.copies[source]
+        if source.values is None:
+            raise CompileError(None, f"`{source.name}` has no finite value set")
+        copy = self.new_var(source.name + "_cat", "cat", source.values,
+                            _next(source.time, 0))
+        self.blocks.append(Block(F.Fn((source,), lambda env: env[source]), copy, copy.time,
+                                 None))
+        self.copies[source] = copy
+        read = self.reads.get(source, F.Fn((source,), lambda env: env[source]))
+        leaves = tuple(copy if leaf is source else leaf for leaf in read.leaves)
+        self.reads[source] = F.Fn(leaves, lambda env, read=read: read.call(
+            {**env, source: env[copy]}))
+        return copy
+
+    def _units(self, fn: F.Fn) -> int:
+        units = 1
+        for leaf in fn.leaves:
+            units *= len(leaf.values) if leaf.kind != "num" else 2 * len(leaf.values) - 1
+        return units
+
+    def _split_points(self, node, n_leaves: int) -> list:
+        """The largest sub-expressions of `node` that read fewer inputs than `node` does."""
+        points, stack = [], [node]
+        while stack:
+            current = stack.pop()
+            for child in self._elementwise_children(current):
+                leaves = self.fn(child).leaves
+                if not leaves:
+                    continue
+                if len(leaves) < n_leaves:
+                    points.append(child)
+                else:
+                    stack.append(child)
+        return points
 
     def _elementwise_children(self, node):
         node = self._target(node) if isinstance(node, ir.Ref) and F.is_elementwise(
@@ -305,15 +402,13 @@ class Planner:
                 if F.is_elementwise(c) or isinstance(c, (ir.Ref, ir.SelectorWidth, ir.Aggregate))]
 
     def _fits(self, fn: F.Fn) -> bool:
-        numeric = [leaf for leaf in fn.leaves if _is_numeric(leaf)]
-        if len(numeric) > 1:
+        if sum(leaf.kind == "num" for leaf in fn.leaves) > 1:
             return False
         units = 1
         for leaf in fn.leaves:
-            values = leaf_var(leaf).values
-            if values is None:
+            if leaf.values is None:
                 return False
-            units *= len(values) if not _is_numeric(leaf) else 2 * len(values) - 1
+            units *= len(leaf.values) if leaf.kind != "num" else 2 * len(leaf.values) - 1
         return units <= MAX_MLP_UNITS
 
     # ------------------------------------------------------------ attention
@@ -351,7 +446,7 @@ class Planner:
         fn = self.fn(node)
         if not fn.leaves:
             return None, (lambda _v, fn=fn: fn.call({})), (None,)
-        if len(fn.leaves) == 1 and isinstance(fn.leaves[0], Var) and fn.leaves[0].kind == "cat":
+        if len(fn.leaves) == 1 and fn.leaves[0].kind == "cat":
             var = fn.leaves[0]
             return var, (lambda v, fn=fn, var=var: fn.call({var: v})), var.values
         var = self.materialise(node, "cat")
@@ -383,6 +478,10 @@ class Planner:
         if isinstance(value_t, T.Num):
             value = self.linear(node.values, "num")
             default = node.default if node.default is not None else 0
+            widths = self._known_widths(atoms)
+            if widths is not None and default == 0 and value_t.values is not None \
+                    and set(value_t.values) <= {0, 1} and self._multiplied(node):
+                return self._count_head(node, atoms, value, widths)
             out = ("num", out_t.values, default)
         elif isinstance(value_t, T.Cat):
             basis = _finite(out_t, node)
@@ -406,10 +505,71 @@ class Planner:
         self.held[id(node)] = var
         return var
 
+    def _multiplied(self, node) -> bool:
+        """Whether a mean is multiplied by something (a count being computed, as in
+        prefix_count): then writing count / D costs no MLP, where the mean would need one."""
+        if self._parents is None:
+            self._parents = {}
+            for b in self.program.bindings:
+                for n in ir.walk(b.value):
+                    for c in n.children():
+                        self._parents.setdefault(id(c), []).append(n)
+            if self.program.output is not None:
+                for n in ir.walk(self.program.output):
+                    for c in n.children():
+                        self._parents.setdefault(id(c), []).append(n)
+        users = list(self._parents.get(id(node), []))
+        for b in self.program.bindings:
+            if b.value is node:
+                users += [p for n in self._refs(b.name) for p in self._parents.get(id(n), [])]
+        return any(isinstance(u, ir.BinaryOp) and u.op == "*" for u in users)
+
+    def _refs(self, name):
+        roots = [b.value for b in self.program.bindings]
+        if self.program.output is not None:
+            roots.append(self.program.output)
+        return [n for r in roots for n in ir.walk(r) if isinstance(n, ir.Ref) and n.name == name]
+
+    def _known_widths(self, atoms) -> list | None:
+        """How many keys each query index selects, when that depends on the index alone:
+        every select compares indices (or constants) and only keys up to the query can be
+        selected (under @causal, or because the predicate says so)."""
+        indices = self.source(ir.Indices())
+        if any(v is not None and v is not indices for a in atoms for v in (a.query, a.key)):
+            return None
+        n = self.maxlen
+        joint = np.ones((n, n))
+        for a in atoms:
+            rows = a.table if a.query is not None else np.repeat(a.table[:1], n, axis=0)
+            joint *= rows if a.key is not None else np.repeat(rows[:, :1], n, axis=1)
+        later = np.triu(joint, k=1)
+        if not self.program.causal and later.any():
+            return None
+        return [int(joint[i, :i + 1].sum()) for i in range(n)]
+
+    def _count_head(self, node, atoms, value, widths) -> Var:
+        """A mean of 0/1 values whose selector width is known from the query index: the BOS
+        sink takes the weight of D - w keys, so the head writes count / D, a value set of
+        only D = maxlen + 1 values, and the mean is count / w."""
+        D = self.maxlen + 1
+        values = tuple(c / D for c in range(D))
+        var = self._head(node, "count", atoms, [], value, ("num", values, 0.0))
+        indices = self.source(ir.Indices())
+        self.heads[-1].sink = (indices, np.log(D - np.array(widths, dtype=np.float64)))
+        self.heads[-1].time = var.time = max(var.time, 1)
+
+        def mean(env):
+            w = widths[env[indices]]
+            return round(env[var] * D) / w if w else 0
+        self.reads[var] = F.Fn((var, indices), mean)
+        return var
+
     def selector_width(self, node: ir.SelectorWidth) -> Var:
         atoms = self.selector_atoms(node.selector)
         values = tuple(1.0 / (w + 1) for w in range(self.maxlen + 1))
-        return self._head(node, "width", atoms, [], None, ("num", values, 1.0))
+        var = self._head(node, "width", atoms, [], None, ("num", values, 1.0))
+        self.reads[var] = F.Fn((var,), lambda env: round(1 / env[var]) - 1)
+        return var
 
     def _soft_aggregate(self, node, value_t) -> Var:
         scores = self.score_terms(node.selector, 1.0)
@@ -513,28 +673,6 @@ class Planner:
         raise CompileError(node, f"{type(node).__name__} cannot produce logits")
 
 
-class _WidthLeaf:
-    """A selector width read from its head's output 1/(w+1): the leaf's value is w."""
-
-    def __init__(self, var: Var):
-        self.var = var
-        self.values = tuple(round(1 / x) - 1 for x in var.values)
-
-    def __hash__(self):
-        return hash(("width", id(self.var)))
-
-    def __eq__(self, other):
-        return isinstance(other, _WidthLeaf) and other.var is self.var
-
-
-def leaf_var(leaf) -> Var:
-    return leaf.var if isinstance(leaf, _WidthLeaf) else leaf
-
-
-def _is_numeric(leaf) -> bool:
-    return isinstance(leaf, _WidthLeaf) or leaf.kind == "num"
-
-
 def _onehot(basis, value) -> np.ndarray:
     out = np.zeros(len(basis))
     out[_index(basis, value)] = 1.0
@@ -553,6 +691,24 @@ def _name_of(node, bindings) -> str:
         if b.value is node:
             return b.name
     return type(node).__name__.lower()
+
+
+def expand(linear: Linear) -> Linear:
+    """The same read with virtual variables replaced by their affine definitions."""
+    if not any(v.affine is not None for v in linear.rows):
+        return linear
+    rows: dict = {}
+    const = linear.const.copy()
+    for var, r in linear.rows.items():
+        if var.affine is None:
+            rows[var] = rows[var] + r if var in rows else r
+            continue
+        definition = var.affine            # (1 output) over real variables
+        const = const + definition.const[0] * r[0]
+        for real, coefficient in definition.rows.items():
+            contribution = coefficient @ r     # (real.width, out)
+            rows[real] = rows[real] + contribution if real in rows else contribution
+    return Linear(rows, const, linear.width)
 
 
 def _sum_linear(parts: list[Linear]) -> Linear:

@@ -47,7 +47,7 @@ class TransformerConfig:
 
     @d_head.default
     def _d_head(self):
-        return self.d_model // self.n_heads
+        return self.d_model // self.n_heads if self.n_heads else 0  # 0 heads: the validator says so
 
     @d_mlp.default
     def _d_mlp(self):

@@ -51,6 +51,7 @@ CODES = {
     "E270": "@expect is malformed or its input is outside @vocab",
     "E271": "@expect does not hold",
     "E305": "a value set that is not finite where one is required",
+    "E401": "a construct the compiler cannot compile exactly",
     "R201": "runtime type error",
     "R230": "a categorical aggregate averaged different values",
     "R231": "division by zero",

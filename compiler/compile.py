@@ -1,0 +1,102 @@
+"""The compiler's driver: IR program → validated plan → weights → a runnable model."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import torch
+
+from rasp_ir import nodes as ir
+from rasp_ir.diagnostics import Diagnostic, RaspError
+
+from .lower import assemble
+from .plan import CompileError, plan
+from .transformer import Transformer, TransformerConfig
+from .validate import plan_problems, validate
+
+BOS_TOKEN = "<compiler_bos>"
+
+
+@attrs.define
+class CompiledModel:
+    """A compiled program: the transformer plus what it takes to encode inputs and decode
+    outputs. Inputs get a BOS position in front; outputs are read at every other position."""
+    model: Transformer
+    vocab: list                    # input token per id; id 0 is the compiler's BOS
+    output_kind: str               # "cat", "num", "vec" or "logits"
+    output_values: list | None     # the decoded value of each unembedding column (cat/logits)
+    maxlen: int
+    residual_labels: list
+
+    def logits(self, inputs: list[list]) -> list[np.ndarray]:
+        """The unembedded output (positions of the program only) for each input."""
+        index = {t: i for i, t in enumerate(self.vocab)}
+        out: list = [None] * len(inputs)
+        by_length: dict = {}
+        for i, seq in enumerate(inputs):
+            by_length.setdefault(len(seq), []).append(i)
+        dtype = next(self.model.parameters()).dtype
+        with torch.no_grad():
+            for length, members in by_length.items():
+                if length > self.maxlen:
+                    raise RaspError([Diagnostic("R233", f"input of length {length} is longer than "
+                                                f"the compiled maximum length {self.maxlen}")])
+                try:
+                    ids = [[0] + [index[t] for t in inputs[i]] for i in members]
+                except KeyError as exc:
+                    raise RaspError([Diagnostic("R233", f"token {exc.args[0]!r} is not in the "
+                                                "compiled vocabulary")]) from None
+                result = self.model(torch.tensor(ids)).to(dtype).numpy()
+                for j, i in enumerate(members):
+                    out[i] = result[j, 1:]
+        return out
+
+    def run(self, inputs: list[list]) -> list[list]:
+        """Decoded outputs: a value per position (argmax for categorical and logits)."""
+        decoded = []
+        for scores in self.logits(inputs):
+            if self.output_kind == "num":
+                decoded.append(scores[:, 0].tolist())
+            elif self.output_kind == "vec":
+                decoded.append(scores.tolist())
+            else:
+                decoded.append([self.output_values[i] for i in scores.argmax(-1)])
+        return decoded
+
+    @property
+    def stats(self) -> dict:
+        c = self.model.config
+        return {"layers": c.n_layers, "heads": c.n_heads, "residual_width": c.d_model,
+                "mlp_width": c.d_mlp, "parameters": sum(p.numel() for p in self.model.parameters())}
+
+
+def compile_program(program: ir.Program, max_len: int | None = None,
+                    dtype=torch.float64) -> CompiledModel:
+    """Compile `program` for inputs of up to `max_len` tokens (default: its @maxlen).
+    Raises RaspError listing every construct that cannot be compiled exactly."""
+    maxlen = max_len or program.maxlen
+    problems = validate(program, maxlen)
+    if problems:
+        raise RaspError(problems, program.source)
+    try:
+        the_plan = plan(program, maxlen)
+    except CompileError as exc:
+        # list every binding that fails, not only the first one met
+        problems = plan_problems(program, maxlen) or [
+            Diagnostic("E401", f"cannot be compiled exactly: {exc.reason}",
+                       getattr(exc.node, "span", None))]
+        raise RaspError(problems, program.source) from None
+    weights = assemble(the_plan, program, maxlen)
+    config = TransformerConfig(
+        vocab_size=len(weights.vocab), n_positions=weights.n_positions,
+        d_model=weights.layout.width, n_layers=weights.n_layers, n_heads=weights.n_heads,
+        d_head=weights.d_head, d_mlp=weights.d_mlp,
+        d_vocab_out=weights.arrays["unembed.W_U"].shape[1], layer_norm=False,
+        activation="relu", causal=program.causal, attn_scale=1.0)
+    model = Transformer(config).to(dtype)
+    state = {name: torch.tensor(value, dtype=dtype) for name, value in weights.arrays.items()}
+    model.load_state_dict(state)
+    model.eval()
+    values = list(the_plan.output_values) if the_plan.output_values is not None else None
+    return CompiledModel(model, weights.vocab, the_plan.output_kind, values, maxlen,
+                         weights.layout.labels)
