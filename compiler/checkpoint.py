@@ -18,6 +18,7 @@ import math
 import os
 import re
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -51,7 +52,8 @@ def _fail_if(problems: list[Diagnostic]) -> None:
 
 # ---------------------------------------------------------------------------- saving
 
-def save_model(model: Transformer, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+def save_model(model: Transformer, directory: str | os.PathLike,
+               extra: dict | None = None) -> Path:
     """Write `model` to `directory` in the rasp-ir format; `extra` is any JSON-ready metadata.
 
     Each file is written to a temporary name in the same directory and renamed into place, so a
@@ -65,11 +67,12 @@ def save_model(model: Transformer, directory: str | os.PathLike, extra: dict | N
 
 
 def save_hf_gpt2(model: Transformer, directory: str | os.PathLike) -> Path:
-    """Write `model` as a Hugging Face GPT-2 checkpoint that `GPT2LMHeadModel.from_pretrained` loads.
+    """Write `model` as a Hugging Face GPT-2 checkpoint that GPT2LMHeadModel can load.
 
     Needs what GPT-2 can express: LayerNorm on, causal attention, d_head * n_heads = d_model,
-    one vocabulary in and out, no unembedding bias, scale 1/sqrt(d_head) or 1. The unembedding is
-    tied (no lm_head.weight) when W_U equals W_E transposed. Raises CheckpointError (C312) otherwise.
+    one vocabulary in and out, no unembedding bias, scale 1/sqrt(d_head) or 1; otherwise raises
+    CheckpointError (C312) with every reason. The unembedding is saved tied (no lm_head.weight)
+    when W_U equals W_E transposed. Returns the directory.
     """
     c, directory = model.config, Path(directory)
     sd = {name: t.detach().cpu() for name, t in model.state_dict().items()}
@@ -79,7 +82,8 @@ def save_hf_gpt2(model: Transformer, directory: str | os.PathLike) -> Path:
     if not c.causal:
         reasons.append("attention is bidirectional, and GPT-2 is causal")
     if c.n_heads * c.d_head != c.d_model:
-        reasons.append(f"n_heads * d_head = {c.n_heads * c.d_head} differs from d_model = {c.d_model}")
+        reasons.append(f"n_heads * d_head = {c.n_heads * c.d_head} differs from "
+                       f"d_model = {c.d_model}")
     if c.d_vocab_out != c.vocab_size:
         reasons.append(f"d_vocab_out = {c.d_vocab_out} differs from vocab_size = {c.vocab_size}")
     if sd["unembed.b_U"].count_nonzero():
@@ -142,35 +146,36 @@ def load_model(directory: str | os.PathLike,
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError([_problem("C301", directory, "no such checkpoint directory")])
+    config_path, weights_path = directory / CONFIG, directory / WEIGHTS
     problems: list[Diagnostic] = []
-    raw = _read_config(directory / CONFIG, problems)
-    header = _read_header(directory / WEIGHTS, problems)
-    if raw is None:
-        _fail_if(problems)
-    kind = raw.get("model_type")
-    if kind not in ("gpt2", "rasp-ir"):
-        problems.append(_problem("C304", directory / CONFIG, f"model_type is {kind!r}",
-                                 hint='expected "gpt2" (Hugging Face) or "rasp-ir" (this project)'))
-        _fail_if(problems)
+    raw = _read_config(config_path, problems)
+    header = _read_header(weights_path, problems)
+    kind = None if raw is None else raw.get("model_type")
+    config = tied = None
     if kind == "gpt2":
-        config, tied = _gpt2_config(raw, directory / CONFIG, problems)
-    else:
-        config, tied = _rasp_ir_config(raw, directory / CONFIG, problems), False
+        config, tied = _gpt2_config(raw, config_path, problems)
+    elif kind == "rasp-ir":
+        config = _rasp_ir_config(raw, config_path, problems)
+    elif raw is not None:
+        found = f"model_type is {json.dumps(kind)}" if "model_type" in raw else "no model_type"
+        problems.append(_problem("C304", config_path, found, hint='expected "gpt2" (Hugging '
+                                 'Face GPT-2) or "rasp-ir" (saved by this project)'))
+    # names: our key for each tensor to read -> its name in the file
+    names = {}
+    if header is not None:
+        names = (_gpt2_names(header, weights_path, problems) if kind == "gpt2"
+                 else {name: name for name in header})
     if config is not None and header is not None:
-        _check_weights(header, config, kind, tied, directory / WEIGHTS, problems)
+        _check_weights({key: header[name] for key, name in names.items()},
+                       *_expected_shapes(config, kind, tied), names, weights_path, problems)
     _fail_if(problems)
 
-    tensors = _read_tensors(directory / WEIGHTS, header)
+    tensors = _read_tensors(weights_path, names)
     if kind == "gpt2":
-        tensors = {_strip(name): t for name, t in tensors.items() if not _BUFFER.fullmatch(_strip(name))}
-        if tied and "lm_head.weight" in tensors and not torch.equal(tensors["lm_head.weight"],
-                                                                    tensors["wte.weight"]):
-            _fail_if([_problem("C311", directory / WEIGHTS, "lm_head.weight differs from wte.weight",
-                               hint="set tie_word_embeddings to false in config.json if they are separate")])
-        tensors = _from_gpt2(tensors, config, tied)
+        tensors = _from_gpt2(tensors, config, tied, weights_path)
     if dtype is None:
         dtype = torch.float64 if tensors["embed.W_E"].dtype == torch.float64 else torch.float32
-    with torch.device("meta"):
+    with torch.device("meta"):      # no memory, no random init: the tensors are assigned below
         model = Transformer(config)
     model.load_state_dict({k: t.to(dtype).contiguous() for k, t in tensors.items()}, assign=True)
     extra = raw.get("extra", {}) if kind == "rasp-ir" else {}
@@ -187,7 +192,7 @@ def _read_config(path: Path, problems: list[Diagnostic]) -> dict | None:
         problems.append(_problem("C302", path, f"not readable as JSON ({exc})"))
         return None
     if not isinstance(raw, dict):
-        problems.append(_problem("C302", path, f"expected a JSON object, found {type(raw).__name__}"))
+        problems.append(_problem("C302", path, f"a JSON {type(raw).__name__}, not an object"))
         return None
     return raw
 
@@ -195,8 +200,9 @@ def _read_config(path: Path, problems: list[Diagnostic]) -> dict | None:
 def _read_header(path: Path, problems: list[Diagnostic]) -> dict[str, tuple] | None:
     """{name: (shape, safetensors dtype)} from the file's header, or None if it cannot be read."""
     if not path.is_file():
-        others = [p.name for p in path.parent.glob("*") if p.suffix == ".bin" or p.name.endswith(".index.json")]
-        hint = (f"found {', '.join(sorted(others))}: only one unsharded safetensors file is read, "
+        others = sorted(p.name for p in path.parent.iterdir()
+                        if p.suffix == ".bin" or p.name.endswith(".index.json"))
+        hint = (f"found {', '.join(others)}: only an unsharded model.safetensors is read, "
                 "and pickled weights never are") if others else None
         problems.append(_problem("C301", path, "model.safetensors not found", hint=hint))
         return None
@@ -210,110 +216,115 @@ def _read_header(path: Path, problems: list[Diagnostic]) -> dict[str, tuple] | N
         return None
 
 
-def _read_tensors(path: Path, header: dict) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path, names: dict[str, str]) -> dict[str, torch.Tensor]:
     try:
         with safe_open(path, framework="pt") as f:
-            return {name: f.get_tensor(name) for name in header}
+            return {key: f.get_tensor(name) for key, name in names.items()}
     except (SafetensorError, OSError) as exc:   # e.g. the file changed since its header was read
-        raise CheckpointError([_problem("C303", path, f"unreadable safetensors file ({exc})")]) from None
+        problem = _problem("C303", path, f"unreadable safetensors file ({exc})")
+        raise CheckpointError([problem]) from None
 
 
-def _check_weights(header: dict, config: TransformerConfig, kind: str, tied: bool,
-                   path: Path, problems: list[Diagnostic]) -> None:
-    """Report every missing, unexpected, misshapen or non-float weight."""
+def _gpt2_names(header: dict, path: Path, problems: list[Diagnostic]) -> dict[str, str]:
+    """GPT-2 key without the `transformer.` prefix -> name in the file; mask buffers dropped."""
+    names = {}
+    for name in header:
+        key = name.removeprefix(PREFIX)
+        if _BUFFER.fullmatch(key):
+            continue
+        if key in names:
+            problems.append(_problem("C308", path, f"unexpected weight '{name}': '{key}' is "
+                                     f"there both with and without the '{PREFIX}' prefix"))
+        else:
+            names[key] = name
+    return names
+
+
+def _expected_shapes(config: TransformerConfig, kind: str, tied: bool) -> tuple[dict, dict]:
+    """(required, optional) weights: {our key: shape}."""
     if kind == "gpt2":
-        expected = _gpt2_shapes(config, tied)
-        optional = {"lm_head.weight": (config.vocab_size, config.d_model)} if tied else {}
-        shown = PREFIX if any(n.startswith(PREFIX) for n in header) else ""
-        display = {n: n if n == "lm_head.weight" else shown + n for n in {**expected, **optional}}
-        found: dict[str, tuple] = {}
-        for name, entry in header.items():
-            key = _strip(name)
-            if _BUFFER.fullmatch(key):
-                continue
-            if key in found:
-                problems.append(_problem("C308", path, f"unexpected weight '{name}': "
-                                         f"'{key}' appears both with and without '{PREFIX}'"))
-                continue
-            found[key], display[key] = entry, name
-    else:
-        with torch.device("meta"):
-            expected = {k: tuple(t.shape) for k, t in Transformer(config).state_dict().items()}
-        optional, found, display = {}, header, {n: n for n in header}
-        display.update({n: n for n in expected})
-    for key, shape in {**expected, **optional}.items():
+        lm_head = {"lm_head.weight": (config.vocab_size, config.d_model)}
+        return _gpt2_shapes(config, tied), lm_head if tied else {}
+    with torch.device("meta"):
+        return {k: tuple(t.shape) for k, t in Transformer(config).state_dict().items()}, {}
+
+
+def _check_weights(found: dict[str, tuple], required: dict, optional: dict,
+                   names: dict[str, str], path: Path, problems: list[Diagnostic]) -> None:
+    """Report every missing, unexpected, misshapen or non-float weight."""
+    # A missing weight is named the way the file names the others (with or without the prefix).
+    prefix = PREFIX if any(n.startswith(PREFIX) for n in names.values()) else ""
+    for key, shape in {**required, **optional}.items():
+        name = names.get(key, key if key == "lm_head.weight" else prefix + key)
         if key not in found:
-            if key in expected:
-                problems.append(_problem("C307", path, f"missing weight '{display[key]}' of shape {list(shape)}"))
+            if key in required:
+                problems.append(_problem("C307", path, f"missing weight '{name}' "
+                                         f"of shape {list(shape)}"))
         elif found[key][0] != shape:
-            problems.append(_problem("C309", path, f"weight '{display[key]}' has shape "
+            problems.append(_problem("C309", path, f"weight '{name}' has shape "
                                      f"{list(found[key][0])}, expected {list(shape)}"))
         elif not found[key][1].startswith(("F", "BF")):
-            problems.append(_problem("C310", path, f"weight '{display[key]}' has dtype {found[key][1]}"))
-    for key in found.keys() - expected.keys() - optional.keys():
-        problems.append(_problem("C308", path, f"unexpected weight '{display[key]}'"))
+            problems.append(_problem("C310", path, f"weight '{name}' has dtype {found[key][1]}"))
+    for key in sorted(found.keys() - required.keys() - optional.keys()):
+        problems.append(_problem("C308", path, f"unexpected weight '{names[key]}'"))
 
 
 # ---------------------------------------------------------------------------- config fields
 
-def _positive_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)      # JSON true is not a count
 
 
-def _count(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _number(v) -> bool:
+def _real(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _positive(v) -> bool:
-    return _number(v) and v > 0
-
-
-def _bool(v) -> bool:
-    return isinstance(v, bool)
-
-
+# What a config field must be: (test, the words a message uses for it).
+POSITIVE = (lambda v: _int(v) and v > 0, "a positive integer")
+COUNT = (lambda v: _int(v) and v >= 0, "a non-negative integer")
+EPSILON = (lambda v: _real(v) and v > 0, "a positive number")
+BOOL = (lambda v: isinstance(v, bool), "true or false")
 _MISSING = object()
 
 
-def _field(raw: dict, name: str, check, wanted: str, path: Path, problems: list, default=_MISSING):
-    """raw[name] if it passes `check`; otherwise a C305 problem and None."""
+def _field(raw: dict, name: str, kind: tuple, *, path: Path, problems: list, default=_MISSING):
+    """raw[name] if it is of `kind`, the default if absent; else a C305 problem and None."""
+    test, wanted = kind
     if name not in raw:
         if default is _MISSING:
             problems.append(_problem("C305", path, f"missing field '{name}' ({wanted})"))
             return None
         return default
-    if not check(raw[name]):
-        problems.append(_problem("C305", path, f"field '{name}' is {json.dumps(raw[name])}, expected {wanted}"))
+    if not test(raw[name]):
+        problems.append(_problem("C305", path, f"field '{name}' is {json.dumps(raw[name])}, "
+                                 f"expected {wanted}"))
         return None
     return raw[name]
 
 
 def _gpt2_config(raw: dict, path: Path, problems: list) -> tuple[TransformerConfig | None, bool]:
+    """The TransformerConfig of a GPT-2 config.json, and whether the unembedding is tied."""
     start = len(problems)
-    f = lambda name, check, wanted, default=_MISSING: _field(raw, name, check, wanted, path, problems, default)  # noqa: E731
-    d_model = f("n_embd", _positive_int, "a positive integer")
-    n_heads = f("n_head", _positive_int, "a positive integer")
-    n_layers = f("n_layer", _count, "a non-negative integer")
-    vocab = f("vocab_size", _positive_int, "a positive integer")
+    get = partial(_field, raw, path=path, problems=problems)
+    d_model, n_heads = get("n_embd", POSITIVE), get("n_head", POSITIVE)
+    n_layers, vocab = get("n_layer", COUNT), get("vocab_size", POSITIVE)
     # Older configs name the context length n_ctx.
-    n_positions = f("n_positions" if "n_positions" in raw or "n_ctx" not in raw else "n_ctx",
-                    _positive_int, "a positive integer")
-    n_inner = f("n_inner", lambda v: v is None or _positive_int(v), "null or a positive integer", None)
-    activation = f("activation_function", lambda v: v in _HF_ACTIVATIONS,
-                   f"one of {', '.join(_HF_ACTIVATIONS)}", "gelu_new")
-    eps = f("layer_norm_epsilon", _positive, "a positive number", 1e-5)
-    scaled = f("scale_attn_weights", _bool, "true or false", True)
-    inverse_layer = f("scale_attn_by_inverse_layer_idx", _bool, "true or false", False)
-    tied = f("tie_word_embeddings", _bool, "true or false", True)
+    n_positions = get("n_ctx" if "n_ctx" in raw and "n_positions" not in raw else "n_positions",
+                      POSITIVE)
+    n_inner = get("n_inner", (lambda v: v is None or POSITIVE[0](v), "null or a positive "
+                              "integer"), default=None)
+    activation = get("activation_function", (lambda v: v in _HF_ACTIVATIONS, "one of "
+                     + ", ".join(_HF_ACTIVATIONS)), default="gelu_new")
+    eps = get("layer_norm_epsilon", EPSILON, default=1e-5)
+    scaled = get("scale_attn_weights", BOOL, default=True)
+    by_layer = get("scale_attn_by_inverse_layer_idx", BOOL, default=False)
+    tied = get("tie_word_embeddings", BOOL, default=True)
     if d_model and n_heads and d_model % n_heads:
-        problems.append(_problem("C306", path, f"n_embd = {d_model} is not divisible by n_head = {n_heads}"))
-    if inverse_layer:
-        problems.append(_problem("C306", path, "scale_attn_by_inverse_layer_idx = true is not supported",
-                                 hint="the transformer has one attention scale for every layer"))
+        problems.append(_problem("C306", path, f"n_embd = {d_model} is not divisible by "
+                                 f"n_head = {n_heads}"))
+    if by_layer:
+        problems.append(_problem("C306", path, "scale_attn_by_inverse_layer_idx = true is not "
+                                 "supported", hint="the transformer has one attention scale"))
     if len(problems) > start:
         return None, bool(tied)
     config = TransformerConfig(
@@ -324,21 +335,14 @@ def _gpt2_config(raw: dict, path: Path, problems: list) -> tuple[TransformerConf
     return config, tied
 
 
-# field: (check, what is wanted, required); the rest of TransformerConfig has defaults.
+# field: (kind, required); absent optional fields take TransformerConfig's defaults.
 _RASP_IR_FIELDS = {
-    "vocab_size": (_positive_int, "a positive integer", True),
-    "n_positions": (_positive_int, "a positive integer", True),
-    "d_model": (_positive_int, "a positive integer", True),
-    "n_layers": (_count, "a non-negative integer", True),
-    "n_heads": (_positive_int, "a positive integer", True),
-    "d_head": (_positive_int, "a positive integer", False),
-    "d_mlp": (_positive_int, "a positive integer", False),
-    "d_vocab_out": (_positive_int, "a positive integer", False),
-    "layer_norm": (_bool, "true or false", False),
-    "ln_eps": (_positive, "a positive number", False),
-    "activation": (lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}", False),
-    "causal": (_bool, "true or false", False),
-    "attn_scale": (lambda v: v is None or _number(v), "null or a number", False),
+    "vocab_size": (POSITIVE, True), "n_positions": (POSITIVE, True),
+    "d_model": (POSITIVE, True), "n_layers": (COUNT, True), "n_heads": (POSITIVE, True),
+    "d_head": (POSITIVE, False), "d_mlp": (POSITIVE, False), "d_vocab_out": (POSITIVE, False),
+    "layer_norm": (BOOL, False), "ln_eps": (EPSILON, False), "causal": (BOOL, False),
+    "activation": ((lambda v: v in ACTIVATIONS, "one of " + ", ".join(ACTIVATIONS)), False),
+    "attn_scale": ((lambda v: v is None or _real(v), "null or a number"), False),
 }
 
 
@@ -346,20 +350,22 @@ def _rasp_ir_config(raw: dict, path: Path, problems: list) -> TransformerConfig 
     start = len(problems)
     version = raw.get("format_version", FORMAT_VERSION)
     if version != FORMAT_VERSION:
-        problems.append(_problem("C306", path, f"format_version {json.dumps(version)} is not supported",
-                                 hint=f"this version of rasp-ir reads format_version {FORMAT_VERSION}"))
+        problems.append(_problem("C306", path, f"format_version {json.dumps(version)} is not "
+                                 f"supported", hint=f"this rasp-ir reads version {FORMAT_VERSION}"))
     if not isinstance(raw.get("extra", {}), dict):
         problems.append(_problem("C305", path, "field 'extra' is not a JSON object"))
-    for name in raw.keys() - _RASP_IR_FIELDS.keys() - {"model_type", "format_version", "extra"}:
+    for name in sorted(raw.keys() - _RASP_IR_FIELDS.keys() - {"model_type", "format_version",
+                                                              "extra"}):
         problems.append(_problem("C305", path, f"unknown field '{name}'"))
     fields = {}
-    for name, (check, wanted, required) in _RASP_IR_FIELDS.items():
-        value = _field(raw, name, check, wanted, path, problems, _MISSING if required else None)
+    for name, (kind, required) in _RASP_IR_FIELDS.items():
+        value = _field(raw, name, kind, path=path, problems=problems,
+                       default=_MISSING if required else None)
         if value is not None:
             fields[name] = value
     if len(problems) > start:
         return None
-    try:
+    try:    # relations between fields, e.g. n_heads > d_model leaves no room for a head
         return TransformerConfig(**fields)
     except (TypeError, ValueError) as exc:
         problems.append(_problem("C306", path, f"inconsistent fields: {exc}"))
@@ -367,10 +373,6 @@ def _rasp_ir_config(raw: dict, path: Path, problems: list) -> TransformerConfig 
 
 
 # ---------------------------------------------------------------------------- GPT-2 layout
-
-def _strip(name: str) -> str:
-    return name.removeprefix(PREFIX)
-
 
 def _gpt2_shapes(c: TransformerConfig, tied: bool) -> dict[str, tuple]:
     """Every weight of a GPT-2 checkpoint (without the `transformer.` prefix) and its shape."""
@@ -397,9 +399,14 @@ def _copied(i: int) -> dict[str, str]:
         "mlp.c_proj.weight": "mlp.W_out", "mlp.c_proj.bias": "mlp.b_out"}.items()}
 
 
-def _from_gpt2(t: dict[str, torch.Tensor], c: TransformerConfig, tied: bool) -> dict[str, torch.Tensor]:
+def _from_gpt2(t: dict[str, torch.Tensor], c: TransformerConfig, tied: bool,
+               path: Path) -> dict[str, torch.Tensor]:
     """GPT-2 tensors (prefix stripped) to our state dict."""
     H, E, D = c.n_heads, c.d_head, c.d_model
+    if tied and "lm_head.weight" in t and not torch.equal(t["lm_head.weight"], t["wte.weight"]):
+        raise CheckpointError([_problem("C311", path, "lm_head.weight differs from wte.weight",
+                                        hint="if they are meant to differ, set "
+                                        "tie_word_embeddings to false in config.json")])
     unembed = t["wte.weight"] if tied else t["lm_head.weight"]            # (V, D)
     sd = {"embed.W_E": t["wte.weight"], "pos_embed.W_pos": t["wpe.weight"],
           "ln_final.w": t["ln_f.weight"], "ln_final.b": t["ln_f.bias"],
@@ -424,8 +431,8 @@ def _to_gpt2(sd: dict[str, torch.Tensor], c: TransformerConfig) -> dict[str, tor
     for i in range(c.n_layers):
         t.update({hf: sd[ours] for hf, ours in _copied(i).items()})
         p = f"blocks.{i}.attn."
-        t[f"h.{i}.attn.c_attn.weight"] = torch.cat(
-            [sd[p + "W_" + n].transpose(0, 1).reshape(D, H * E) for n in "QKV"], dim=1)  # (D, 3D)
+        t[f"h.{i}.attn.c_attn.weight"] = torch.cat(                       # (D, 3 * H*E)
+            [sd[p + "W_" + n].transpose(0, 1).reshape(D, H * E) for n in "QKV"], dim=1)
         t[f"h.{i}.attn.c_attn.bias"] = torch.cat([sd[p + "b_" + n].reshape(-1) for n in "QKV"])
         t[f"h.{i}.attn.c_proj.weight"] = sd[p + "W_O"].reshape(H * E, D)
     return t

@@ -26,7 +26,7 @@ class Fn:
     leaves: tuple
     call: Callable  # (dict leaf -> atom) -> atom
 
-    def pruned(self, limit: int = 1 << 16) -> "Fn":
+    def pruned(self, limit: int = 1 << 12) -> "Fn":
         """The same function without the leaves it does not depend on (e.g. a mean times the
         width of its selector, read from the query's index, does not depend on the index)."""
         sizes = [len(leaf.values) if leaf.values is not None else 0 for leaf in self.leaves]

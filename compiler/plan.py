@@ -140,13 +140,15 @@ class Planner:
         self.vars: list[Var] = []
         self.heads: list[Head] = []
         self.blocks: list[Block] = []
-        self.held: dict[int, Var] = {}            # id(node) -> the variable holding it
+        self.held: dict = {}     # node (structurally: equal nodes share) -> its variable
         self.names: set[str] = set()
         # heads whose raw output is not the value itself (selector width writes 1/(w+1)):
         # head output Var -> the Fn that recovers the value from the residual
         self.reads: dict[Var, F.Fn] = {}
         self._parents: dict | None = None
         self.copies: dict[Var, Var] = {}
+        self._fns: dict = {}
+        self._generation = 0     # bumped whenever a variable or a read changes
 
     # ------------------------------------------------------------ variables
 
@@ -159,6 +161,7 @@ class Planner:
             name, i = f"{base}_{i}", i + 1
         self.names.add(name)
         var = Var(name, kind, values, time, bos, affine)
+        self._generation += 1
         self.vars.append(var)
         return var
 
@@ -177,8 +180,8 @@ class Planner:
         `node` is an element-wise expression to expand."""
         if isinstance(node, (ir.Tokens, ir.Indices)):
             return self.source(node)
-        if id(node) in self.held:
-            return self.held[id(node)]
+        if node in self.held:
+            return self.held[node]
         if isinstance(node, ir.Ref):
             value = self.bindings[node.name].value
             if F.is_elementwise(value):
@@ -194,7 +197,11 @@ class Planner:
         raise CompileError(node, f"{type(node).__name__} has no compiled form here")
 
     def fn(self, node) -> F.Fn:
-        return F.build(node, self._leaf, self.bindings).pruned()
+        """`node` as a function of residual variables (cached until a variable is added)."""
+        key = (node, self._generation)
+        if key not in self._fns:
+            self._fns[key] = F.build(node, self._leaf, self.bindings).pruned()
+        return self._fns[key]
 
     def _leaf(self, node):
         var = self.leaf_of(node)
@@ -280,8 +287,8 @@ class Planner:
 
     def materialise(self, node, encoding: str, basis: tuple | None = None) -> Var:
         """Give an element-wise expression its own subspace, computed by an MLP."""
-        if id(node) in self.held:
-            return self.held[id(node)]
+        if node in self.held:
+            return self.held[node]
         fn = self._fitting_fn(node)
         t = self.type_of(node)
         if encoding == "cat" or basis is not None:
@@ -294,7 +301,8 @@ class Planner:
         name = node.name if isinstance(node, ir.Ref) else "map"
         var = self.new_var(name, out_kind, values, time)
         self.blocks.append(Block(fn, var, time, node))
-        self.held[id(node)] = var
+        self.held[node] = var
+        self._generation += 1
         return var
 
     def _fitting_fn(self, node) -> F.Fn:
@@ -313,7 +321,7 @@ class Planner:
                 return fn
         for child in self._split_points(node, len(fn.leaves)):
             t = self.type_of(child)
-            self.materialise(child, "cat" if T.basis_of(t) is not None else "num")
+            self.materialise(child, "cat" if _known(t) else "num")
         fn = self.fn(node)
         numeric = [leaf for leaf in fn.leaves if leaf.kind == "num"]
         if len(numeric) > 1:
@@ -347,7 +355,8 @@ class Planner:
                         time = max(leaf.time for leaf in sub.leaves)
                         var = self.new_var("affine", "num", t.values, time,
                                            affine=expand(form))
-                        self.held[id(child)] = var
+                        self.held[child] = var
+                        self._generation += 1
                         found = True
                         continue
                 if len(numeric) >= 2:
@@ -372,6 +381,7 @@ class Planner:
         leaves = tuple(copy if leaf is source else leaf for leaf in read.leaves)
         self.reads[source] = F.Fn(leaves, lambda env, read=read: read.call(
             {**env, source: env[copy]}))
+        self._generation += 1
         return copy
 
     def _units(self, fn: F.Fn) -> int:
@@ -453,11 +463,16 @@ class Planner:
         return var, (lambda v: v), var.values
 
     def atom(self, sel: ir.Select) -> Atom:
-        if sel.queries is None or isinstance(sel.predicate, ir.Matrix):
+        if isinstance(sel.predicate, ir.Matrix):
             raise CompileError(sel, "a score selector inside a boolean combination")
         pred = F.predicate(sel.predicate)
         kvar, kmap, kvalues = self.side(sel.keys)
-        qvar, qmap, qvalues = self.side(sel.queries)
+        if sel.queries is None:          # query-independent: one row over the key values
+            one_arg = pred
+            pred = lambda k, q: one_arg(k)  # noqa: E731
+            qvar, qmap, qvalues = None, (lambda v: v), (None,)
+        else:
+            qvar, qmap, qvalues = self.side(sel.queries)
         table = np.zeros((len(qvalues), len(kvalues)))
         for i, qv in enumerate(qvalues):
             for j, kv in enumerate(kvalues):
@@ -502,7 +517,8 @@ class Planner:
         time = _next(max((v.time for v in inputs if v is not None), default=0), 1)
         var = self.new_var(_name_of(node, self.bindings), kind, values, time, bos=default)
         self.heads.append(Head(node, mode, atoms, scores, value, var, time))
-        self.held[id(node)] = var
+        self.held[node] = var
+        self._generation += 1
         return var
 
     def _multiplied(self, node) -> bool:
@@ -562,6 +578,7 @@ class Planner:
             w = widths[env[indices]]
             return round(env[var] * D) / w if w else 0
         self.reads[var] = F.Fn((var, indices), mean)
+        self._generation += 1
         return var
 
     def selector_width(self, node: ir.SelectorWidth) -> Var:
@@ -569,6 +586,7 @@ class Planner:
         values = tuple(1.0 / (w + 1) for w in range(self.maxlen + 1))
         var = self._head(node, "width", atoms, [], None, ("num", values, 1.0))
         self.reads[var] = F.Fn((var,), lambda env: round(1 / env[var]) - 1)
+        self._generation += 1
         return var
 
     def _soft_aggregate(self, node, value_t) -> Var:
@@ -634,6 +652,8 @@ class Planner:
 
     def output(self, node) -> tuple[Linear, str, tuple | None]:
         t = self.type_of(node)
+        if isinstance(self._target(node), (ir.Predict, ir.LogitsSum, ir.Project)):
+            return self.logits(node), "logits", t.basis if isinstance(t, T.Vec) else t.out
         if isinstance(t, T.Num):
             return self.linear(node, "num"), "num", None
         if isinstance(t, T.Cat):
@@ -679,8 +699,12 @@ def _onehot(basis, value) -> np.ndarray:
     return out
 
 
+def _known(t) -> bool:
+    return (t.values if T.is_sop(t) else T.basis_of(t)) is not None
+
+
 def _finite(t, node) -> tuple:
-    values = T.basis_of(t)
+    values = t.values if T.is_sop(t) else T.basis_of(t)
     if values is None:
         raise CompileError(node, "its value set is not finite (declare @vocab and @maxlen)")
     return values

@@ -152,7 +152,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A GPT-2-style decoder whose state dict uses TransformerLens names (embed.W_E, blocks.0.attn.W_Q, ...)."""
+    """A GPT-2-style decoder; its state dict uses TransformerLens names (blocks.0.attn.W_Q)."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
