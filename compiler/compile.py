@@ -93,9 +93,11 @@ def compile_program(program: ir.Program, max_len: int | None = None,
         d_head=weights.d_head, d_mlp=weights.d_mlp,
         d_vocab_out=weights.arrays["unembed.W_U"].shape[1], layer_norm=False,
         activation="relu", causal=program.causal, attn_scale=1.0)
-    model = Transformer(config).to(dtype)
-    state = {name: torch.tensor(value, dtype=dtype) for name, value in weights.arrays.items()}
-    model.load_state_dict(state)
+    with torch.device("meta"):          # no random initialisation: every weight is set below
+        model = Transformer(config)
+    state = {name: torch.from_numpy(np.ascontiguousarray(value)).to(dtype)
+             for name, value in weights.arrays.items()}
+    model.load_state_dict(state, assign=True)
     model.eval()
     values = list(the_plan.output_values) if the_plan.output_values is not None else None
     return CompiledModel(model, weights.vocab, the_plan.output_kind, values, maxlen,

@@ -26,9 +26,10 @@ class Fn:
     leaves: tuple
     call: Callable  # (dict leaf -> atom) -> atom
 
-    def pruned(self, limit: int = 1 << 12) -> "Fn":
+    def pruned(self, limit: int = 1 << 13) -> "Fn":
         """The same function without the leaves it does not depend on (e.g. a mean times the
-        width of its selector, read from the query's index, does not depend on the index)."""
+        width of its selector, read from the query's index, does not depend on the index),
+        answering from its table: parents evaluate it in O(1)."""
         sizes = [len(leaf.values) if leaf.values is not None else 0 for leaf in self.leaves]
         if len(self.leaves) < 2 or 0 in sizes or _prod(sizes) > limit:
             return self
@@ -44,12 +45,20 @@ class Fn:
                     break
                 groups.setdefault(rest, value)
             if not independent:
-                keep.append(leaf)
-        if len(keep) == len(self.leaves):
-            return self
-        dropped = {leaf: leaf.values[0] for leaf in self.leaves if leaf not in keep}
+                keep.append(i)
+        leaves = tuple(self.leaves[i] for i in keep)
+        lookup = {}
+        for combo, value in table.items():
+            lookup.setdefault(tuple(combo[i] for i in keep), value)
+        dropped = {leaf: leaf.values[0] for i, leaf in enumerate(self.leaves) if i not in keep}
         call = self.call
-        return Fn(tuple(keep), lambda env: call({**dropped, **env}))
+
+        def tabulated(env):
+            try:
+                return lookup[tuple(env[leaf] for leaf in leaves)]
+            except (KeyError, TypeError):     # outside the value sets, or undefined there
+                return call({**dropped, **env})
+        return Fn(leaves, tabulated)
 
     def table(self, value_sets: dict) -> dict:
         """{tuple of leaf values: result} over every combination; Undefined results omitted."""
@@ -105,6 +114,13 @@ def build(node: ir.Node, leaf_of: Callable[[ir.Node], object | None],
     parts = [build(c, leaf_of, bindings) for c in node.children()]
     leaves = tuple(dict.fromkeys(leaf for p in parts for leaf in p.leaves))
     calls = [p.call for p in parts]
+    fn = _combine(node, leaves, calls)
+    # pruning each node keeps the tables small: (i + 1) * (count / (i + 1)) loses i here,
+    # before more inputs multiply the table
+    return fn.pruned() if len(leaves) > 1 else fn
+
+
+def _combine(node, leaves, calls) -> Fn:
     if isinstance(node, ir.UnaryOp):
         op = node.op
         return Fn(leaves, lambda env: _guard(lambda: ops.unary(op, calls[0](env))))

@@ -23,7 +23,7 @@ from rasp_ir import types as T
 from . import functions as F
 
 MAX_MLP_UNITS = 1 << 17     # one block's hidden units; larger tables are reported, not built
-SPLIT_UNITS = 1 << 10       # above this, a map is split into smaller maps (one more layer)
+SPLIT_UNITS = 1 << 14       # above this, a map is split into smaller maps (one more layer)
 
 
 class CompileError(Exception):
@@ -161,7 +161,6 @@ class Planner:
             name, i = f"{base}_{i}", i + 1
         self.names.add(name)
         var = Var(name, kind, values, time, bos, affine)
-        self._generation += 1
         self.vars.append(var)
         return var
 
@@ -198,6 +197,8 @@ class Planner:
 
     def fn(self, node) -> F.Fn:
         """`node` as a function of residual variables (cached until a variable is added)."""
+        # a cached function stays right while heads are added (a head is created before
+        # anything reads it); materialising an element-wise expression invalidates the cache
         key = (node, self._generation)
         if key not in self._fns:
             self._fns[key] = F.build(node, self._leaf, self.bindings).pruned()
@@ -395,6 +396,9 @@ class Planner:
         points, stack = [], [node]
         while stack:
             current = stack.pop()
+            if not (F.is_elementwise(current) or isinstance(current, ir.Ref)
+                    and F.is_elementwise(self._target(current))):
+                continue
             for child in self._elementwise_children(current):
                 leaves = self.fn(child).leaves
                 if not leaves:
@@ -518,7 +522,6 @@ class Planner:
         var = self.new_var(_name_of(node, self.bindings), kind, values, time, bos=default)
         self.heads.append(Head(node, mode, atoms, scores, value, var, time))
         self.held[node] = var
-        self._generation += 1
         return var
 
     def _multiplied(self, node) -> bool:
@@ -578,7 +581,6 @@ class Planner:
             w = widths[env[indices]]
             return round(env[var] * D) / w if w else 0
         self.reads[var] = F.Fn((var, indices), mean)
-        self._generation += 1
         return var
 
     def selector_width(self, node: ir.SelectorWidth) -> Var:
@@ -586,7 +588,6 @@ class Planner:
         values = tuple(1.0 / (w + 1) for w in range(self.maxlen + 1))
         var = self._head(node, "width", atoms, [], None, ("num", values, 1.0))
         self.reads[var] = F.Fn((var,), lambda env: round(1 / env[var]) - 1)
-        self._generation += 1
         return var
 
     def _soft_aggregate(self, node, value_t) -> Var:

@@ -195,6 +195,9 @@ def _meta_params(a: Args):
 
 def _zip(el, a: Args, span):
     lists = [el.arg_value(t, a.env) for t in a.trees["items"]]
+    for value in lists:
+        if not isinstance(value, (list, tuple, str, dict)):
+            raise Issue("E205", f"zip takes lists, got {_describe(value)}", span)
     return [list(t) for t in zip(*lists)]
 
 

@@ -153,12 +153,12 @@ class Elaborator:
         if name == "vocab":
             if body.data == "dir_assign":
                 var, expr = body.children
+                value = _vocab_tokens(self.meta(self.expr(expr, self.env), span, "@vocab"), span)
                 d["vocab_name"] = var.value
-                value = self.meta(self.expr(expr, self.env), span, "@vocab")
                 self.env.values[var.value] = list(value)
             else:
-                value = self.meta(self.expr(body, self.env), span, "@vocab")
-            vocab = tuple(_unique(value if not isinstance(value, str) else list(value)))
+                value = _vocab_tokens(self.meta(self.expr(body, self.env), span, "@vocab"), span)
+            vocab = tuple(_unique(value))
             d["vocab"] = self.ctx.vocab = vocab
             return
         if body.data == "dir_assign":
@@ -673,7 +673,7 @@ class Elaborator:
 
     def logical(self, op, left, right, span):
         if not isinstance(left, Term) and not isinstance(right, Term):
-            return ops.binary(op, left, right)
+            return self.binary(op, left, right, span)     # constants: folded, errors coded
         sel = [isinstance(getattr(v, "type", None), (T.Sel, T.Score)) for v in (left, right)]
         if any(sel):
             if not all(sel):
@@ -689,6 +689,9 @@ class Elaborator:
             if isinstance(left, Term):
                 raise Issue("E201", "`in` between two s-ops: the right side must be a "
                             "constant list, or the left a single value", span)
+            if not (left is None or isinstance(left, (bool, int, float, str))):
+                raise Issue("E201", f"`in` an s-op needs a single value on its left, got "
+                            f"{_describe_meta(left)}", span)
             # RASP 0.1: "a" in tokens -- does the value occur anywhere in the sequence
             full = ir.Select(ir.Const(1), ir.Const(1), ir.Compare("=="))
             share = ir.Aggregate(full, ir.Call("indicator", (ir.BinaryOp(
@@ -722,6 +725,16 @@ RESERVED = {
 
 def _names(tree) -> tuple[str, ...]:
     return tuple(t.value for t in tree.children) if tree is not None else ()
+
+
+def _vocab_tokens(value, span) -> list:
+    """The tokens of a @vocab value: a string (its characters) or a collection of atoms."""
+    items = list(value) if isinstance(value, (str, list, tuple, dict)) else None
+    if items is None or not all(v is None or isinstance(v, (str, int, float, bool))
+                                for v in items):
+        raise Issue("E110", f"@vocab takes a set of tokens, got {_describe_meta(value)}", span,
+                    'e.g. @vocab {"a", "b"}; or @vocab {0, 1, 2};')
+    return items
 
 
 def _unique(values) -> list:

@@ -18,7 +18,7 @@ from attrs import frozen
 from . import nodes as ir
 from . import ops
 
-MAX_TABLE = 65_536
+MAX_TABLE = 1 << 18
 
 
 @frozen

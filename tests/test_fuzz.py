@@ -34,7 +34,8 @@ _SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
 
 def check_front_end(text: str, data=None):
     """The fuzz property for one text (see the module docstring)."""
-    note(repr(text))
+    if data is not None:
+        note(repr(text))
     program, diagnostics = grammar.elaborate(text, FILE)
     for d in diagnostics:
         assert d.code in CODES, d
@@ -120,6 +121,107 @@ def statement_soup(draw):
     return "\n".join(pieces)
 
 
+CALLABLE = ["select", "aggregate", "selector_width", "indicator", "round", "numerical",
+            "categorical", "abs", "str", "int", "float", "bool", "len", "range", "zip", "draw",
+            "harden", "sharpen", "exists", "lookup", "mlp", "project", "softmax", "sigmoid",
+            "matrix", "table", "has_focus", "count", "contains", "max", "min", "average",
+            "load_from_location", "shift", "mark_last_instance", "select_from_first", "sort",
+            "select_next_identical", "prefix_count", "f", "g", "undefined_fn"]
+SOURCES = ["tokens", "indices", "length", "full_s", "tokens_int", "tokens_str", "tokens_float",
+           "tokens_bool", "pos", "k", "q", "inp", "out", "V", "nothing_here"]
+KEYWORD_ARGS = ["k", "q", "op", "s", "v", "sel", "values", "default", "keys", "queries", "inp",
+                "x", "n", "value", "threshold", "table", "rows", "cols", "W_in", "b_in",
+                "W_out", "b_out", "name", "input", "predicate", "sop", "bogus"]
+_COMPS = ["==", "!=", "<", "<=", ">", ">="]
+_BINARY = ["+", "-", "*", "/", "%", "^", "**", "and", "or", "in", "not in"] + _COMPS
+
+
+@st.composite
+def surface_expr(draw, depth, names):
+    """A syntactically valid expression of the surface language (fully parenthesised),
+    semantically anything: calls with odd arguments, meta values where s-ops go, …"""
+    atoms = st.one_of(
+        st.sampled_from(SOURCES + names), st.integers(-3, 12).map(str),
+        st.sampled_from(["0.5", "1e3", "2.5", ".25", "1e-3", "True", "False", "None", '"a"',
+                         '"b"', '"ab"', "'c'", '""', "0..3"]))
+    if depth <= 0 or draw(st.integers(0, 4)) == 0:
+        return draw(atoms)
+    sub = surface_expr(depth - 1, names)
+    kind = draw(st.integers(0, 11))
+    if kind == 0:
+        return f"({draw(st.sampled_from(['-', '+', 'not ']))}{draw(sub)})"
+    if kind == 1:
+        return f"({draw(sub)} {draw(st.sampled_from(_BINARY))} {draw(sub)})"
+    if kind == 2:
+        return f"({draw(sub)} if {draw(sub)} else {draw(sub)})"
+    if kind in (3, 4, 5):
+        args = []
+        for _ in range(draw(st.integers(0, 3))):
+            args.append(draw(st.one_of(sub, st.sampled_from(_COMPS))))
+        for key in draw(st.lists(st.sampled_from(KEYWORD_ARGS), max_size=3, unique=True)):
+            args.append(f"{key}={draw(sub)}")
+        callee = draw(st.sampled_from(CALLABLE + names)) if kind != 5 else f"({draw(sub)})"
+        return f"{callee}({', '.join(args)})"
+    if kind == 6:
+        return f"{draw(sub)}[{draw(sub)}]"
+    if kind == 7:
+        return "[" + ", ".join(draw(st.lists(sub, max_size=3))) + "]"
+    if kind == 8:
+        pairs = draw(st.lists(st.tuples(sub, sub), max_size=3))
+        return "{" + ", ".join(f"{a}: {b}" for a, b in pairs) + "}"
+    if kind == 9:
+        return "{" + ", ".join(draw(st.lists(sub, min_size=1, max_size=3))) + "}"
+    if kind == 10:
+        return f"[{draw(sub)} for {draw(st.sampled_from(['i', 'x', 'k']))} in {draw(sub)}]"
+    return f"(lambda {draw(st.sampled_from(['k, q', 'x', 'inp, out', 'a, b']))}: {draw(sub)})"
+
+
+@st.composite
+def surface_programs(draw):
+    """Syntactically valid programs of random statements: elaboration and typing get fuzzed
+    rather than the parser."""
+    lines = []
+    if draw(st.integers(0, 3)):
+        vocab = draw(st.sampled_from(['{"a", "b", "c"}', "{0, 1, 2, 3}", '"abc"', "{}",
+                                      "V = {1, 2}", '{"a", 1}', "[1, 2]", "3"]))
+        lines.append(f"@vocab {vocab};")
+    if draw(st.integers(0, 3)):
+        maxlen = draw(st.sampled_from(["4", "8", "0", "-1", "2.5", '"x"']))
+        lines.append(f"@maxlen {maxlen};")
+    for directive in draw(st.lists(st.sampled_from(
+            ["@causal;", '@bos "a";', "@bos 0;", '@attention "softmax";', '@attention "x";',
+             "@hard_scale 100;", '@compat "rasp0.1";', '@compat "x";', "@hard_scale tokens;"]),
+            max_size=2)):
+        lines.append(directive)
+    names = []
+    for i in range(draw(st.integers(1, 6))):
+        shape = draw(st.integers(0, 9))
+        expr = draw(surface_expr(3, names))
+        if shape == 0:
+            names.append("f")
+            body = draw(surface_expr(2, names + ["a", "b"]))
+            lines.append(f"def f(a, b) {{ t = {body}; return {draw(surface_expr(2, ['t', 'a']))}; }}")
+        elif shape == 1:
+            lines.append(f"for i in {expr} {{ z{i} = {draw(surface_expr(2, names + ['i']))}; }}")
+            names.append(f"z{i}")
+        elif shape == 2:
+            lines.append(f"@output {expr};")
+        elif shape == 3:
+            lines.append(f"@expect {draw(st.sampled_from(names or ['tokens']))}({expr}) == "
+                         f"{draw(surface_expr(1, names))};")
+        elif shape == 4:
+            lines.append(f"{expr};")
+        elif shape == 5:
+            lines.append('load "rasplib";' if draw(st.booleans()) else 'load "nowhere";')
+        else:
+            name = f"x{i}"
+            lines.append(f"{name} = {expr};")
+            names.append(name)
+    if names and draw(st.booleans()):
+        lines.append(f"@output {draw(st.sampled_from(names))};")
+    return "\n".join(lines)
+
+
 def _seed_files() -> list[str]:
     files = sorted((ROOT / "examples").glob("*.rasp")) + \
         sorted((ROOT / "rasp_ir" / "lib").glob("*.rasp"))
@@ -202,6 +304,12 @@ def test_grammar_generated_text(text, data):
 
 
 @settings(max_examples=250, **_SETTINGS)
+@given(surface_programs(), st.data())
+def test_surface_programs(text, data):
+    check_front_end(text, data)
+
+
+@settings(max_examples=250, **_SETTINGS)
 @given(mutated_programs, st.data())
 def test_mutated_programs(text, data):
     check_front_end(text, data)
@@ -217,6 +325,6 @@ def test_edge_texts(text):
 @pytest.mark.slow
 @settings(max_examples=3000, **_SETTINGS)
 @given(st.one_of(st.text(max_size=400), token_soup(80), statement_soup(), grammar_texts,
-                 mutated_programs), st.data())
+                 surface_programs(), mutated_programs), st.data())
 def test_front_end_thorough(text, data):
     check_front_end(text, data)
