@@ -27,6 +27,7 @@ class CompiledModel:
     output_values: list | None     # the decoded value of each unembedding column (cat/logits)
     maxlen: int
     residual_labels: list
+    output_function: str | None = None   # softmax/sigmoid applied to logits, as the program does
 
     def logits(self, inputs: list[list]) -> list[np.ndarray]:
         """The unembedded output (positions of the program only) for each input."""
@@ -46,7 +47,12 @@ class CompiledModel:
                 except KeyError as exc:
                     raise RaspError([Diagnostic("R233", f"token {exc.args[0]!r} is not in the "
                                                 "compiled vocabulary")]) from None
-                result = self.model(torch.tensor(ids)).to(dtype).numpy()
+                result = self.model(torch.tensor(ids))
+                if self.output_function == "softmax":
+                    result = result.softmax(-1)
+                elif self.output_function == "sigmoid":
+                    result = result.sigmoid()
+                result = result.to(dtype).numpy()
                 for j, i in enumerate(members):
                     out[i] = result[j, 1:]
         return out
@@ -101,4 +107,38 @@ def compile_program(program: ir.Program, max_len: int | None = None,
     model.eval()
     values = list(the_plan.output_values) if the_plan.output_values is not None else None
     return CompiledModel(model, weights.vocab, the_plan.output_kind, values, maxlen,
-                         weights.layout.labels)
+                         weights.layout.labels, _prediction(program))
+
+
+def _prediction(program: ir.Program) -> str | None:
+    node = program.output
+    bindings = {b.name: b.value for b in program.bindings}
+    while isinstance(node, ir.Ref):
+        node = bindings[node.name]
+    return node.function if isinstance(node, ir.Predict) else None
+
+
+def save_compiled(compiled: CompiledModel, directory) -> None:
+    """Write a compiled model directory: weights, config and the encoding to run it."""
+    from .checkpoint import save_model
+    extra = {"compiled": {
+        "vocab": compiled.vocab, "output_kind": compiled.output_kind,
+        "output_values": compiled.output_values, "maxlen": compiled.maxlen,
+        "residual_labels": compiled.residual_labels,
+        "output_function": compiled.output_function}}
+    save_model(compiled.model, directory, extra=extra)
+
+
+def load_compiled(directory) -> CompiledModel:
+    """A compiled model directory written by `save_compiled` (E252 if it is not one)."""
+    from .checkpoint import load_model
+    model, metadata = load_model(directory)
+    info = (metadata.get("extra") or {}).get("compiled")
+    if not info:
+        raise RaspError([Diagnostic("E252", f"{directory} holds a model but not a compiled "
+                                    "program (no input/output encoding in config.json)",
+                                    hint="rasp run --model expects a directory written by "
+                                    "rasp compile")])
+    model.eval()
+    return CompiledModel(model, info["vocab"], info["output_kind"], info["output_values"],
+                         info["maxlen"], info["residual_labels"], info.get("output_function"))

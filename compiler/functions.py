@@ -30,7 +30,7 @@ class Fn:
         """The same function without the leaves it does not depend on (e.g. a mean times the
         width of its selector, read from the query's index, does not depend on the index),
         answering from its table: parents evaluate it in O(1)."""
-        sizes = [len(leaf.values) if leaf.values is not None else 0 for leaf in self.leaves]
+        sizes = [len(getattr(leaf, "values", None) or ()) for leaf in self.leaves]
         if len(self.leaves) < 2 or 0 in sizes or _prod(sizes) > limit:
             return self
         table = self.table({leaf: leaf.values for leaf in self.leaves})

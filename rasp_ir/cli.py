@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -28,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:           # a bug of ours: say so plainly (RASP_DEBUG=1 shows it)
+        if os.environ.get("RASP_DEBUG"):
+            raise
+        print(f"rasp: internal error ({type(exc).__name__}: {exc}). This is a bug in rasp-ir; "
+              "rerun with RASP_DEBUG=1 for the traceback and report it.", file=sys.stderr)
+        return 2
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -42,8 +49,11 @@ def _build_parser() -> argparse.ArgumentParser:
                          "'[\"<bos>\",\"0\"]' is a sequence of tokens. Without INPUT, one input "
                          "per line is read from standard input. With @bos, the BOS token is "
                          "prepended to inputs that lack it.")
-    run.add_argument("file", type=Path)
+    run.add_argument("file", type=Path, nargs="?",
+                     help="the program (leave out with --model)")
     run.add_argument("inputs", nargs="*", metavar="INPUT")
+    run.add_argument("--model", type=Path, metavar="DIR",
+                     help="run a model compiled by `rasp compile` instead of a program")
     run.add_argument("--json", action="store_true",
                      help='one JSON object per input: {"input": [...], "output": [...]} '
                      '(+ "logits" for logits or distribution outputs)')
@@ -67,6 +77,18 @@ def _build_parser() -> argparse.ArgumentParser:
                       "functions or loops)")
     fmt.add_argument("file", type=Path)
     fmt.set_defaults(handler=cmd_fmt)
+
+    comp = sub.add_parser("compile", help="compile a program to transformer weights",
+                          description="Compile FILE's @output to an exact transformer, written "
+                          "to DIR as model.safetensors + config.json (with the vocabulary and "
+                          "the output encoding). Vocabulary and maximum length come from the "
+                          "file's @vocab and @maxlen unless --max-len is given.")
+    comp.add_argument("file", type=Path)
+    comp.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    comp.add_argument("--max-len", type=int, metavar="N", help="longest input (default @maxlen)")
+    comp.add_argument("--stats", action="store_true",
+                      help="print layers, heads, residual width, MLP width and parameters")
+    comp.set_defaults(handler=cmd_compile)
 
     repl = sub.add_parser("repl", help="an interactive RASP session")
     repl.add_argument("file", type=Path, nargs="?", help="a file to load first")
@@ -134,8 +156,64 @@ def _rounded(value):
 
 # ---------------------------------------------------------------- commands
 
+def _inputs(args) -> list[str] | None:
+    texts = args.inputs
+    if not texts:
+        if sys.stdin is None or sys.stdin.isatty():
+            print("rasp run: give at least one INPUT (or pipe inputs, one per line)",
+                  file=sys.stderr)
+            return None
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    return texts
+
+
+def _print_result(record: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(record, ensure_ascii=False))
+    else:
+        print(_plain(record["output"]))
+
+
+def cmd_run_model(args) -> int:
+    from compiler.compile import load_compiled
+    if args.file is not None:           # `rasp run --model DIR hello`: FILE slot holds INPUT
+        args.inputs = [str(args.file)] + list(args.inputs)
+    compiled = load_compiled(args.model)
+    texts = _inputs(args)
+    if texts is None:
+        return EXIT_ERROR
+    vocab = tuple(compiled.vocab[1:])
+    inputs = [parse_input(t, vocab) for t in texts]
+    logits = compiled.logits(inputs)
+    for seq, scores, decoded in zip(inputs, logits, compiled.run(inputs)):
+        record = {"input": list(seq), "output": decoded}
+        if compiled.output_kind == "logits":
+            record["logits"] = scores.tolist()
+        _print_result(record, args.json)
+    return EXIT_OK
+
+
+def cmd_compile(args) -> int:
+    from compiler.compile import compile_program, save_compiled
+    program = _load(args.file)
+    compiled = compile_program(program, args.max_len)
+    save_compiled(compiled, args.output)
+    if args.stats:
+        s = compiled.stats
+        print(f"layers {s['layers']}, heads {s['heads']}, residual width "
+              f"{s['residual_width']}, MLP width {s['mlp_width']}, parameters "
+              f"{s['parameters']:,}")
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
 def cmd_run(args) -> int:
     from .interpreter import run
+    if args.model is not None:
+        return cmd_run_model(args)
+    if args.file is None:
+        print("rasp run: give a program FILE or --model DIR", file=sys.stderr)
+        return EXIT_ERROR
     program = _load(args.file)
     texts = args.inputs
     if not texts:
