@@ -78,6 +78,9 @@ def prepare_inputs(program: ir.Program, inputs, add_bos: bool = False) -> list[l
         where = f"input {number + 1}"
         if not seq:
             raise _input_error("R234", f"{where} is empty; sequences need at least one token")
+        odd = [v for v in seq if not (v is None or isinstance(v, (str, int, float, np.generic)))]
+        if odd:
+            raise _input_error("R234", f"{where} holds {odd[0]!r}, which is not a single token")
         kinds = {type(v) for v in seq}
         if len(kinds) > 1 and not kinds <= {int, float}:
             raise _input_error("R234", f"{where} mixes value types: {seq!r}",
