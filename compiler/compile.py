@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from rasp_ir import nodes as ir
+from rasp_ir import types as T
 from rasp_ir.diagnostics import Diagnostic, RaspError
 
 from .lower import assemble
@@ -81,11 +82,14 @@ def compile_program(program: ir.Program, max_len: int | None = None,
     """Compile `program` for inputs of up to `max_len` tokens (default: its @maxlen).
     Raises RaspError listing every construct that cannot be compiled exactly."""
     maxlen = max_len or program.maxlen
-    problems = validate(program, maxlen)
+    if maxlen is not None and maxlen != program.maxlen:
+        program = attrs.evolve(program, maxlen=maxlen)     # value sets follow the length
+    types = T.infer(program) if program.vocab is not None and maxlen else None
+    problems = validate(program, maxlen, types)
     if problems:
         raise RaspError(problems, program.source)
     try:
-        the_plan = plan(program, maxlen)
+        the_plan = plan(program, maxlen, types[0] if types else None)
     except CompileError as exc:
         # list every binding that fails, not only the first one met
         problems = plan_problems(program, maxlen) or [

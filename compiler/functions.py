@@ -31,7 +31,10 @@ class Fn:
         width of its selector, read from the query's index, does not depend on the index),
         answering from its table: parents evaluate it in O(1)."""
         sizes = [len(getattr(leaf, "values", None) or ()) for leaf in self.leaves]
-        if len(self.leaves) < 2 or 0 in sizes or _prod(sizes) > limit:
+        # two inputs is where a dependency cancels in practice ((i + 1) * count / (i + 1));
+        # wider tables cost more to tabulate than they save
+        if len(self.leaves) < 2 or 0 in sizes or _prod(sizes) > limit >> (
+                2 * max(0, len(self.leaves) - 2)):
             return self
         table = self.table({leaf: leaf.values for leaf in self.leaves})
         keep = []
@@ -115,9 +118,10 @@ def build(node: ir.Node, leaf_of: Callable[[ir.Node], object | None],
     leaves = tuple(dict.fromkeys(leaf for p in parts for leaf in p.leaves))
     calls = [p.call for p in parts]
     fn = _combine(node, leaves, calls)
-    # pruning each node keeps the tables small: (i + 1) * (count / (i + 1)) loses i here,
-    # before more inputs multiply the table
-    return fn.pruned() if len(leaves) > 1 else fn
+    # a dependency can only cancel where two parts read the same input, as i does in
+    # (i + 1) * (count / (i + 1)); pruning there, early, keeps every later table small
+    shared = len(leaves) < sum(len(p.leaves) for p in parts)
+    return fn.pruned() if shared and len(leaves) > 1 else fn
 
 
 def _combine(node, leaves, calls) -> Fn:

@@ -129,14 +129,17 @@ def _next(time: int, parity: int) -> int:
 class Planner:
     """Builds a Plan for one program (see `plan`)."""
 
-    def __init__(self, program: ir.Program, maxlen: int):
+    def __init__(self, program: ir.Program, maxlen: int, types: dict | None = None):
         self.program, self.maxlen = program, maxlen
         self.bindings = {b.name: b for b in program.bindings}
         self.ctx = T.Context.of(program)
         self.ctx.maxlen = maxlen
-        self.ctx.bindings, problems = _infer(program, self.ctx)
-        if problems:
-            raise CompileError(problems[0].node, problems[0].message)
+        if types is not None:
+            self.ctx.bindings = dict(types)
+        else:
+            self.ctx.bindings, problems = _infer(program, self.ctx)
+            if problems:
+                raise CompileError(problems[0].node, problems[0].message)
         self.vars: list[Var] = []
         self.heads: list[Head] = []
         self.blocks: list[Block] = []
@@ -759,9 +762,9 @@ def _infer(program, ctx):
     return ctx.bindings, problems
 
 
-def plan(program: ir.Program, maxlen: int) -> Plan:
+def plan(program: ir.Program, maxlen: int, types: dict | None = None) -> Plan:
     """Materialise, schedule and size every block the program's output needs."""
-    planner = Planner(program, maxlen)
+    planner = Planner(program, maxlen, types)
     if program.output is None:
         raise CompileError(None, "the program has no @output")
     output, kind, values = planner.output(program.output)

@@ -13,8 +13,10 @@ _NOT_EXACT = {
 }
 
 
-def validate(program: ir.Program, maxlen: int | None) -> list[Diagnostic]:
-    """Every problem that stops `program` from compiling exactly (empty when it compiles)."""
+def validate(program: ir.Program, maxlen: int | None,
+             types: tuple | None = None) -> list[Diagnostic]:
+    """Every problem that stops `program` from compiling exactly (empty when it compiles).
+    `types` is `rasp_ir.types.infer`'s answer for the program at `maxlen`, if known."""
     problems = []
     if program.vocab is None:
         problems.append(Diagnostic("E401", "the program needs @vocab to be compiled",
@@ -26,9 +28,7 @@ def validate(program: ir.Program, maxlen: int | None) -> list[Diagnostic]:
         problems.append(Diagnostic("E260", "the program has no @output to compile"))
     if problems:
         return problems
-    ctx = T.Context.of(program)
-    ctx.maxlen = maxlen
-    types, issues = T.infer(program)
+    _, issues = types if types is not None else T.infer(program)
     problems += [Diagnostic(i.code, i.message, getattr(i.node, "span", None), i.hint)
                  for i in issues]
     for node in _needed_nodes(program):
