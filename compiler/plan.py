@@ -150,6 +150,7 @@ class Planner:
         self.reads: dict[Var, F.Fn] = {}
         self._parents: dict | None = None
         self.copies: dict[Var, Var] = {}
+        self.encoded: dict = {}      # (node, kind, values) -> a variable holding it so
         self._fns: dict = {}
         self._generation = 0     # bumped whenever a variable or a read changes
 
@@ -290,10 +291,7 @@ class Planner:
     # ------------------------------------------------------------ MLP blocks
 
     def materialise(self, node, encoding: str, basis: tuple | None = None) -> Var:
-        """Give an element-wise expression its own subspace, computed by an MLP."""
-        if node in self.held:
-            return self.held[node]
-        fn = self._fitting_fn(node)
+        """Give an expression its own subspace in the wanted encoding, computed by an MLP."""
         t = self.type_of(node)
         if encoding == "cat" or basis is not None:
             values = basis if basis is not None else _finite(t, node)
@@ -301,12 +299,21 @@ class Planner:
         else:
             values = t.values if T.is_sop(t) else None
             out_kind = "num"
+        held = self.held.get(node)
+        if held is not None and held.kind == out_kind and (out_kind == "num"
+                                                           or held.values == values):
+            return held
+        if (node, out_kind, values) in self.encoded:
+            return self.encoded[(node, out_kind, values)]
+        fn = self._fitting_fn(node)
         time = _next(max((leaf.time for leaf in fn.leaves), default=0), 0)
         name = node.name if isinstance(node, ir.Ref) else "map"
         var = self.new_var(name, out_kind, values, time)
         self.blocks.append(Block(fn, var, time, node))
-        self.held[node] = var
-        self._generation += 1
+        self.encoded[(node, out_kind, values)] = var
+        if held is None:         # a head keeps its own output as what reads the node
+            self.held[node] = var
+            self._generation += 1
         return var
 
     def _fitting_fn(self, node) -> F.Fn:
@@ -360,11 +367,12 @@ class Planner:
                         var = self.new_var("affine", "num", t.values, time,
                                            affine=expand(form))
                         self.held[child] = var
-                        self._generation += 1
                         found = True
                         continue
                 if len(numeric) >= 2:
                     stack.append(child)
+        if found:
+            self._generation += 1     # once: sibling sub-expressions do not read each other
         return found
 
     def discretise(self, var: Var) -> Var:
@@ -663,7 +671,9 @@ class Planner:
         if isinstance(t, T.Cat):
             basis = _finite(t, node)
             return self.linear(node, "cat", basis), "cat", basis
-        if isinstance(t, T.Vec) and not isinstance(node, ir.Predict):
+        if isinstance(t, T.Vec) and t.dist:     # a distribution decodes to its argmax
+            return self.linear(node, "vec", t.basis), "logits", t.basis
+        if isinstance(t, T.Vec):
             return self.linear(node, "vec", t.basis), "vec", t.basis
         return self.logits(node), "logits", t.basis if isinstance(t, T.Vec) else t.out
 

@@ -180,11 +180,13 @@ class Transformer(nn.Module):
                 p.normal_(0.0, std, generator=generator)
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                return_cache: bool = False):
+                return_cache: bool = False, position_ids: torch.Tensor | None = None):
         """Logits [batch, seq, d_vocab_out] for tokens [batch, seq].
 
-        attention_mask [batch, seq] (1 = real token, 0 = padding) hides padded keys; positions
-        are always 0..seq-1. With return_cache=True, returns (logits, cache) where cache maps
+        attention_mask [batch, seq] (1 = real token, 0 = padding) hides padded keys.
+        position_ids [batch, seq] (or [seq]) picks the rows of W_pos; the default is 0..seq-1.
+        Trained checkpoints of the D-RASP paper saw random position offsets in training, so
+        training passes offset positions here. With return_cache=True, returns (logits, cache) where cache maps
         TransformerLens hook names to activations: hook_embed, hook_pos_embed, and per block
         `blocks.L.` hook_resid_pre, attn.hook_pattern [B, H, T, T], attn.hook_z, hook_attn_out,
         hook_resid_mid, mlp.hook_pre/hook_post, hook_mlp_out, hook_resid_post; with LayerNorm
@@ -196,9 +198,15 @@ class Transformer(nn.Module):
             raise ValueError(f"sequence of length {T} is longer than n_positions = {c.n_positions}")
         if tokens.numel() and (tokens.min() < 0 or tokens.max() >= c.vocab_size):
             raise ValueError(f"token ids must lie in 0..{c.vocab_size - 1}")
+        if position_ids is not None and position_ids.numel() and (
+                position_ids.min() < 0 or position_ids.max() >= c.n_positions):
+            raise ValueError(f"position ids must lie in 0..{c.n_positions - 1}")
         cache = {} if return_cache else None
         embed = self.embed.W_E[tokens]                                      # (B, T, D)
-        pos = self.pos_embed.W_pos[:T].expand(B, T, -1)                     # (B, T, D)
+        if position_ids is None:
+            pos = self.pos_embed.W_pos[:T].expand(B, T, -1)                 # (B, T, D)
+        else:
+            pos = self.pos_embed.W_pos[position_ids].expand(B, T, -1)       # (B, T, D)
         _save(cache, "hook_embed", embed)
         _save(cache, "hook_pos_embed", pos)
         x = embed + pos

@@ -26,6 +26,11 @@ def validate(program: ir.Program, maxlen: int | None,
                                    "compiled"))
     if program.output is None:
         problems.append(Diagnostic("E260", "the program has no @output to compile"))
+    if program.compat is not None:
+        problems.append(Diagnostic(
+            "E401", 'a @compat "rasp0.1" program cannot be compiled exactly: RASP 0.1 averages '
+            "categorical values and fills empty rows with 0 whatever the type",
+            hint='remove @compat "rasp0.1" (and add parentheses where W101 warns)'))
     if problems:
         return problems
     _, issues = types if types is not None else T.infer(program)
