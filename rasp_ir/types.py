@@ -8,6 +8,7 @@ operation on every combination of its inputs' value sets, up to `MAX_TABLE` comb
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any
@@ -187,6 +188,8 @@ def all_fail(fn, *value_sets) -> bool:
 def mean_values(values: tuple | None, maxlen: int | None) -> tuple | None:
     """Value set of a hard mean over up to `maxlen` keys (known only for {0, 1} inputs)."""
     if values is None or maxlen is None or not set(values) <= {0, 1}:
+        return None
+    if maxlen * (maxlen + 1) // 2 > 4 * MAX_TABLE:     # too many fractions to enumerate
         return None
     fractions = {p / m for m in range(1, maxlen + 1) for p in range(m + 1)}
     return _normalise(fractions | {0})
@@ -454,6 +457,9 @@ def _primitive(node, ctx, kids):
     if name == "sharpen":
         return Vec(basis, dist=True)
     if name == "exists":
+        if node.params and node.params[0] not in basis:
+            raise TypeIssue("E201", f"exists: {node.params[0]!r} is not in the basis "
+                            f"{_show_values(basis)}")
         return BOOL
     if name == "lookup":
         matrix = node.args[1]
@@ -464,7 +470,26 @@ def _primitive(node, ctx, kids):
 
 
 def _mlp(node, ctx, kids):
-    return Vec(tuple(node.W_out.cols))
+    width = 0
+    for t in kids[:len(node.inputs)]:
+        if isinstance(t, Num):
+            width += 1
+        elif isinstance(t, (Cat, Vec)) and basis_of(t) is not None:
+            width += len(basis_of(t))
+        else:
+            raise TypeIssue("E305", f"mlp's inputs need known bases, got {t}",
+                            "declare @vocab and @maxlen")
+    w_in, b_in, w_out, b_out = node.W_in, node.b_in, node.W_out, node.b_out
+
+    def bias_fits(b, n):     # a vector of n entries, or a 1 × n matrix
+        return len(b.rows) == n if b.cols is None else len(b.rows) == 1 and len(b.cols) == n
+    if w_in.cols is None or w_out.cols is None or len(w_in.rows) != width \
+            or len(w_out.rows) != len(w_in.cols) or not bias_fits(b_in, len(w_in.cols)) \
+            or not bias_fits(b_out, len(w_out.cols)):
+        raise TypeIssue("E212", f"mlp's tables do not fit: W_in needs {width} rows (the "
+                        "inputs' width) and one column per hidden unit, b_in one entry per "
+                        "hidden unit, W_out one row per hidden unit, b_out one entry per output")
+    return Vec(tuple(w_out.cols))
 
 
 def _project(node, ctx, kids):
@@ -474,13 +499,18 @@ def _project(node, ctx, kids):
     pred = node.predicate
     if isinstance(pred, ir.Matrix):
         cols = pred.cols if node.operand is not None else pred.rows
-        if len(cols) != len(out):
+        if cols is None or len(cols) != len(out) or (node.operand is None and
+                                                     pred.cols is not None):
             raise TypeIssue("E212", f"project's table needs one column per output token "
-                            f"({len(out)})")
+                            f"({len(out)})" + ("" if node.operand is not None else
+                                               "; a bias is a vector"))
     if node.operand is not None:
         t = kids[0]
         if basis_of(t) is None or not (isinstance(t, (Vec, Cat))):
             raise TypeIssue("E231", f"project expects a vector or categorical s-op, got {t}")
+        if isinstance(pred, ir.Matrix) and len(pred.rows) != len(basis_of(t)):
+            raise TypeIssue("E212", f"project's table needs one row per basis value of its "
+                            f"input ({len(basis_of(t))})")
     return Logits(out)
 
 
@@ -534,6 +564,14 @@ def type_of(node, ctx: Context):
 
 def infer(program: ir.Program) -> tuple[dict, list[TypeIssue]]:
     """Types of every binding and of the output, and every typing problem found."""
+    types, problems = _infer_cached(program)
+    return dict(types), list(problems)
+
+
+@functools.lru_cache(maxsize=32)
+def _infer_cached(program: ir.Program) -> tuple[dict, list[TypeIssue]]:
+    # value-set inference is the costly part of checking, interpreting and compiling; the
+    # same program is typed again and again (one interpreter run per input in tests)
     ctx = Context.of(program)
     problems = []
     for b in program.bindings:
