@@ -22,9 +22,12 @@ class Undefined(Exception):
 
 @attrs.frozen(eq=False)
 class Fn:
-    """An element-wise function: `leaves` are the residual variables it reads (in order)."""
+    """An element-wise function: `leaves` are the residual variables it reads (in order).
+    `affine` is ({leaf: coefficient}, constant) when the expression is affine by construction
+    (sums, differences, constant multiples of numbers), which no sampling could prove."""
     leaves: tuple
     call: Callable  # (dict leaf -> atom) -> atom
+    affine: tuple | None = None
 
     def pruned(self, limit: int = 1 << 13) -> "Fn":
         """The same function without the leaves it does not depend on (e.g. a mean times the
@@ -105,19 +108,20 @@ def build(node: ir.Node, leaf_of: Callable[[ir.Node], object | None],
     if isinstance(leaf, Fn):
         return leaf
     if leaf is not None:
-        return Fn((leaf,), lambda env: env[leaf])
+        return Fn((leaf,), lambda env: env[leaf], ({leaf: 1.0}, 0.0))
     if isinstance(node, ir.Ref):
         return build(bindings[node.name].value, leaf_of, bindings)
     if isinstance(node, ir.Const):
         value = node.value
-        return Fn((), lambda env: value)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return Fn((), lambda env: value, ({}, float(value)) if number else None)
     if isinstance(node, ir.Param):
         name = node.name
         return Fn((("param", name),), lambda env: env[("param", name)])
     parts = [build(c, leaf_of, bindings) for c in node.children()]
     leaves = tuple(dict.fromkeys(leaf for p in parts for leaf in p.leaves))
     calls = [p.call for p in parts]
-    fn = _combine(node, leaves, calls)
+    fn = attrs.evolve(_combine(node, leaves, calls), affine=_affine_of(node, parts))
     # a dependency can only cancel where two parts read the same input, as i does in
     # (i + 1) * (count / (i + 1)); pruning there, early, keeps every later table small
     shared = len(leaves) < sum(len(p.leaves) for p in parts)
@@ -144,6 +148,35 @@ def _combine(node, leaves, calls) -> Fn:
         function = node.function
         return Fn(leaves, lambda env: _guard(lambda: ops.call(function, calls[0](env))))
     raise NotImplementedError(type(node).__name__)
+
+
+def _affine_of(node, parts) -> tuple | None:
+    """Affine structure through +, -, constant * and /, unary -, numerical()."""
+    forms = [p.affine for p in parts]
+    if any(f is None for f in forms):
+        return None
+    if isinstance(node, ir.Call) and node.function == "numerical":
+        return forms[0]
+    if isinstance(node, ir.UnaryOp) and node.op in "-+":
+        coefficients, c = forms[0]
+        sign = -1.0 if node.op == "-" else 1.0
+        return {k: sign * a for k, a in coefficients.items()}, sign * c
+    if not isinstance(node, ir.BinaryOp) or node.op not in ("+", "-", "*", "/"):
+        return None
+    (a, ca), (b, cb) = forms
+    if node.op in "+-":
+        sign = 1.0 if node.op == "+" else -1.0
+        merged = dict(a)
+        for k, v in b.items():
+            merged[k] = merged.get(k, 0.0) + sign * v
+        return merged, ca + sign * cb
+    if node.op == "*" and not a:
+        return {k: ca * v for k, v in b.items()}, ca * cb
+    if node.op == "*" and not b:
+        return {k: cb * v for k, v in a.items()}, ca * cb
+    if node.op == "/" and not b and cb != 0:
+        return {k: v / cb for k, v in a.items()}, ca / cb
+    return None
 
 
 def predicate(pred: ir.Node) -> Callable:

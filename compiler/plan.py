@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
 
 import attrs
 import numpy as np
@@ -23,6 +22,7 @@ from rasp_ir import types as T
 from . import functions as F
 
 MAX_MLP_UNITS = 1 << 17     # one block's hidden units; larger tables are reported, not built
+AFFINE_CHECK = 1 << 14      # combinations tried when checking that a map is affine
 SPLIT_UNITS = 1 << 14       # above this, a map is split into smaller maps (one more layer)
 
 
@@ -264,19 +264,20 @@ class Planner:
         return None
 
     def _affine(self, fn: F.Fn, leaves) -> Linear | None:
-        """Coefficients of `fn` if it is affine in its numerical leaves: on their value sets
-        when those are known (so `round(x * 11)` of x in {k/11} is the linear 11·x), else on
-        random points."""
-        finite = all(v.values is not None for v in leaves)
-        rng = random.Random(0)
-
-        def sample():
-            return {v: (rng.choice(v.values) if finite else rng.uniform(-3, 3)) for v in leaves}
+        """Coefficients of `fn` if it is affine in its numerical leaves: by construction
+        (sums and constant multiples), or checked on every combination of their value sets
+        (so `round(x * 11)` of x in {k/11} is the linear 11·x). Never by sampling: a function
+        like `a == 0 and b == 0` looks constant on most samples."""
+        if fn.affine is not None and set(fn.affine[0]) <= set(leaves):
+            coefficients, c = fn.affine
+            return Linear({v: np.array([[coefficients.get(v, 0.0)]]) for v in leaves},
+                          np.array([c]), 1)
+        if any(v.values is None for v in leaves) or \
+                math.prod(len(v.values) for v in leaves) > AFFINE_CHECK:
+            return None
         try:
-            points = [sample() for _ in range(3 * len(leaves) + 24)]
-            if finite and math.prod(len(v.values) for v in leaves) <= 4096:
-                points = [dict(zip(leaves, combo)) for combo in
-                          itertools.product(*(v.values for v in leaves))]
+            points = [dict(zip(leaves, combo)) for combo in
+                      itertools.product(*(v.values for v in leaves))]
             xs = np.array([[1.0] + [float(p[v]) for v in leaves] for p in points])
             ys = np.array([float(fn.call(p)) for p in points])
         except (F.Undefined, TypeError, ValueError):

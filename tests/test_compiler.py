@@ -177,3 +177,13 @@ def test_float32_models_are_exact_too():
     compiled = compile_program(program, dtype=torch.float32)
     inputs = [[5, 3, 1, 6, 2, 4], [1], [6, 5]]
     assert compiled.run(inputs) == [r.output for r in run(program, inputs)]
+
+
+def test_a_conjunction_of_zero_tests_is_not_mistaken_for_a_constant():
+    # `b1 == 0 and b2 == 0` over four counts is almost always False on random samples; the
+    # compiler once took it for the constant False (affinity must be proved, not sampled)
+    program = attrs.evolve(grammar.load(EXAMPLES / "shuffle_dyck3.rasp"), maxlen=20,
+                           vocab=tuple("(){}[]"))
+    compiled = compile_program(program)
+    inputs = [list("[]"), list("()"), list("{}[]()"), list("[(])")]
+    assert compiled.run(inputs) == [r.output for r in run(program, inputs)]
