@@ -12,7 +12,7 @@ from rasp_ir import nodes as ir
 from rasp_ir import ops
 from rasp_ir import types as T
 
-from .values import Builtin, Env, Function, Issue, Term
+from .values import Builtin, Env, Function, Issue, Term, is_atom
 
 _MISSING = object()
 
@@ -145,7 +145,7 @@ def _aggregate(el, a: Args, span):
         raise Issue("E220", f"aggregate expects a selector first, got {_describe(sel)}", span)
     values = a.term("values")
     default = a.value("default", None)
-    if isinstance(default, (Term, list, dict, Function)):
+    if not is_atom(default):
         raise Issue("E221", "aggregate's default must be a constant", span)
     return el.typed(ir.Aggregate(sel.node, values.node, default, span=span), span)
 
@@ -171,7 +171,7 @@ def _elementwise(function):
             return x
         try:
             return ops.call(function, x)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise Issue("E201", f"{function}({x!r}): {exc}", span) from None
     return handler
 
@@ -294,6 +294,8 @@ def _matrix(el, a, span):
         raise Issue("E212", "matrix values must be numbers", span) from None
     if not ok:
         raise Issue("E212", "matrix values do not match its rows and cols", span)
+    if not all(is_atom(label) for label in rows + (cols or ())):
+        raise Issue("E212", "matrix rows and cols are labelled with constants", span)
     return ir.Matrix(rows, cols, table, span=span)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
+import warnings
 
 import attrs
 import lark
@@ -19,7 +21,7 @@ from rasp_ir import types as T
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.nodes import Span
 
-from .values import POISON, Builtin, Env, Function, Issue, PoisonError, Term
+from .values import POISON, Builtin, Env, Function, Issue, PoisonError, Term, is_atom
 
 _ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "pow": "^"}
 _ANY = object()
@@ -178,8 +180,8 @@ class Elaborator:
             return
         value = self.meta(self.expr(body, self.env), span, f"@{name}")
         if name == "maxlen":
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise Issue("E110", "@maxlen takes a positive integer", span)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LEN:
+                raise Issue("E110", f"@maxlen takes a positive integer (at most {MAX_LEN})", span)
             d["maxlen"] = self.ctx.maxlen = value
         elif name == "bos":
             d["bos"] = value
@@ -188,6 +190,9 @@ class Elaborator:
                 raise Issue("E110", '@attention is "hard" or "softmax"', span)
             d["attention"] = self.ctx.attention = value
         elif name == "hard_scale":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise Issue("E110", "@hard_scale takes a finite number", span)
             d["hard_scale"] = float(value)
         elif name == "compat":
             if value != "rasp0.1":
@@ -212,6 +217,10 @@ class Elaborator:
         inp = _sequence(self.meta(self.expr(call.children[1].children[0], self.env), span, "input"))
         expected = self.meta(self.expr(expected_tree, self.env), span, "expected value")
         expected = _sequence(expected)
+        for what, value in (("input", inp), ("expected value", expected)):
+            if not _is_data(value):
+                raise Issue("E270", f"@expect's {what} must be built of constants (strings, "
+                            "numbers, lists)", span, shape_hint)
         if self.ctx.vocab is not None:
             bad = [t for t in inp if t not in self.ctx.vocab]
             if bad:
@@ -335,7 +344,7 @@ class Elaborator:
             env.values[n] = v
 
     def load(self, tree, env, top):
-        name = ast.literal_eval(tree.children[0].value)
+        name = _string_literal(tree.children[0], self.span(tree.children[0]))
         span = self.span(tree)
         from .library import load_library
         exports, bindings = load_library(name, self.search_dirs, span)
@@ -378,7 +387,7 @@ class Elaborator:
         return float(tree.children[0].value)
 
     def x_string(self, tree, env):
-        return ast.literal_eval(tree.children[0].value)
+        return _string_literal(tree.children[0], self.span(tree))
 
     def x_list(self, tree, env):
         return [self.expr(c, env) for c in tree.children if c is not None]
@@ -504,7 +513,7 @@ class Elaborator:
                 keys, values = tuple(range(len(base))), tuple(base)
             else:
                 raise Issue("E205", f"cannot index {_describe_meta(base)}", span)
-            if any(isinstance(v, (Term, list, dict, Function)) for v in values):
+            if not all(is_atom(v) for v in keys + values):
                 raise Issue("E205", "a table indexed by an s-op must hold constants", span)
             return self.typed(ir.Lookup(keys, values, index.node, span=span), span)
         try:
@@ -642,6 +651,10 @@ class Elaborator:
                 return ops.binary(op, left, right)
             except ZeroDivisionError:
                 raise Issue("R231", "division by zero", span) from None
+            except OverflowError:
+                raise Issue("E201", f"`{op}` on {_describe_meta(left)} and "
+                            f"{_describe_meta(right)} gives a number too large to represent",
+                            span) from None
             except (TypeError, ValueError) as exc:
                 raise Issue("E201", f"cannot apply `{op}` to {_describe_meta(left)} and "
                             f"{_describe_meta(right)}", span, str(exc)) from None
@@ -709,7 +722,7 @@ class Elaborator:
             raise Issue("E201", f"`in` needs a list on its right, got {_describe_meta(right)}",
                         span)
         options = tuple(right) if not isinstance(right, str) else tuple(right)
-        if any(isinstance(o, (Term, list, dict)) for o in options):
+        if not all(is_atom(o) for o in options):
             raise Issue("E201", "`in` needs a list of constants", span)
         return self.typed(ir.In(left.node, options, negate, span=span), span)
 
@@ -727,6 +740,20 @@ def _names(tree) -> tuple[str, ...]:
     return tuple(t.value for t in tree.children) if tree is not None else ()
 
 
+MAX_LEN = 1 << 16   # the longest @maxlen: value sets of positions stay enumerable
+
+
+def _string_literal(token, span) -> str:
+    """The value of a STRING token (Python's escapes); a bad escape is a coded error."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # "\q" is a backslash and a q, as in Python
+            return ast.literal_eval(token.value)
+    except (SyntaxError, ValueError) as exc:
+        raise Issue("E101", f"invalid escape sequence in string {token.value}", span,
+                    str(getattr(exc, "msg", exc))) from None
+
+
 def _vocab_tokens(value, span) -> list:
     """The tokens of a @vocab value: a string (its characters) or a collection of atoms."""
     items = list(value) if isinstance(value, (str, list, tuple, dict)) else None
@@ -735,6 +762,13 @@ def _vocab_tokens(value, span) -> list:
         raise Issue("E110", f"@vocab takes a set of tokens, got {_describe_meta(value)}", span,
                     'e.g. @vocab {"a", "b"}; or @vocab {0, 1, 2};')
     return items
+
+
+def _is_data(value) -> bool:
+    """An atom, or a list of data: what @expect can compare against."""
+    if isinstance(value, (list, tuple)):
+        return all(_is_data(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def _unique(values) -> list:

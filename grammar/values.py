@@ -38,6 +38,11 @@ class Builtin:
     params: tuple[str, ...]
 
 
+def is_atom(value) -> bool:
+    """A constant that can sit at a position of an s-op: str, int, float, bool or None."""
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 class PoisonError(Exception):
     """A value that already produced a diagnostic was used: stay quiet and skip."""
 

@@ -1,7 +1,8 @@
 """Coded diagnostics: a code, a message in the language's own terms, a span with a caret, a hint.
 
 Codes: E1xx syntax, E2xx types and names, E3xx value sets, R2xx runtime (interpreter),
-C3xx checkpoints (compiler/checkpoint.py), W1xx/W2xx warnings. `rasp_ir.diagnostics.CODES` lists each with a one-line summary.
+C3xx checkpoints (compiler/checkpoint.py), T4xx tasks, training and evaluation (extractor/),
+W1xx/W2xx warnings. `rasp_ir.diagnostics.CODES` lists each with a one-line summary.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ CODES = {
     "C310": "a weight is not a floating-point tensor",
     "C311": "a tied lm_head.weight differs from wte.weight",
     "C312": "the model cannot be saved in the requested format",
+    "T401": "unknown task",
+    "T402": "a task file (JSON Lines or Python) is malformed",
+    "T403": "a checkpoint does not fit the task (vocabulary, mode or positions)",
+    "T404": "bad length buckets or lengths outside what the task supports",
+    "T405": "the task of a checkpoint cannot be determined",
+    "T406": "bad training options",
     "W101": "RASP 0.1 would read a statement differently (operator precedence)",
     "W222": "a numerical aggregate with a non-zero default",
 }
@@ -86,7 +93,8 @@ class Diagnostic:
 
     @property
     def severity(self) -> str:
-        return {"E": "error", "C": "error", "R": "runtime error", "W": "warning"}[self.code[0]]
+        return {"E": "error", "C": "error", "T": "error", "R": "runtime error",
+                "W": "warning"}[self.code[0]]
 
     def render(self, source: str | None = None) -> str:
         """The rustc-style text: header, location, source line with carets, hint."""

@@ -72,7 +72,11 @@ def prepare_inputs(program: ir.Program, inputs, add_bos: bool = False) -> list[l
     of characters; with `add_bos` the BOS token is prepended where it is missing."""
     sequences = []
     for number, item in enumerate(inputs):
-        seq = list(item) if not isinstance(item, str) else list(item)
+        try:
+            seq = list(item)
+        except TypeError:
+            raise _input_error("R234", f"input {number + 1} is {item!r}, not a sequence of "
+                               "tokens") from None
         if add_bos and program.bos is not None and (not seq or seq[0] != program.bos):
             seq.insert(0, program.bos)
         where = f"input {number + 1}"
@@ -406,10 +410,12 @@ class _Group:
         count = sel.sum(-1)
         empty = count == 0
         if isinstance(value_t, (T.Num, T.Vec)):
-            weights = sel / np.maximum(count, 1)[..., None]
+            # sum, then divide: a mean of equal values is then exactly that value
+            width = np.maximum(count, 1)
             if isinstance(value_t, T.Vec):
-                return np.einsum("bqk,bkd->bqd", weights, values)
-            mean = np.einsum("bqk,bk->bq", weights, values.astype(np.float64))
+                return np.einsum("bqk,bkd->bqd", sel.astype(np.float64), values) / width[..., None]
+            mean = np.einsum("bqk,bk->bq", sel.astype(np.float64),
+                             values.astype(np.float64)) / width
             return np.where(empty, float(node.default or 0), mean)
         return self._categorical_mean(node, sel, values, count, empty)
 

@@ -19,7 +19,13 @@ _COMPARE = {
 FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
+MAX_POWER_BITS = 1 << 16
+
+
 def _power(a, b):
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and \
+            b * (abs(a).bit_length() - 1) > MAX_POWER_BITS:
+        raise OverflowError(f"{a} ^ {b} is too large")     # Python would grind for minutes
     result = a ** b
     if isinstance(result, complex):
         raise ValueError("a negative number raised to a fractional power")

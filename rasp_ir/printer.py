@@ -91,8 +91,10 @@ def literal(value) -> str:
     if isinstance(value, bool) or value is None:
         return repr(value)
     if isinstance(value, float):
-        if math.isinf(value) or math.isnan(value):
-            raise ValueError(f"{value} has no literal")
+        if math.isinf(value):      # float("1e999") is how the lexer reads infinity
+            return "1e999" if value > 0 else "-1e999"
+        if math.isnan(value):      # folded back to nan when the program is read again
+            return "(1e999 - 1e999)"
         text = repr(value)
         return text
     if isinstance(value, int):

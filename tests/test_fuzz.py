@@ -1,6 +1,7 @@
 """Fuzzing the front end: whatever text comes in, `grammar.elaborate` returns a program or a
 non-empty list of coded diagnostics that render, and never raises; a program that comes back
-runs on a short valid input or raises a RaspError with coded diagnostics.
+pretty-prints to text that reads back to the same text, and runs on a short valid input or
+raises a RaspError with coded diagnostics.
 
 Text comes from four sources: arbitrary unicode, soups of the language's own tokens, Lark's
 grammar (`hypothesis.extra.lark.from_lark`), and valid programs (pretty-printed generated
@@ -43,9 +44,11 @@ def check_front_end(text: str, data=None):
         assert isinstance(d.render(None), str)
     if program is None:
         assert diagnostics, "no program and no diagnostic"
-        assert any(d.severity == "error" for d in diagnostics)
+        assert any(d.severity != "warning" for d in diagnostics)
         return None
-    assert all(d.severity != "error" for d in diagnostics)
+    assert all(d.severity == "warning" for d in diagnostics)
+    printed = pretty(program)            # whatever elaborates also prints, and reads back
+    assert pretty(grammar.parse(printed, FILE)) == printed
     inputs = _short_input(program, data)
     try:
         run(program, inputs)
@@ -137,13 +140,37 @@ _BINARY = ["+", "-", "*", "/", "%", "^", "**", "and", "or", "in", "not in"] + _C
 
 
 @st.composite
+def matrix_text(draw):
+    """A `matrix(...)` literal whose shape may or may not fit where it is used."""
+    labels = st.lists(st.sampled_from(['"a"', '"b"', '"c"', "0", "1", "2", "3", "True"]),
+                      min_size=1, max_size=4, unique=True)
+    rows = draw(labels)
+    cols = draw(st.none() | labels)
+    width = len(cols) if cols is not None else 0
+    if draw(st.integers(0, 5)) == 0:
+        width += draw(st.sampled_from([-1, 1]))
+    number = st.sampled_from(["0", "1", "-1.5", "2", "0.25"])
+    if cols is None:
+        values = "[" + ", ".join(draw(number) for _ in rows) + "]"
+        return f"matrix(rows=[{', '.join(rows)}], values={values})"
+    values = "[" + ", ".join("[" + ", ".join(draw(number) for _ in range(max(0, width))) + "]"
+                             for _ in rows) + "]"
+    return f"matrix(rows=[{', '.join(rows)}], cols=[{', '.join(cols)}], values={values})"
+
+
+@st.composite
 def surface_expr(draw, depth, names):
     """A syntactically valid expression of the surface language (fully parenthesised),
     semantically anything: calls with odd arguments, meta values where s-ops go, …"""
     atoms = st.one_of(
         st.sampled_from(SOURCES + names), st.integers(-3, 12).map(str),
         st.sampled_from(["0.5", "1e3", "2.5", ".25", "1e-3", "True", "False", "None", '"a"',
-                         '"b"', '"ab"', "'c'", '""', "0..3"]))
+                         '"b"', '"ab"', "'c'", '""', "0..3"]), matrix_text(),
+        st.sampled_from(["select(tokens, tokens, ==)", "select(indices, indices, <=)",
+                         "aggregate(select(tokens, tokens, ==) + select(indices, indices, <), "
+                         "tokens)", "(lambda k, q: k == q)", "(inp == out)", "(k < q + 1)",
+                         "project(inp=tokens, op=(inp == out))", "softmax(project(op=(out == "
+                         '"a")))']))
     if depth <= 0 or draw(st.integers(0, 4)) == 0:
         return draw(atoms)
     sub = surface_expr(depth - 1, names)
@@ -182,7 +209,8 @@ def surface_programs(draw):
     rather than the parser."""
     lines = []
     if draw(st.integers(0, 3)):
-        vocab = draw(st.sampled_from(['{"a", "b", "c"}', "{0, 1, 2, 3}", '"abc"', "{}",
+        vocab = draw(st.sampled_from(['{"a", "b", "c"}', '{"a", "b", "c"}', "{0, 1, 2, 3}",
+                                      '"abc"', "{}",
                                       "V = {1, 2}", '{"a", 1}', "[1, 2]", "3"]))
         lines.append(f"@vocab {vocab};")
     if draw(st.integers(0, 3)):
@@ -245,8 +273,26 @@ def mutated(draw, base):
     text = base
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["delete_char", "insert_char", "delete_token",
-                                     "insert_token", "duplicate", "replace_token", "move"]))
+                                     "insert_token", "duplicate", "replace_token", "move",
+                                     "swap_name", "swap_operator", "swap_number"]))
         spans = [m.span() for m in _TOKEN.finditer(text)]
+        if kind.startswith("swap"):
+            pattern = {"swap_name": r"[A-Za-z_]\w*", "swap_operator": r"[-+*/%^<>=!]=?",
+                       "swap_number": r"\d+(?:\.\d+)?"}[kind]
+            same = [(a, b) for a, b in spans if re.fullmatch(pattern, text[a:b])]
+            if not same:
+                continue
+            a, b = draw(st.sampled_from(same))
+            if kind == "swap_name":
+                others = sorted({text[x:y] for x, y in same} | set(BUILTIN_NAMES))
+                new = draw(st.sampled_from(others))
+            elif kind == "swap_operator":
+                new = draw(st.sampled_from(["+", "-", "*", "/", "%", "^", "==", "!=", "<",
+                                            "<=", ">", ">="]))
+            else:
+                new = draw(st.sampled_from(["0", "1", "2", "3", "-1", "0.5", "7", "100"]))
+            text = text[:a] + new + text[b:]
+            continue
         if kind.endswith("token") and spans:
             start, end = draw(st.sampled_from(spans))
         else:
