@@ -671,6 +671,9 @@ class Planner:
             return self.linear(node, "num"), "num", None
         if isinstance(t, T.Cat):
             basis = _finite(t, node)
+            if not basis:
+                raise CompileError(node, "the output has no possible value: every input is a "
+                                   "runtime error")
             return self.linear(node, "cat", basis), "cat", basis
         if isinstance(t, T.Vec) and t.dist:     # a distribution decodes to its argmax
             return self.linear(node, "vec", t.basis), "logits", t.basis
