@@ -97,6 +97,9 @@ class Attention(nn.Module):
         self.b_Q, self.b_K, self.b_V = _param(H, E), _param(H, E), _param(H, E)
         self.W_O, self.b_O = _param(H, E, D), _param(D)
         self.scale = cfg.scale
+        # GPT-2's attn_pdrop, for training only (extractor/train.py sets it); 0 leaves the
+        # forward pass untouched, and it is not part of the config or the weights.
+        self.dropout = 0.0
 
     def forward(self, x, allowed, cache=None, name=""):
         # x: (B, T, D); allowed: (B or 1, 1, T, T) bool, True where a query may read a key
@@ -107,6 +110,8 @@ class Attention(nn.Module):
         # finfo.min rather than -inf, as GPT-2 does: a row with no allowed key stays finite.
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         pattern = scores.softmax(dim=-1)                                    # (B, H, T, T)
+        if self.dropout and self.training:
+            pattern = F.dropout(pattern, self.dropout)
         z = pattern @ v                                                     # (B, H, T, E)
         _save(cache, name + "hook_pattern", pattern)
         _save(cache, name + "hook_z", z.transpose(1, 2))                    # (B, T, H, E)
@@ -202,11 +207,13 @@ class Transformer(nn.Module):
                 position_ids.min() < 0 or position_ids.max() >= c.n_positions):
             raise ValueError(f"position ids must lie in 0..{c.n_positions - 1}")
         cache = {} if return_cache else None
-        embed = self.embed.W_E[tokens]                                      # (B, T, D)
+        # F.embedding rather than W_E[tokens]: the same values, and a backward pass that is
+        # deterministic on CPU (indexing's backward adds rows in a thread-dependent order).
+        embed = F.embedding(tokens, self.embed.W_E)                         # (B, T, D)
         if position_ids is None:
             pos = self.pos_embed.W_pos[:T].expand(B, T, -1)                 # (B, T, D)
         else:
-            pos = self.pos_embed.W_pos[position_ids].expand(B, T, -1)       # (B, T, D)
+            pos = F.embedding(position_ids, self.pos_embed.W_pos).expand(B, T, -1)  # (B, T, D)
         _save(cache, "hook_embed", embed)
         _save(cache, "hook_pos_embed", pos)
         x = embed + pos

@@ -136,7 +136,7 @@ def _add_model_commands(sub) -> None:
     tr.add_argument("--d-model", type=int, required=True)
     tr.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     tr.add_argument("--dropout", type=float, default=0.0,
-                    help="embedding and residual dropout (default 0)")
+                    help="GPT-2's dropout: embeddings, attention, residual (default 0)")
     tr.add_argument("--steps", type=int, default=30_000,
                     help="most optimiser steps; the learning rate decays to 0 over them "
                     "(default 30000)")

@@ -361,9 +361,37 @@ def test_mutated_programs(text, data):
     check_front_end(text, data)
 
 
-@pytest.mark.parametrize("text", SEEDS[:0] + [
+# regressions: each of these once crashed the front end, the printer or the interpreter
+EDGE_TEXTS = [
     "", ";", "@vocab {};\nx = tokens == 1;\n@output x;", "x = 9 ^ 0.5;",
-])
+    "@vocab 3;", "x = zip(1, 2);", "x = [[1]] in indices;", "x = None and 8;",
+    'x = "\\x4";', 'x = "\\N{nope}";', 'load "\\x4";', 'x = "\\q";',
+    "x = 2.0 ^ 10000;", "x = 10 ^ 400 / 3;", "x = 9 ^ 9 ^ 9;", "x = round(1e999);",
+    "x = tokens == 1e999;\n@output x;", "x = tokens in [0 * 1e999];\n@output x;",
+    "@maxlen 99999999999;\nx = indices;\n@output x;", '@hard_scale "a";', "@hard_scale 1e999;",
+    "x = draw(tokens, [[1]]);", "x = tokens([[1]]);",
+    '@vocab {"a", "b"};\n@expect tokens("ab") == [1, len];',
+    "x = tokens not in [len, 1];\n@output x;", "x = {len: 1}[tokens];\n@output x;",
+    '@vocab {"a", "b"};\nx = aggregate(select(tokens, tokens, ==), tokens, '
+    'matrix(rows=["a"], values=[1]));',
+    "x = matrix(rows=[len], values=[1]);",
+    '@vocab {"a", "b"};\n@maxlen 3;\nl = select(k=False, op=True);\n'
+    "x = aggregate(l, numerical(indices));\n@output x;",
+    '@vocab {"a","b"};\nl = project(inp=tokens, op=matrix(rows=["a","b"], values=[1, 2]));\n'
+    "@output l;",
+    '@vocab {"a","b"};\nl = project(inp=tokens, op=matrix(rows=["a"], cols=["a","b"], '
+    "values=[[1, 2]]));\n@output l;",
+    '@vocab {"a","b"};\nl = project(op=matrix(rows=["a", "b"], cols=["a","b"], '
+    "values=[[1, 2], [3, 4]]));\n@output l;",
+    '@vocab {"a","b"};\n@maxlen 4;\nv = aggregate(select(tokens, tokens, ==) + '
+    "select(indices, indices, <), tokens);\nm = mlp(v, W_in=matrix(rows=[0], cols=[0], "
+    "values=[[1]]), b_in=matrix(rows=[0], values=[1]), W_out=matrix(rows=[0], cols=[\"x\"], "
+    'values=[[1]]), b_out=matrix(rows=["x"], values=[1]));\n@output m;',
+    '@vocab {"a","b"};\nv = exists(tokens, "zz");\n@output v;',
+]
+
+
+@pytest.mark.parametrize("text", EDGE_TEXTS)
 def test_edge_texts(text):
     check_front_end(text)
 

@@ -1,0 +1,116 @@
+"""Which task a checkpoint was trained on, and whether the checkpoint fits it.
+
+A checkpoint trained by `rasp train` carries `task.json` (the task, its mode and vocabulary,
+training record and accuracy). The paper's checkpoints carry nothing, but their folder names
+start with the task: `bce_tomita4-@2l2h16d3lr01drop` is tomita4 in next-token-set mode.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from rasp_ir.diagnostics import Diagnostic, RaspError
+
+from .registry import get_task
+from .tasks import Task
+
+TASK_FILE = "task.json"
+
+
+def read_task_file(directory: Path) -> dict | None:
+    path = directory / TASK_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RaspError([Diagnostic("T405", f"{path}: not readable as JSON ({exc})")]) from None
+    if not isinstance(data, dict) or not isinstance(data.get("task"), str):
+        raise RaspError([Diagnostic("T405", f"{path}: expected an object with a 'task' name")])
+    return data
+
+
+def task_spec(directory: Path, config_json: dict) -> tuple[str, dict | None]:
+    """(task spec, task.json contents or None) for a checkpoint directory."""
+    recorded = read_task_file(directory)
+    if recorded is not None:
+        return recorded["task"], recorded
+    prefix = directory.resolve().name.split("-")[0]
+    try:
+        task = get_task(prefix)
+    except RaspError:
+        raise RaspError([Diagnostic(
+            "T405", f"{directory}: cannot tell which task this checkpoint was trained on",
+            note=f"it has no {TASK_FILE}, and its folder name does not start with a task "
+            f"name ('{prefix}')", hint="pass --task NAME")]) from None
+    bce_model = "GPT2BCELMHeadModel" in (config_json.get("architectures") or [])
+    if task.mode == "bce" and not (prefix.lower().startswith("bce_") or bce_model):
+        # The paper's plain formal-language names (e.g. `tomita4-…`) mean recognition mode.
+        raise RaspError([Diagnostic(
+            "T405", f"{directory}: '{prefix}' names the paper's recognition mode (accept/reject "
+            "after <sep>), which is not implemented; only next-token-set (bce_) models are",
+            hint=f"pass --task {task.name} if this model predicts next-token sets")])
+    return prefix, None
+
+
+def check_fits(model, task: Task, directory: Path, recorded: dict | None) -> None:
+    """RaspError T403 naming every way the model does not fit the task."""
+    problems = []
+    c = model.config
+    if c.vocab_size != len(task.vocab) or c.d_vocab_out != len(task.vocab):
+        problems.append(f"the model's vocabulary has {c.vocab_size} tokens; task {task.name} "
+                        f"has {len(task.vocab)} ({_preview(task.vocab.tokens)})")
+    if recorded is not None:
+        if recorded.get("mode", task.mode) != task.mode:
+            problems.append(f"the model was trained in mode '{recorded['mode']}', task "
+                            f"{task.name} is in mode '{task.mode}'")
+        vocab = recorded.get("vocab")
+        if isinstance(vocab, list) and vocab != list(task.vocab.tokens):
+            diff = next((i for i, (a, b) in enumerate(zip(vocab, task.vocab.tokens))
+                         if a != b), min(len(vocab), len(task.vocab)))
+            problems.append(f"the model's vocabulary ({_preview(vocab)}) differs from task "
+                            f"{task.name}'s ({_preview(task.vocab.tokens)}) at id {diff}")
+    if problems:
+        raise RaspError([Diagnostic("T403", f"{directory}: {p}") for p in problems])
+
+
+def _preview(tokens, limit: int = 8) -> str:
+    tokens = list(tokens)
+    shown = ", ".join(map(str, tokens[:limit]))
+    return shown + (f", … {len(tokens) - limit} more" if len(tokens) > limit else "")
+
+
+def load_with_task(directory: str | Path, spec: str | None = None):
+    """(model, task) for a checkpoint directory; the task is `spec` if given, else the one
+    the checkpoint records or its folder name says. Raises CheckpointError or RaspError
+    (T401-T405) with a message that names the problem."""
+    from compiler.checkpoint import load_model
+    directory = Path(directory)
+    model, metadata = load_model(directory)
+    recorded = read_task_file(directory)
+    if spec is None:
+        spec, recorded = task_spec(directory, metadata["config_json"])
+    task = get_task(spec)
+    check_fits(model, task, directory, recorded)
+    return model, task
+
+
+def write_task_file(directory: Path, task: Task, record: dict) -> Path:
+    """Write task.json: the task's metadata plus `record` (training settings, accuracy)."""
+    path = Path(directory) / TASK_FILE
+    path.write_text(json.dumps({**task.metadata(), **record}, indent=2) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def recorded_accuracy(directory: str | Path) -> dict[str, float] | None:
+    """{bucket: accuracy} from a checkpoint's acc.txt (the paper's format), or None."""
+    path = Path(directory) / "acc.txt"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = re.findall(r"eval_len(\d+-\d+)_acc:\s*([0-9.eE+-]+)", text)
+    return {bucket: float(value) for bucket, value in found} or None
