@@ -81,11 +81,16 @@ class LayerNorm(nn.Module):
         super().__init__()
         self.eps = cfg.ln_eps
         self.w, self.b = _param(cfg.d_model), _param(cfg.d_model)
+        # The linear-LayerNorm assumption (extractor/linearise.py) replaces the per-position
+        # scale sqrt(var + eps) by this constant; None is the real LayerNorm. Not a weight.
+        self.fixed_scale: float | None = None
 
     def forward(self, x, cache=None, name=""):
         if cache is not None:
             # The per-position scale is what a linearised LayerNorm treats as a constant.
             cache[name + "hook_scale"] = (x.var(-1, unbiased=False, keepdim=True) + self.eps).sqrt()
+        if self.fixed_scale is not None:
+            return (x - x.mean(-1, keepdim=True)) / self.fixed_scale * self.w + self.b
         return F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
 
 

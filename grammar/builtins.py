@@ -245,6 +245,9 @@ def _lookup(el, a, span):
     return el.typed(ir.Primitive("lookup", (x.node, table), span=span), span)
 
 
+MLP_ACTIVATIONS = ("gelu", "relu")
+
+
 def _mlp(el, a, span):
     inputs = [el.arg_value(t, a.env) for t in a.trees["inputs"]]
     if not inputs or not all(isinstance(i, Term) for i in inputs):
@@ -255,7 +258,11 @@ def _mlp(el, a, span):
         if not isinstance(value, ir.Matrix):
             raise Issue("E212", f"mlp's {name} must be a matrix(...) or table(...)", span)
         tables.append(value)
-    node = ir.Mlp(tuple(i.node for i in inputs), *tables, span=span)
+    activation = a.value("activation", "gelu")
+    if activation not in MLP_ACTIVATIONS:
+        raise Issue("E212", f"mlp's activation must be one of {', '.join(map(repr, MLP_ACTIVATIONS))}, "
+                    f"got {activation!r}", span)
+    node = ir.Mlp(tuple(i.node for i in inputs), *tables, activation=activation, span=span)
     return el.typed(node, span)
 
 
@@ -338,7 +345,7 @@ def builtin_env() -> Env:
         _builtin("sharpen", ("x", "n"), _sharpen),
         _builtin("exists", ("x", "value", "threshold"), _exists),
         _builtin("lookup", ("x", "table"), _lookup),
-        _builtin("mlp", ("*inputs", "W_in", "b_in", "W_out", "b_out"), _mlp),
+        _builtin("mlp", ("*inputs", "W_in", "b_in", "W_out", "b_out", "activation"), _mlp),
         _builtin("project", ("inp", "op"), _project),
         _builtin("softmax", ("x",), _predict("softmax")),
         _builtin("sigmoid", ("x",), _predict("sigmoid")),

@@ -183,7 +183,8 @@ def _load(path: Path):
 
 
 def parse_input(text: str, vocab: tuple | None) -> list:
-    """A command-line input: a JSON list of tokens, or else a string of characters. Tokens are
+    """A command-line input: a JSON list of tokens; else, where the vocabulary has tokens longer
+    than one character, tokens separated by spaces; else a string of characters. Tokens are
     matched to the vocabulary's spelling (3 -> "3" when the vocabulary holds strings)."""
     tokens = None
     if text.lstrip().startswith("["):
@@ -196,7 +197,11 @@ def parse_input(text: str, vocab: tuple | None) -> list:
             raise RaspError([Diagnostic("R233", f"input {text!r} must be a flat JSON list")])
         tokens = value
     if tokens is None:
-        return list(text)
+        if vocab and any(isinstance(v, str) and len(v) > 1 for v in vocab):
+            # a vocabulary of words (`<bos>`, `17`): tokens are separated by spaces
+            tokens = text.split()
+        else:
+            return list(text)
     if vocab is None:
         return tokens
     known = set(vocab)

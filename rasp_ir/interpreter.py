@@ -40,15 +40,31 @@ def run(program: ir.Program, inputs, node: ir.Node | None = None,
     sequences = prepare_inputs(program, inputs, add_bos)      # validated once
     raw = _evaluate_sequences(interpreter, sequences, target)
     kind = interpreter.type_of(target)
+    sets = _is_sigmoid(program, target)
     results = []
     for seq, value in zip(sequences, raw):
-        if isinstance(kind, T.Logits) or (isinstance(kind, T.Vec) and kind.dist):
+        if sets:
+            # next-token sets: at each position, every output whose probability passes 1/2
+            basis = list(kind.basis)
+            chosen = [[basis[i] for i in np.flatnonzero(row > 0.5)] for row in value]
+            results.append(Result(tuple(seq), chosen, value.tolist()))
+        elif isinstance(kind, T.Logits) or (isinstance(kind, T.Vec) and kind.dist):
             basis = A.to_array(list(kind.out if isinstance(kind, T.Logits) else kind.basis))
             best = basis[np.argmax(value, axis=-1)]
             results.append(Result(tuple(seq), best.tolist(), value.tolist()))
         else:
             results.append(Result(tuple(seq), value.tolist()))
     return results
+
+
+def _is_sigmoid(program: ir.Program, node: ir.Node) -> bool:
+    """Whether `node` is (a name for) a sigmoid prediction."""
+    while isinstance(node, ir.Ref):
+        try:
+            node = program.binding(node.name).value
+        except KeyError:
+            return False
+    return isinstance(node, ir.Predict) and node.function == "sigmoid"
 
 
 def evaluate(program: ir.Program, inputs, node: ir.Node, add_bos: bool = False,
@@ -176,6 +192,7 @@ class _Group:
         self.params: dict[str, np.ndarray] = {}
         self.causal_mask = np.tril(np.ones((self.n, self.n), dtype=bool))
         self._codes: dict[int, tuple] = {}
+        self._vectors: dict[tuple, tuple] = {}
 
     def order_codes(self, arr: np.ndarray) -> np.ndarray:
         """Small integers with the order of `arr`'s values (sorted uniques), cached per array."""
@@ -363,6 +380,16 @@ class _Group:
             return value
         if isinstance(t, T.Num):
             return value.astype(np.float64)[..., None]
+        # a program extracted from a model reads `token` and `pos` in hundreds of terms
+        key = (id(value), t.values)
+        cached = self._vectors.get(key)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        onehot = self._one_hot(value, t)
+        self._vectors[key] = (value, onehot)
+        return onehot
+
+    def _one_hot(self, value, t) -> np.ndarray:
         basis = {v: i for i, v in enumerate(t.values)}
         values, codes = A.factorize(value)
         try:
@@ -389,7 +416,8 @@ class _Group:
             row = k @ matrix                                      # (b, n_k)
             return np.broadcast_to(row[:, None, :], (self.b, self.n, self.n))
         q = self.vector(queries, query_t)                         # (b, n, |Q|)
-        return np.einsum("bqi,ij,bkj->bqk", q, matrix, k)
+        # two matmuls, not a three-operand einsum (which loops over every index at once)
+        return (q @ matrix) @ k.transpose(0, 2, 1)                # (b, n_q, n_k)
 
     def _SelectAnd(self, node):
         return self.value(node.left) & self.value(node.right)
@@ -497,10 +525,12 @@ class _Group:
         parts = [self.vector(self.value(i), self.interp.type_of(i)) for i in node.inputs]
         x = np.concatenate(parts, axis=-1)
         m = self.interp.matrix
-        hidden = x @ m(node.W_in) + m(node.b_in)
-        # GPT-2's GELU (tanh approximation), as in the checkpoints the extractor reads
-        hidden = 0.5 * hidden * (1 + np.tanh(np.sqrt(2 / np.pi) * (hidden + 0.044715 * hidden**3)))
-        return hidden @ m(node.W_out) + m(node.b_out)
+        hidden = x @ m(node.W_in) + m(node.b_in).reshape(-1)
+        if node.activation == "relu":       # compiled models
+            hidden = np.maximum(hidden, 0)
+        else:   # GPT-2's GELU (tanh approximation), as in the checkpoints the extractor reads
+            hidden = 0.5 * hidden * (1 + np.tanh(np.sqrt(2 / np.pi) * (hidden + 0.044715 * hidden**3)))
+        return hidden @ m(node.W_out) + m(node.b_out).reshape(-1)
 
     def _Project(self, node):
         out = self.program.vocab
@@ -510,7 +540,7 @@ class _Group:
                 bias = self.interp.matrix(pred)
             else:
                 bias = self._table(pred, node, out, None, "out", None) * self.program.hard_scale
-            return np.broadcast_to(bias, (self.b, self.n, len(out))).copy()
+            return np.broadcast_to(bias, (self.b, self.n, bias.shape[-1])).copy()
         t = self.interp.type_of(node.operand)
         x = self.vector(self.value(node.operand), t)
         if isinstance(pred, ir.Matrix):

@@ -252,12 +252,14 @@ class Primitive(Node):
 @frozen
 class Mlp(Node):
     """An opaque MLP over its inputs' concatenated vectors, holding its weights as tables
-    `W_in` (d_in × d_mlp), `b_in`, `W_out` (d_mlp × d_out), `b_out`, with GELU between."""
+    `W_in` (d_in × d_mlp), `b_in`, `W_out` (d_mlp × d_out), `b_out`, with `activation`
+    between: "gelu" (GPT-2's tanh approximation, trained checkpoints) or "relu" (compiled)."""
     inputs: tuple[Node, ...]
     W_in: Matrix
     b_in: Matrix
     W_out: Matrix
     b_out: Matrix
+    activation: str = "gelu"
     span: Span | None = _span()
 
 

@@ -205,6 +205,8 @@ def _render(node) -> str:
         inputs = ", ".join(expr(i) for i in node.inputs)
         weights = ", ".join(f"{n}={matrix(getattr(node, n))}"
                             for n in ("W_in", "b_in", "W_out", "b_out"))
+        if node.activation != "gelu":
+            weights += f", activation={literal(node.activation)}"
         return f"mlp({inputs}, {weights})"
     if isinstance(node, ir.Project):
         inp = f"inp={expr(node.operand)}, " if node.operand is not None else ""

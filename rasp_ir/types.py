@@ -493,17 +493,20 @@ def _mlp(node, ctx, kids):
 
 
 def _project(node, ctx, kids):
-    out = ctx.vocab
-    if out is None:
-        raise TypeIssue("E231", "project needs the output vocabulary", "declare @vocab")
     pred = node.predicate
     if isinstance(pred, ir.Matrix):
-        cols = pred.cols if node.operand is not None else pred.rows
-        if cols is None or len(cols) != len(out) or (node.operand is None and
-                                                     pred.cols is not None):
-            raise TypeIssue("E212", f"project's table needs one column per output token "
-                            f"({len(out)})" + ("" if node.operand is not None else
-                                               "; a bias is a vector"))
+        # A table's labels name the outputs, so logits need not range over @vocab (a
+        # compiled model's outputs are the program's output values, not its input tokens).
+        if node.operand is None and pred.cols is not None:
+            raise TypeIssue("E212", "project's bias is a vector over the outputs, not a matrix")
+        if node.operand is not None and pred.cols is None:
+            raise TypeIssue("E212", "project's table needs one row per basis value of its input "
+                            "and one column per output")
+        out = tuple(pred.rows if node.operand is None else pred.cols)
+    else:
+        out = ctx.vocab
+        if out is None:
+            raise TypeIssue("E231", "project needs the output vocabulary", "declare @vocab")
     if node.operand is not None:
         t = kids[0]
         if basis_of(t) is None or not (isinstance(t, (Vec, Cat))):

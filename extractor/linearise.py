@@ -1,0 +1,115 @@
+"""The linear-LayerNorm assumption (LLN-A): LayerNorm with one constant scale per LayerNorm.
+
+LayerNorm(x) = (x - mean x) / sqrt(var x + eps) * w + b divides by a per-position scale, the
+one non-linear step between a path's write to the residual stream and a reader. LLN-A replaces
+sqrt(var x + eps) by a constant sqrt(E[var x] + eps), the variance averaged over task data, which
+makes every reader a linear function of the residual stream, so the model splits into paths
+(design/DECOMPILER.md §5.2). The paper learns these constants during pruning; here they are
+estimated once and kept, so the full program is an exact rewrite of the linearised model.
+
+How far LLN-A changes the model is measured, not assumed: `faithfulness` reports, per length
+bucket, the fraction of sequences on which the linearised model makes the same prediction as
+the original at every scored position, and the mean KL divergence from the original.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from .batches import collate, length_sorted_chunks
+from .evaluate import MAX_TOKENS, evaluation_sets
+from .tasks import Task
+
+
+def layer_norms(model) -> dict[str, torch.nn.Module]:
+    """The model's LayerNorms by name: blocks.L.ln1, blocks.L.ln2, ln_final."""
+    found = {}
+    for i, block in enumerate(model.blocks):
+        for which in ("ln1", "ln2"):
+            if getattr(block, which) is not None:
+                found[f"blocks.{i}.{which}"] = getattr(block, which)
+    if model.ln_final is not None:
+        found["ln_final"] = model.ln_final
+    return found
+
+
+@torch.inference_mode()
+def estimate_scales(model, task: Task, batches: int = 10, batch_size: int = 64,
+                    seed: int = 0) -> dict[str, float]:
+    """{LayerNorm name: sqrt(mean variance + eps)} over `batches` × `batch_size` sequences of
+    the task's whole length range (0 to max_length, random position offsets, as the paper's
+    estimate), counting every position except <pad> and <eos>."""
+    norms = layer_norms(model)
+    if not norms:
+        return {}
+    rng = np.random.default_rng([seed, 7919])
+    sums = {name: 0.0 for name in norms}
+    count = 0
+    vocab = task.vocab
+    model.eval()
+    for _ in range(batches):
+        examples = [task.sample(rng, 0, task.max_length, offset=True) for _ in range(batch_size)]
+        batch = collate(examples, vocab.pad, task.mode)
+        _, cache = model(batch.tokens, position_ids=batch.positions, return_cache=True)
+        keep = (batch.tokens != vocab.pad) & (batch.tokens != vocab.eos)       # (B, T)
+        count += int(keep.sum())
+        for name, norm in norms.items():
+            scale = cache[name + ".hook_scale"][..., 0]                         # (B, T)
+            variance = scale.double() ** 2 - norm.eps
+            sums[name] += float(variance[keep].sum())
+    return {name: float(np.sqrt(sums[name] / max(count, 1) + norms[name].eps)) for name in norms}
+
+
+def linearised(model, scales: dict[str, float]):
+    """A copy of `model` whose LayerNorms divide by the given constants (LLN-A)."""
+    linear = copy.deepcopy(model)
+    norms = layer_norms(linear)
+    missing = sorted(set(norms) - set(scales))
+    if missing:
+        raise ValueError(f"no LLN-A scale for {', '.join(missing)}")
+    for name, norm in norms.items():
+        norm.fixed_scale = float(scales[name])
+    return linear.eval()
+
+
+@torch.inference_mode()
+def faithfulness(original, linear, task: Task, buckets=None, n: int = 2000,
+                 seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per bucket: `match`, the fraction of sequences on which `linear` predicts what
+    `original` predicts at every scored position (argmax for next-token tasks, the sign of
+    every entry for next-token sets), and `kl`, the mean KL(original || linear) per scored
+    position (summed over the vocabulary's Bernoulli variables for next-token sets)."""
+    sets = evaluation_sets(task, buckets or task.test_buckets, n, seed,
+                           original.config.n_positions)
+    out = {}
+    for name, examples in sets.items():
+        same, kl_sum, positions = 0, 0.0, 0
+        for chunk in length_sorted_chunks(examples, MAX_TOKENS):
+            batch = collate(chunk, task.vocab.pad, task.mode)
+            a = original(batch.tokens, position_ids=batch.positions).double()
+            b = linear(batch.tokens, position_ids=batch.positions).double()
+            scored = batch.scored
+            if task.mode == "lm":
+                agree = a.argmax(-1) == b.argmax(-1)
+                kl = (a.log_softmax(-1).exp() * (a.log_softmax(-1) - b.log_softmax(-1))).sum(-1)
+            else:
+                agree = ((a > 0) == (b > 0)).all(-1)
+                kl = _bernoulli_kl(a, b).sum(-1)
+            same += int((agree | ~scored).all(-1).sum())
+            kl_sum += float(kl[scored].sum())
+            positions += int(scored.sum())
+        out[name] = {"match": same / max(len(examples), 1),
+                     "kl": kl_sum / max(positions, 1)}
+    return out
+
+
+def _bernoulli_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """KL(Bernoulli(sigmoid a) || Bernoulli(sigmoid b)) elementwise, stable for large logits."""
+    p = torch.sigmoid(a)
+    log_p, log_1p = torch.nn.functional.logsigmoid(a), torch.nn.functional.logsigmoid(-a)
+    log_q, log_1q = torch.nn.functional.logsigmoid(b), torch.nn.functional.logsigmoid(-b)
+    return p * (log_p - log_q) + (1 - p) * (log_1p - log_1q)
+
