@@ -70,6 +70,11 @@ class Source:
     name: str
     basis: tuple
     E: np.ndarray           # (len(basis), d_model)
+    node: ir.Node | None = None     # how the program refers to it (default: its name)
+
+    @property
+    def ref(self) -> ir.Node:
+        return self.node if self.node is not None else ir.Ref(self.name)
 
 
 @frozen
@@ -144,10 +149,11 @@ class _Builder:
         self.model, self.outputs, self.build, self.limit = model, tuple(outputs), build, limit
         self.progress = progress
         self.D = model.config.d_model
-        self.sources = [Source("token", tuple(tokens), _array(model.embed.W_E)),
-                        Source("pos", tuple(range(P)), _array(model.pos_embed.W_pos)[:P])]
-        self.bindings: list[ir.Binding] = [ir.Binding("token", ir.Tokens()),
-                                           ir.Binding("pos", ir.Indices())]
+        # `token` and `pos` are the language's own names for tokens and indices
+        self.sources = [Source("token", tuple(tokens), _array(model.embed.W_E), ir.Tokens()),
+                        Source("pos", tuple(range(P)), _array(model.pos_embed.W_pos)[:P],
+                               ir.Indices())]
+        self.bindings: list[ir.Binding] = []
         self.constant = np.zeros(self.D)
         self.entries = 0
 
@@ -204,7 +210,7 @@ class _Builder:
                         n_terms += 1
                         self.count(table.size)
                         if self.build:
-                            terms.append(ir.Select(ir.Ref(r.name), ir.Ref(p.name), _matrix(
+                            terms.append(ir.Select(r.ref, p.ref, _matrix(
                                 f"qk{L}_{h}.{p.name}.{r.name}", p.basis, r.basis, table)))
             for r, k in keys:
                 vector = attn.scale * k @ q_const
@@ -212,12 +218,12 @@ class _Builder:
                     n_terms += 1
                     self.count(vector.size)
                     if self.build:
-                        terms.append(ir.Select(ir.Ref(r.name), None, _matrix(
+                        terms.append(ir.Select(r.ref, None, _matrix(
                             f"k{L}_{h}.{r.name}", r.basis, None, vector)))
             if not n_terms:     # no key is told apart: uniform attention over the keys
                 self.count(1)
                 if self.build:
-                    terms.append(ir.Select(ir.Ref("token"), None, _matrix(
+                    terms.append(ir.Select(sources[0].ref, None, _matrix(
                         f"k{L}_{h}.token", sources[0].basis, None,
                         np.zeros(len(sources[0].basis)))))
             score = f"s{L}_{h}"
@@ -226,8 +232,7 @@ class _Builder:
             for s, E in values:
                 name = f"a{L}_{h}_{s.name}"
                 if self.build:
-                    self.bindings.append(ir.Binding(name, ir.Aggregate(ir.Ref(score),
-                                                                       ir.Ref(s.name))))
+                    self.bindings.append(ir.Binding(name, ir.Aggregate(ir.Ref(score), s.ref)))
                 new.append(Source(name, s.basis, E))
         self.constant = self.constant + _array(attn.b_O)
         self.sources = sources + new
@@ -253,7 +258,7 @@ class _Builder:
         name = f"m{L}"
         if self.build:
             rows = [f"{s.name}:{v}" for s, _ in parts for v in s.basis]
-            node = ir.Mlp(tuple(ir.Ref(s.name) for s, _ in parts),
+            node = ir.Mlp(tuple(s.ref for s, _ in parts),
                           _matrix(f"{name}.W_in", rows, range(M),
                                   np.concatenate([w for _, w in parts])),
                           _matrix(f"{name}.b_in", range(M), None, b),
@@ -274,7 +279,7 @@ class _Builder:
             if table.any():
                 self.count(table.size)
                 if self.build:
-                    terms.append(ir.Project(ir.Ref(s.name), _matrix(f"out.{s.name}", s.basis,
+                    terms.append(ir.Project(s.ref, _matrix(f"out.{s.name}", s.basis,
                                                                     self.outputs, table)))
         bias = ln.of_constant(self.constant) @ W_U + _array(self.model.unembed.b_U)
         self.count(bias.size)

@@ -159,6 +159,30 @@ def _add_model_commands(sub) -> None:
                         "bce: next-token sets), vocabulary size and a description.")
     ts.set_defaults(handler=cmd_tasks)
 
+    ex = sub.add_parser("extract", help="rewrite a checkpoint as a RASP program",
+                        description="Rewrite CHECKPOINT (a trained GPT-2 checkpoint, or a model "
+                        "directory written by `rasp compile`) as a D-RASP program. Stage "
+                        "`full`: LayerNorm is linearised (one scale per LayerNorm, estimated on "
+                        "task data; its faithfulness to the original model is measured per "
+                        "length bucket), then every path through the model becomes a variable "
+                        "and every product of weights a table. The program computes the "
+                        "linearised model's logits exactly. Writes PROG, its tables beside it "
+                        "(PROG.tables.safetensors) and a report (PROG.report.json).")
+    ex.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    ex.add_argument("--task", metavar="TASK",
+                    help="the task of a trained checkpoint (default: its task.json or folder name)")
+    ex.add_argument("--stage", choices=["full"], default="full",
+                    help="full: the exact, unpruned program (the only stage so far)")
+    ex.add_argument("-o", "--output", type=Path, required=True, metavar="PROG.rasp")
+    ex.add_argument("--n", type=int, default=2000, metavar="N",
+                    help="sequences per bucket for the LLN-A faithfulness (default 2000)")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the task data (default 0)")
+    ex.add_argument("--max-entries", type=int, default=None, metavar="N",
+                    help="refuse programs whose tables hold more numbers (default 20,000,000)")
+    ex.add_argument("--json", action="store_true", help="print the report as JSON")
+    ex.add_argument("--quiet", action="store_true", help="no progress display")
+    ex.set_defaults(handler=cmd_extract)
+
 
 # ---------------------------------------------------------------- helpers
 
@@ -433,6 +457,68 @@ def cmd_train(args) -> int:
     _print_buckets(result.accuracy)
     print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def cmd_extract(args) -> int:
+    import torch
+
+    from extractor.extract import extract_full, load_subject
+    from extractor.paths import MAX_ENTRIES
+
+    from .tables import atomic_write_text, write_program
+    if args.n < 1 or args.seed < 0 or (args.max_entries is not None and args.max_entries < 1):
+        raise RaspError([Diagnostic("T404", "--n and --max-entries must be at least 1 and "
+                                    "--seed at least 0")])
+    if args.output.suffix != ".rasp":
+        raise RaspError([Diagnostic("X503", f"{args.output}: the program's file name must end "
+                                    "in .rasp (its tables go beside it)")])
+    if not args.output.parent.is_dir():
+        raise RaspError([Diagnostic("X503", f"{args.output.parent}: no such directory")])
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    subject = load_subject(args.checkpoint, args.task)
+    bar = _status_line(args)
+    try:
+        result = extract_full(subject, n=args.n, seed=args.seed,
+                              limit=args.max_entries or MAX_ENTRIES, progress=bar)
+    finally:
+        bar(None)
+    write_program(result.program, args.output)
+    report = dict(result.report, checkpoint=str(args.checkpoint), program=dict(
+        result.report["program"], file=str(args.output)))
+    atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    size = report["program"]
+    print(f"{args.checkpoint}: {subject.kind} model, {report['model']['layers']} layers x "
+          f"{report['model']['heads']} heads" + (f", task {report['task']}" if "task" in report
+                                                 else ""))
+    lln = report["lln_a"]
+    if lln is None:
+        print("  no LayerNorm: the program is an exact rewrite of the model")
+    else:
+        print(f"  LLN-A with {lln['method']} LayerNorm scales; faithfulness "
+              f"({lln['sequences_per_bucket']} sequences per bucket, match = same prediction "
+              "at every scored position):")
+        for bucket, f in lln["faithfulness"].items():
+            print(f"    {bucket:<10} match {f['match']:.4f}   KL {f['kl']:.2e}")
+    print(f"  program: {size['paths']} paths, {size['score_terms']} score terms, "
+          f"{size['table_entries']:,} table entries; built in {report['seconds']['build']:.2f} s")
+    print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
+          f"report: {args.output.with_suffix('.report.json').name})")
+    return EXIT_OK
+
+
+def _status_line(args):
+    """A one-line progress display on stderr: call with text to update, None to clear."""
+    enabled = _progress(args)
+
+    def show(text):
+        if not enabled:
+            return
+        sys.stderr.write("\r\033[K" + (f"extract: {text}" if text else ""))
+        sys.stderr.flush()
+    return show
 
 
 def cmd_tasks(args) -> int:
