@@ -2,7 +2,7 @@
 
 Codes: E1xx syntax, E2xx types and names, E3xx value sets, R2xx runtime (interpreter),
 C3xx checkpoints (compiler/checkpoint.py), T4xx tasks, training and evaluation (extractor/),
-W1xx/W2xx warnings. `rasp_ir.diagnostics.CODES` lists each with a one-line summary.
+X5xx extraction, W1xx/W2xx warnings. `rasp_ir.diagnostics.CODES` lists each with a one-line summary.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ CODES = {
     "T404": "bad length buckets or lengths outside what the task supports",
     "T405": "the task of a checkpoint cannot be determined",
     "T406": "bad training options",
+    "X501": "the full program of a model would be too large (paths multiply with depth)",
+    "X502": "a model with LayerNorm needs task data for its LLN-A scales",
+    "X503": "bad output path for an extracted program",
     "W101": "RASP 0.1 would read a statement differently (operator precedence)",
     "W222": "a numerical aggregate with a non-zero default",
 }
@@ -93,7 +96,7 @@ class Diagnostic:
 
     @property
     def severity(self) -> str:
-        return {"E": "error", "C": "error", "T": "error", "R": "runtime error",
+        return {"E": "error", "C": "error", "T": "error", "X": "error", "R": "runtime error",
                 "W": "warning"}[self.code[0]]
 
     def render(self, source: str | None = None) -> str:

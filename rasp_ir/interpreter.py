@@ -104,11 +104,12 @@ def prepare_inputs(program: ir.Program, inputs, add_bos: bool = False) -> list[l
         where = f"input {number + 1}"
         if not seq:
             raise _input_error("R234", f"{where} is empty; sequences need at least one token")
-        kinds = {type(v) for v in seq}      # checked per type, not per token: inputs are long
-        odd = [k for k in kinds if k is not type(None) and not issubclass(k, _TOKEN_TYPES)]
+        types = {type(v) for v in seq}      # checked per type, not per token: inputs are long
+        odd = [k for k in types if k is not type(None) and not issubclass(k, _TOKEN_TYPES)]
         if odd:
             first = next(v for v in seq if type(v) in odd)
             raise _input_error("R234", f"{where} holds {first!r}, which is not a single token")
+        kinds = {_family(k) for k in types}
         if len(kinds) > 1 and not kinds <= {int, float}:
             raise _input_error("R234", f"{where} mixes value types: {seq!r}",
                                "give every token the same type")
@@ -127,6 +128,15 @@ def prepare_inputs(program: ir.Program, inputs, add_bos: bool = False) -> list[l
 
 
 _TOKEN_TYPES = (str, int, float, np.generic)
+
+
+def _family(kind: type) -> type:
+    """numpy's scalar types count as the Python type they stand for (np.str_ is a str)."""
+    for family, numpy_kind in ((bool, np.bool_), (str, np.str_), (int, np.integer),
+                               (float, np.floating)):
+        if issubclass(kind, (family, numpy_kind)):
+            return family
+    return kind
 
 
 def _input_error(code, message, hint=None):
