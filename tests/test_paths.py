@@ -2,7 +2,8 @@
 
 This is the exactness test of the whole method: a wrong path, a missing bias or a transposed
 table shows up as a logit difference. Trained checkpoints are compared with their LLN-A model
-in float32 (1e-4) and float64 (1e-9); compiled models, which have no LayerNorm, with themselves.
+in float32 (1e-4 × max(1, |logit|)) and
+float64 (1e-9); compiled models, which have no LayerNorm, with themselves.
 The default run checks a few checkpoints on a few sequences; `-m slow` checks every shared
 checkpoint of at most two layers on more."""
 
@@ -53,7 +54,8 @@ def check_checkpoint(folder, per_bucket):
         with torch.no_grad():
             ref32 = linear(ids)[0].numpy()
             ref64 = linear64(ids)[0].numpy()
-        assert np.abs(logits - ref32).max() <= 1e-4, (folder, len(example.tokens))
+        # float32 rounds logits of size ~80 (bin_majority_interleave) by ~1e-4 on its own
+        assert np.abs(logits - ref32).max() <= 1e-4 * max(1.0, np.abs(ref32).max()), folder
         assert np.abs(logits - ref64).max() <= 1e-9, (folder, len(example.tokens))
     model.float()
 
