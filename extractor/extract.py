@@ -64,7 +64,7 @@ class Extraction:
 
 
 def extract_full(subject: Subject, n: int = 2000, seed: int = 0, limit: int = MAX_ENTRIES,
-                 progress=None) -> Extraction:
+                 fit_steps: int = 100, progress=None) -> Extraction:
     """The full program of `subject` and a report: LLN-A scales and faithfulness, program
     size, times. `progress(text)` hears about each step."""
     from .linearise import faithfulness, layer_norms, linearised
@@ -83,7 +83,7 @@ def extract_full(subject: Subject, n: int = 2000, seed: int = 0, limit: int = MA
         start = time.perf_counter()
         if progress:
             progress("estimating LayerNorm scales")
-        scales, lln = choose_scales(model, subject.task, n, seed, progress)
+        scales, lln = choose_scales(model, subject.task, n, seed, fit_steps, progress)
         linear = linearised(model, scales)
         timings["scales"] = round(time.perf_counter() - start, 3)
         start = time.perf_counter()
@@ -108,13 +108,18 @@ def extract_full(subject: Subject, n: int = 2000, seed: int = 0, limit: int = MA
     return Extraction(program, report)
 
 
-def choose_scales(model, task, n: int, seed: int, progress=None) -> tuple[dict, dict]:
-    """LLN-A scales: the averaged variance, or those refined by gradient descent on the KL
-    from the original, whichever keeps the original's predictions on more sequences of a
-    selection set (its own seed: the evaluation sets are not used to choose)."""
+def choose_scales(model, task, n: int, seed: int, fit_steps: int = 100,
+                  progress=None) -> tuple[dict, dict]:
+    """LLN-A scales: the averaged variance, or those refined by `fit_steps` steps of gradient
+    descent on the KL from the original, whichever keeps the original's predictions on more
+    sequences of a selection set (its own seed: the evaluation sets are not used to choose).
+    fit_steps=0 keeps the averaged variance."""
     from .linearise import estimate_scales, faithfulness, fit_scales, linearised
     estimated = estimate_scales(model, task, seed=seed)
-    fitted = fit_scales(model, task, estimated, seed=seed, progress=progress)
+    if fit_steps <= 0:
+        return estimated, {"method": "estimated", "scales": estimated,
+                           "estimated_scales": estimated}
+    fitted = fit_scales(model, task, estimated, steps=fit_steps, seed=seed, progress=progress)
     if progress:
         progress("choosing LayerNorm scales")
     scored = {}

@@ -177,6 +177,9 @@ def _add_model_commands(sub) -> None:
     ex.add_argument("--n", type=int, default=2000, metavar="N",
                     help="sequences per bucket for the LLN-A faithfulness (default 2000)")
     ex.add_argument("--seed", type=int, default=0, help="seed of the task data (default 0)")
+    ex.add_argument("--fit-steps", type=int, default=100, metavar="N",
+                    help="gradient steps refining the LLN-A scales; 0 keeps the averaged "
+                    "variance (default 100)")
     ex.add_argument("--max-entries", type=int, default=None, metavar="N",
                     help="refuse programs whose tables hold more numbers (default 20,000,000)")
     ex.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -466,9 +469,10 @@ def cmd_extract(args) -> int:
     from extractor.paths import MAX_ENTRIES
 
     from .tables import atomic_write_text, write_program
-    if args.n < 1 or args.seed < 0 or (args.max_entries is not None and args.max_entries < 1):
-        raise RaspError([Diagnostic("T404", "--n and --max-entries must be at least 1 and "
-                                    "--seed at least 0")])
+    if args.n < 1 or args.seed < 0 or args.fit_steps < 0 or (
+            args.max_entries is not None and args.max_entries < 1):
+        raise RaspError([Diagnostic("T404", "--n and --max-entries must be at least 1, "
+                                    "--seed and --fit-steps at least 0")])
     if args.output.suffix != ".rasp":
         raise RaspError([Diagnostic("X503", f"{args.output}: the program's file name must end "
                                     "in .rasp (its tables go beside it)")])
@@ -479,7 +483,8 @@ def cmd_extract(args) -> int:
     bar = _status_line(args)
     try:
         result = extract_full(subject, n=args.n, seed=args.seed,
-                              limit=args.max_entries or MAX_ENTRIES, progress=bar)
+                              limit=args.max_entries or MAX_ENTRIES, fit_steps=args.fit_steps,
+                              progress=bar)
     finally:
         bar(None)
     write_program(result.program, args.output)

@@ -180,6 +180,15 @@ def test_extract_command_on_a_compiled_model(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["output"][1:] == ["c", "b", "a"]
 
 
+def test_extract_without_fitting_keeps_the_estimated_scales(tmp_path, capsys):
+    out = tmp_path / "p.rasp"
+    assert main(["extract", str(EXAMPLES / "bin_majority"), "-o", str(out), "--n", "50",
+                 "--fit-steps", "0", "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["lln_a"]["method"] == "estimated"
+    assert report["lln_a"]["scales"] == report["lln_a"]["estimated_scales"]
+
+
 def test_extract_errors_name_the_problem(tmp_path, capsys):
     assert main(["extract", str(tmp_path / "nowhere"), "-o", str(tmp_path / "p.rasp")]) != 0
     assert main(["extract", str(EXAMPLES / "bin_majority"), "-o", str(tmp_path / "p.txt")]) != 0
