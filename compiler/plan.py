@@ -275,16 +275,14 @@ class Planner:
         if any(v.values is None for v in leaves) or \
                 math.prod(len(v.values) for v in leaves) > AFFINE_CHECK:
             return None
-        try:
-            points = [dict(zip(leaves, combo)) for combo in
-                      itertools.product(*(v.values for v in leaves))]
-            xs = np.array([[1.0] + [float(p[v]) for v in leaves] for p in points])
-            ys = np.array([float(fn.call(p)) for p in points])
-        except (F.Undefined, TypeError, ValueError):
-            return None
-        solution, *_ = np.linalg.lstsq(xs, ys, rcond=None)
-        if not np.allclose(xs @ solution, ys, rtol=1e-9, atol=1e-9):
-            return None
+        combos = list(itertools.product(*(v.values for v in leaves)))
+        # A function that is not affine on a part of the grid is not affine on all of it, so a
+        # spread-out part (every k-th point) can reject early; acceptance needs every point.
+        step = max(1, len(combos) // 256)
+        for part in ((combos[::step], combos) if step > 1 else (combos,)):
+            solution = _affine_fit(fn, leaves, part)
+            if solution is None:
+                return None
         c, coefficients = solution[0], solution[1:]
         return Linear({v: np.array([[a]]) for v, a in zip(leaves, coefficients)},
                       np.array([c]), 1)
@@ -784,3 +782,16 @@ def plan(program: ir.Program, maxlen: int, types: dict | None = None) -> Plan:
     output, kind, values = planner.output(program.output)
     layers = max([(v.time + 1) // 2 for v in planner.vars] + [0])
     return Plan(planner.vars, planner.heads, planner.blocks, output, None, kind, values, layers)
+
+
+def _affine_fit(fn: F.Fn, leaves, combos) -> np.ndarray | None:
+    """[c, a_1, …] with fn = c + Σ a_i·leaf_i on every combination given, or None."""
+    try:
+        xs = np.array([[1.0] + [float(x) for x in combo] for combo in combos])
+        ys = np.array([float(fn.call(dict(zip(leaves, combo)))) for combo in combos])
+    except (F.Undefined, TypeError, ValueError):
+        return None
+    solution, *_ = np.linalg.lstsq(xs, ys, rcond=None)
+    if not np.allclose(xs @ solution, ys, rtol=1e-9, atol=1e-9):
+        return None
+    return solution
