@@ -101,16 +101,26 @@ def _guard(fn):
 
 
 def build(node: ir.Node, leaf_of: Callable[[ir.Node], object | None],
-          bindings: dict[str, ir.Binding]) -> Fn:
+          bindings: dict[str, ir.Binding], memo: dict | None = None) -> Fn:
     """The function computed by `node`. `leaf_of(n)` names the residual variable holding `n`
-    (or None when `n` must be expanded); element-wise bindings are inlined through Refs."""
+    (or None when `n` must be expanded); element-wise bindings are inlined through Refs.
+    `memo` keeps the functions of sub-expressions already built (valid while `leaf_of`
+    answers the same): a shared sub-expression is then built, and tabulated, once."""
+    if memo is None:
+        memo = {}
+    if node not in memo:
+        memo[node] = _build(node, leaf_of, bindings, memo)
+    return memo[node]
+
+
+def _build(node, leaf_of, bindings, memo) -> Fn:
     leaf = leaf_of(node)
     if isinstance(leaf, Fn):
         return leaf
     if leaf is not None:
         return Fn((leaf,), lambda env: env[leaf], ({leaf: 1.0}, 0.0))
     if isinstance(node, ir.Ref):
-        return build(bindings[node.name].value, leaf_of, bindings)
+        return build(bindings[node.name].value, leaf_of, bindings, memo)
     if isinstance(node, ir.Const):
         value = node.value
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -118,7 +128,7 @@ def build(node: ir.Node, leaf_of: Callable[[ir.Node], object | None],
     if isinstance(node, ir.Param):
         name = node.name
         return Fn((("param", name),), lambda env: env[("param", name)])
-    parts = [build(c, leaf_of, bindings) for c in node.children()]
+    parts = [build(c, leaf_of, bindings, memo) for c in node.children()]
     leaves = tuple(dict.fromkeys(leaf for p in parts for leaf in p.leaves))
     calls = [p.call for p in parts]
     fn = attrs.evolve(_combine(node, leaves, calls), affine=_affine_of(node, parts))

@@ -152,6 +152,7 @@ class Planner:
         self.copies: dict[Var, Var] = {}
         self.encoded: dict = {}      # (node, kind, values) -> a variable holding it so
         self._fns: dict = {}
+        self._built: dict = {}      # generation -> {sub-expression: Fn} (see F.build)
         self._generation = 0     # bumped whenever a variable or a read changes
 
     # ------------------------------------------------------------ variables
@@ -205,7 +206,8 @@ class Planner:
         # anything reads it); materialising an element-wise expression invalidates the cache
         key = (node, self._generation)
         if key not in self._fns:
-            self._fns[key] = F.build(node, self._leaf, self.bindings).pruned()
+            memo = self._built.setdefault(self._generation, {})
+            self._fns[key] = F.build(node, self._leaf, self.bindings, memo).pruned()
         return self._fns[key]
 
     def _leaf(self, node):
