@@ -69,9 +69,12 @@ class Fn:
     def table(self, value_sets: dict) -> dict:
         """{tuple of leaf values: result} over every combination; Undefined results omitted."""
         out = {}
-        for combo in itertools.product(*(value_sets[leaf] for leaf in self.leaves)):
+        env: dict = {}      # one dict, refilled: calls read their inputs and keep nothing
+        leaves, call = self.leaves, self.call
+        for combo in itertools.product(*(value_sets[leaf] for leaf in leaves)):
+            env.update(zip(leaves, combo))
             try:
-                out[combo] = self.call(dict(zip(self.leaves, combo)))
+                out[combo] = call(env)
             except Undefined:
                 pass
         return out
