@@ -54,12 +54,14 @@ def size(model, n_tokens: int, n_positions: int, n_outputs: int) -> Size:
     for _ in range(c.n_layers):
         read, width = len(dims), sum(dims)
         layer_terms = c.n_heads * (read * read + read)
-        layer_entries = c.n_heads * (width * width + width) + width * c.d_mlp + c.d_mlp \
+        dims = dims + dims * c.n_heads          # the heads' outputs, which the MLP reads too
+        mlp_in = sum(dims)
+        layer_entries = c.n_heads * (width * width + width) + mlp_in * c.d_mlp + c.d_mlp \
             + c.d_mlp * c.d_model + c.d_model
         layers.append((read, layer_terms, layer_entries))
         terms += layer_terms
         entries += layer_entries
-        dims = dims + dims * c.n_heads + [c.d_model]
+        dims = dims + [c.d_model]
     entries += sum(dims) * n_outputs + n_outputs
     return Size(len(dims), terms, entries, layers)
 

@@ -18,7 +18,7 @@ from compiler.compile import compile_program, save_compiled
 from compiler.transformer import Transformer, TransformerConfig
 from conftest import EXAMPLES, SHARED
 from extractor.checkpoint_tasks import load_with_task
-from extractor.extract import extract_full, load_subject
+from extractor.extract import extract_full, load_subject, program_size
 from extractor.linearise import estimate_scales, faithfulness, linearised
 from extractor.paths import full_program, size
 from rasp_ir import nodes as ir
@@ -120,12 +120,17 @@ def test_random_models_with_every_bias_are_reproduced():
         with torch.no_grad():
             ref = model(torch.tensor([[tokens.index(t) for t in seq]]))[0].numpy()
         assert np.abs(logits - ref).max() < 1e-4
+    # nothing is zero in a random model, so the count from the shapes is the program's size
+    counted = size(model, len(tokens), 12, len(tokens))
+    built = program_size(program)
+    assert (built["paths"], built["score_terms"], built["table_entries"]) == \
+        (counted.paths, counted.score_terms, counted.entries)
 
 
 def test_size_counts_before_building_and_deep_models_stop_clearly():
     model = random_model(4, 4)
     s = size(model, 5, 12, 5)
-    assert s.paths == 2 + 1 + (2 * 5 + 1) * 5 + 0 or s.paths > 100   # grows as (1 + H)^L
+    assert s.paths == 1406      # 2 -> 11 -> 56 -> 281 -> 1406: P(1 + H) + 1 per layer
     for norm in _norms(model).values():
         norm.fixed_scale = 1.0
     with pytest.raises(RaspError) as info:
