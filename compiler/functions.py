@@ -28,11 +28,14 @@ class Fn:
     leaves: tuple
     call: Callable  # (dict leaf -> atom) -> atom
     affine: tuple | None = None
+    minimal: bool = False   # already pruned: it depends on every leaf it lists
 
     def pruned(self, limit: int = 1 << 13) -> "Fn":
         """The same function without the leaves it does not depend on (e.g. a mean times the
         width of its selector, read from the query's index, does not depend on the index),
         answering from its table: parents evaluate it in O(1)."""
+        if self.minimal:
+            return self
         sizes = [len(getattr(leaf, "values", None) or ()) for leaf in self.leaves]
         # two inputs is where a dependency cancels in practice ((i + 1) * count / (i + 1));
         # wider tables cost more to tabulate than they save
@@ -64,7 +67,7 @@ class Fn:
                 return lookup[tuple(env[leaf] for leaf in leaves)]
             except (KeyError, TypeError):     # outside the value sets, or undefined there
                 return call({**dropped, **env})
-        return Fn(leaves, tabulated)
+        return Fn(leaves, tabulated, minimal=True)
 
     def table(self, value_sets: dict) -> dict:
         """{tuple of leaf values: result} over every combination; Undefined results omitted."""
