@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from extractor.checkpoint_tasks import load_with_task, recorded_accuracy  # noqa: E402
+from extractor.checkpoint_tasks import (  # noqa: E402
+    checkpoint_folders, load_with_task, recorded_accuracy)
 from extractor.evaluate import evaluate  # noqa: E402
 
 
@@ -35,9 +36,7 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=0.02)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    folders = sorted(p for p in args.dir.iterdir() if (p / "config.json").is_file())
-    if args.only:
-        folders = [p for p in folders if p.name.startswith(tuple(args.only.split(",")))]
+    folders = checkpoint_folders(args.dir, args.only)
     print(f"{len(folders)} checkpoints, {args.n} sequences per bucket, seed {args.seed}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| checkpoint | task | 0-50 ours / acc.txt | 51-100 ours / acc.txt | "

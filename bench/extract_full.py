@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from extractor.checkpoint_tasks import checkpoint_folders  # noqa: E402
 from extractor.extract import extract_full, load_subject  # noqa: E402
 from extractor.linearise import linearised  # noqa: E402
 from rasp_ir import nodes as ir  # noqa: E402
@@ -38,9 +38,7 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated folder-name prefixes")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    folders = sorted(p for p in args.dir.iterdir() if (p / "config.json").is_file())
-    if args.only:
-        folders = [p for p in folders if p.name.startswith(tuple(args.only.split(",")))]
+    folders = checkpoint_folders(args.dir, args.only)
     print(f"{len(folders)} checkpoints, {args.n} sequences per bucket, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
     print("| checkpoint | scales | LLN-A match 0-50 / 51-100 / 101-150 | KL 0-50 | paths | "

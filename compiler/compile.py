@@ -9,6 +9,7 @@ import torch
 from rasp_ir import nodes as ir
 from rasp_ir import types as T
 from rasp_ir.diagnostics import Diagnostic, RaspError
+from rasp_ir.interpreter import prediction_function
 
 from .lower import assemble
 from .plan import CompileError, plan
@@ -111,15 +112,7 @@ def compile_program(program: ir.Program, max_len: int | None = None,
     model.eval()
     values = list(the_plan.output_values) if the_plan.output_values is not None else None
     return CompiledModel(model, weights.vocab, the_plan.output_kind, values, maxlen,
-                         weights.layout.labels, _prediction(program))
-
-
-def _prediction(program: ir.Program) -> str | None:
-    node = program.output
-    bindings = {b.name: b.value for b in program.bindings}
-    while isinstance(node, ir.Ref):
-        node = bindings[node.name]
-    return node.function if isinstance(node, ir.Predict) else None
+                         weights.layout.labels, prediction_function(program))
 
 
 def save_compiled(compiled: CompiledModel, directory) -> None:
@@ -136,7 +129,12 @@ def save_compiled(compiled: CompiledModel, directory) -> None:
 def load_compiled(directory) -> CompiledModel:
     """A compiled model directory written by `save_compiled` (E252 if it is not one)."""
     from .checkpoint import load_model
-    model, metadata = load_model(directory)
+    return compiled_from(*load_model(directory), directory)
+
+
+def compiled_from(model: Transformer, metadata: dict, directory) -> CompiledModel:
+    """The compiled model of a loaded directory (`load_model`'s result); E252 if its config
+    has no compiled program's encoding."""
     info = (metadata.get("extra") or {}).get("compiled")
     if not info:
         raise RaspError([Diagnostic("E252", f"{directory} holds a model but not a compiled "

@@ -82,6 +82,15 @@ def _preview(tokens, limit: int = 8) -> str:
     return shown + (f", … {len(tokens) - limit} more" if len(tokens) > limit else "")
 
 
+def checkpoint_folders(directory: Path, only: str | None = None) -> list[Path]:
+    """The checkpoint directories (those with a config.json) in `directory`, sorted; `only`
+    keeps the names starting with one of its comma-separated prefixes."""
+    folders = sorted(p for p in Path(directory).iterdir() if (p / "config.json").is_file())
+    if only:
+        folders = [p for p in folders if p.name.startswith(tuple(only.split(",")))]
+    return folders
+
+
 def load_with_task(directory: str | Path, spec: str | None = None):
     """(model, task) for a checkpoint directory; the task is `spec` if given, else the one
     the checkpoint records or its folder name says. Raises CheckpointError or RaspError
@@ -89,12 +98,18 @@ def load_with_task(directory: str | Path, spec: str | None = None):
     from compiler.checkpoint import load_model
     directory = Path(directory)
     model, metadata = load_model(directory)
+    return model, task_for(model, metadata, directory, spec)
+
+
+def task_for(model, metadata: dict, directory: Path, spec: str | None = None) -> Task:
+    """The task of a checkpoint already loaded by `load_model`, checked against the model
+    (see `load_with_task`)."""
     recorded = read_task_file(directory)
     if spec is None:
         spec, recorded = task_spec(directory, metadata["config_json"])
     task = get_task(spec)
     check_fits(model, task, directory, recorded)
-    return model, task
+    return task
 
 
 def write_task_file(directory: Path, task: Task, record: dict) -> Path:

@@ -33,28 +33,26 @@ def load_subject(directory: str | Path, task_spec: str | None = None) -> Subject
     """A trained checkpoint (with its task) or a model directory written by `rasp compile`."""
     from compiler.checkpoint import load_model
     directory = Path(directory)
-    _, metadata = load_model(directory)
+    model, metadata = load_model(directory)       # read once, whichever kind it is
     if (metadata.get("extra") or {}).get("compiled"):
-        from compiler.compile import load_compiled
-        compiled = load_compiled(directory)
+        from compiler.compile import compiled_from
         if task_spec is not None:
             raise RaspError([Diagnostic("T406", f"{directory} is a compiled program; --task "
                                         "applies to trained checkpoints only")])
+        compiled = compiled_from(model, metadata, directory)
         vocab = tuple(compiled.vocab)
         if any(not isinstance(v, str) for v in vocab):
             # the compiler's BOS is a string; an IR vocabulary holds one type of token
             vocab = tuple(str(v) for v in vocab)
-        d_out = compiled.model.config.d_vocab_out
+        d_out = model.config.d_vocab_out
         outputs = tuple(compiled.output_values) if compiled.output_values is not None \
             else tuple(range(d_out))
-        return Subject(compiled.model, vocab, outputs, compiled.output_function, None,
-                       "compiled")
-    from .checkpoint_tasks import load_with_task
-    model, task = load_with_task(directory, task_spec)
-    model.eval()
+        return Subject(model, vocab, outputs, compiled.output_function, None, "compiled")
+    from .checkpoint_tasks import task_for
+    task = task_for(model, metadata, directory, task_spec)
     tokens = tuple(task.vocab.tokens)
     prediction = "softmax" if task.mode == "lm" else "sigmoid"
-    return Subject(model, tokens, tokens, prediction, task, "trained")
+    return Subject(model.eval(), tokens, tokens, prediction, task, "trained")
 
 
 @frozen

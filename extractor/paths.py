@@ -32,6 +32,7 @@ from attrs import define, frozen
 
 from rasp_ir import nodes as ir
 from rasp_ir.diagnostics import Diagnostic, RaspError
+from rasp_ir.interpreter import mlp_activation
 
 MAX_ENTRIES = 20_000_000   # table entries a full program may hold (~0.6 GB as IR tuples)
 
@@ -122,33 +123,32 @@ def full_program(model, tokens: tuple, outputs: tuple, prediction: str | None,
     "softmax", "sigmoid" or None (the output is then the logits); n_positions: the positions
     the program covers (default: all the model has). Parts that are exactly zero (a head that
     writes nothing, a path a head's W_Q cannot see: common in compiled models) are left out,
-    which changes no number. A first pass counts the tables; X501 if they hold more than
-    `limit` numbers. `progress(text)` is called before each head of the second pass.
+    which changes no number. X501 as soon as the tables would hold more than `limit` numbers.
+    `progress(text)` is called before each head.
     """
     c = model.config
     if c.activation not in _ACTIVATIONS:
         raise ValueError(f"MLP activation {c.activation!r} has no IR counterpart "
                          f"(supported: {', '.join(_ACTIVATIONS)})")
     P = n_positions or c.n_positions
-    entries = _Builder(model, tokens, outputs, P, build=False, limit=limit).run()
-    builder = _Builder(model, tokens, outputs, P, build=True, limit=limit, progress=progress)
+    builder = _Builder(model, tokens, outputs, P, limit, progress)
     builder.run()
     bindings = builder.bindings
     output = ir.Ref("logits")
     if prediction is not None:
         bindings.append(ir.Binding("prediction", ir.Predict(prediction, ir.Ref("logits"))))
         output = ir.Ref("prediction")
-    assert builder.entries == entries
     return ir.Program(bindings=tuple(bindings), output=output, vocab=tuple(tokens), maxlen=P,
                       causal=c.causal)
 
 
 class _Builder:
-    """One walk over the model's layers: with build=False it only counts table entries (and
-    stops at the limit), with build=True it also makes the bindings."""
+    """One walk over the model's layers, making the bindings. Each table is counted before it
+    becomes IR, so the walk stops (X501) as soon as the limit is passed: memory never holds
+    much more than `limit` numbers, and what was built is dropped with the error."""
 
-    def __init__(self, model, tokens, outputs, P, build, limit, progress=None):
-        self.model, self.outputs, self.build, self.limit = model, tuple(outputs), build, limit
+    def __init__(self, model, tokens, outputs, P, limit, progress=None):
+        self.model, self.outputs, self.limit = model, tuple(outputs), limit
         self.progress = progress
         self.D = model.config.d_model
         # `token` and `pos` are the language's own names for tokens and indices
@@ -161,7 +161,7 @@ class _Builder:
 
     def count(self, n: int) -> None:
         self.entries += n
-        if not self.build and self.entries > self.limit:
+        if self.entries > self.limit:
             c = self.model.config
             s = size(self.model, len(self.sources[0].basis), len(self.sources[1].basis),
                      len(self.outputs))
@@ -197,44 +197,37 @@ class _Builder:
             values = [(s, E) for s, E in values if E.any()]
             if not values:
                 continue                    # the head writes only a constant
-            if self.build and self.progress:
+            if self.progress:
                 self.progress(f"layer {L} head {h}")
             queries = [(p, x @ W_Q[h]) for p, x in zip(sources, read)]      # (|p|, E) each
             keys = [(r, x @ W_K[h]) for r, x in zip(sources, read)]
             queries = [(p, q) for p, q in queries if q.any()]
             keys = [(r, k) for r, k in keys if k.any()]
             q_const = c_in @ W_Q[h] + b_Q[h]                               # (E,)
-            terms, n_terms = [], 0
+            terms = []
             for p, q in queries:
                 for r, k in keys:
                     table = attn.scale * q @ k.T
                     if table.any():
-                        n_terms += 1
                         self.count(table.size)
-                        if self.build:
-                            terms.append(ir.Select(r.ref, p.ref, _matrix(
-                                f"qk{L}_{h}.{p.name}.{r.name}", p.basis, r.basis, table)))
+                        terms.append(ir.Select(r.ref, p.ref, _matrix(
+                            f"qk{L}_{h}.{p.name}.{r.name}", p.basis, r.basis, table)))
             for r, k in keys:
                 vector = attn.scale * k @ q_const
                 if vector.any():
-                    n_terms += 1
                     self.count(vector.size)
-                    if self.build:
-                        terms.append(ir.Select(r.ref, None, _matrix(
-                            f"k{L}_{h}.{r.name}", r.basis, None, vector)))
-            if not n_terms:     # no key is told apart: uniform attention over the keys
-                self.count(1)
-                if self.build:
-                    terms.append(ir.Select(sources[0].ref, None, _matrix(
-                        f"k{L}_{h}.token", sources[0].basis, None,
-                        np.zeros(len(sources[0].basis)))))
+                    terms.append(ir.Select(r.ref, None, _matrix(
+                        f"k{L}_{h}.{r.name}", r.basis, None, vector)))
+            if not terms:       # no key is told apart: uniform attention over the keys
+                token = sources[0]
+                self.count(len(token.basis))
+                terms.append(ir.Select(token.ref, None, _matrix(
+                    f"k{L}_{h}.token", token.basis, None, np.zeros(len(token.basis)))))
             score = f"s{L}_{h}"
-            if self.build:
-                self.bindings.append(ir.Binding(score, ir.ScoreSum(tuple(terms))))
+            self.bindings.append(ir.Binding(score, ir.ScoreSum(tuple(terms))))
             for s, E in values:
                 name = f"a{L}_{h}_{s.name}"
-                if self.build:
-                    self.bindings.append(ir.Binding(name, ir.Aggregate(ir.Ref(score), s.ref)))
+                self.bindings.append(ir.Binding(name, ir.Aggregate(ir.Ref(score), s.ref)))
                 new.append(Source(name, s.basis, E))
         self.constant = self.constant + _array(attn.b_O)
         self.sources = sources + new
@@ -254,24 +247,23 @@ class _Builder:
         b = ln.of_constant(self.constant) @ W_in + b_in
         activation = _ACTIVATIONS[self.model.config.activation]
         if not parts:                   # an MLP of constants writes a constant
-            self.constant = self.constant + _act(b, activation) @ W_out + b_out
+            self.constant = self.constant + mlp_activation(b, activation) @ W_out + b_out
             return
         self.count(sum(w.size for _, w in parts) + M + M * D + D)
         name = f"m{L}"
-        if self.build:
-            rows = [f"{s.name}:{v}" for s, _ in parts for v in s.basis]
-            node = ir.Mlp(tuple(s.ref for s, _ in parts),
-                          _matrix(f"{name}.W_in", rows, range(M),
-                                  np.concatenate([w for _, w in parts])),
-                          _matrix(f"{name}.b_in", range(M), None, b),
-                          _matrix(f"{name}.W_out", range(M), range(D), W_out),
-                          _matrix(f"{name}.b_out", range(D), None, b_out),
-                          activation=activation)
-            self.bindings.append(ir.Binding(name, node))
+        rows = [f"{s.name}:{v}" for s, _ in parts for v in s.basis]
+        node = ir.Mlp(tuple(s.ref for s, _ in parts),
+                      _matrix(f"{name}.W_in", rows, range(M),
+                              np.concatenate([w for _, w in parts])),
+                      _matrix(f"{name}.b_in", range(M), None, b),
+                      _matrix(f"{name}.W_out", range(M), range(D), W_out),
+                      _matrix(f"{name}.b_out", range(D), None, b_out),
+                      activation=activation)
+        self.bindings.append(ir.Binding(name, node))
         self.sources = self.sources + [Source(name, tuple(range(D)), np.eye(D))]
 
     def unembedding(self) -> None:
-        if self.build and self.progress:
+        if self.progress:
             self.progress("unembedding")
         ln = reader(self.model.ln_final, self.D)
         W_U = _array(self.model.unembed.W_U)
@@ -280,20 +272,12 @@ class _Builder:
             table = ln.of_source(s) @ W_U
             if table.any():
                 self.count(table.size)
-                if self.build:
-                    terms.append(ir.Project(s.ref, _matrix(f"out.{s.name}", s.basis,
-                                                                    self.outputs, table)))
+                terms.append(ir.Project(s.ref, _matrix(f"out.{s.name}", s.basis,
+                                                       self.outputs, table)))
         bias = ln.of_constant(self.constant) @ W_U + _array(self.model.unembed.b_U)
         self.count(bias.size)
-        if self.build:
-            terms.append(ir.Project(None, _matrix("out.bias", self.outputs, None, bias)))
-            self.bindings.append(ir.Binding("logits", ir.LogitsSum(tuple(terms))))
-
-
-def _act(x: np.ndarray, activation: str) -> np.ndarray:
-    if activation == "relu":
-        return np.maximum(x, 0)
-    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+        terms.append(ir.Project(None, _matrix("out.bias", self.outputs, None, bias)))
+        self.bindings.append(ir.Binding("logits", ir.LogitsSum(tuple(terms))))
 
 
 # the model's activation -> the Mlp node's ("gelu" there is GPT-2's tanh approximation)

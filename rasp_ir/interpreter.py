@@ -40,7 +40,7 @@ def run(program: ir.Program, inputs, node: ir.Node | None = None,
     sequences = prepare_inputs(program, inputs, add_bos)      # validated once
     raw = _evaluate_sequences(interpreter, sequences, target)
     kind = interpreter.type_of(target)
-    sets = _is_sigmoid(program, target)
+    sets = prediction_function(program, target) == "sigmoid"
     results = []
     for seq, value in zip(sequences, raw):
         if sets:
@@ -57,14 +57,15 @@ def run(program: ir.Program, inputs, node: ir.Node | None = None,
     return results
 
 
-def _is_sigmoid(program: ir.Program, node: ir.Node) -> bool:
-    """Whether `node` is (a name for) a sigmoid prediction."""
+def prediction_function(program: ir.Program, node: ir.Node | None = None) -> str | None:
+    """"softmax" or "sigmoid" when `node` (default: the @output) is, or names, a prediction."""
+    node = program.output if node is None else node
     while isinstance(node, ir.Ref):
         try:
             node = program.binding(node.name).value
         except KeyError:
-            return False
-    return isinstance(node, ir.Predict) and node.function == "sigmoid"
+            return None
+    return node.function if isinstance(node, ir.Predict) else None
 
 
 def evaluate(program: ir.Program, inputs, node: ir.Node, add_bos: bool = False,
@@ -535,11 +536,7 @@ class _Group:
         parts = [self.vector(self.value(i), self.interp.type_of(i)) for i in node.inputs]
         x = np.concatenate(parts, axis=-1)
         m = self.interp.matrix
-        hidden = x @ m(node.W_in) + m(node.b_in).reshape(-1)
-        if node.activation == "relu":       # compiled models
-            hidden = np.maximum(hidden, 0)
-        else:   # GPT-2's GELU (tanh approximation), as in the checkpoints the extractor reads
-            hidden = 0.5 * hidden * (1 + np.tanh(np.sqrt(2 / np.pi) * (hidden + 0.044715 * hidden**3)))
+        hidden = mlp_activation(x @ m(node.W_in) + m(node.b_in).reshape(-1), node.activation)
         return hidden @ m(node.W_out) + m(node.b_out).reshape(-1)
 
     def _Project(self, node):
@@ -569,6 +566,14 @@ class _Group:
             return 1 / (1 + np.exp(-logits))
         shifted = np.exp(logits - logits.max(-1, keepdims=True))
         return shifted / shifted.sum(-1, keepdims=True)
+
+
+def mlp_activation(x: np.ndarray, name: str) -> np.ndarray:
+    """An `mlp` node's activation: "relu" (compiled models) or "gelu", GPT-2's tanh
+    approximation (the checkpoints the extractor reads)."""
+    if name == "relu":
+        return np.maximum(x, 0)
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
 
 
 def _to_bool(v):

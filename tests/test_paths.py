@@ -7,6 +7,7 @@ float64 (1e-9); compiled models, which have no LayerNorm, with themselves.
 The default run checks a few checkpoints on a few sequences; `-m slow` checks every shared
 checkpoint of at most two layers on more."""
 
+import copy
 import json
 
 import numpy as np
@@ -47,8 +48,8 @@ def check_checkpoint(folder, per_bucket):
     examples = [task.sample(rng, lo, hi, offset=False) for lo, hi in task.test_buckets
                 for _ in range(per_bucket)]
     got = program_logits(program, [task.vocab.names(e.tokens) for e in examples])
-    linear64 = linearised(model.double(), {n: m.fixed_scale for n, m in
-                                           _norms(linear).items()})
+    linear64 = linearised(copy.deepcopy(model).double(),
+                          {n: m.fixed_scale for n, m in _norms(linear).items()})
     for example, logits in zip(examples, got):
         ids = torch.tensor(example.tokens)[None]
         with torch.no_grad():
@@ -57,7 +58,6 @@ def check_checkpoint(folder, per_bucket):
         # float32 rounds logits of size ~80 (bin_majority_interleave) by ~1e-4 on its own
         assert np.abs(logits - ref32).max() <= 1e-4 * max(1.0, np.abs(ref32).max()), folder
         assert np.abs(logits - ref64).max() <= 1e-9, (folder, len(example.tokens))
-    model.float()
 
 
 def _norms(model):
