@@ -75,6 +75,9 @@ def _build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--write", action="store_true",
                       help="rewrite the file in place (refused when that would drop comments, "
                       "functions or loops)")
+    fmt.add_argument("--simplify", action="store_true",
+                     help="simplify first: drop dead bindings and terms that add nothing, fold "
+                     "constants (rasp_ir.passes.simplify); --write rewrites the side-file too")
     fmt.add_argument("file", type=Path)
     fmt.set_defaults(handler=cmd_fmt)
 
@@ -362,10 +365,18 @@ _STRINGS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
 
 def cmd_fmt(args) -> int:
     from .printer import pretty
-    from .tables import atomic_write_text
+    from .tables import atomic_write_text, write_program
     program = _load(args.file)
-    text = pretty(program)
     original = program.source or ""
+    if args.simplify:
+        from .passes import simplify
+        program = simplify(program)
+        missing = _unsaved_tables(program, args.file)
+        if missing and not (args.write or args.check):
+            print(f"rasp fmt: the simplified program has new tables ({', '.join(missing)}); "
+                  "use --write to save them with it", file=sys.stderr)
+            return EXIT_ERROR
+    text = pretty(program)
     if args.check:
         if text != original:
             print(f"{args.file}: not in canonical form", file=sys.stderr)
@@ -380,13 +391,25 @@ def cmd_fmt(args) -> int:
                   file=sys.stderr)
             return EXIT_ERROR
         try:
-            atomic_write_text(args.file, text)
+            if args.simplify:
+                write_program(program, args.file)      # the side-file first, then the text
+            else:
+                atomic_write_text(args.file, text)
         except OSError as exc:     # the old file is left whole (see atomic_write_bytes)
             print(f"rasp fmt: cannot write {args.file}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_ERROR
         return EXIT_OK
     sys.stdout.write(text)
     return EXIT_OK
+
+
+def _unsaved_tables(program, path: Path) -> list[str]:
+    """Named tables of `program` that its side-file lacks or holds with other values."""
+    from .printer import named_tables
+    from .tables import read_tables, side_file
+    tables = named_tables(program)
+    saved = read_tables(side_file(path)) if tables and side_file(path).exists() else {}
+    return sorted(name for name, m in tables.items() if saved.get(name) != m)
 
 
 def cmd_repl(args) -> int:
