@@ -237,6 +237,49 @@ def _exists(el, a, span):
     return el.typed(ir.Primitive("exists", (x.node,), (value, threshold), span=span), span)
 
 
+def _is_pure(el, a, span):
+    x = _vector_term(a)
+    threshold = _number(a, "threshold", 0.5)
+    return el.typed(ir.Primitive("is_pure", (x.node,), (threshold,), span=span), span)
+
+
+def _basis_value(a: Args, name):
+    value = a.value(name)
+    if not is_atom(value):
+        raise Issue("E205", f"{a.name}'s `{name}` must be a basis value (a constant), got "
+                    f"{_describe(value)}", a.span)
+    return value
+
+
+def _balance(el, a, span):
+    x = _vector_term(a)
+    first, second = _basis_value(a, "a"), _basis_value(a, "b")
+    tolerance = _number(a, "tolerance", 1e-6)
+    if tolerance < 0:
+        raise Issue("E205", f"balance's `tolerance` must be at least 0, got {tolerance!r}", span)
+    node = ir.Primitive("balance", (x.node,), (first, second, tolerance), span=span)
+    return el.typed(node, span)
+
+
+def _diff(el, a, span):
+    x = _vector_term(a)
+    first, second = _basis_value(a, "a"), _basis_value(a, "b")
+    bins = a.value("bins", 5)
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise Issue("E205", f"diff's `bins` must be a whole number of at least 1, got "
+                    f"{_describe(bins)}", span, "bins per unit: diff(x, a, b, 5) has 11 bins")
+    return el.typed(ir.Primitive("diff", (x.node,), (first, second, bins), span=span), span)
+
+
+def _erase(el, a, span):
+    return el.typed(ir.Primitive("erase", (_vector_term(a).node,), span=span), span)
+
+
+def _product(el, a, span):
+    x, y = _vector_term(a, "x"), _vector_term(a, "y")
+    return el.typed(ir.Primitive("product", (x.node, y.node), span=span), span)
+
+
 def _lookup(el, a, span):
     x = _vector_term(a)
     table = a.value("table")
@@ -345,6 +388,11 @@ def builtin_env() -> Env:
         _builtin("sharpen", ("x", "n"), _sharpen),
         _builtin("exists", ("x", "value", "threshold"), _exists),
         _builtin("lookup", ("x", "table"), _lookup),
+        _builtin("is_pure", ("x", "threshold"), _is_pure),
+        _builtin("balance", ("x", "a", "b", "tolerance"), _balance),
+        _builtin("diff", ("x", "a", "b", "bins"), _diff),
+        _builtin("erase", ("x",), _erase),
+        _builtin("product", ("x", "y"), _product),
         _builtin("mlp", ("*inputs", "W_in", "b_in", "W_out", "b_out", "activation"), _mlp),
         _builtin("project", ("inp", "op"), _project),
         _builtin("softmax", ("x",), _predict("softmax")),

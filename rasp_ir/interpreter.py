@@ -530,6 +530,29 @@ class _Group:
             return x[..., list(T.basis_of(t)).index(value)] > threshold
         if node.name == "lookup":
             return x @ self.interp.matrix(node.args[1])
+        basis = list(T.basis_of(t))
+        if node.name == "is_pure":
+            (threshold,) = node.params
+            out = list(T.basis_of(self.interp.type_of(node)))     # the input basis, then none
+            best = np.argmax(x, axis=-1)
+            pure = np.take_along_axis(x, best[..., None], axis=-1)[..., 0] > threshold
+            return A.to_array(out)[np.where(pure, best, out.index(None))]
+        if node.name in ("balance", "diff"):
+            first, second, setting = node.params
+            d = x[..., basis.index(first)] - x[..., basis.index(second)]
+            if node.name == "balance":     # setting: the tolerance for equality
+                return np.where(np.abs(d) <= setting, 0, np.sign(d)).astype(np.int64)
+            # setting: bins per unit; the nearest bin, halves rounded up
+            return np.clip(np.floor(setting * d + 0.5), -setting, setting).astype(np.int64)
+        if node.name == "erase":
+            return np.ones(x.shape[:-1], dtype=np.int64)
+        if node.name == "product":
+            y = self.vector(self.value(node.args[1]), self.interp.type_of(node.args[1]))
+            outer = (x[..., :, None] * y[..., None, :]).reshape(*x.shape[:-1], -1)
+            out_t = self.interp.type_of(node)
+            if isinstance(out_t, T.Cat):       # two one-hot inputs: the pair itself
+                return A.to_array(list(out_t.values))[np.argmax(outer, axis=-1)]
+            return outer
         self.fail("E201", f"unknown primitive {node.name}", node)
 
     def _Mlp(self, node):

@@ -466,7 +466,48 @@ def _primitive(node, ctx, kids):
         if len(matrix.rows) != len(basis) or matrix.cols is None:
             raise TypeIssue("E212", f"lookup's table needs {len(basis)} rows (the input basis)")
         return Vec(matrix.cols)
+    if name == "is_pure":
+        # the dominant value, or none where no value holds more than the threshold
+        return Cat(basis if None in basis else basis + (None,))
+    if name in ("balance", "diff"):
+        first, second = node.params[:2]
+        for value in (first, second):
+            if value not in basis:
+                raise TypeIssue("E201", f"{name}: {value!r} is not in the basis "
+                                f"{_show_values(basis)}", f"pick two of the basis values of {t}")
+        if first == second:
+            raise TypeIssue("E201", f"{name} compares two different basis values, got "
+                            f"{first!r} twice")
+        if name == "balance":
+            return Cat((-1, 0, 1))
+        bins = node.params[2]
+        return Cat(tuple(range(-bins, bins + 1)))
+    if name == "erase":
+        return Cat((1,))
+    if name == "product":
+        other = kids[1]
+        other_basis = basis_of(other)
+        if other_basis is None:
+            raise TypeIssue("E201", f"product expects a vector over a known basis, got {other}")
+        labels = tuple(product_label(u, v) for u in basis for v in other_basis)
+        if len(set(labels)) != len(labels):
+            raise TypeIssue("E201", f"product: the pairs of {_show_values(basis)} and "
+                            f"{_show_values(other_basis)} do not have distinct labels",
+                            "a value of one basis contains a comma")
+        if isinstance(t, Cat) and isinstance(other, Cat):
+            return Cat(labels)
+        return Vec(labels, dist=_is_dist(t) and _is_dist(other))
     raise TypeIssue("E201", f"unknown primitive {name}")
+
+
+def product_label(first, second) -> str:
+    """The basis value of the pair (first, second) in a `product`: "first,second"."""
+    return f"{first},{second}"
+
+
+def _is_dist(t) -> bool:
+    """One-hot or a probability distribution: rows that sum to 1."""
+    return isinstance(t, Cat) or (isinstance(t, Vec) and t.dist)
 
 
 def _mlp(node, ctx, kids):

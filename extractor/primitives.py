@@ -1,0 +1,504 @@
+"""The primitive library: named replacements for the tables of a path program.
+
+The extractor replaces each table of a pruned program, where it can, by a primitive whose
+printed form says exactly what the table holds (design/DECOMPILER.md §8-§9.2; the reference
+library mislabels several, §13.2):
+
+- `AttentionPrimitive`: a 0/1 table over (query basis × key basis) (kind "qk") or a 0/1 vector
+  over the key basis (kind "k") standing for one score term. It prints as the `op=` predicate
+  of a select, which the interpreter evaluates on the bases and lifts by @hard_scale.
+- `LogitPrimitive`: the same for a projection table (input basis × outputs, kind "table") or
+  the bias over the outputs (kind "bias"); it prints as the `op=` of a project.
+- `MlpPrimitive`: an element-wise function of one variable (two for `product`), printed as a
+  call of a builtin (`harden`, `sharpen`, `exists`, `is_pure`, `balance`, `diff`, `erase`,
+  `product`) or, for `no_op`, as nothing at all.
+
+Each table is computed from a plain Python rule over the basis values; tests/test_primitives.py
+checks that the interpreter, reading the printed label, computes the same table (times
+@hard_scale) and the same MLP outputs. Lists are in simplicity order, simplest first, so a
+greedy search that accepts the first good candidate prefers deleting a term to keeping it.
+
+Left out on purpose: the reference's `gradually_smaller` / `gradually_bigger` ramps (a key
+score growing or shrinking with the key's index). A select's predicate is a truth value per
+(query, key) pair, so a ramp has no label in the language other than its matrix; on positions
+under @causal its effect at scale 1e4 is `last` (= `k == q`, the query itself) and `first`
+(`k == 0`), which are here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+
+import numpy as np
+from attrs import field, frozen
+
+from rasp_ir import nodes as ir
+from rasp_ir import ops
+from rasp_ir.printer import expr, predicate as print_predicate
+from rasp_ir.types import product_label
+
+from .vocabulary import BOS, EOS, PAD, SEP
+
+
+@frozen
+class Specials:
+    """The basis values that are the special tokens (extractor/vocabulary.py's names)."""
+    bos: str = BOS
+    sep: str = SEP
+    eos: str = EOS
+    pad: str = PAD
+
+    @property
+    def values(self) -> tuple:
+        return (self.bos, self.sep, self.eos, self.pad)
+
+
+SPECIALS = Specials()
+
+# ---------------------------------------------------------------- tables from rules
+
+
+def _is_positions(basis) -> bool:
+    """Integer values (not booleans): positions, or anything with position arithmetic."""
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in basis)
+
+
+def _typed(basis) -> tuple | None:
+    # 1 == True and hash(1) == hash(True): key caches by (type, value)
+    return None if basis is None else tuple((type(v), v) for v in basis)
+
+
+_TABLES: dict = {}
+
+
+class _Table:
+    """A predicate over (row, column) basis values, or over the column value alone.
+
+    `rule(row, col, special) -> bool` is the truth in Python (row is None for a vector);
+    `body(special) -> ir.Node` is the same predicate as an IR expression over Params.
+    `positions`: the rule applies only to integer bases. `uniform`: the all-zero table, the
+    only one whose table may be all zeros (any other is left out where it selects nothing).
+    """
+
+    ROW: str
+    COL: str
+    VECTOR: str      # the kind without rows
+
+    name: str
+    kind: str
+    rule: Callable
+    body: Callable
+    positions: bool
+    uniform: bool
+    special_rows: bool
+
+    def matrix(self, row_basis: tuple | None, col_basis: tuple,
+               special: Specials = SPECIALS) -> np.ndarray | None:
+        """The 0/1 table (len(row_basis), len(col_basis)), or a vector over `col_basis` for the
+        row-less kind; None where the primitive does not apply to these bases. Read-only."""
+        if (row_basis is None) != (self.kind == self.VECTOR):
+            raise ValueError(f"{self.name} is a {self.kind} primitive: "
+                             f"{'no' if self.kind == self.VECTOR else 'a'} row basis expected")
+        # names are unique per class and kind (a combination's name names both parts)
+        key = (type(self).__name__, self.name, self.kind, _typed(row_basis), _typed(col_basis),
+               special)
+        if key not in _TABLES:
+            if len(_TABLES) > 4096:
+                _TABLES.clear()
+            _TABLES[key] = self._tabulate(row_basis, col_basis, special)
+        return _TABLES[key]
+
+    def _tabulate(self, rows, cols, special):
+        if self.positions and not (_is_positions(cols) and (rows is None or _is_positions(rows))):
+            return None
+        if self.special_rows and not any(r in special.values for r in rows):
+            return None
+        try:
+            if rows is None:
+                table = np.array([bool(self.rule(None, c, special)) for c in cols], dtype=float)
+            else:
+                table = np.array([[bool(self.rule(r, c, special)) for c in cols] for r in rows],
+                                 dtype=float).reshape(len(rows), len(cols))
+        except TypeError:           # e.g. `q - 1` on strings: the label would fail to run
+            return None
+        if not self.uniform and not table.any():
+            return None
+        table.setflags(write=False)
+        return table
+
+    def predicate(self, special: Specials = SPECIALS) -> ir.Node:
+        """The `op=` of the select or project, as the parser builds it from `label()`."""
+        params = (self.COL,) if self.kind == self.VECTOR else self._params()
+        return ir.Lambda(params, self.body(special))
+
+    def _params(self) -> tuple:
+        return (self.ROW, self.COL)
+
+    def label(self, special: Specials = SPECIALS) -> str:
+        """The printed `op=` text, e.g. `(k == q - 1)`."""
+        return print_predicate(self.predicate(special))
+
+
+def _param(name):
+    return ir.Param(name)
+
+
+def _const(value):
+    return ir.Const(value)
+
+
+def _eq(left, right):
+    return ir.BinaryOp("==", left, right)
+
+
+@frozen(eq=False)
+class AttentionPrimitive(_Table):
+    """A replacement for one score term of a head: kind "qk", a 0/1 table over (query basis ×
+    key basis), or kind "k", a 0/1 vector over the key basis (a query-independent term).
+    `token_only`: it names a special token, so it applies only where the key basis holds it.
+    The interpreter scores the term `q · matrix · kᵀ × @hard_scale`."""
+
+    ROW, COL, VECTOR = "q", "k", "k"
+
+    name: str
+    kind: str
+    token_only: bool
+    rule: Callable = field(repr=False)
+    body: Callable = field(repr=False)
+    positions: bool = False
+    uniform: bool = False
+    special_rows: bool = False
+
+    def _params(self) -> tuple:
+        return ("k", "q")      # the parser's order for select
+
+    def predicate(self, special: Specials = SPECIALS) -> ir.Node:
+        node = super().predicate(special)
+        body = node.body
+        # the parser reads `k OP q` as the plain comparison predicate
+        if isinstance(body, ir.BinaryOp) and body.op in ops.COMPARISONS and \
+                isinstance(body.left, ir.Param) and isinstance(body.right, ir.Param) and \
+                (body.left.name, body.right.name) == ("k", "q"):
+            return ir.Compare(body.op)
+        return node
+
+    def select(self, keys: ir.Node, queries: ir.Node | None = None,
+               special: Specials = SPECIALS) -> ir.Select:
+        """The select node of this primitive reading `queries` and `keys`."""
+        if (queries is None) != (self.kind == "k"):
+            raise ValueError(f"{self.name} is a {self.kind} primitive")
+        return ir.Select(keys, queries, self.predicate(special))
+
+
+@frozen(eq=False)
+class LogitPrimitive(_Table):
+    """A replacement for one logit term: kind "table", a 0/1 table over (input basis ×
+    outputs), or kind "bias", a 0/1 vector over the outputs. The interpreter computes
+    `x · matrix × @hard_scale` (the bias: `matrix × @hard_scale`)."""
+
+    ROW, COL, VECTOR = "inp", "out", "bias"
+
+    name: str
+    kind: str
+    token_only: bool
+    rule: Callable = field(repr=False)
+    body: Callable = field(repr=False)
+    positions: bool = False
+    uniform: bool = False
+    special_rows: bool = False
+
+    def project(self, operand: ir.Node | None = None,
+                special: Specials = SPECIALS) -> ir.Project:
+        """The project node of this primitive reading `operand` (None for the bias)."""
+        if (operand is None) != (self.kind == "bias"):
+            raise ValueError(f"{self.name} is a {self.kind} primitive")
+        return ir.Project(operand, self.predicate(special))
+
+
+def _special_key(which):
+    return lambda q, k, sp: k == getattr(sp, which)
+
+
+def _special_body(param, which):
+    return lambda sp: _eq(_param(param), _const(getattr(sp, which)))
+
+
+def _offset(n):
+    return _eq(_param("k"), ir.BinaryOp("-", _param("q"), _const(n)))
+
+
+def _same_mod(n):
+    return _eq(ir.BinaryOp("%", _param("k"), _const(n)), ir.BinaryOp("%", _param("q"), _const(n)))
+
+
+def _attention(name, kind, rule, body, token_only=False, **flags):
+    return AttentionPrimitive(name, kind, token_only, rule, body, **flags)
+
+
+def _uniform(kind):
+    return _attention("uniform", kind, lambda q, k, sp: False, lambda sp: _const(False),
+                      uniform=True)
+
+
+def _to_special(kind, which):
+    return _attention(f"to_{which}", kind, _special_key(which), _special_body("k", which),
+                      token_only=True)
+
+
+def _first(kind):
+    return _attention("first", kind, lambda q, k, sp: k == 0,
+                      lambda sp: _eq(_param("k"), _const(0)), positions=True)
+
+
+def attention_primitives() -> list[AttentionPrimitive]:
+    """Candidates for a (query × key) score table, simplest first (name: label, 1 where):
+
+    - uniform: `False`, nowhere: the term adds nothing (delete it);
+    - to_bos, to_sep, to_eos: `(k == "<bos>")` …, the key is that token, whatever the query;
+    - first: `(k == 0)`, the key is 0 (on positions: the first position);
+    - diag: `(k == q)`, key and query values are equal (on positions: the query itself,
+      which under @causal is also the last visible key: the reference's `last`);
+    - offset1, offset2, offset3: `(k == q - 1)` …, the key is n below the query (on
+      positions: n tokens back; offset3 is the reference's `third_diag`, printed `k==q-2`);
+    - same_parity: `(k % 2 == q % 2)`, key and query have the same parity. Keys after the
+      query are included: on positions under @causal they are masked anyway, so this is the
+      reference's `every_second` (which excluded them and printed `k%2==q%2==0`);
+    - same_mod3: `(k % 3 == q % 3)`, the same modulo 3 (`every_third`).
+
+    `first`, the offsets and the moduli apply to integer bases only (not booleans)."""
+    return [
+        _uniform("qk"),
+        _to_special("qk", "bos"), _to_special("qk", "sep"), _to_special("qk", "eos"),
+        _first("qk"),
+        _attention("diag", "qk", lambda q, k, sp: k == q,
+                   lambda sp: _eq(_param("k"), _param("q"))),
+        *[_attention(f"offset{n}", "qk", lambda q, k, sp, n=n: k == q - n,
+                     lambda sp, n=n: _offset(n), positions=True) for n in (1, 2, 3)],
+        _attention("same_parity", "qk", lambda q, k, sp: k % 2 == q % 2,
+                   lambda sp: _same_mod(2), positions=True),
+        _attention("same_mod3", "qk", lambda q, k, sp: k % 3 == q % 3,
+                   lambda sp: _same_mod(3), positions=True),
+    ]
+
+
+def key_primitives() -> list[AttentionPrimitive]:
+    """Candidates for a query-independent score vector over the key basis, simplest first:
+    uniform (`False`), to_bos / to_sep / to_eos (`(k == "<bos>")` …), first (`(k == 0)`,
+    integer bases only)."""
+    return [_uniform("k"), _to_special("k", "bos"), _to_special("k", "sep"),
+            _to_special("k", "eos"), _first("k")]
+
+
+def with_special_rows(main: AttentionPrimitive | LogitPrimitive,
+                      special_rows: AttentionPrimitive | LogitPrimitive):
+    """`main`, with the rows of the special query (or input) values taken from
+    `special_rows` (the reference's `special_op`). Label: `(S if q in [specials] else M)`.
+    Applies only where the row basis holds a special value."""
+    if main.kind == main.VECTOR or special_rows.kind != main.kind or type(main) is not \
+            type(special_rows):
+        raise ValueError("special rows combine two primitives of the same kind with rows")
+    row = main.ROW
+
+    def rule(r, c, sp):
+        return (special_rows if r in sp.values else main).rule(r, c, sp)
+
+    def body(sp):
+        return ir.Cond(ir.In(_param(row), sp.values), special_rows.body(sp), main.body(sp))
+
+    return type(main)(f"{main.name}+special:{special_rows.name}", main.kind,
+                      main.token_only or special_rows.token_only, rule, body,
+                      special_rows=True)
+
+
+def logit_primitives() -> list[LogitPrimitive]:
+    """Candidates for a projection table (input basis × outputs), simplest first: zeros
+    (`False`), to_eos (`(out == "<eos>")`: every input row votes for <eos>), to_bos
+    (`(out == "<bos>")`), diag (`(inp == out)`: each input value votes for the same output)."""
+    return [
+        LogitPrimitive("zeros", "table", False, lambda i, o, sp: False,
+                       lambda sp: _const(False), uniform=True),
+        LogitPrimitive("to_eos", "table", True, lambda i, o, sp: o == sp.eos,
+                       _special_body("out", "eos")),
+        LogitPrimitive("to_bos", "table", True, lambda i, o, sp: o == sp.bos,
+                       _special_body("out", "bos")),
+        LogitPrimitive("diag", "table", False, lambda i, o, sp: i == o,
+                       lambda sp: _eq(_param("inp"), _param("out"))),
+    ]
+
+
+def bias_primitives() -> list[LogitPrimitive]:
+    """Candidates for the constant logit vector, simplest first: zeros (`False`), to_eos
+    (`(out == "<eos>")`), to_bos (`(out == "<bos>")`)."""
+    return [
+        LogitPrimitive("zeros", "bias", False, lambda i, o, sp: False,
+                       lambda sp: _const(False), uniform=True),
+        LogitPrimitive("to_eos", "bias", True, lambda i, o, sp: o == sp.eos,
+                       _special_body("out", "eos")),
+        LogitPrimitive("to_bos", "bias", True, lambda i, o, sp: o == sp.bos,
+                       _special_body("out", "bos")),
+    ]
+
+
+# ---------------------------------------------------------------- MLP primitives
+
+def _one_hot(index: np.ndarray, size: int) -> np.ndarray:
+    return np.eye(size)[index]
+
+
+def _column(X, basis, value) -> np.ndarray:
+    return X[..., list(basis).index(value)]
+
+
+def _pure_basis(basis) -> tuple:
+    return tuple(basis) if None in basis else tuple(basis) + (None,)
+
+
+@frozen
+class MlpPrimitive:
+    """An element-wise replacement for an MLP reading one variable (two for `product`).
+
+    `apply` maps the input's rows (N, |basis|), one-hot for a categorical input, to the
+    output's rows over `output_basis` (one-hot for a categorical output); `node` is the IR
+    expression the interpreter computes the same with; `prefix` names the new variable.
+    Semantics (x a row, x[v] its entry for basis value v), name: printed call → output type,
+    value:
+
+    - erase: `erase(x)` → cat {1}, 1 everywhere (a constant);
+    - no_op: nothing (x itself) → x's type, x;
+    - harden: `harden(x)` → cat[basis], the value of the largest entry (the first on ties);
+    - sharpen: `sharpen(x, n)` → vec[basis], max(x, 0)ⁿ / Σ max(x, 0)ⁿ;
+    - exists: `exists(x, v, τ)` → bool, x[v] > τ;
+    - is_pure: `is_pure(x, τ)` → cat[basis + (None,)], harden(x) where its entry is > τ, else
+      None (for τ ≥ ½ on distributions: the value holding more than τ of the mass);
+    - balance: `balance(x, a, b, tol)` → cat {-1, 0, 1}, 0 where |x[a] − x[b]| ≤ tol, else the
+      sign of x[a] − x[b];
+    - diff: `diff(x, a, b, m)` → cat {−m … m}, floor(m·(x[a] − x[b]) + ½) clipped to ±m: the
+      difference in steps of 1/m, halves rounded up;
+    - product: `product(x, y)` → the pairs "u,v" (u in x's basis, v in y's), x[u]·y[v]; a cat
+      when both inputs are cat.
+    """
+
+    name: str
+    prefix: str
+    params: tuple = ()
+    arity: int = 1
+
+    def output_basis(self, basis: tuple, basis_y: tuple | None = None) -> tuple:
+        """The basis of the output's rows."""
+        name = self.name
+        if name in ("no_op", "harden", "sharpen"):
+            return tuple(basis)
+        if name == "exists":
+            return (False, True)
+        if name == "is_pure":
+            return _pure_basis(basis)
+        if name == "balance":
+            return (-1, 0, 1)
+        if name == "diff":
+            bins = self.params[2]
+            return tuple(range(-bins, bins + 1))
+        if name == "erase":
+            return (1,)
+        return tuple(product_label(u, v) for u in basis for v in basis_y)
+
+    def apply(self, X: np.ndarray, basis: tuple, Y: np.ndarray | None = None,
+              basis_y: tuple | None = None) -> np.ndarray:
+        """The output rows (..., len(output_basis)) for input rows X (..., len(basis))."""
+        X = np.asarray(X, dtype=np.float64)
+        name, params = self.name, self.params
+        if name == "no_op":
+            return X
+        if name == "harden":
+            return _one_hot(np.argmax(X, axis=-1), len(basis))
+        if name == "sharpen":
+            powered = np.maximum(X, 0) ** params[0]
+            return powered / np.maximum(powered.sum(-1, keepdims=True), 1e-300)
+        if name == "exists":
+            value, threshold = params
+            return _one_hot((_column(X, basis, value) > threshold).astype(int), 2)
+        if name == "is_pure":
+            out = _pure_basis(basis)
+            best = np.argmax(X, axis=-1)
+            pure = np.take_along_axis(X, best[..., None], axis=-1)[..., 0] > params[0]
+            return _one_hot(np.where(pure, best, out.index(None)), len(out))
+        if name in ("balance", "diff"):
+            first, second, setting = params
+            d = _column(X, basis, first) - _column(X, basis, second)
+            if name == "balance":
+                sign = np.where(np.abs(d) <= setting, 0, np.sign(d)).astype(int)
+                return _one_hot(sign + 1, 3)
+            step = np.clip(np.floor(setting * d + 0.5), -setting, setting).astype(int)
+            return _one_hot(step + setting, 2 * setting + 1)
+        if name == "erase":
+            return np.ones(X.shape[:-1] + (1,))
+        Y = np.asarray(Y, dtype=np.float64)
+        return (X[..., :, None] * Y[..., None, :]).reshape(*X.shape[:-1], -1)
+
+    def node(self, arg: ir.Node, other: ir.Node | None = None) -> ir.Node:
+        """The IR expression computing the output from `arg` (and `other` for product)."""
+        if self.name == "no_op":
+            return arg
+        args = (arg, other) if self.arity == 2 else (arg,)
+        return ir.Primitive(self.name, args, self.params)
+
+    def variable_name(self, arg: str, other: str | None = None) -> str:
+        """The new variable's name, e.g. `hardened_a1`, `a1_x_a2`; no_op keeps `arg`."""
+        if self.name == "no_op":
+            return arg
+        if self.name == "product":
+            return f"{arg}_x_{other}"
+        return f"{self.prefix}_{arg}"
+
+    def label(self, arg: str = "x", other: str = "y") -> str:
+        """The printed call, e.g. `exists(x, "a", 0.1)`."""
+        return expr(self.node(ir.Ref(arg), ir.Ref(other)))
+
+
+def identifier(value) -> str:
+    """A basis value as part of a variable name: `<bos>` → `bos`, `-1` → `m1`."""
+    text = str(value).replace("-", "m")
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "v"
+
+
+def mlp_primitives(basis: tuple, special: Specials = SPECIALS, *,
+                   powers: tuple = (2, 3, 5),
+                   exists_thresholds: tuple = (0.1,),
+                   pure_thresholds: tuple = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7),
+                   balance_tolerance: float = 1e-6,
+                   diff_bins: int = 5,
+                   value_limit: int = 16,
+                   pair_limit: int = 4) -> list[MlpPrimitive]:
+    """The candidates for an MLP reading one variable over `basis`, simplest first:
+    erase, no_op, harden, sharpen(n) for n in `powers`, exists(v, τ) for every basis value v
+    and τ in `exists_thresholds` (when the basis has at most `value_limit` values), is_pure(τ)
+    for τ in `pure_thresholds`, then balance(a, b) and diff(a, b) for each pair a before b of
+    the basis values that are not special tokens or None (when there are 2 to `pair_limit`
+    of them: the pairs grow quadratically)."""
+    basis = tuple(basis)
+    out = [MlpPrimitive("erase", "erased"), MlpPrimitive("no_op", ""),
+           MlpPrimitive("harden", "hardened")]
+    out += [MlpPrimitive("sharpen", "sharpened", (n,)) for n in powers]
+    if len(basis) <= value_limit:
+        out += [MlpPrimitive("exists", f"has_{identifier(v)}", (v, t))
+                for v in basis for t in exists_thresholds]
+    out += [MlpPrimitive("is_pure", "pure", (t,)) for t in pure_thresholds]
+    plain = [v for v in basis if v is not None and v not in special.values]
+    if 2 <= len(plain) <= pair_limit:
+        pairs = list(itertools.combinations(plain, 2))
+        out += [MlpPrimitive("balance", f"balance_{identifier(a)}_{identifier(b)}",
+                             (a, b, balance_tolerance)) for a, b in pairs]
+        out += [MlpPrimitive("diff", f"diff_{identifier(a)}_{identifier(b)}", (a, b, diff_bins))
+                for a, b in pairs]
+    return out
+
+
+def mlp_pair_primitives(basis_x: tuple, basis_y: tuple,
+                        limit: int = 10_000) -> list[MlpPrimitive]:
+    """The candidates for an MLP reading two variables: erase, then product (the pair of
+    values; left out when it would have more than `limit` basis values)."""
+    out = [MlpPrimitive("erase", "erased")]
+    if len(basis_x) * len(basis_y) <= limit:
+        out.append(MlpPrimitive("product", "", arity=2))
+    return out

@@ -1,0 +1,474 @@
+"""The extractor's primitive library: every printed label is read back by the real parser and
+run by the interpreter, and must compute exactly the table (times @hard_scale) or the MLP
+output the primitive claims. Also: the new builtins' type errors."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import grammar
+from extractor.primitives import (SPECIALS, MlpPrimitive, Specials, attention_primitives,
+                                  bias_primitives, key_primitives, logit_primitives,
+                                  mlp_pair_primitives, mlp_primitives, with_special_rows)
+from extractor.vocabulary import Vocabulary
+from rasp_ir import nodes as ir
+from rasp_ir import types as T
+from rasp_ir.diagnostics import RaspError
+from rasp_ir.interpreter import evaluate
+from rasp_ir.printer import literal, pretty
+
+SCALE = 1e4
+VOCABS = [Vocabulary(("0", "1")).tokens, Vocabulary(("a", "b", "c")).tokens]
+POSITIONS = [tuple(range(n)) for n in range(1, 13)]
+# softmax attention of each position to itself: a vec over the vocabulary, one-hot on the
+# position's token (the other keys' weights, e^-10000, are exactly 0)
+AGGREGATE = "aggregate(select(q=pos, k=pos, op=(k == q)) + select(k=pos, op=False), token)"
+POS_AGGREGATE = AGGREGATE.replace("token)", "pos)")
+
+
+def header(vocab, maxlen) -> str:
+    return f"@vocab {{{', '.join(literal(v) for v in vocab)}}};\n@maxlen {maxlen};\n"
+
+
+def table_of(program, name, sequence):
+    kind = T.infer(program)[0][name]
+    node = ir.ScoreScale(1.0, ir.Ref(name)) if isinstance(kind, T.Sel) else ir.Ref(name)
+    return np.asarray(evaluate(program, [sequence], node)[0], dtype=float)
+
+
+# ---------------------------------------------------------------- attention
+
+def attention_cases():
+    """(query side, key side, input, query basis, key basis, vocab, maxlen): sources whose
+    rows at positions 0..len(basis)-1 are one-hot on the basis values in order."""
+    cases = []
+    for vocab in VOCABS:
+        n = len(vocab)
+        cases.append(("token", "token", list(vocab), vocab, vocab, vocab, n))
+        agg = AGGREGATE
+        cases.append((agg, agg, list(vocab), vocab, vocab, vocab, n))
+        cases.append(("token", agg, list(vocab), vocab, vocab, vocab, n))
+    for basis in POSITIONS:
+        n = len(basis)
+        cases.append(("pos", "pos", ["a"] * n, basis, basis, ("a",), n))
+        cases.append((POS_AGGREGATE, POS_AGGREGATE, ["a"] * n, basis, basis, ("a",), n))
+    # positions against tokens: nothing that needs both sides alike may apply
+    vocab = VOCABS[0]
+    cases.append(("pos", "token", list(vocab), tuple(range(len(vocab))), vocab, vocab,
+                  len(vocab)))
+    return cases
+
+
+def test_the_aggregate_cases_are_vectors():
+    program = grammar.parse(header(VOCABS[0], 6) + f"a = {AGGREGATE};")
+    assert T.infer(program)[0]["a"] == T.Vec(VOCABS[0], dist=True)
+    value = evaluate(program, [list(VOCABS[0])], ir.Ref("a"))[0]
+    np.testing.assert_array_equal(value, np.eye(6))
+
+
+def _case_id(case):
+    q, k, _, qb, kb, _, _ = case
+    short = {"token": "token", "pos": "pos"}
+    return f"{short.get(q, 'vec')}[{len(qb)}]x{short.get(k, 'vec')}[{len(kb)}]"
+
+
+def _special_pairs():
+    prims = {p.name: p for p in attention_primitives()}
+    return [with_special_rows(prims["diag"], prims["to_bos"]),
+            with_special_rows(prims["offset1"], prims["to_sep"]),
+            with_special_rows(prims["uniform"], prims["to_eos"])]
+
+
+def check_left_out(program_text, name, sequence):
+    """A primitive left out of some bases either fails to type-check there or selects
+    nothing."""
+    try:
+        program = grammar.parse(program_text)
+    except RaspError as exc:
+        assert set(exc.codes) <= {"E201", "E210"}, exc
+        return
+    assert not table_of(program, name, sequence).any()
+
+
+@pytest.mark.parametrize("case", attention_cases(), ids=_case_id)
+def test_attention_labels_compute_their_matrices(case):
+    q_side, k_side, sequence, q_basis, k_basis, vocab, maxlen = case
+    prims = attention_primitives() + _special_pairs()
+    lines = {i: f"s{i} = select(q={q_side}, k={k_side}, op={p.label()});"
+             for i, p in enumerate(prims)}
+    applied = [i for i, p in enumerate(prims) if p.matrix(q_basis, k_basis) is not None]
+    program = grammar.parse(header(vocab, maxlen) + "\n".join(lines[i] for i in applied))
+    assert applied
+    for i in applied:
+        p, name = prims[i], f"s{i}"
+        # print → parse → the same IR
+        assert program.binding(name).value.predicate == p.predicate(), p.name
+        table = table_of(program, name, sequence)[:len(q_basis), :len(k_basis)]
+        matrix = p.matrix(q_basis, k_basis)
+        assert matrix.shape == (len(q_basis), len(k_basis))
+        assert set(np.unique(matrix)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(table, matrix * SCALE, err_msg=p.name)
+    for i in set(lines) - set(applied):
+        if prims[i].special_rows and not set(q_basis) & set(SPECIALS.values):
+            continue     # no special rows: the primitive would be its main part, left out
+        check_left_out(header(vocab, maxlen) + lines[i], f"s{i}", sequence)
+
+
+def test_attention_on_mixed_rows_is_bilinear():
+    """On rows that are not one-hot (aggregates), a term scores q · matrix · kᵀ."""
+    rng = np.random.default_rng(0)
+    basis, n = tuple(range(7)), 7
+    X, Y = rng.dirichlet(np.ones(7), n), rng.dirichlet(np.ones(7), n)
+    prims = [p for p in attention_primitives() if p.matrix(basis, basis) is not None]
+    bindings = [ir.Binding("x", _lookup(basis, X)), ir.Binding("y", _lookup(basis, Y))]
+    bindings += [ir.Binding(f"s{i}", p.select(ir.Ref("y"), ir.Ref("x")))
+                 for i, p in enumerate(prims)]
+    program = ir.Program(bindings=tuple(bindings), vocab=("a",), maxlen=n)
+    for i, p in enumerate(prims):
+        table = table_of(program, f"s{i}", ["a"] * n)
+        np.testing.assert_allclose(table, X @ p.matrix(basis, basis) @ Y.T * SCALE,
+                                   rtol=1e-12, atol=1e-9, err_msg=p.name)
+
+
+def test_attention_matrices_are_what_the_names_say():
+    prims = {p.name: p for p in attention_primitives()}
+    pos = tuple(range(6))
+    i, j = np.indices((6, 6))
+    assert not prims["uniform"].matrix(pos, pos).any()
+    np.testing.assert_array_equal(prims["diag"].matrix(pos, pos), np.eye(6))
+    for n in (1, 2, 3):      # the reference printed its offset-3 table as `k==q-2`
+        np.testing.assert_array_equal(prims[f"offset{n}"].matrix(pos, pos), (j == i - n))
+        assert prims[f"offset{n}"].label() == f"(k == q - {n})"
+    np.testing.assert_array_equal(prims["same_parity"].matrix(pos, pos), (i - j) % 2 == 0)
+    np.testing.assert_array_equal(prims["same_mod3"].matrix(pos, pos), (i - j) % 3 == 0)
+    np.testing.assert_array_equal(prims["first"].matrix(pos, pos), j == 0)
+    vocab = VOCABS[0]
+    bos = prims["to_bos"].matrix(vocab, vocab)
+    assert (bos[:, vocab.index("<bos>")] == 1).all() and bos.sum() == len(vocab)
+    # token-only and position-only primitives stay where they make sense
+    assert prims["to_bos"].matrix(pos, pos) is None
+    assert all(prims[n].matrix(vocab, vocab) is None
+               for n in ("first", "offset1", "same_parity"))
+    assert prims["to_sep"].matrix(vocab, ("0", "1", "<bos>")) is None
+    assert prims["diag"].matrix(pos, vocab) is None        # no value in common
+    assert prims["offset3"].matrix((0, 1, 2), (0, 1, 2)) is None
+    assert prims["same_parity"].matrix((False, True), (False, True)) is None
+    with pytest.raises(ValueError):
+        prims["diag"].matrix(None, pos)
+
+
+def test_specials_can_be_renamed():
+    special = Specials(bos="BOS", sep="SEP", eos="EOS", pad="PAD")
+    vocab = ("x", "y", "BOS", "SEP", "EOS", "PAD")
+    to_bos = next(p for p in key_primitives() if p.name == "to_bos")
+    assert to_bos.label(special) == '(k == "BOS")'
+    np.testing.assert_array_equal(to_bos.matrix(None, vocab, special), [0, 0, 1, 0, 0, 0])
+    assert to_bos.matrix(None, vocab) is None      # "<bos>" is not there
+    program = grammar.parse(header(vocab, 6) +
+                            f"s = select(k=token, op={to_bos.label(special)});")
+    assert program.binding("s").value.predicate == to_bos.predicate(special)
+    np.testing.assert_array_equal(table_of(program, "s", list(vocab))[0], [0, 0, SCALE, 0, 0, 0])
+
+
+def test_special_rows_replace_only_special_queries():
+    diag_bos = _special_pairs()[0]
+    vocab = VOCABS[0]
+    m = diag_bos.matrix(vocab, vocab)
+    for r, q in enumerate(vocab):
+        expected = [float(k == "<bos>") if q in SPECIALS.values else float(k == q)
+                    for k in vocab]
+        np.testing.assert_array_equal(m[r], expected)
+    assert diag_bos.matrix(tuple(range(4)), tuple(range(4))) is None    # no special rows
+    with pytest.raises(ValueError):
+        with_special_rows(key_primitives()[1], key_primitives()[2])
+
+
+# ---------------------------------------------------------------- key-only terms
+
+def key_cases():
+    cases = []
+    for vocab in VOCABS:
+        agg = AGGREGATE
+        cases += [("token", list(vocab), vocab, vocab), (agg, list(vocab), vocab, vocab)]
+    for basis in POSITIONS:
+        cases += [("pos", ["a"] * len(basis), basis, ("a",)),
+                  (POS_AGGREGATE, ["a"] * len(basis), basis, ("a",))]
+    return cases
+
+
+def _key_id(case):
+    return f"{case[0] if case[0] in ('token', 'pos') else 'vec'}[{len(case[2])}]"
+
+
+@pytest.mark.parametrize("case", key_cases(), ids=_key_id)
+def test_key_labels_compute_their_vectors(case):
+    k_side, sequence, k_basis, vocab = case
+    vector_key = k_side not in ("token", "pos")
+    # `uniform` on a vector key: see test_uniform_key_term_on_a_vector
+    prims = [p for p in key_primitives() if not (vector_key and p.uniform)]
+    lines = {i: f"s{i} = select(k={k_side}, op={p.label()});" for i, p in enumerate(prims)}
+    applied = [i for i, p in enumerate(prims) if p.matrix(None, k_basis) is not None]
+    program = grammar.parse(header(vocab, len(sequence)) +
+                            "\n".join(lines[i] for i in applied))
+    for i in applied:
+        p = prims[i]
+        assert program.binding(f"s{i}").value.predicate == p.predicate(), p.name
+        table = table_of(program, f"s{i}", sequence)
+        # every query row is the same vector over the keys
+        expected = np.broadcast_to(p.matrix(None, k_basis) * SCALE,
+                                   (len(sequence), len(k_basis)))
+        np.testing.assert_array_equal(table[:, :len(k_basis)], expected, err_msg=p.name)
+    for i in set(lines) - set(applied):
+        check_left_out(header(vocab, len(sequence)) + lines[i], f"s{i}", sequence)
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="the interpreter's _table returns a scalar, not a vector over the "
+                   "keys, for a constant predicate on a vector key")
+def test_uniform_key_term_on_a_vector():
+    vocab = VOCABS[0]
+    uniform = key_primitives()[0]
+    program = grammar.parse(header(vocab, 6) + f"s = select(k={AGGREGATE}, op={uniform.label()});")
+    assert not table_of(program, "s", list(vocab)).any()
+
+
+# ---------------------------------------------------------------- logits
+
+def logit_cases():
+    cases = []
+    for vocab in VOCABS:
+        agg = AGGREGATE
+        cases += [("token", list(vocab), vocab, vocab), (agg, list(vocab), vocab, vocab)]
+        basis = tuple(range(len(vocab)))
+        cases.append(("pos", list(vocab), basis, vocab))
+    return cases
+
+
+@pytest.mark.parametrize("case", logit_cases(),
+                         ids=lambda c: f"{c[0][:5]}[{len(c[2])}]")
+def test_logit_labels_compute_their_tables(case):
+    inp, sequence, inp_basis, vocab = case
+    prims = logit_primitives()
+    lines = [f"l{i} = project(inp={inp}, op={p.label()});" for i, p in enumerate(prims)]
+    program = grammar.parse(header(vocab, len(sequence)) + "\n".join(lines))
+    for i, p in enumerate(prims):
+        assert program.binding(f"l{i}").value.predicate == p.predicate(), p.name
+        table = table_of(program, f"l{i}", sequence)     # (positions, outputs)
+        matrix = p.matrix(inp_basis, vocab)
+        if matrix is None:
+            assert not table.any(), p.name
+            continue
+        np.testing.assert_array_equal(table, matrix * SCALE, err_msg=p.name)
+    names = {p.name: p for p in prims}
+    assert names["diag"].matrix(tuple(range(3)), VOCABS[0]) is None
+    assert names["to_eos"].matrix(VOCABS[0], VOCABS[0])[:, VOCABS[0].index("<eos>")].all()
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("zeros", marks=pytest.mark.xfail(
+        strict=True, raises=IndexError,
+        reason="interpreter _table returns a scalar for a constant bias predicate")),
+    "to_eos", "to_bos"])
+@pytest.mark.parametrize("vocab", VOCABS, ids=len)
+def test_bias_labels_compute_their_vectors(name, vocab):
+    p = next(p for p in bias_primitives() if p.name == name)
+    program = grammar.parse(header(vocab, 2) + f"l = project(op={p.label()});")
+    assert program.binding("l").value.predicate == p.predicate()
+    table = table_of(program, "l", list(vocab[:2]))
+    np.testing.assert_array_equal(table, np.broadcast_to(p.matrix(None, vocab) * SCALE,
+                                                         table.shape))
+
+
+# ---------------------------------------------------------------- MLP primitives
+
+MLP_BASES = [VOCABS[0], VOCABS[1], tuple(range(5)), ("a", "b", None)]
+
+
+def _lookup(basis, rows) -> ir.Node:
+    matrix = ir.Matrix(tuple(range(len(rows))), tuple(basis),
+                       tuple(tuple(float(v) for v in r) for r in rows))
+    return ir.Primitive("lookup", (ir.Indices(), matrix))
+
+
+def _run_all(prims, basis, rows):
+    """Every primitive's node on a variable whose rows are `rows`, in one program."""
+    bindings = [ir.Binding("x", _lookup(basis, rows))]
+    bindings += [ir.Binding(f"m{i}", p.node(ir.Ref("x"))) for i, p in enumerate(prims)]
+    program = ir.Program(bindings=tuple(bindings), vocab=("a",), maxlen=len(rows))
+    types = T.infer(program)[0]
+    out = []
+    for i, p in enumerate(prims):
+        value = np.asarray(evaluate(program, [["a"] * len(rows)], ir.Ref(f"m{i}"))[0])
+        out.append((value, types[f"m{i}"]))
+    return out
+
+
+def _encoding(value, kind):
+    """The interpreter's value as rows over the type's basis (one-hot for a cat)."""
+    if isinstance(kind, T.Cat):
+        index = {(type(v), v): i for i, v in enumerate(kind.values)}
+        codes = [index[(type(v), v)] for v in value.tolist()]
+        return np.eye(len(kind.values))[codes]
+    return value
+
+
+def rows_strategy(width):
+    row = st.one_of(
+        st.lists(st.floats(0, 1), min_size=width, max_size=width),            # ties, zeros
+        st.lists(st.sampled_from([0.0, 0.1, 0.5, 0.05, 1.0]), min_size=width, max_size=width),
+        st.integers(0, width - 1).map(lambda i: [float(j == i) for j in range(width)]))
+    return st.lists(row, min_size=1, max_size=8).map(
+        lambda rows: [[v / sum(r) for v in r] if sum(r) > 0 else [1 / width] * width
+                      for r in rows])
+
+
+@pytest.mark.parametrize("basis", MLP_BASES, ids=lambda b: f"{type(b[0]).__name__}[{len(b)}]")
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_mlp_primitives_equal_the_interpreter(basis, data):
+    rows = data.draw(rows_strategy(len(basis)), label="rows")
+    if data.draw(st.booleans(), label="unnormalised"):      # any real vectors, too
+        rows = [[3 * v - 1 for v in r] for r in rows]
+    prims = mlp_primitives(basis, pure_thresholds=(0.9, 0.5), exists_thresholds=(0.1, 0.5))
+    X = np.asarray(rows)
+    for p, (value, kind) in zip(prims, _run_all(prims, basis, rows)):
+        assert T.basis_of(kind) == p.output_basis(basis), p.name
+        expected = p.apply(X, basis)
+        assert expected.shape == (len(rows), len(p.output_basis(basis)))
+        np.testing.assert_allclose(_encoding(value, kind), expected, rtol=1e-12, atol=0,
+                                   err_msg=p.label())
+
+
+def test_mlp_candidates_follow_the_basis():
+    names = [p.name for p in mlp_primitives(VOCABS[0])]
+    assert names[:3] == ["erase", "no_op", "harden"]
+    assert names.count("balance") == 1 and names.count("diff") == 1      # the pair ("0", "1")
+    assert names.count("exists") == len(VOCABS[0])
+    big = mlp_primitives(tuple(range(40)))
+    assert "exists" not in {p.name for p in big} and "balance" not in {p.name for p in big}
+    abc = [p for p in mlp_primitives(VOCABS[1]) if p.name == "balance"]
+    assert [p.params[:2] for p in abc] == [("a", "b"), ("a", "c"), ("b", "c")]
+
+
+def test_mlp_semantics_at_the_edges():
+    basis = ("a", "b", "<bos>")
+    prim = {p.label(): p for p in mlp_primitives(basis, exists_thresholds=(0.5,),
+                                                 pure_thresholds=(0.6,))}
+    X = np.array([[0.5, 0.5, 0.0], [0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.55, 0.45, 0.0]])
+    pure = prim["is_pure(x, 0.6)"].apply(X, basis)          # basis a, b, <bos>, None
+    assert pure.argmax(1).tolist() == [3, 0, 1, 3]
+    balance = prim['balance(x, "a", "b", 1e-06)'].apply(X, basis)     # over -1, 0, 1
+    assert (balance.argmax(1) - 1).tolist() == [0, 1, -1, 1]
+    diff = prim['diff(x, "a", "b", 5)'].apply(X, basis)    # round(5 · (a − b)), halves up
+    assert (diff.argmax(1) - 5).tolist() == [0, 3, -2, 1]
+    exists = prim['exists(x, "a", 0.5)'].apply(X, basis)   # strictly above
+    assert exists.argmax(1).tolist() == [0, 1, 0, 1]
+    assert prim["harden(x)"].apply(X, basis).argmax(1).tolist() == [0, 0, 1, 0]  # ties: first
+    assert prim["erase(x)"].apply(X, basis).tolist() == [[1.0]] * 4
+
+
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_product_equals_the_interpreter(data):
+    left, right = ("a", "b", "<bos>"), (0, 1)
+    x_rows = data.draw(rows_strategy(3).filter(lambda r: len(r) >= 2), label="x")
+    y_rows = data.draw(st.lists(rows_strategy(2).map(lambda r: r[0]), min_size=len(x_rows),
+                                max_size=len(x_rows)), label="y")
+    (product,) = [p for p in mlp_pair_primitives(left, right) if p.name == "product"]
+    bindings = (ir.Binding("x", _lookup(left, x_rows)), ir.Binding("y", _lookup(right, y_rows)),
+                ir.Binding("p", product.node(ir.Ref("x"), ir.Ref("y"))))
+    program = ir.Program(bindings=bindings, vocab=("a",), maxlen=len(x_rows))
+    value = evaluate(program, [["a"] * len(x_rows)], ir.Ref("p"))[0]
+    kind = T.infer(program)[0]["p"]
+    assert T.basis_of(kind) == product.output_basis(left, right) == \
+        ("a,0", "a,1", "b,0", "b,1", "<bos>,0", "<bos>,1")
+    np.testing.assert_allclose(value, product.apply(np.array(x_rows), left,
+                                                    np.array(y_rows), right), rtol=1e-12)
+
+
+def test_product_of_categorical_values_is_the_pair():
+    src = header(("a", "b"), 3) + "p = product(token, pos);\n@output p;\n"
+    program = grammar.parse(src)
+    assert T.infer(program)[0]["p"] == T.Cat(("a,0", "a,1", "a,2", "b,0", "b,1", "b,2"))
+    assert grammar.parse(pretty(program)) == program
+    value = evaluate(program, [["b", "a", "b"]], ir.Ref("p"))[0]
+    assert value.tolist() == ["b,0", "a,1", "b,2"]
+    product = MlpPrimitive("product", "", arity=2)
+    one_hot = product.apply(np.eye(2)[[1, 0, 1]], ("a", "b"), np.eye(3), (0, 1, 2))
+    assert one_hot.argmax(1).tolist() == [3, 1, 5]
+    assert mlp_pair_primitives(tuple(range(200)), tuple(range(200)))[-1].name == "erase"
+
+
+def test_mlp_lines_print_and_parse_as_named():
+    """Each candidate's line `name = call;` is valid source that keeps its name and node."""
+    vocab = VOCABS[0]
+    prims = mlp_primitives(vocab)
+    lines = ["a1 = aggregate(select(k=token, op=True) + select(k=token, op=True), token);"]
+    seen = set()
+    for p in prims:
+        name = p.variable_name("a1")
+        if p.name == "no_op" or name in seen:
+            continue
+        seen.add(name)
+        lines.append(f"{name} = {p.label('a1')};")
+    program = grammar.parse(header(vocab, 4) + "\n".join(lines))
+    by_name = {b.name: b.value for b in program.bindings}
+    for p in prims:
+        name = p.variable_name("a1")
+        if p.name == "no_op":
+            assert name == "a1" and p.node(ir.Ref("a1")) == ir.Ref("a1")
+        elif by_name[name].params == p.params:
+            assert by_name[name] == p.node(ir.Ref("a1")), p.name
+    assert grammar.parse(pretty(program)) == program
+    assert MlpPrimitive("product", "", arity=2).variable_name("a1", "a2") == "a1_x_a2"
+
+
+# ---------------------------------------------------------------- the new builtins
+
+BASE = header(("a", "b", "<bos>"), 4) + "@causal;\n" + \
+    "a1 = aggregate(select(k=token, op=True) + select(k=token, op=True), token);\n"
+
+
+@pytest.mark.parametrize("line, code, words", [
+    ('x = balance(a1, "z", "a");', "E201", ["'z'", "not in the basis", "'a', 'b', '<bos>'"]),
+    ('x = diff(a1, "a", "zz", 5);', "E201", ["'zz'", "not in the basis"]),
+    ('x = balance(a1, "a", "a");', "E201", ["two different basis values"]),
+    ('x = balance(a1, "a", "b", -1);', "E205", ["tolerance", "at least 0"]),
+    ('x = balance(a1, tokens, "b");', "E205", ["basis value"]),
+    ('x = diff(a1, "a", "b", 0);', "E205", ["bins", "at least 1"]),
+    ('x = diff(a1, "a", "b", 1.5);', "E205", ["bins"]),
+    ('x = is_pure(a1, "high");', "E205", ["threshold", "number"]),
+    ('x = is_pure(numerical(indicator(tokens == "a")), 0.5);', "E201", ["known basis"]),
+    ('x = product(a1);', "E240", ["y"]),
+    ('x = product(a1, numerical(indicator(tokens == "a")));', "E201", ["known basis"]),
+    ('x = erase(a1, 2);', "E240", ["at most 1"]),
+])
+def test_new_builtins_report_type_errors(line, code, words):
+    with pytest.raises(RaspError) as info:
+        grammar.parse(BASE + line)
+    assert code in info.value.codes
+    message = " ".join(d.message + " " + (d.hint or "") for d in info.value.diagnostics)
+    for word in words:
+        assert word in message, message
+
+
+def test_new_builtins_in_a_program():
+    src = BASE + '''pure = is_pure(a1, 0.5);
+b = balance(a1, "a", "b");
+d = diff(a1, "a", "b");
+e = erase(a1);
+@output pure;
+'''
+    program = grammar.parse(src)
+    assert grammar.parse(pretty(program)) == program
+    assert 'balance(a1, "a", "b", 1e-06)' in pretty(program)    # defaults are printed
+    types = T.infer(program)[0]
+    assert types["pure"] == T.Cat(("a", "b", "<bos>", None))
+    assert types["b"] == T.Cat((-1, 0, 1)) and types["d"] == T.Cat(tuple(range(-5, 6)))
+    assert types["e"] == T.Cat((1,))
+    get = lambda name: evaluate(program, [["a", "a", "b", "b"]], ir.Ref(name))[0].tolist()  # noqa
+    assert get("pure") == ["a", "a", "a", None]       # 1, 1, 2/3, 1/2 of the mass on "a"
+    assert get("b") == [1, 1, 1, 0]
+    assert get("d") == [5, 5, 2, 0]                   # 5 · 1/3 = 1.67 → 2
+    assert get("e") == [1, 1, 1, 1]
