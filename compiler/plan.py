@@ -10,7 +10,6 @@ time 0 is the embedding, time 2l+1 the attention of layer l, time 2l+2 its MLP.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import attrs
@@ -20,6 +19,7 @@ from rasp_ir import nodes as ir
 from rasp_ir import types as T
 
 from . import functions as F
+from . import vectorised as V
 
 MAX_MLP_UNITS = 1 << 17     # one block's hidden units; larger tables are reported, not built
 AFFINE_CHECK = 1 << 14      # combinations tried when checking that a map is affine
@@ -277,14 +277,9 @@ class Planner:
         if any(v.values is None for v in leaves) or \
                 math.prod(len(v.values) for v in leaves) > AFFINE_CHECK:
             return None
-        combos = list(itertools.product(*(v.values for v in leaves)))
-        # A function that is not affine on a part of the grid is not affine on all of it, so a
-        # spread-out part (every k-th point) can reject early; acceptance needs every point.
-        step = max(1, len(combos) // 256)
-        for part in ((combos[::step], combos) if step > 1 else (combos,)):
-            solution = _affine_fit(fn, leaves, part)
-            if solution is None:
-                return None
+        solution = _affine_fit(fn)
+        if solution is None:
+            return None
         c, coefficients = solution[0], solution[1:]
         return Linear({v: np.array([[a]]) for v, a in zip(leaves, coefficients)},
                       np.array([c]), 1)
@@ -465,38 +460,29 @@ class Planner:
             return [self.atom(sel)]
         raise CompileError(sel, f"{type(sel).__name__} is not a boolean selector")
 
-    def side(self, node) -> tuple[Var | None, callable, tuple]:
-        """(variable or None for a constant, value map, that variable's values) for one side
-        of a select; sides that are not functions of one categorical variable are
-        materialised as categorical variables first."""
+    def side(self, node) -> tuple[Var | None, tuple, tuple]:
+        """(variable or None for a constant, the side's value at each of that variable's values
+        as a column (compiler/vectorised.py), those values) for one side of a select; sides that
+        are not functions of one categorical variable are materialised as categorical
+        variables first."""
         fn = self.fn(node)
         if not fn.leaves:
-            return None, (lambda _v, fn=fn: fn.call({})), (None,)
+            values, undefined = fn.column()
+            return None, (values.reshape(1), None if undefined is None else
+                          undefined.reshape(1)), (None,)
         if len(fn.leaves) == 1 and fn.leaves[0].kind == "cat":
-            var = fn.leaves[0]
-            return var, (lambda v, fn=fn, var=var: fn.call({var: v})), var.values
+            return fn.leaves[0], fn.column(), fn.leaves[0].values
         var = self.materialise(node, "cat")
-        return var, (lambda v: v), var.values
+        return var, (V.atoms(var.values), None), var.values
 
     def atom(self, sel: ir.Select) -> Atom:
         if isinstance(sel.predicate, ir.Matrix):
             raise CompileError(sel, "a score selector inside a boolean combination")
-        pred = F.predicate(sel.predicate)
-        kvar, kmap, kvalues = self.side(sel.keys)
-        if sel.queries is None:          # query-independent: one row over the key values
-            one_arg = pred
-            pred = lambda k, q: one_arg(k)  # noqa: E731
-            qvar, qmap, qvalues = None, (lambda v: v), (None,)
-        else:
-            qvar, qmap, qvalues = self.side(sel.queries)
-        table = np.zeros((len(qvalues), len(kvalues)))
-        for i, qv in enumerate(qvalues):
-            for j, kv in enumerate(kvalues):
-                try:
-                    table[i, j] = 1.0 if pred(kmap(kv), qmap(qv)) else 0.0
-                except (F.Undefined, TypeError, ValueError, ArithmeticError):
-                    table[i, j] = 0.0
-        return Atom(qvar, kvar, table)
+        kvar, keys, _ = self.side(sel.keys)
+        qvar, queries = None, None       # None: query-independent, one row over the keys
+        if sel.queries is not None:
+            qvar, queries, _ = self.side(sel.queries)
+        return Atom(qvar, kvar, F.predicate_table(sel.predicate, keys, queries))
 
     def aggregate(self, node: ir.Aggregate) -> Var:
         sel_t = self.type_of(node.selector)
@@ -786,14 +772,27 @@ def plan(program: ir.Program, maxlen: int, types: dict | None = None) -> Plan:
     return Plan(planner.vars, planner.heads, planner.blocks, output, None, kind, values, layers)
 
 
-def _affine_fit(fn: F.Fn, leaves, combos) -> np.ndarray | None:
-    """[c, a_1, …] with fn = c + Σ a_i·leaf_i on every combination given, or None."""
-    try:
-        xs = np.array([[1.0] + [float(x) for x in combo] for combo in combos])
-        ys = np.array([float(fn.call(dict(zip(leaves, combo)))) for combo in combos])
-    except (F.Undefined, TypeError, ValueError):
+def _affine_fit(fn: F.Fn) -> np.ndarray | None:
+    """[c, a_1, …] with fn = c + Σ a_i·leaf_i on every combination of its leaves' values, or
+    None (also where fn is undefined somewhere or not a number)."""
+    values, undefined = fn.column()
+    if undefined is not None and undefined.any():
         return None
-    solution, *_ = np.linalg.lstsq(xs, ys, rcond=None)
-    if not np.allclose(xs @ solution, ys, rtol=1e-9, atol=1e-9):
-        return None
+    if values.dtype.kind in "bif":
+        ys = values.astype(np.float64).ravel()
+    else:
+        try:
+            ys = np.array([float(v) for v in values.ravel().tolist()])
+        except (TypeError, ValueError):
+            return None
+    axes = [np.array([float(v) for v in leaf.values]) for leaf in fn.leaves]
+    xs = np.stack([np.ones(ys.size)] + [g.ravel() for g in np.meshgrid(*axes, indexing="ij")],
+                  axis=1)
+    # A function that is not affine on a part of the grid is not affine on all of it, so a
+    # spread-out part (every k-th point) can reject early; acceptance needs every point.
+    step = max(1, ys.size // 256)
+    for rows in ((slice(None, None, step), slice(None)) if step > 1 else (slice(None),)):
+        solution, *_ = np.linalg.lstsq(xs[rows], ys[rows], rcond=None)
+        if not np.allclose(xs[rows] @ solution, ys[rows], rtol=1e-9, atol=1e-9):
+            return None
     return solution

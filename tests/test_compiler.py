@@ -4,15 +4,22 @@ several maximum lengths and for random well-typed programs; validation; model di
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+from unittest import mock
 
 import attrs
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import grammar
+from compiler import functions as F
+from compiler import vectorised as V
 from compiler.compile import compile_program, load_compiled, save_compiled
+from rasp_ir import nodes as ir
+from rasp_ir import ops
 from rasp_ir.diagnostics import RaspError
 from rasp_ir.interpreter import run
 
@@ -187,3 +194,131 @@ def test_a_conjunction_of_zero_tests_is_not_mistaken_for_a_constant():
     compiled = compile_program(program)
     inputs = [list("[]"), list("()"), list("{}[]()"), list("[(])")]
     assert compiled.run(inputs) == [r.output for r in run(program, inputs)]
+
+
+# ---------------------------------------------------------------- vectorised tabulation
+# The compiler tabulates element-wise functions with numpy (compiler/vectorised.py); the
+# reference is calling the function once per combination of its inputs' values.
+
+class _Leaf:
+    """A residual variable as compiler.functions sees one: a name and a finite value set."""
+
+    def __init__(self, name, values):
+        self.name, self.values, self.kind = name, values, "cat"
+
+    def __repr__(self):
+        return f"{self.name}{self.values!r}"
+
+
+_INTS = st.integers(-6, 12) | st.sampled_from([2 ** 53 + 1, 2 ** 62, -(2 ** 63), 2 ** 70])
+_FLOATS = st.sampled_from([0.5, -1.5, 2.0, 2.5, 1e-09, 3.0, 0.0, -0.0, math.nan, math.inf,
+                           -math.inf, 1e308])
+_STRINGS = st.text("ab(", max_size=2) | st.sampled_from(["10", "1.5", "a\0"])
+_ATOMS = _INTS | _FLOATS | _STRINGS | st.booleans() | st.none()
+# value sets are mostly of one type, as a program's are
+_FLAVOURS = st.sampled_from([_INTS, _INTS, _FLOATS, _INTS | _FLOATS, _STRINGS, st.booleans(),
+                             _ATOMS])
+
+
+def _values(data, min_size=1):
+    return _value_set(data.draw(st.lists(data.draw(_FLAVOURS), min_size=min_size, max_size=5)))
+
+
+def _value_set(atoms):
+    return tuple(dict.fromkeys(atoms))     # as a set of values: no two equal atoms
+
+
+@st.composite
+def _elementwise(draw, names, depth=3):
+    """An element-wise IR expression over `Ref`s (or `Param`s) named `names`."""
+    if depth == 0 or draw(st.integers(0, 3)) == 0:
+        if draw(st.integers(0, 4)) == 0:
+            return ir.Const(draw(draw(_FLAVOURS)))
+        name = draw(st.sampled_from(names))
+        return ir.Param(name) if name in ("k", "q") else ir.Ref(name)
+    sub = _elementwise(names, depth - 1)
+    kind = draw(st.sampled_from(["unary", "binary", "binary", "cond", "in", "lookup", "call"]))
+    if kind == "unary":
+        return ir.UnaryOp(draw(st.sampled_from(["not", "-", "+"])), draw(sub))
+    if kind == "binary":
+        op = draw(st.sampled_from(sorted(ops.ARITHMETIC | ops.COMPARISONS | ops.LOGICAL)))
+        return ir.BinaryOp(op, draw(sub), draw(sub))
+    if kind == "cond":
+        return ir.Cond(draw(sub), draw(sub), draw(sub))
+    if kind == "in":
+        options = _value_set(draw(st.lists(draw(_FLAVOURS), max_size=3)))
+        return ir.In(draw(sub), options, draw(st.booleans()))
+    if kind == "lookup":
+        keys = _value_set(draw(st.lists(draw(_FLAVOURS), min_size=1, max_size=4)))
+        values = tuple(draw(st.lists(draw(_FLAVOURS), min_size=len(keys), max_size=len(keys))))
+        return ir.Lookup(keys, values, draw(sub))
+    return ir.Call(draw(st.sampled_from(ops.ELEMENTWISE_CALLS)), (draw(sub),))
+
+
+def _identical(a, b) -> bool:
+    """The same atom: same type, equal (NaN to NaN), and the same sign of a zero."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+    return a == b
+
+
+def _unpruned(expression, leaves):
+    """The function of `expression` with no table built on the way (pruning reads the
+    vectorised path, which this reference must not)."""
+    with mock.patch.object(F.Fn, "pruned", lambda self, limit=0: self):
+        return F.build(expression, lambda n: leaves.get(getattr(n, "name", None)), {})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_vectorised_tables_equal_calls(data):
+    leaves = {name: _Leaf(name, _values(data)) for name in ("x", "y", "z")}
+    fn = _unpruned(data.draw(_elementwise(("x", "y", "z"))), leaves)
+    try:
+        want, want_undefined = F.column_by_calls(fn)
+    except MemoryError:              # "a" * (2^53 + 1): Python cannot either
+        assume(False)
+    got, got_undefined = fn.column()
+    assert got.shape == want.shape
+    undefined = np.zeros(want.shape, bool) if want_undefined is None else want_undefined
+    assert (undefined == (False if got_undefined is None else got_undefined)).all()
+    for w, g, u in zip(want.ravel().tolist(), got.ravel().tolist(), undefined.ravel().tolist()):
+        assert u or _identical(w, g), (w, g)
+    # the table that drops unused inputs answers as the function does (floats within 1e-9)
+    pruned = fn.pruned(limit=1 << 20)
+    for combo, value, bad in zip(itertools.product(*(leaf.values for leaf in fn.leaves)),
+                                 want.ravel().tolist(), undefined.ravel().tolist()):
+        if not bad:
+            answer = pruned.call(dict(zip(fn.leaves, combo)))
+            assert V.same_atom(answer, value) or _identical(answer, value), (answer, value)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_vectorised_select_tables_equal_calls(data):
+    def side():
+        values = _values(data)
+        undefined = np.array(data.draw(st.lists(st.booleans(), min_size=len(values),
+                                                max_size=len(values))))
+        return V.atoms(values), undefined
+    keys = side()
+    queries = side() if data.draw(st.booleans()) else None
+    if data.draw(st.booleans()):
+        predicate = ir.Compare(data.draw(st.sampled_from(sorted(ops.COMPARISONS))))
+    else:
+        params = ("k", "q") if queries is not None else ("k",)
+        predicate = ir.Lambda(params, data.draw(_elementwise(params)))
+    call = F.predicate(predicate)
+    rows = [(None, False)] if queries is None else list(zip(*(q.tolist() for q in queries)))
+    want = np.zeros((len(rows), len(keys[0])))
+    for i, (q, q_bad) in enumerate(rows):
+        for j, (k, k_bad) in enumerate(zip(*(c.tolist() for c in keys))):
+            try:
+                args = (k,) if queries is None else (k, q)
+                want[i, j] = 0.0 if k_bad or q_bad else float(bool(call(*args)))
+            except (F.Undefined, TypeError, ValueError, ArithmeticError):
+                pass
+    assert (F.predicate_table(predicate, keys, queries) == want).all()
