@@ -9,22 +9,39 @@ stream's constant, pruned edges' ablation constants ō, biases, LayerNorm β, th
 is folded into the key-only vectors, the MLP's input bias and the logit bias, exactly as the
 circuit computes it. tests/test_prune.py checks the two agree.
 
-MLP replacements (extractor/primitives.py, chosen in extractor/replace.py) enter as
-`mlp_outputs`: an MLP path whose output is given as (node, basis, E) is read through E like
-any other variable instead of through the opaque node.
+Replacements (extractor/primitives.py, chosen in extractor/replace.py) enter as arguments:
+`mlp_outputs` gives an MLP path as a primitive of its input, read through a fitted E like any
+other variable instead of through the opaque node; `tables` gives a score or logit term a
+primitive predicate in place of its table, or DROP to delete it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from attrs import define
+from attrs import define, field, frozen
 
 from rasp_ir import nodes as ir
 
 from .circuit import Circuit
+from .primitives import key_primitives
 from .paths import _ACTIVATIONS, _matrix
 from .prune import Layout, alive_paths, used_paths
+
+
+DROP = object()            # a `tables` entry that deletes the term
+UNIFORM = next(p for p in key_primitives() if p.uniform)     # `select(k=tokens, op=False)`
+
+
+@frozen
+class MlpReplacement:
+    """An MLP's output as `node` (None: no line, the input itself), a variable over `basis`
+    named `name` that writes `E` (len(basis), d_model) to the stream."""
+    name: str
+    node: ir.Node | None
+    basis: tuple
+    E: np.ndarray = field(eq=False)
+    ref: ir.Node | None = None       # how the program reads it (default: Ref(name))
 
 
 @define
@@ -41,13 +58,14 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs: tuple,
                     prediction: str | None, n_positions: int | None = None,
-                    mlp_outputs: dict | None = None, tables: dict | None = None
-                    ) -> ir.Program:
+                    mlp_outputs: dict | None = None, tables: dict | None = None,
+                    bos: str | None = None) -> ir.Program:
     """The program of `circuit` under the hard flat masks `flat` (extractor/prune.Layout).
 
-    mlp_outputs: {MLP path index: (node, basis, E)} replacing opaque MLPs.
-    tables: {table name: replacement ir.Node} for score and logit tables (primitives), keyed
+    mlp_outputs: {MLP path index: MlpReplacement} replacing opaque MLPs.
+    tables: {table name: predicate node, a Matrix, or DROP} for score and logit terms, keyed
     by the names this function gives them (see `table_names`).
+    bos: the token every input starts with (the program's @bos), if any.
     """
     c = circuit.config
     P = n_positions or c.n_positions
@@ -81,20 +99,24 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
                 for r in range(n):
                     if qk[L, h, p, r] and used[p] and used[r]:
                         name = f"qk{L}_{h}.{variables[p].name}.{variables[r].name}"
-                        table = c.scale * (variables[p].E @ WQ[h]) @ (variables[r].E @ WK[h]).T
-                        terms.append(ir.Select(variables[r].ref, variables[p].ref, tables.get(
-                            name, _matrix(name, variables[p].basis, variables[r].basis,
-                                          table))))
+                        pred = tables.get(name)
+                        if pred is None:
+                            pred = _matrix(name, variables[p].basis, variables[r].basis,
+                                           c.scale * (variables[p].E @ WQ[h])
+                                           @ (variables[r].E @ WK[h]).T)
+                        if pred is not DROP:
+                            terms.append(ir.Select(variables[r].ref, variables[p].ref, pred))
             for r in range(n):
                 if kb[L, h, r] and used[r]:
                     name = f"k{L}_{h}.{variables[r].name}"
-                    vector = c.scale * (variables[r].E @ WK[h]) @ q_const
-                    terms.append(ir.Select(variables[r].ref, None, tables.get(
-                        name, _matrix(name, variables[r].basis, None, vector))))
-            if not terms:           # uniform attention over the keys
-                token = variables[0]
-                terms.append(ir.Select(token.ref, None, _matrix(
-                    f"k{L}_{h}.token", token.basis, None, np.zeros(len(token.basis)))))
+                    pred = tables.get(name)
+                    if pred is None:
+                        pred = _matrix(name, variables[r].basis, None,
+                                       c.scale * (variables[r].E @ WK[h]) @ q_const)
+                    if pred is not DROP:
+                        terms.append(ir.Select(variables[r].ref, None, pred))
+            if not terms:           # uniform attention over the keys: one all-zero term
+                terms.append(UNIFORM.select(variables[0].ref))
             score = f"s{L}_{h}"
             bindings.append(ir.Binding(score, ir.ScoreSum(tuple(terms))))
             for p in values:
@@ -110,10 +132,11 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
         i = g.mlp_path(L)
         if used[i]:
             if i in mlp_outputs:
-                node, basis, E = mlp_outputs[i]
-                bindings.append(ir.Binding(g.paths[i].name, node))
-                variables[i] = Variable(g.paths[i].name, tuple(basis), E,
-                                        ir.Ref(g.paths[i].name))
+                rep = mlp_outputs[i]
+                if rep.node is not None:
+                    bindings.append(ir.Binding(rep.name, rep.node))
+                variables[i] = Variable(rep.name, tuple(rep.basis), rep.E,
+                                        rep.ref if rep.ref is not None else ir.Ref(rep.name))
             else:
                 bindings.append(ir.Binding(g.paths[i].name, _mlp_node(
                     cd, L, C, mlp_m[L], ablation, variables, used, alive, i)))
@@ -124,19 +147,27 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
     for p in range(len(g)):
         if out_m[p] and used[p]:
             name = f"out.{variables[p].name}"
-            terms.append(ir.Project(variables[p].ref, tables.get(
-                name, _matrix(name, variables[p].basis, outputs, variables[p].E @ WU))))
-    bias = ((C + (1 - out_m) @ ablation) @ WU + cd.beta("out", 0) @ cd.W_U + cd.b_U
-            + cd.out_offset)
-    terms.append(ir.Project(None, tables.get("out.bias", _matrix("out.bias", outputs, None,
-                                                                 bias))))
+            pred = tables.get(name)
+            if pred is None:
+                pred = _matrix(name, variables[p].basis, outputs, variables[p].E @ WU)
+            if pred is not DROP:
+                terms.append(ir.Project(variables[p].ref, pred))
+    pred = tables.get("out.bias")
+    if pred is None:
+        bias = ((C + (1 - out_m) @ ablation) @ WU + cd.beta("out", 0) @ cd.W_U + cd.b_U
+                + cd.out_offset)
+        pred = _matrix("out.bias", outputs, None, bias)
+    if pred is DROP and not terms:          # the logits are all zeros
+        pred = _matrix("out.bias", outputs, None, np.zeros(len(outputs)))
+    if pred is not DROP:
+        terms.append(ir.Project(None, pred))
     bindings.append(ir.Binding("logits", ir.LogitsSum(tuple(terms))))
     output = ir.Ref("logits")
     if prediction is not None:
         bindings.append(ir.Binding("prediction", ir.Predict(prediction, ir.Ref("logits"))))
         output = ir.Ref("prediction")
     return ir.Program(bindings=tuple(bindings), output=output, vocab=tuple(tokens), maxlen=P,
-                      causal=c.causal)
+                      causal=c.causal, bos=bos)
 
 
 def _mlp_node(cd, L, C, masks, ablation, variables, used, alive, index) -> ir.Mlp:

@@ -144,3 +144,173 @@ def program_size(program: ir.Program) -> dict:
                 entries += len(node.rows) * (len(node.cols) if node.cols is not None else 1)
     return {"paths": paths, "score_terms": terms, "table_entries": entries,
             "bindings": len(program.bindings)}
+
+
+# ------------------------------------------------------------------ the pruned program
+
+@frozen
+class ExtractSettings:
+    """The default stage of `rasp extract`: prune, replace by primitives, simplify."""
+    threshold: float = 0.9       # match wanted in every length bucket
+    workers: int = 2             # pruning runs at once
+    seed: int = 0
+    n: int = 1000                # held-out sequences per bucket for the reported numbers
+    selection: int = 100         # sequences per bucket judging choices (their own seed)
+    max_runs: int = 8            # pruning runs in the sparsity sweep
+    max_lines: int = 25          # the size limit of a program worth having
+    candidates: int = 3          # sweep runs taken through replacement before giving up
+    margin: float = 0.02         # replacements keep the choice set's match this far above
+    quick: bool = False          # fewer, shorter runs (the README's example)
+
+    def prune_settings(self):
+        from .prune import PruneSettings
+        if self.quick:
+            return PruneSettings(steps=(150, 100, 100), pool=12, selection=32)
+        return PruneSettings()
+
+
+def program_lines(program: ir.Program) -> int:
+    """Printed statement lines: what a reader has to read (no directives, comments, blanks)."""
+    from rasp_ir.printer import pretty
+    return sum(1 for line in pretty(program).splitlines()
+               if line.strip() and not line.lstrip().startswith(("@", "#")))
+
+
+def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | None,
+                    runs_dir: Path, settings: ExtractSettings = ExtractSettings(),
+                    executor=None, progress=None) -> Extraction:
+    """The short program of a trained checkpoint, and its report (see extractor/sweep.py,
+    prune.py, replace.py, judge.py)."""
+    from .judge import Judge
+    from .linearise import estimate_scales, faithfulness, layer_norms, linearised
+    from .sweep import GRID, ProcessExecutor, RunSpec, frontier, sweep, worst_match
+    say = progress or (lambda text: None)
+    if subject.task is None:
+        raise RaspError([Diagnostic(
+            "X504", "pruning needs task data, and a compiled model has no task",
+            hint="use --stage full for the exact program of a compiled model")])
+    model, task = subject.model, subject.task
+    c = model.config
+    started = time.perf_counter()
+    report = {"stage": "pruned", "kind": subject.kind, "task": task.name, "mode": task.mode,
+              "model": {"layers": c.n_layers, "heads": c.n_heads, "d_model": c.d_model},
+              "seed": settings.seed, "threshold": settings.threshold,
+              "settings": _settings_dict(settings)}
+    timings = report["seconds"] = {}
+    scales, linear = {}, model
+    if layer_norms(model):
+        say("estimating LayerNorm scales")
+        scales = estimate_scales(model, task, seed=settings.seed)
+        linear = linearised(model, scales)
+        f = faithfulness(model, linear, task, n=min(settings.n, 500), seed=settings.seed)
+        report["lln_a"] = {"estimated_scales": scales, "faithfulness": f,
+                           "note": "the scales are learned further, per reader, while pruning"}
+    timings["lln_a"] = round(time.perf_counter() - started, 2)
+
+    prune_settings = settings.prune_settings()
+    base = RunSpec(str(Path(checkpoint).resolve()), task_spec, scales,
+                   _plain(prune_settings.to_dict()), settings.seed, 0.0)
+    executor = executor or ProcessExecutor(settings.workers)
+    start = time.perf_counter()
+    count = [0]
+
+    def heard(summary):
+        count[0] += 1
+        st = summary["stages"]
+        say(f"run {count[0]}: λ={summary['lam']:.2g} edges "
+            + "→".join(str(s["edges"]) for s in st)
+            + f", worst-bucket match {min(st[-1]['match'].values()):.3f}")
+
+    grid = GRID[1:] if settings.quick else GRID
+    summaries = sweep(base, runs_dir, settings.threshold, executor,
+                      max_runs=3 if settings.quick else settings.max_runs, grid=grid,
+                      report=heard)
+    timings["pruning"] = round(time.perf_counter() - start, 2)
+    report["frontier"] = frontier(summaries)
+    report["runs"] = sorted(summaries, key=lambda s: s["lam"])
+
+    passing = [s for s in summaries if worst_match(s) >= settings.threshold]
+    order = sorted(passing, key=lambda s: (s["stages"][-1]["edges"], -worst_match(s)))
+    if not order:
+        order = sorted(summaries, key=lambda s: (-worst_match(s), s["stages"][-1]["edges"]))
+    start = time.perf_counter()
+    chooser = Judge.selection(model, task, settings.selection, settings.seed)
+    held_out = Judge.held_out(model, task, settings.n, settings.seed)
+    tried, chosen = [], None
+    for summary in order[:settings.candidates]:
+        program, log, judged = _readable(subject, linear, base, summary, runs_dir, chooser,
+                                         settings, say)
+        result = held_out(program, task_accuracy=True)
+        lines = program_lines(program)
+        worst = min(r["match"] for r in result.values())
+        entry = {"lam": summary["lam"], "lines": lines, "buckets": result,
+                 "replacements": log, "programs_judged": judged,
+                 "_program": program}
+        tried.append(entry)
+        say(f"λ={summary['lam']:.2g}: {lines} lines, held-out worst-bucket match {worst:.3f}")
+        if worst >= settings.threshold and lines <= settings.max_lines:
+            chosen = entry
+            break
+    timings["primitives"] = round(time.perf_counter() - start, 2)
+    reached = chosen is not None
+    if chosen is None:
+        chosen = max(tried, key=lambda e: (min(r["match"] for r in e["buckets"].values()),
+                                           -e["lines"]))
+    program = chosen.pop("_program")
+    for entry in tried:
+        entry.pop("_program", None)
+    report["candidates"] = tried
+    report["program"] = {"lines": chosen["lines"], "lam": chosen["lam"],
+                         **{k: v for k, v in program_size(program).items()}}
+    report["evaluation"] = {"sequences_per_bucket": settings.n, "seed": settings.seed,
+                            "offset": 0, "buckets": chosen["buckets"]}
+    report["reached_threshold"] = reached
+    if reached:
+        report["verdict"] = (f"a {chosen['lines']}-line program matches the model on at least "
+                             f"{settings.threshold} of the held-out sequences of every bucket")
+    else:
+        report["verdict"] = (f"no program below the size limit ({settings.max_lines} lines) "
+                             f"reaches match {settings.threshold} in every bucket; the best "
+                             "found is written")
+    timings["total"] = round(time.perf_counter() - started, 2)
+    return Extraction(program, report)
+
+
+def _readable(subject, linear, base, summary, runs_dir, judge, settings, say):
+    """A sweep run's circuit, with primitives, simplified and named."""
+    from rasp_ir import passes
+
+    from .circuit import Circuit
+    from .replace import replace
+    from .sweep import RunCache, _with_lam
+    spec = _with_lam(base, summary["lam"])
+    tensors = RunCache(runs_dir).tensors(spec)
+    circuit = Circuit(linear)
+    state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
+    circuit.load_state_dict(state, strict=False)
+    flat = tensors["flat"]
+    bos = subject.task.vocab.tokens[subject.task.vocab.bos]
+    from .circuit_program import circuit_program
+    base_program = circuit_program(circuit, flat, subject.tokens, subject.outputs,
+                                   subject.prediction, bos=bos)
+    start = min(judge(base_program).values())
+    floor = min(settings.threshold + settings.margin, start)
+    say(f"λ={summary['lam']:.2g}: primitives (pruned program's worst-bucket match {start:.3f})")
+    program, log, judged = replace(circuit, flat, subject.tokens, subject.outputs,
+                                   subject.prediction, judge, floor, bos=bos, progress=say)
+    program = passes.descriptive_names(passes.simplify(program))
+    return program, log, judged
+
+
+def _plain(value):
+    """JSON-ready: tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _settings_dict(settings) -> dict:
+    from attrs import asdict
+    return asdict(settings)

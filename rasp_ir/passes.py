@@ -293,16 +293,14 @@ def _combined(kinds):
 
 
 def _uniform_score(dropped, node, facts: _Facts):
-    """The one term of a score sum whose terms were all dropped: uniform attention."""
+    """The one term of a score sum whose terms were all dropped: uniform attention, written
+    `select(k=tokens, op=False)` (a score of 0 for every key)."""
     for term in dropped:
         n = facts.resolve(term)
-        if isinstance(n, ir.Select) and n.queries is None and isinstance(n.predicate, ir.Matrix) \
-                and _score_term(n, facts) == ZERO:
+        if isinstance(n, ir.Select) and n.queries is None and isinstance(n.predicate, ir.Lambda) \
+                and isinstance(n.predicate.body, ir.Const) and n.predicate.body.value is False:
             return term
-    vocab = facts.program.vocab
-    if vocab is not None:
-        return ir.Select(ir.Tokens(), None, ir.Matrix(tuple(vocab), None, (0.0,) * len(vocab)))
-    return dropped[0]       # already uniform (it was dropped for being constant per query)
+    return ir.Select(ir.Tokens(), None, ir.Lambda(("k",), ir.Const(False)))
 
 
 def _zero_logits(dropped, node, facts: _Facts):

@@ -1,0 +1,95 @@
+"""How well a program stands in for the model it was extracted from, per length bucket.
+
+A program is judged by running it with the reference interpreter on fixed sequences (offset 0)
+and comparing with the original model (not the linearised one):
+- match: the fraction of sequences on which the program predicts what the model predicts at
+  every scored position (the argmax for next-token tasks, the set of tokens above 1/2 for
+  next-token-set tasks);
+- task: the fraction the program gets right against the task's labels.
+
+The sequences come from the evaluation sets of `rasp eval` (extractor/evaluate.py) for the
+reported numbers, and from a stream with its own seed for the choices made during extraction,
+so no choice is made on the sequences that measure it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rasp_ir.interpreter import evaluate
+
+from .batches import collate, length_sorted_chunks
+from .evaluate import MAX_TOKENS, evaluation_sets
+from .tasks import IGNORE, Example
+
+
+class Judge:
+    """Fixed sequences per bucket with the model's predictions and the labels cached."""
+
+    def __init__(self, model, task, sets: dict[str, list[Example]]):
+        self.task = task
+        self.sets = {}
+        vocab = task.vocab
+        for name, examples in sets.items():
+            rows = []
+            for chunk in length_sorted_chunks(examples, MAX_TOKENS):
+                batch = collate(chunk, vocab.pad, task.mode)
+                with torch.no_grad():
+                    logits = model(batch.tokens, position_ids=batch.positions).double().numpy()
+                for i, e in enumerate(chunk):
+                    n = len(e.tokens)
+                    rows.append((vocab.names(e.tokens), _decide(logits[i, :n], task.mode),
+                                 _gold(e, task.mode), batch.scored[i, :n].numpy()))
+            self.sets[name] = rows
+
+    @classmethod
+    def held_out(cls, model, task, n: int, seed: int) -> "Judge":
+        """The evaluation sets of `rasp eval --n n --seed seed`."""
+        return cls(model, task, evaluation_sets(task, task.test_buckets, n, seed,
+                                                model.config.n_positions))
+
+    @classmethod
+    def selection(cls, model, task, n: int, seed: int) -> "Judge":
+        """n sequences per bucket from a stream of their own (for choices, not reports)."""
+        rng = np.random.default_rng([seed, 4242])
+        return cls(model, task, {f"{lo}-{hi}": [task.sample(rng, lo, hi, offset=False)
+                                                for _ in range(n)]
+                                 for lo, hi in task.test_buckets})
+
+    def __call__(self, program, task_accuracy: bool = False) -> dict:
+        """{bucket: match} (with task_accuracy: {bucket: {"match": …, "task": …}})."""
+        out = {}
+        for name, rows in self.sets.items():
+            got = evaluate(program, [r[0] for r in rows], program.output)
+            same = right = 0
+            for (_, model_pred, gold, scored), values in zip(rows, got):
+                pred = _decide_output(np.asarray(values), self.task.mode)
+                agree = _equal(pred, model_pred, self.task.mode)
+                same += bool((agree | ~scored).all())
+                if task_accuracy:
+                    right += bool((_equal(pred, gold, self.task.mode) | ~scored).all())
+            n = max(len(rows), 1)
+            out[name] = {"match": same / n, "task": right / n} if task_accuracy else same / n
+        return out
+
+
+def _decide(logits: np.ndarray, mode: str) -> np.ndarray:
+    return logits.argmax(-1) if mode == "lm" else logits > 0
+
+
+def _decide_output(values: np.ndarray, mode: str) -> np.ndarray:
+    """A program's softmax or sigmoid prediction as decisions (p > 1/2 ⟺ logit > 0)."""
+    if mode == "lm":
+        return values.argmax(-1)
+    return values > 0.5
+
+
+def _gold(e: Example, mode: str) -> np.ndarray:
+    if mode == "lm":
+        return np.where(e.targets == IGNORE, -1, e.targets)
+    return e.targets > 0.5
+
+
+def _equal(a: np.ndarray, b: np.ndarray, mode: str) -> np.ndarray:
+    return a == b if mode == "lm" else (a == b).all(-1)
