@@ -97,6 +97,7 @@ def _build_parser() -> argparse.ArgumentParser:
     repl.add_argument("file", type=Path, nargs="?", help="a file to load first")
     repl.set_defaults(handler=cmd_repl)
     _add_model_commands(sub)
+    _add_verification_commands(sub)
     return parser
 
 
@@ -162,29 +163,43 @@ def _add_model_commands(sub) -> None:
                         "bce: next-token sets), vocabulary size and a description.")
     ts.set_defaults(handler=cmd_tasks)
 
-    ex = sub.add_parser("extract", help="rewrite a checkpoint as a RASP program",
-                        description="Rewrite CHECKPOINT (a trained GPT-2 checkpoint, or a model "
-                        "directory written by `rasp compile`) as a D-RASP program. Stage "
-                        "`full`: LayerNorm is linearised (one scale per LayerNorm, estimated on "
-                        "task data; its faithfulness to the original model is measured per "
-                        "length bucket), then every path through the model becomes a variable "
-                        "and every product of weights a table. The program computes the "
-                        "linearised model's logits exactly. Writes PROG, its tables beside it "
-                        "(PROG.tables.safetensors) and a report (PROG.report.json).")
+    ex = sub.add_parser("extract", help="rewrite a checkpoint as a short RASP program",
+                        description="Rewrite CHECKPOINT as a D-RASP program. Default stage "
+                        "`pruned`: LayerNorm is linearised (LLN-A), pruning runs at several "
+                        "sparsity weights find the smallest circuit whose predictions match the "
+                        "model's on THRESHOLD of the sequences of every length bucket, its tables "
+                        "are replaced by named primitives where that keeps the match, and the "
+                        "program is simplified; match and task accuracy are then measured on "
+                        "held-out sequences. Stage `full`: the exact, unpruned program of every "
+                        "path (also for models written by `rasp compile`). Writes PROG, its "
+                        "tables beside it (PROG.tables.safetensors) and a report "
+                        "(PROG.report.json); pruning runs are cached in PROG.runs/ and an "
+                        "interrupted extraction resumes from them.")
     ex.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
     ex.add_argument("--task", metavar="TASK",
                     help="the task of a trained checkpoint (default: its task.json or folder name)")
-    ex.add_argument("--stage", choices=["full"], default="full",
-                    help="full: the exact, unpruned program (the only stage so far)")
+    ex.add_argument("--stage", choices=["pruned", "full"], default="pruned",
+                    help="pruned: the short program (default); full: the exact program")
     ex.add_argument("-o", "--output", type=Path, required=True, metavar="PROG.rasp")
-    ex.add_argument("--n", type=int, default=2000, metavar="N",
-                    help="sequences per bucket for the LLN-A faithfulness (default 2000)")
+    ex.add_argument("--threshold", type=float, default=0.9, metavar="T",
+                    help="match accuracy wanted in every length bucket (default 0.9)")
+    ex.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="pruning runs at once (default: 2, or 1 on a one-core machine)")
+    ex.add_argument("--quick", action="store_true",
+                    help="fewer and shorter pruning runs (a first look in about a minute on "
+                    "small models)")
+    ex.add_argument("--max-runs", type=int, default=8, metavar="N",
+                    help="pruning runs in the sparsity sweep (default 8)")
+    ex.add_argument("--n", type=int, default=None, metavar="N",
+                    help="held-out sequences per bucket (default 1000; full stage: 2000 for "
+                    "the LLN-A faithfulness)")
     ex.add_argument("--seed", type=int, default=0, help="seed of the task data (default 0)")
     ex.add_argument("--fit-steps", type=int, default=100, metavar="N",
-                    help="gradient steps refining the LLN-A scales; 0 keeps the averaged "
-                    "variance (default 100)")
+                    help="full stage: gradient steps refining the LLN-A scales; 0 keeps the "
+                    "averaged variance (default 100)")
     ex.add_argument("--max-entries", type=int, default=None, metavar="N",
-                    help="refuse programs whose tables hold more numbers (default 20,000,000)")
+                    help="full stage: refuse programs whose tables hold more numbers "
+                    "(default 20,000,000)")
     ex.add_argument("--json", action="store_true", help="print the report as JSON")
     ex.add_argument("--quiet", action="store_true", help="no progress display")
     ex.set_defaults(handler=cmd_extract)
@@ -488,14 +503,15 @@ def cmd_train(args) -> int:
 def cmd_extract(args) -> int:
     import torch
 
-    from extractor.extract import extract_full, load_subject
-    from extractor.paths import MAX_ENTRIES
-
-    from .tables import atomic_write_text, write_program
-    if args.n < 1 or args.seed < 0 or args.fit_steps < 0 or (
+    from extractor.extract import load_subject
+    if (args.n is not None and args.n < 1) or args.seed < 0 or args.fit_steps < 0 or (
             args.max_entries is not None and args.max_entries < 1):
         raise RaspError([Diagnostic("T404", "--n and --max-entries must be at least 1, "
                                     "--seed and --fit-steps at least 0")])
+    if not 0 < args.threshold <= 1 or args.max_runs < 1 or (
+            args.workers is not None and args.workers < 1):
+        raise RaspError([Diagnostic("T404", "--threshold must be in (0, 1], --max-runs and "
+                                    "--workers at least 1")])
     if args.output.suffix != ".rasp":
         raise RaspError([Diagnostic("X503", f"{args.output}: the program's file name must end "
                                     "in .rasp (its tables go beside it)")])
@@ -503,9 +519,58 @@ def cmd_extract(args) -> int:
         raise RaspError([Diagnostic("X503", f"{args.output.parent}: no such directory")])
     torch.set_num_threads(min(2, torch.get_num_threads()))
     subject = load_subject(args.checkpoint, args.task)
+    if args.stage == "full":
+        return _extract_full(args, subject)
+    return _extract_pruned(args, subject)
+
+
+def _extract_pruned(args, subject) -> int:
+    from extractor.extract import ExtractSettings, extract_program
+
+    from .tables import atomic_write_text, write_program
+    workers = args.workers or min(2, os.cpu_count() or 1)
+    settings = ExtractSettings(threshold=args.threshold, workers=workers, seed=args.seed,
+                               n=args.n or (200 if args.quick else 1000), quick=args.quick,
+                               max_runs=args.max_runs)
+    runs = args.output.with_suffix(".runs")
     bar = _status_line(args)
     try:
-        result = extract_full(subject, n=args.n, seed=args.seed,
+        result = extract_program(subject, args.checkpoint, args.task, runs, settings,
+                                 progress=bar)
+    finally:
+        bar(None)
+    write_program(result.program, args.output)
+    report = dict(result.report, checkpoint=str(args.checkpoint),
+                  program=dict(result.report["program"], file=str(args.output)))
+    atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    print(f"{args.checkpoint}: {report['model']['layers']} layers x {report['model']['heads']} "
+          f"heads, task {report['task']}")
+    print(f"  {len(report['runs'])} pruning runs in {report['seconds']['pruning']:.0f} s; "
+          f"frontier (edges: worst-bucket match on the choice set): " + ", ".join(
+              f"{p['edges']}: {p['match']:.2f}" for p in report["frontier"]["products"]))
+    ev = report["evaluation"]
+    print(f"  {report['program']['lines']}-line program; held-out ({ev['sequences_per_bucket']} "
+          "sequences per bucket, offset 0):")
+    for bucket, r in ev["buckets"].items():
+        print(f"    {bucket:<10} match {r['match']:.4f}   task {r['task']:.4f}")
+    print(f"  {report['verdict']}")
+    print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
+          f"report: {args.output.with_suffix('.report.json').name}, runs: {runs.name}/) in "
+          f"{report['seconds']['total']:.0f} s")
+    return EXIT_OK
+
+
+def _extract_full(args, subject) -> int:
+    from extractor.extract import extract_full
+    from extractor.paths import MAX_ENTRIES
+
+    from .tables import atomic_write_text, write_program
+    bar = _status_line(args)
+    try:
+        result = extract_full(subject, n=args.n or 2000, seed=args.seed,
                               limit=args.max_entries or MAX_ENTRIES, fit_steps=args.fit_steps,
                               progress=bar)
     finally:
@@ -555,6 +620,194 @@ def cmd_tasks(args) -> int:
         task = get_task(name)
         print(f"{name:<24} {task.mode:<4} {len(task.vocab):>4} tokens  {task.description}")
     return EXIT_OK
+
+
+
+# ---------------------------------------------------------------- rasp equiv, rasp verify
+
+EXIT_DIFFERENT, EXIT_FAILED = 1, 2
+
+
+def _add_verification_commands(sub) -> None:
+    """`rasp equiv` (program against program) and `rasp verify` (program against model)."""
+    eq = sub.add_parser("equiv", help="check whether two programs agree on every input",
+                        description="Decide whether programs A and B give the same output on "
+                        "every input of lengths 1..N over their (common) vocabulary, after "
+                        "their BOS token if they declare one. Every input is run where all of "
+                        "them number at most --bound (a proof up to N); beyond that, longer "
+                        "inputs are random and Hypothesis-generated (a search, not a proof). A "
+                        "difference is shrunk to a minimal input and printed with both outputs. "
+                        "Categorical outputs compare exactly, numbers and vectors within "
+                        "--tolerance x max(1, |value|), logits and softmax predictions by the "
+                        "decoded token, sigmoid predictions by the set above 1/2. Exit status: "
+                        "0 equal, 1 different, 2 error.")
+    eq.add_argument("a", type=Path, metavar="A.rasp")
+    eq.add_argument("b", type=Path, metavar="B.rasp")
+    eq.add_argument("--max-len", type=int, metavar="N",
+                    help="longest input (default: the smaller @maxlen, at most 12)")
+    eq.add_argument("--examples", type=int, metavar="K", default=None,
+                    help="random inputs beyond the exhaustive lengths (default 2000; a tenth as "
+                    "many, at most 500, are Hypothesis-generated)")
+    eq.add_argument("--bound", type=int, metavar="M", default=None,
+                    help="most inputs run exhaustively (default 200,000)")
+    eq.add_argument("--tolerance", type=float, default=None,
+                    help="relative tolerance for numbers and vectors (default 1e-6)")
+    eq.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    eq.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    eq.set_defaults(handler=cmd_equiv)
+
+    ve = sub.add_parser("verify", help="compare a program with a checkpoint",
+                        description="Compare PROGRAM with CHECKPOINT (a trained GPT-2 "
+                        "checkpoint, or a directory written by `rasp compile`): match accuracy "
+                        "per length bucket on the task's evaluation sets (trained checkpoints; "
+                        "the paper's metric at the scored positions) and on any sequence over "
+                        "the vocabulary of lengths 1..N (exhaustive up to --bound inputs, then "
+                        "random and Hypothesis-generated; every position), and the least "
+                        "input found on which they differ, shrunk, with both outputs. Exit "
+                        "status: 0 no difference found, 1 a difference, 2 error.")
+    ve.add_argument("program", type=Path, metavar="PROGRAM")
+    ve.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    ve.add_argument("--task", metavar="TASK",
+                    help="the task of a trained checkpoint (default: its task.json or folder name)")
+    ve.add_argument("--n", type=int, default=500, metavar="N",
+                    help="task sequences per length bucket (default 500; 0 skips task data)")
+    ve.add_argument("--seed", type=int, default=0, help="seed of the task data and random inputs")
+    ve.add_argument("--max-len", type=int, metavar="N",
+                    help="longest generated input (default: the program's and model's limits, "
+                    "at most 12)")
+    ve.add_argument("--examples", type=int, metavar="K", default=None,
+                    help="random inputs beyond the exhaustive lengths (default 1000; a tenth as "
+                    "many, at most 200, are Hypothesis-generated)")
+    ve.add_argument("--bound", type=int, metavar="M", default=None,
+                    help="most generated inputs run exhaustively (default 20,000)")
+    ve.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    ve.set_defaults(handler=cmd_verify)
+
+
+def _failed(exc: RaspError) -> int:
+    _print_diagnostics(exc.diagnostics, exc.source)
+    return EXIT_FAILED
+
+
+def _tokens_text(tokens) -> str:
+    return json.dumps(list(tokens), ensure_ascii=False, default=str)
+
+
+def _search_text(s) -> str:
+    """How the inputs were chosen, in one line."""
+    space = s.space
+    if s.stopped and s.found_by == "exhaustive":
+        return (f"exhaustive, shortest inputs first, stopped at the first difference "
+                f"({s.checked:,} inputs checked, bound {s.bound:,})")
+    if s.exhaustive:
+        return (f"exhaustive: all {s.checked:,} inputs of lengths {space.min_len}-"
+                f"{space.max_len} (bound {s.bound:,})")
+    parts = []
+    if s.exhaustive_up_to >= space.min_len:
+        parts.append(f"exhaustive up to length {s.exhaustive_up_to} "
+                     f"({space.total(hi=s.exhaustive_up_to):,} inputs, bound {s.bound:,})")
+    else:
+        parts.append(f"no length fits the exhaustive bound {s.bound:,}")
+    lo = max(s.exhaustive_up_to + 1, space.min_len)
+    parts.append(f"property-based for lengths {lo}-{space.max_len}: {s.random_inputs:,} random "
+                 f"+ {s.hypothesis_inputs:,} Hypothesis inputs")
+    return ", ".join(parts)
+
+
+def _print_counterexample(c, found_by: str | None, found, rounds: int,
+                          labels: tuple[str, str]) -> None:
+    how = {"exhaustive": "by exhaustive search: every shorter input agrees"}.get(found_by)
+    if how is None and found is not None:
+        how = (f"by {found_by or 'search'} at length {len(found)}, shrunk in {rounds} round(s) "
+               "to a 1-minimal input")
+    print(f"  counterexample (length {len(c.input)}" + (f", found {how}" if how else "") + "):")
+    width = max(len(label) for label in labels + ("input",)) + 1
+    print(f"    {'input:':<{width}} {_tokens_text(c.input)}")
+    for label, output in zip(labels, (c.output_a, c.output_b)):
+        text = output if isinstance(output, str) else _tokens_text(output)
+        print(f"    {label + ':':<{width}} {text}")
+    if c.differs_at:
+        print(f"    differs at position(s): {', '.join(map(str, c.differs_at))}")
+
+
+def cmd_equiv(args) -> int:
+    import grammar
+
+    from . import equiv
+    try:
+        a, b = grammar.load(args.a), grammar.load(args.b)
+        options = {k: v for k, v in (("bound", args.bound), ("examples", args.examples),
+                                     ("tolerance", args.tolerance)) if v is not None}
+        result = equiv.equivalent(a, b, args.max_len, seed=args.seed,
+                                  names=(str(args.a), str(args.b)), **options)
+    except RaspError as exc:
+        return _failed(exc)
+    status = EXIT_OK if result.equal else EXIT_DIFFERENT
+    if args.json:
+        print(json.dumps(dict(result.summary(), a=str(args.a), b=str(args.b)),
+                         ensure_ascii=False, default=str))
+        return status
+    s = result.search
+    if result.proven:
+        print(f"equal: {args.a} and {args.b} agree on every input of length 1-{result.max_len}")
+    elif result.equal:
+        print(f"no difference found: {args.a} and {args.b} agree on every input checked "
+              f"(proven up to length {max(s.exhaustive_up_to, 0)}, searched up to "
+              f"{result.max_len})")
+    else:
+        print(f"different: {args.a} and {args.b} differ")
+    print(f"  mode: {_search_text(s)}")
+    print(f"  compared: {result.comparison}")
+    if result.counterexample is not None:
+        _print_counterexample(result.counterexample, s.found_by, s.found, s.shrink_rounds,
+                              ("A", "B"))
+    return status
+
+
+def cmd_verify(args) -> int:
+    import grammar
+    try:
+        import torch
+
+        from extractor import verify
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        program = grammar.load(args.program)
+        options = {k: v for k, v in (("bound", args.bound), ("examples", args.examples))
+                   if v is not None}
+        result = verify.verify(program, args.checkpoint, args.task, n=args.n, seed=args.seed,
+                               max_len=args.max_len, **options)
+    except RaspError as exc:
+        return _failed(exc)
+    status = EXIT_OK if result.matches else EXIT_DIFFERENT
+    if args.json:
+        print(json.dumps(dict(result.summary(), program=str(args.program),
+                              checkpoint=str(args.checkpoint)), ensure_ascii=False, default=str))
+        return status
+    what = f"{result.kind} model" + (f", task {result.task} ({result.mode})" if result.task
+                                     else "")
+    print(f"{args.program} vs {args.checkpoint}: {what}")
+    print(f"  compared: {result.comparison}")
+    if result.buckets:
+        print(f"  task data ({args.n} sequences per bucket, seed {args.seed}):")
+        for bucket, value in result.buckets.items():
+            if "skipped" in value:
+                print(f"    {bucket:<10} skipped: {value['skipped']}")
+            else:
+                print(f"    {bucket:<10} match {value['match']:.4f}")
+    s = result.search
+    print(f"  any sequence over the vocabulary ({_search_text(s)}):")
+    for bucket, value in result.generated_buckets().items():
+        print(f"    {bucket:<10} match {value['match']:.4f}   ({value['sequences']:,} inputs)")
+    if result.counterexample is None:
+        print("  no difference found")
+    else:
+        source = result.counterexample_source
+        found = s.found if source == s.found_by else None
+        _print_counterexample(result.counterexample, None if source == "task data" else source,
+                              found, s.shrink_rounds, ("program", "model"))
+        if source == "task data":
+            print("    (a task sequence on which they differ, shrunk to a 1-minimal input)")
+    return status
 
 
 if __name__ == "__main__":

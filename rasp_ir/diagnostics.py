@@ -2,7 +2,8 @@
 
 Codes: E1xx syntax, E2xx types and names, E3xx value sets, R2xx runtime (interpreter),
 C3xx checkpoints (compiler/checkpoint.py), T4xx tasks, training and evaluation (extractor/),
-X5xx extraction, W1xx/W2xx warnings. `rasp_ir.diagnostics.CODES` lists each with a one-line summary.
+X5xx extraction, V6xx verification (`rasp equiv`, `rasp verify`), W1xx/W2xx warnings.
+`rasp_ir.diagnostics.CODES` lists each with a one-line summary.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ CODES = {
     "X501": "the full program of a model would be too large (paths multiply with depth)",
     "X502": "a model with LayerNorm needs task data for its LLN-A scales",
     "X503": "bad output path for an extracted program",
+    "V601": "a program cannot be checked: it has no @vocab",
+    "V602": "two programs (or a program and a model) have different vocabularies or BOS tokens",
+    "V603": "outputs of kinds that cannot be compared",
+    "V604": "bad option for rasp equiv or rasp verify (lengths, counts, bound, tolerance)",
+    "V605": "a program does not fit the checkpoint it is verified against",
     "W101": "RASP 0.1 would read a statement differently (operator precedence)",
     "W222": "a numerical aggregate with a non-zero default",
 }
@@ -96,7 +102,8 @@ class Diagnostic:
 
     @property
     def severity(self) -> str:
-        return {"E": "error", "C": "error", "T": "error", "X": "error", "R": "runtime error",
+        return {"E": "error", "C": "error", "T": "error", "X": "error", "V": "error",
+                "R": "runtime error",
                 "W": "warning"}[self.code[0]]
 
     def render(self, source: str | None = None) -> str:
