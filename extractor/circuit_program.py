@@ -167,7 +167,7 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
         bindings.append(ir.Binding("prediction", ir.Predict(prediction, ir.Ref("logits"))))
         output = ir.Ref("prediction")
     return ir.Program(bindings=tuple(bindings), output=output, vocab=tuple(tokens), maxlen=P,
-                      causal=c.causal, bos=bos)
+                      causal=c.causal, bos=bos, attention="softmax")
 
 
 def _mlp_node(cd, L, C, masks, ablation, variables, used, alive, index) -> ir.Mlp:

@@ -370,9 +370,11 @@ class _Group:
             saved = self.params
             self.params = {pred.params[0]: rows[:, 0]}
             try:
-                return A.truthy(np.asarray(self.value(pred.body))).astype(np.float64)
+                vector = np.asarray(self.value(pred.body))
             finally:
                 self.params = saved
+            # a constant predicate (`op=False`) is one value: the same for every row
+            return A.truthy(np.broadcast_to(vector, (rows.shape[0],))).astype(np.float64)
         cols = A.to_array(list(col_basis))[None, :]
         if isinstance(pred, ir.Compare):   # key op query: rows are queries, cols keys
             table = self._predicate(pred, node, keys=cols, queries=rows)

@@ -161,8 +161,8 @@ def test_faithfulness_of_the_real_model_to_itself_is_one():
 
 def test_extract_command_on_the_shipped_example(tmp_path, capsys):
     out = tmp_path / "bin_majority.rasp"
-    assert main(["extract", str(EXAMPLES / "bin_majority"), "-o", str(out), "--n", "100",
-                 "--quiet"]) == 0
+    assert main(["extract", str(EXAMPLES / "bin_majority"), "--stage", "full", "-o", str(out),
+                 "--n", "100", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "match" in text and "paths" in text
     report = json.loads(out.with_suffix(".report.json").read_text())
@@ -178,7 +178,8 @@ def test_extract_command_on_a_compiled_model(tmp_path, capsys):
     compiled = compile_program(grammar.load(EXAMPLES / "reverse.rasp"), 5)
     save_compiled(compiled, tmp_path / "model")
     out = tmp_path / "reverse.rasp"
-    assert main(["extract", str(tmp_path / "model"), "-o", str(out), "--quiet"]) == 0
+    assert main(["extract", str(tmp_path / "model"), "--stage", "full", "-o", str(out),
+                 "--quiet"]) == 0
     assert "exact rewrite" in capsys.readouterr().out
     bos = compiled.vocab[0]
     assert main(["run", str(out), json.dumps([bos, "a", "b", "c"]), "--json"]) == 0
@@ -187,8 +188,8 @@ def test_extract_command_on_a_compiled_model(tmp_path, capsys):
 
 def test_extract_without_fitting_keeps_the_estimated_scales(tmp_path, capsys):
     out = tmp_path / "p.rasp"
-    assert main(["extract", str(EXAMPLES / "bin_majority"), "-o", str(out), "--n", "50",
-                 "--fit-steps", "0", "--quiet", "--json"]) == 0
+    assert main(["extract", str(EXAMPLES / "bin_majority"), "--stage", "full", "-o", str(out),
+                 "--n", "50", "--fit-steps", "0", "--quiet", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["lln_a"]["method"] == "estimated"
     assert report["lln_a"]["scales"] == report["lln_a"]["estimated_scales"]

@@ -223,9 +223,6 @@ def test_key_labels_compute_their_vectors(case):
         check_left_out(header(vocab, len(sequence)) + lines[i], f"s{i}", sequence)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="the interpreter's _table returns a scalar, not a vector over the "
-                   "keys, for a constant predicate on a vector key")
 def test_uniform_key_term_on_a_vector():
     vocab = VOCABS[0]
     uniform = key_primitives()[0]
@@ -266,10 +263,7 @@ def test_logit_labels_compute_their_tables(case):
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param("zeros", marks=pytest.mark.xfail(
-        strict=True, raises=IndexError,
-        reason="interpreter _table returns a scalar for a constant bias predicate")),
-    "to_eos", "to_bos"])
+    "zeros", "to_eos", "to_bos"])
 @pytest.mark.parametrize("vocab", VOCABS, ids=len)
 def test_bias_labels_compute_their_vectors(name, vocab):
     p = next(p for p in bias_primitives() if p.name == name)
