@@ -14,7 +14,7 @@ import attrs
 import numpy as np
 
 from .plan import Atom, Block, Head, Linear, Plan, Var
-from . import functions as F
+from . import vectorised as V
 
 ONE, BOS = 0, 1          # residual directions: "a program position" and "the BOS position"
 UNDERFLOW = 104.0        # exp(-104) is below float32's smallest subnormal: an exact zero
@@ -156,75 +156,97 @@ def _bilinear(qvar, kvar, matrix, layout):
 # ---------------------------------------------------------------- MLPs
 
 def block_weights(block: Block, layout: Layout):
-    """(W_in, W_out) of one lookup/discretising MLP; every unit is off at the BOS position."""
+    """(W_in, W_out) of one lookup/discretising MLP; every unit is off at the BOS position.
+    Units come per combination of the categorical inputs (itertools.product order): one that
+    writes the output at the smallest numerical input, then, for each step between
+    neighbouring numerical inputs where the output changes, two ramp units."""
     fn, out = block.fn, block.out
     cats = [leaf for leaf in fn.leaves if leaf.kind != "num"]
     nums = [leaf for leaf in fn.leaves if leaf.kind == "num"]
-    encode = out.encode
     k = len(cats)
-    W_in_cols, W_out_rows = [], []
-
-    def unit(weights: np.ndarray, output: np.ndarray):
-        W_in_cols.append(weights)
-        W_out_rows.append(output)
-
-    def match(combo) -> np.ndarray:
-        w = np.zeros(layout.width)
-        for var, value in zip(cats, combo):
-            w[layout.dims(var).start + _position(var, value)] += 1.0
-        return w
-
-    def value(env):
-        try:
-            return encode(fn.call(env))
-        except (F.Undefined, KeyError, TypeError, ValueError):
-            return np.zeros(out.width)          # a combination the program never reaches
-
-    combos = _product([var.values for var in cats])
+    inputs = sorted(set(nums[0].values)) if nums else []
+    outputs = _outputs(fn, out, cats, nums, inputs)       # (combos, numerical inputs, out)
+    n = outputs.shape[0]
+    match = np.zeros((n, layout.width))      # row c: 1 on each categorical value of combo c
+    for var, codes in zip(cats, np.indices([len(v.values) for v in cats]).reshape(k, n)):
+        positions = np.array([_position(var, v) for v in var.values], dtype=np.int64)
+        match[np.arange(n), layout.dims(var).start + positions[codes]] += 1.0
     if not nums:
         gate = float(k + 1)
-        for combo in combos:
-            w = match(combo)
-            w[ONE] -= k - 1
-            w[BOS] -= gate
-            unit(w, value(dict(zip(cats, combo))))
-    else:
-        (var,) = nums
-        inputs = sorted(set(var.values))
-        gaps = [b - a for a, b in zip(inputs, inputs[1:])]
-        L = 4.0 / min(gaps) if gaps else 1.0
-        span = inputs[-1] - inputs[0]
-        M = L * span + 2.0
-        x_at_bos = abs(float(bos_vector(var)[0]))
-        gate = L * (max(abs(inputs[0]), abs(inputs[-1])) + x_at_bos + 1) + M * (k + 1) + 2
-        x_read = read(layout, var.affine)[:, 0] if var.affine is not None else None
-        if x_read is None:
-            x_read = np.zeros(layout.width)
-            x_read[layout.dims(var).start] = 1.0
-        for combo in combos:
-            env = dict(zip(cats, combo))
-            outputs = [value({**env, var: x}) for x in inputs]
-            base = match(combo)
-            base[ONE] -= k - 1
-            base[BOS] -= gate
-            unit(base, outputs[0])
-            for j in range(1, len(inputs)):
-                delta = outputs[j] - outputs[j - 1]
-                if not delta.any():
-                    continue
-                t = (inputs[j - 1] + inputs[j]) / 2
-                # ReLU(L(x-t)+1) - ReLU(L(x-t)) is 0 below t - 1/L and 1 above t; a wrong
-                # categorical combination subtracts M and keeps both units at 0
-                for offset, sign in ((1.0, 1.0), (0.0, -1.0)):
-                    w = M * match(combo) + L * x_read
-                    w[ONE] += -L * t + offset - M * k
-                    w[BOS] -= gate
-                    unit(w, sign * delta)
-    W_in = np.stack(W_in_cols, axis=1) if W_in_cols else np.zeros((layout.width, 0))
-    W_out = np.zeros((len(W_out_rows), layout.width))
-    for i, row in enumerate(W_out_rows):
-        W_out[i, layout.dims(out)] = row
-    return W_in, W_out
+        W_in = match
+        W_in[:, ONE] -= k - 1
+        W_in[:, BOS] -= gate
+        return W_in.T, _write(layout, out, outputs[:, 0])
+    (var,) = nums
+    gaps = [b - a for a, b in zip(inputs, inputs[1:])]
+    L = 4.0 / min(gaps) if gaps else 1.0
+    span = inputs[-1] - inputs[0]
+    M = L * span + 2.0
+    x_at_bos = abs(float(bos_vector(var)[0]))
+    gate = L * (max(abs(inputs[0]), abs(inputs[-1])) + x_at_bos + 1) + M * (k + 1) + 2
+    x_read = read(layout, var.affine)[:, 0] if var.affine is not None else None
+    if x_read is None:
+        x_read = np.zeros(layout.width)
+        x_read[layout.dims(var).start] = 1.0
+    base = match.copy()
+    base[:, ONE] -= k - 1
+    base[:, BOS] -= gate
+    # ReLU(L(x-t)+1) - ReLU(L(x-t)) is 0 below t - 1/L and 1 above t; a wrong categorical
+    # combination subtracts M and keeps both units at 0
+    ramp = M * match + L * x_read
+    steps = [(a + b) / 2 for a, b in zip(inputs, inputs[1:])]
+    shift = {offset: np.array([-L * t + offset - M * k for t in steps])
+             for offset in (1.0, 0.0)}
+    deltas = outputs[:, 1:] - outputs[:, :-1]                 # (combos, steps, out)
+    live = deltas.any(axis=2)
+    # slots per combination: the base unit, then (+, -) per step; kept where the output moves
+    kept = np.ones((n, 1 + 2 * len(steps)), dtype=bool)
+    kept[:, 1::2] = kept[:, 2::2] = live
+    combo, slot = np.nonzero(kept)
+    first, step, rising = slot == 0, (slot - 1) // 2, slot % 2 == 1
+    W_in = np.empty((combo.size, layout.width))
+    rows = np.empty((combo.size, out.width))
+    W_in[first] = base[combo[first]]
+    rows[first] = outputs[combo[first], 0]
+    ramps, c, j, up = ~first, combo[~first], step[~first], rising[~first]
+    columns = ramp[c]
+    columns[:, ONE] += np.where(up, shift[1.0][j], shift[0.0][j])
+    columns[:, BOS] -= gate
+    W_in[ramps] = columns
+    rows[ramps] = np.where(up, 1.0, -1.0)[:, None] * deltas[c, j]
+    return W_in.T, _write(layout, out, rows)
+
+
+def _outputs(fn, out: Var, cats: list, nums: list, inputs: list) -> np.ndarray:
+    """The encoded output for every combination of the categorical inputs (product order) and
+    each numerical input in `inputs` (one, None, where there is no numerical input): shape
+    (combos, len(inputs) or 1, out.width); zero where the function is undefined or its value
+    has no encoding (combinations the program never reaches)."""
+    values, undefined = fn.column()
+    order = [fn.leaves.index(leaf) for leaf in cats + nums]
+    values = values.transpose(order)
+    undefined = None if undefined is None else undefined.transpose(order)
+    if nums:
+        at = np.array([_position(nums[0], x) for x in inputs], dtype=np.int64)
+        values, undefined = values[..., at], None if undefined is None else undefined[..., at]
+    distinct, codes = V.factorize(np.asarray(values))
+    encoded = np.zeros((len(distinct), out.width))
+    for i, value in enumerate(distinct):
+        try:
+            encoded[i] = out.encode(value)
+        except (KeyError, TypeError, ValueError):
+            pass
+    table = encoded[codes]
+    if undefined is not None:
+        table[undefined] = 0.0
+    return table.reshape(-1, max(1, len(inputs)), out.width)
+
+
+def _write(layout: Layout, out: Var, rows: np.ndarray) -> np.ndarray:
+    """W_out: each unit's row written into the output variable's dimensions."""
+    W_out = np.zeros((rows.shape[0], layout.width))
+    W_out[:, layout.dims(out)] = rows
+    return W_out
 
 
 def _position(var: Var, value) -> int:
@@ -232,13 +254,6 @@ def _position(var: Var, value) -> int:
         if v == value and type(v) is type(value):
             return i
     return var.values.index(value)
-
-
-def _product(value_lists):
-    combos = [()]
-    for values in value_lists:
-        combos = [c + (v,) for c in combos for v in values]
-    return combos
 
 
 # ---------------------------------------------------------------- the whole model
