@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+
 import attrs
 import numpy as np
 import torch
@@ -82,6 +85,26 @@ def compile_program(program: ir.Program, max_len: int | None = None,
                     dtype=torch.float64) -> CompiledModel:
     """Compile `program` for inputs of up to `max_len` tokens (default: its @maxlen).
     Raises RaspError listing every construct that cannot be compiled exactly."""
+    with _collector_paused():
+        return _compile(program, max_len, dtype)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """A compile is a burst of short-lived objects, which reference counting frees. In a
+    process that holds torch (~200k objects) one full cyclic collection costs more than a
+    whole compile, so the collector waits for the compile to end (and then collects
+    whatever cycles it left)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _compile(program: ir.Program, max_len: int | None, dtype) -> CompiledModel:
     maxlen = max_len or program.maxlen
     if maxlen is not None and maxlen != program.maxlen:
         program = attrs.evolve(program, maxlen=maxlen)     # value sets follow the length

@@ -160,14 +160,17 @@ def _tabulated(fn: Fn, keep: list, values: np.ndarray, defined: np.ndarray) -> F
     first = flat_defined.argmax(axis=1)
     kept_values = flat_values[np.arange(rows), first].reshape(shape)
     kept_defined = flat_defined[np.arange(rows), first].reshape(shape)
-    combos = itertools.product(*(leaf.values for leaf in leaves))
-    lookup = dict(itertools.compress(zip(combos, kept_values.ravel().tolist()),
-                                     kept_defined.ravel().tolist()))
     dropped = {leaf: leaf.values[0] for i, leaf in enumerate(fn.leaves) if i not in keep}
     call = fn.call
     column = (kept_values, None if kept_defined.all() else ~kept_defined)
+    lookup = None       # built on the first call: most parents read the column instead
 
     def tabulated(env):
+        nonlocal lookup
+        if lookup is None:
+            combos = itertools.product(*(leaf.values for leaf in leaves))
+            lookup = dict(itertools.compress(zip(combos, kept_values.ravel().tolist()),
+                                             kept_defined.ravel().tolist()))
         try:
             return lookup[tuple(env[leaf] for leaf in leaves)]
         except (KeyError, TypeError):     # outside the value sets, or undefined there

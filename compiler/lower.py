@@ -169,7 +169,7 @@ def block_weights(block: Block, layout: Layout):
     n = outputs.shape[0]
     match = np.zeros((n, layout.width))      # row c: 1 on each categorical value of combo c
     for var, codes in zip(cats, np.indices([len(v.values) for v in cats]).reshape(k, n)):
-        positions = np.array([_position(var, v) for v in var.values], dtype=np.int64)
+        positions = _positions(var, var.values)
         match[np.arange(n), layout.dims(var).start + positions[codes]] += 1.0
     if not nums:
         gate = float(k + 1)
@@ -227,7 +227,7 @@ def _outputs(fn, out: Var, cats: list, nums: list, inputs: list) -> np.ndarray:
     values = values.transpose(order)
     undefined = None if undefined is None else undefined.transpose(order)
     if nums:
-        at = np.array([_position(nums[0], x) for x in inputs], dtype=np.int64)
+        at = _positions(nums[0], inputs)
         values, undefined = values[..., at], None if undefined is None else undefined[..., at]
     distinct, codes = V.factorize(np.asarray(values))
     encoded = np.zeros((len(distinct), out.width))
@@ -247,6 +247,15 @@ def _write(layout: Layout, out: Var, rows: np.ndarray) -> np.ndarray:
     W_out = np.zeros((rows.shape[0], layout.width))
     W_out[:, layout.dims(out)] = rows
     return W_out
+
+
+def _positions(var: Var, values) -> np.ndarray:
+    """`_position` of each of `values`, with one pass over the variable's values."""
+    first: dict = {}
+    for i, v in enumerate(var.values):
+        first.setdefault((type(v), v), i)
+    return np.array([first[(type(v), v)] if (type(v), v) in first else _position(var, v)
+                     for v in values], dtype=np.int64)
 
 
 def _position(var: Var, value) -> int:
