@@ -709,8 +709,9 @@ def _search_text(s) -> str:
     else:
         parts.append(f"no length fits the exhaustive bound {s.bound:,}")
     lo = max(s.exhaustive_up_to + 1, space.min_len)
-    parts.append(f"property-based for lengths {lo}-{space.max_len}: {s.random_inputs:,} random "
-                 f"+ {s.hypothesis_inputs:,} Hypothesis inputs")
+    hypothesis = f" + {s.hypothesis_inputs:,} Hypothesis" if s.hypothesis_inputs else ""
+    parts.append(f"property-based for lengths {lo}-{space.max_len}: {s.random_inputs:,} "
+                 f"random{hypothesis} inputs")
     return ", ".join(parts)
 
 
@@ -767,10 +768,7 @@ def cmd_equiv(args) -> int:
 def cmd_verify(args) -> int:
     import grammar
     try:
-        import torch
-
         from extractor import verify
-        torch.set_num_threads(min(2, torch.get_num_threads()))
         program = grammar.load(args.program)
         options = {k: v for k, v in (("bound", args.bound), ("examples", args.examples))
                    if v is not None}
