@@ -578,7 +578,16 @@ class Planner:
         def mean(env):
             w = widths[env[indices]]
             return round(env[var] * D) / w if w else 0
-        self.reads[var] = F.Fn((var, indices), mean)
+
+        def means(grid):        # `mean` on a whole grid: it is read by every table of counts
+            w = np.array(widths, dtype=np.int64)[grid.leaf(indices)[0]]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out = np.rint(grid.leaf(var)[0] * D).astype(np.int64) / w   # round: half even
+            if (w == 0).any():          # no key: the int 0, as `mean` gives
+                out = out.astype(object)
+                out[np.broadcast_to(w == 0, out.shape)] = 0
+            return out, None
+        self.reads[var] = F.Fn((var, indices), mean, vector=means)
         return var
 
     def selector_width(self, node: ir.SelectorWidth) -> Var:

@@ -322,3 +322,32 @@ def test_vectorised_select_tables_equal_calls(data):
             except (F.Undefined, TypeError, ValueError, ArithmeticError):
                 pass
     assert (F.predicate_table(predicate, keys, queries) == want).all()
+
+
+# a share of the keys before the query (none at index 0: the mean is the int 0 there), doubled
+_SHARE_BEFORE = ('@vocab V = {"a", "b"};\n@maxlen 6;\n'
+                 'share = aggregate(select(indices, indices, <), indicator(tokens == "a"), 0);\n'
+                 'twice = share * 2;\n@output twice;\n')
+
+
+@pytest.mark.parametrize("name", ["dyck2", "parity", "shuffle_dyck3", "share_before"])
+def test_reads_of_heads_tabulate_as_they_call(name):
+    # a head's output read back as the program's value (a count, a width) has its own
+    # vectorised form: it must give the same column as calling it
+    from compiler.plan import Planner
+    program = grammar.parse(_SHARE_BEFORE) if name == "share_before" else attrs.evolve(
+        grammar.load(EXAMPLES / f"{name}.rasp"), maxlen=12)
+    planner = Planner(program, program.maxlen)
+    planner.output(program.output)
+    assert any(read.vector is not None for read in planner.reads.values())
+    for read in planner.reads.values():
+        want, want_undefined = F.column_by_calls(read)
+        got, got_undefined = read.column()
+        assert want_undefined is None and got_undefined is None
+        assert [type(v) for v in got.ravel().tolist()] == [type(v) for v in want.ravel().tolist()]
+        assert got.ravel().tolist() == want.ravel().tolist()
+    if name == "share_before":
+        compiled = compile_program(program)
+        inputs = [list("abab"), list("a"), list("bbaaab")]
+        for got, result in zip(compiled.run(inputs), run(program, inputs)):
+            assert same(result.output, got)
