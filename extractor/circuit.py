@@ -115,10 +115,9 @@ class Norm(nn.Module):
     """A reader's LayerNorm under LLN-A: x ↦ centre(x) · γ / s (+ β), s = exp(log_scale)
     learned; the identity for models without LayerNorm (compiled ones)."""
 
-    def __init__(self, norm, count: int):
+    def __init__(self, norm, count: int, d: int):
         super().__init__()
         self.linear = norm is not None
-        d = norm.w.shape[0] if norm is not None else 0
         self.register_buffer("gamma", norm.w.detach().float().clone() if norm is not None
                              else torch.ones(d))
         self.register_buffer("beta", norm.b.detach().float().clone() if norm is not None
@@ -152,13 +151,13 @@ class Circuit(nn.Module):
                                                     for b in model.blocks]))
         self.register_buffer("W_U", f(model.unembed.W_U))
         self.register_buffer("b_U", f(model.unembed.b_U))
-        H = c.n_heads
+        H, D = c.n_heads, c.d_model
         # reader scales: ln1 per head and kind (q, k, v), ln2 per MLP, ln_final once
-        self.ln_q = nn.ModuleList(Norm(b.ln1, H) for b in model.blocks)
-        self.ln_k = nn.ModuleList(Norm(b.ln1, H) for b in model.blocks)
-        self.ln_v = nn.ModuleList(Norm(b.ln1, H) for b in model.blocks)
-        self.ln_mlp = nn.ModuleList(Norm(b.ln2, 1) for b in model.blocks)
-        self.ln_out = Norm(model.ln_final, 1)
+        self.ln_q = nn.ModuleList(Norm(b.ln1, H, D) for b in model.blocks)
+        self.ln_k = nn.ModuleList(Norm(b.ln1, H, D) for b in model.blocks)
+        self.ln_v = nn.ModuleList(Norm(b.ln1, H, D) for b in model.blocks)
+        self.ln_mlp = nn.ModuleList(Norm(b.ln2, 1, D) for b in model.blocks)
+        self.ln_out = Norm(model.ln_final, 1, D)
         P, D = len(self.graph), c.d_model
         self.ablation = nn.Parameter(torch.zeros(P, D))                 # ō per path
         self.q_offset = nn.Parameter(torch.zeros(c.n_layers, H, c.d_head))

@@ -196,7 +196,8 @@ def _with_lam(base: RunSpec, lam: float) -> RunSpec:
 def _next_lams(done: dict, threshold: float, per_round: int, left: int) -> list[float]:
     """The next λ values: bisect (geometrically) between the largest λ that passes and the
     smallest larger one that fails; go down tenfold when nothing passes, up tenfold when
-    everything does. Nothing when the bracket is within a factor of 1.5."""
+    everything does. Nothing when the bracket is within a factor of 1.5, or when the failing
+    end is no smaller than the passing one."""
     lams = sorted(done)
     passing = [lam for lam in lams if worst_match(done[lam]) >= threshold]
     if not passing:
@@ -207,8 +208,8 @@ def _next_lams(done: dict, threshold: float, per_round: int, left: int) -> list[
     if not above:
         return [best * 10] if best * 10 <= 10 else []
     high = min(above)
-    if high / best <= 1.5:
-        return []
+    if high / best <= 1.5 or final_edges(done[high]) >= final_edges(done[best]):
+        return []               # bracketed, or nothing smaller to find in between
     k = min(per_round, left)
     ratio = math.log(high / best)
     return [best * math.exp(ratio * (i + 1) / (k + 1)) for i in range(k)]

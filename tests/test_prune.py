@@ -1,0 +1,192 @@
+"""Extractor part 2: the masked circuit, the pruning stages, the sweep and the pruned program.
+
+The circuit with every edge kept is the linearised model; the program printed from a circuit
+under any hard masks (with learned constants anywhere) computes what the circuit computes; a
+pruning run is a pure function of its seed; the sweep never runs a cached run twice.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from compiler.transformer import Transformer, TransformerConfig
+from conftest import EXAMPLES
+from extractor.circuit import Circuit, full_masks
+from extractor.circuit_program import circuit_program
+from extractor.prune import (Layout, PruneSettings, kept_edges, prune, sample_masks,
+                             stage_components, stage_paths, stage_products)
+from extractor.sweep import RunCache, RunSpec, SerialExecutor, _next_lams, frontier, sweep
+from rasp_ir import nodes as ir
+from rasp_ir.cli import main
+from rasp_ir.interpreter import evaluate
+
+TOKENS = tuple("abcde")
+
+
+def random_model(layers=2, heads=2, d_model=8, positions=10, seed=0, layer_norm=True):
+    torch.manual_seed(seed)
+    model = Transformer(TransformerConfig(vocab_size=len(TOKENS), n_positions=positions,
+                                          d_model=d_model, n_layers=layers, n_heads=heads,
+                                          layer_norm=layer_norm))
+    with torch.no_grad():
+        for name, p in model.named_parameters():   # biases and LayerNorm weights too
+            p.normal_(1.0 if name.endswith(".w") else 0.0, 0.3)
+    if layer_norm:
+        for block in model.blocks:
+            block.ln1.fixed_scale, block.ln2.fixed_scale = 0.8, 1.3
+        model.ln_final.fixed_scale = 0.9
+    return model.eval()
+
+
+def sequences(seed, count=4, longest=10):
+    rng = np.random.default_rng(seed)
+    return [list(rng.choice(list(TOKENS), size=int(rng.integers(1, longest + 1))))
+            for _ in range(count)]
+
+
+def circuit_logits(circuit, masks, seq):
+    ids = torch.tensor([[TOKENS.index(t) for t in seq]])
+    with torch.no_grad():
+        return circuit(ids, torch.arange(len(seq))[None], masks)[0].double().numpy()
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_the_circuit_with_every_edge_is_the_model(layer_norm):
+    model = random_model(layer_norm=layer_norm)
+    circuit = Circuit(model)
+    for seq in sequences(1):
+        ids = torch.tensor([[TOKENS.index(t) for t in seq]])
+        with torch.no_grad():
+            ref = model(ids)[0].numpy()
+        got = circuit_logits(circuit, full_masks(circuit.graph), seq)
+        assert np.abs(got - ref).max() < 1e-4
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), products=st.booleans())
+def test_the_printed_program_computes_what_the_circuit_computes(seed, products):
+    # random hard masks, random ablation constants and offsets: every constant the program
+    # folds into its tables has to land in the right place
+    model = random_model(seed=seed % 7)
+    circuit = Circuit(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in (circuit.ablation, circuit.q_offset, circuit.mlp_offset, circuit.out_offset):
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        for p in circuit.parameters():
+            if p.dim() == 1 and p.requires_grad and p.numel() <= 2:   # LLN-A scales
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    layout = Layout(circuit.graph)
+    flat = layout.valid.float() * (torch.rand(layout.size, generator=gen) < 0.6).float()
+    if not products:        # stages 1 and 2: products follow the query and key masks
+        from extractor.prune import _with_products
+        flat = _with_products(layout, flat)
+    program = circuit_program(circuit, flat, TOKENS, TOKENS, None)
+    seqs = sequences(seed)
+    got = evaluate(program, seqs, ir.Ref("logits"))
+    masks = layout.masks(flat, True)
+    for seq, logits in zip(seqs, got):
+        ref = circuit_logits(circuit, masks, seq)
+        assert np.abs(logits - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
+def test_stages_refine_what_the_previous_stage_kept():
+    circuit = Circuit(random_model())
+    layout = Layout(circuit.graph)
+    first = stage_components(layout)
+    # one group per (component, reader): 2 layers x 2 heads, tokens and positions ...
+    assert 0 < first.n_groups < int(layout.valid[:layout.offsets["qk"]].sum())
+    keep = torch.zeros(1, first.n_groups)
+    keep[0, ::2] = 1
+    flat = first.expand(keep)[0]
+    second = stage_paths(layout, flat)
+    assert second.n_groups == len(kept_edges(layout, flat, False))
+    # everything the second stage frees was kept by the first
+    assert (flat[second.groups >= 0] > 0).all()
+    third = stage_products(layout, second.expand(torch.ones(1, second.n_groups))[0])
+    assert third.products and (third.groups[:layout.offsets["qk"]] < 0).all()
+
+
+def test_the_sampler_keeps_masks_in_range_and_passes_gradients_inside_the_window():
+    theta = torch.tensor([-8.0, 0.0, 8.0], requires_grad=True)
+    m = sample_masks(theta, 500, torch.Generator().manual_seed(0))
+    assert m.min() >= 0 and m.max() <= 1
+    assert m[:, 0].max() == 0 and m[:, 2].min() == 1      # far from the window: hard
+    m.sum().backward()
+    assert theta.grad[1] > 0 and theta.grad[0].abs() < 1e-3
+
+
+@pytest.fixture(scope="module")
+def majority():
+    from extractor.extract import load_subject
+    from extractor.linearise import estimate_scales, linearised
+    subject = load_subject(EXAMPLES / "bin_majority")
+    return subject, linearised(subject.model, estimate_scales(subject.model, subject.task))
+
+
+def test_pruning_is_reproducible_with_its_seed(majority):
+    subject, linear = majority
+    quick = PruneSettings(steps=(30, 20, 20), pool=3, batch=8, selection=8)
+    runs = [prune(subject.model, linear, subject.task, 1e-2, quick, seed=3)[1]
+            for _ in range(2)]
+    assert torch.equal(runs[0].flat, runs[1].flat)
+    for name, value in runs[0].state.items():
+        assert torch.equal(value, runs[1].state[name]), name
+
+
+def test_the_sweep_brackets_the_threshold():
+    def summary(lam, match, edges):
+        return {"lam": lam, "stages": [{"stage": stage, "edges": edges,
+                                        "match": {"0-50": match}}
+                                       for stage in ("components", "paths", "products")]}
+    done = {1e-3: summary(1e-3, 1.0, 9), 1e-2: summary(1e-2, 0.95, 5),
+            1e-1: summary(1e-1, 0.5, 1)}
+    lams = _next_lams(done, 0.9, 2, 5)
+    assert len(lams) == 2 and all(1e-2 < lam < 1e-1 for lam in lams)
+    assert _next_lams({1e-3: summary(1e-3, 0.2, 9)}, 0.9, 2, 5) == [1e-4]
+    # nothing smaller to find between a passing run and a failing run of the same size
+    assert _next_lams({1e-2: summary(1e-2, 0.95, 2), 1e-1: summary(1e-1, 0.5, 2)}, 0.9, 2, 5) \
+        == []
+    front = frontier(list(done.values()))["products"]
+    assert [p["edges"] for p in front] == [1, 5, 9]
+
+
+def test_sweep_runs_are_cached_and_resumed(tmp_path, monkeypatch):
+    import extractor.sweep as sweep_module
+    calls = []
+
+    def fake_run(job):
+        spec, directory = job
+        calls.append(spec.lam)
+        out = {"lam": spec.lam, "stages": [{"stage": "products", "edges": int(10 / spec.lam),
+                                            "match": {"0-50": 1.0 if spec.lam < 0.05 else 0.0}}]}
+        RunCache(directory).put(spec, out, {"flat": torch.zeros(1)})
+        return out
+
+    monkeypatch.setattr(sweep_module, "run_job",
+                        lambda job: RunCache(job[1]).get(job[0]) or fake_run(job))
+    base = RunSpec(str(EXAMPLES / "bin_majority"), None, {}, {}, 0, 0.0)
+    first = sweep(base, tmp_path, 0.9, SerialExecutor(), max_runs=5)
+    assert len(calls) == 5 and len(first) == 5
+    calls.clear()
+    again = sweep(base, tmp_path, 0.9, SerialExecutor(), max_runs=5)
+    assert calls == [] and sorted(s["lam"] for s in again) == sorted(s["lam"] for s in first)
+
+
+def test_extract_quick_on_the_shipped_example(tmp_path, capsys):
+    # the README's command: a short program that matches the model on held-out sequences
+    out = tmp_path / "majority.rasp"
+    assert main(["extract", str(EXAMPLES / "bin_majority"), "--quick", "--workers", "1",
+                 "-o", str(out), "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reached_threshold"]
+    assert report["program"]["lines"] <= 6
+    for bucket in report["evaluation"]["buckets"].values():
+        assert bucket["match"] >= 0.9
+    assert set(report["frontier"]) == {"components", "paths", "products"}
+    assert (tmp_path / "majority.runs").is_dir()
+    assert main(["run", str(out), "1 1 0 1 <sep>", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"][-1] == "1"
