@@ -4,8 +4,9 @@ The exact full program of a compiled model must match it everywhere (every gener
 exhaustively at short lengths); so must the compiled source. A broken program must yield a
 counterexample that really differs when the program and the model are re-run independently.
 Against trained checkpoints (the shipped example, and the shared ones when ../shared exists)
-the full program is the LLN-A rewrite, so the match is high but need not be 1: the report must
-have every bucket, and any counterexample must be real.
+the full program is the LLN-A rewrite, so the match need not be 1: it must equal the LLN-A
+faithfulness the extractor measured in torch on the same sequences, and any counterexample
+must be real.
 """
 
 import json
@@ -21,7 +22,6 @@ from conftest import EXAMPLES, SHARED
 from extractor.checkpoint_tasks import load_with_task
 from extractor.extract import extract_full, load_subject
 from extractor.verify import verify
-from rasp_ir import nodes as ir
 from rasp_ir.cli import main
 from rasp_ir.interpreter import evaluate, run
 
@@ -99,13 +99,18 @@ def program_predictions(program, task, tokens):
 
 def check_trained(directory, n=40, max_len=8):
     model, task = load_with_task(directory)
-    program = full_program(directory, n=50, fit_steps=0)
+    extraction = extract_full(load_subject(directory), n=n, fit_steps=0)
+    program = extraction.program
     result = verify(program, directory, n=n, max_len=max_len, examples=200,
                     hypothesis_examples=HYPOTHESIS_EXAMPLES)
     assert result.kind == "trained" and result.task == task.name
     assert set(result.buckets) == {"0-50", "51-100", "101-150"}
-    # LLN-A keeps most predictions on the task's data
-    assert all(b["match"] >= 0.8 for b in result.buckets.values()), result.buckets
+    # the program is the LLN-A model: on the same sequences, the interpreter running it
+    # agrees with the checkpoint exactly as often as the extractor measured the linearised
+    # model in torch (float32 may tip a near-tie either way)
+    faithfulness = extraction.report["lln_a"]["faithfulness"]
+    for bucket, value in result.buckets.items():
+        assert abs(value["match"] - faithfulness[bucket]["match"]) <= 0.02, (bucket, value)
     assert sum(b["sequences"] for b in result.generated_buckets().values()) == \
         result.search.checked
     c = result.counterexample
@@ -140,7 +145,7 @@ def test_next_token_sets_compare_every_sign():
 @pytest.mark.parametrize("folder", sorted(p.name for p in CHECKPOINTS.glob("*-@1l*"))
                          if CHECKPOINTS.is_dir() else [])
 def test_every_one_layer_shared_checkpoint(folder):
-    check_trained(CHECKPOINTS / folder, n=200, max_len=10)
+    check_trained(CHECKPOINTS / folder, n=100, max_len=10)
 
 
 # ---------------------------------------------------------------- the command
