@@ -126,7 +126,7 @@ def _compile(program: ir.Program, max_len: int | None, dtype) -> CompiledModel:
         d_model=weights.layout.width, n_layers=weights.n_layers, n_heads=weights.n_heads,
         d_head=weights.d_head, d_mlp=weights.d_mlp,
         d_vocab_out=weights.arrays["unembed.W_U"].shape[1], layer_norm=False,
-        activation="relu", causal=program.causal, attn_scale=1.0)
+        activation=the_plan.activation, causal=program.causal, attn_scale=1.0)
     with torch.device("meta"):          # no random initialisation: every weight is set below
         model = Transformer(config)
     state = {name: torch.from_numpy(np.ascontiguousarray(value)).to(dtype)

@@ -221,6 +221,9 @@ def _build(node, leaf_of, bindings, memo) -> Fn:
     if isinstance(node, ir.Param):
         param = ("param", node.name)
         return Fn((param,), lambda env: env[param], vector=lambda grid: grid.leaf(param))
+    if isinstance(node, ir.Primitive) and node.name == "erase":
+        # the constant 1, whatever it reads: its argument is never built (nor computed)
+        return Fn((), lambda env: 1, ({}, 1.0), vector=lambda grid: V.constant(1))
     parts = [build(c, leaf_of, bindings, memo) for c in node.children()]
     leaves = tuple(dict.fromkeys(leaf for p in parts for leaf in p.leaves))
     fn = attrs.evolve(_combine(node, leaves, parts), affine=_affine_of(node, parts))
@@ -252,7 +255,7 @@ def _combine(node, leaves, parts) -> Fn:
                   vector=lambda grid: V.cond(*(grid.column(p) for p in parts)))
     if isinstance(node, ir.In):
         options, negate = node.options, node.negate
-        return Fn(leaves, lambda env: (calls[0](env) in options) != negate,
+        return Fn(leaves, lambda env: V.is_member(calls[0](env), options) != negate,
                   vector=lambda grid: V.member(grid.column(parts[0]), options, negate))
     if isinstance(node, ir.Lookup):
         table = dict(zip(node.keys, node.values))
@@ -262,7 +265,39 @@ def _combine(node, leaves, parts) -> Fn:
         function = node.function
         return Fn(leaves, lambda env: _guard(lambda: ops.call(function, calls[0](env))),
                   vector=lambda grid: V.call(function, grid.column(parts[0])))
+    if isinstance(node, ir.Primitive):
+        value = primitive(node)
+        return Fn(leaves, lambda env: _guard(lambda: value(*(c(env) for c in calls))))
     raise NotImplementedError(type(node).__name__)
+
+
+def primitive(node: ir.Primitive) -> Callable:
+    """A primitive on categorical values, as the interpreter computes it on their one-hot rows
+    (an entry is 1 at the value, 0 elsewhere); the validator lets only these through."""
+    name, params = node.name, node.params
+
+    def entry(x, v):
+        return 1.0 if x == v else 0.0
+    if name == "harden":
+        return lambda x: x
+    if name == "exists":
+        value, threshold = params
+        return lambda x: entry(x, value) > threshold
+    if name == "is_pure":
+        (threshold,) = params
+        return lambda x: x if 1.0 > threshold else None
+    if name == "balance":
+        first, second, tolerance = params
+        return lambda x: (0 if abs(entry(x, first) - entry(x, second)) <= tolerance
+                          else int(np.sign(entry(x, first) - entry(x, second))))
+    if name == "diff":
+        first, second, bins = params
+        return lambda x: int(min(max(np.floor(bins * (entry(x, first) - entry(x, second))
+                                              + 0.5), -bins), bins))
+    if name == "product":
+        from rasp_ir.types import product_label
+        return product_label
+    raise NotImplementedError(f"primitive {name} on categorical values")
 
 
 def _affine_of(node, parts) -> tuple | None:
@@ -339,4 +374,4 @@ def predicate_table(pred: ir.Node, keys: tuple, queries: tuple | None) -> np.nda
 
 def is_elementwise(node: ir.Node) -> bool:
     return isinstance(node, (ir.Const, ir.UnaryOp, ir.BinaryOp, ir.Cond, ir.In, ir.Lookup,
-                             ir.Call))
+                             ir.Call, ir.Primitive))

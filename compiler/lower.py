@@ -13,11 +13,16 @@ import math
 import attrs
 import numpy as np
 
-from .plan import Atom, Block, Head, Linear, Plan, Var
+from .plan import Atom, Block, Dense, Head, Linear, Plan, Var
 from . import vectorised as V
 
 ONE, BOS = 0, 1          # residual directions: "a program position" and "the BOS position"
 UNDERFLOW = 104.0        # exp(-104) is below float32's smallest subnormal: an exact zero
+# In a GELU model (gelu `mlp` nodes) the compiler's own units are scaled by this: each of
+# their pre-activations is 0 or at least 1 in size, and GPT-2's tanh GELU of an x with
+# |x| >= 20 is x or 0 exactly in float32 and float64 (tanh's argument is then above 300,
+# where tanh rounds to ±1), so GELU(20 x) / 20 = ReLU(x) on every input they see
+GELU_SCALE = 20.0
 
 
 @attrs.define
@@ -265,6 +270,26 @@ def _position(var: Var, value) -> int:
     return var.values.index(value)
 
 
+def dense_weights(dense: Dense, layout: Layout, activation: str):
+    """(W_in, W_out) of an `mlp` node placed as it stands: its inputs read from the residual,
+    b_in on `one`, b_out through one more unit that is on at program positions only. At the
+    BOS position every unit reads 0 (the BOS vectors of its inputs are cancelled), so the
+    output is zero there, as a vector variable's BOS vector is."""
+    R = read(layout, dense.read)                                  # (D, d_in)
+    R[BOS] -= sum((bos_vector(v) @ r for v, r in dense.read.rows.items()),
+                  np.zeros(dense.read.width))
+    W_in = R @ dense.W_in                                          # (D, units)
+    W_in[ONE] += dense.b_in
+    W_out = _write(layout, dense.out, dense.W_out)                 # (units, D)
+    if dense.b_out.any():
+        scale = GELU_SCALE if activation == "gelu_new" else 1.0
+        unit = np.zeros((layout.width, 1))
+        unit[ONE, 0] = scale
+        W_in = np.concatenate([W_in, unit], axis=1)
+        W_out = np.concatenate([W_out, _write(layout, dense.out, dense.b_out[None] / scale)])
+    return W_in, W_out
+
+
 # ---------------------------------------------------------------- the whole model
 
 @attrs.define
@@ -303,8 +328,15 @@ def assemble(plan: Plan, program, maxlen: int) -> Weights:
     layers = max(plan.layers, 1)
     per_layer_heads = [[h for h in plan.heads if h.time == 2 * l + 1] for l in range(layers)]
     per_layer_blocks = [[b for b in plan.blocks if b.time == 2 * l + 2] for l in range(layers)]
+    per_layer_dense = [[d for d in plan.dense if d.time == 2 * l + 2] for l in range(layers)]
     heads = [[head_weights(h, layout, maxlen) for h in hs] for hs in per_layer_heads]
-    mlps = [[block_weights(b, layout) for b in bs] for bs in per_layer_blocks]
+    scale = GELU_SCALE if plan.activation == "gelu_new" else 1.0
+
+    def scaled(block):
+        w_in, w_out = block_weights(block, layout)
+        return w_in * scale, w_out / scale
+    mlps = [[scaled(b) for b in bs] + [dense_weights(d, layout, plan.activation) for d in ds]
+            for bs, ds in zip(per_layer_blocks, per_layer_dense)]
     n_heads = max([len(hs) for hs in heads] + [1])
     d_head = max([w.shape[1] for hs in heads for h in hs for w in h[:3]] + [1])
     d_mlp = max([sum(w_in.shape[1] for w_in, _ in ms) for ms in mlps] + [1])

@@ -20,6 +20,7 @@ from rasp_ir import types as T
 
 from . import functions as F
 from . import vectorised as V
+from .validate import activation_of
 
 MAX_MLP_UNITS = 1 << 17     # one block's hidden units; larger tables are reported, not built
 AFFINE_CHECK = 1 << 14      # combinations tried when checking that a map is affine
@@ -109,6 +110,20 @@ class Block:
 
 
 @attrs.define(eq=False)
+class Dense:
+    """An `mlp` node placed as it stands: its inputs read as one concatenated vector, its own
+    weights (W_in, b_in, W_out, b_out), its activation; the output is a vector variable."""
+    node: ir.Mlp
+    read: Linear               # the inputs' vectors side by side, in the node's order
+    W_in: np.ndarray           # (d_in, units)
+    b_in: np.ndarray           # (units,)
+    W_out: np.ndarray          # (units, d_out)
+    b_out: np.ndarray          # (d_out,)
+    out: Var
+    time: int
+
+
+@attrs.define(eq=False)
 class Plan:
     vars: list
     heads: list
@@ -118,6 +133,8 @@ class Plan:
     output_kind: str
     output_values: tuple | None
     layers: int
+    dense: list = attrs.Factory(list)    # `mlp` nodes placed as they are
+    activation: str = "relu"             # the model's one activation (see Planner.activation)
 
 
 def _next(time: int, parity: int) -> int:
@@ -143,6 +160,8 @@ class Planner:
         self.vars: list[Var] = []
         self.heads: list[Head] = []
         self.blocks: list[Block] = []
+        self.dense: list[Dense] = []
+        self.activation = activation_of(program)     # "relu" or "gelu"
         self.held: dict = {}     # node (structurally: equal nodes share) -> its variable
         self.names: set[str] = set()
         # heads whose raw output is not the value itself (selector width writes 1/(w+1)):
@@ -196,6 +215,13 @@ class Planner:
             return self.aggregate(node)
         if isinstance(node, ir.SelectorWidth):
             return self.selector_width(node)
+        if isinstance(node, ir.Mlp):
+            return self.dense_mlp(node)
+        if isinstance(node, ir.Primitive):
+            from .validate import primitive_problem
+            reason = primitive_problem(node, self.type_of)
+            if reason:
+                raise CompileError(node, reason)
         if F.is_elementwise(node):
             return None
         raise CompileError(node, f"{type(node).__name__} has no compiled form here")
@@ -431,6 +457,31 @@ class Planner:
                 return False
             units *= len(leaf.values) if leaf.kind != "num" else 2 * len(leaf.values) - 1
         return units <= MAX_MLP_UNITS
+
+    def dense_mlp(self, node: ir.Mlp) -> Var:
+        """An `mlp` node as an MLP block of its own weights. Exact where the model's activation
+        is the node's (see `activation_of`); its units are off at the BOS position."""
+        if node.activation != self.activation:
+            raise CompileError(node, f"a {node.activation} mlp in a model whose activation is "
+                               f"{self.activation}")
+        parts = []
+        for inp in node.inputs:
+            t = self.type_of(inp)
+            if isinstance(t, T.Num):
+                parts.append(self.linear(inp, "num"))
+            else:
+                basis = _finite(t, inp)
+                parts.append(self.linear(inp, "vec" if isinstance(t, T.Vec) else "cat", basis))
+        read = _concat_linear(parts)
+        matrix = lambda m: np.asarray(m.values, dtype=np.float64)      # noqa: E731
+        W_in, W_out = matrix(node.W_in), matrix(node.W_out)
+        b_in, b_out = matrix(node.b_in).reshape(-1), matrix(node.b_out).reshape(-1)
+        time = _next(max((v.time for v in read.rows), default=0), 0)
+        out_t = self.type_of(node)
+        var = self.new_var(_name_of(node, self.bindings), "vec", T.basis_of(out_t), time)
+        self.dense.append(Dense(node, read, W_in, b_in, W_out, b_out, var, time))
+        self.held[node] = var
+        return var
 
     # ------------------------------------------------------------ attention
 
@@ -748,6 +799,22 @@ def expand(linear: Linear) -> Linear:
     return Linear(rows, const, linear.width)
 
 
+def _concat_linear(parts: list[Linear]) -> Linear:
+    """Reads side by side: the columns of each part after those of the parts before it."""
+    width = sum(p.width for p in parts)
+    rows: dict = {}
+    const = np.zeros(width)
+    start = 0
+    for p in parts:
+        for var, r in p.rows.items():
+            if var not in rows:
+                rows[var] = np.zeros((var.width, width))
+            rows[var][:, start:start + p.width] += r
+        const[start:start + p.width] = p.const
+        start += p.width
+    return Linear(rows, const, width)
+
+
 def _sum_linear(parts: list[Linear]) -> Linear:
     rows: dict = {}
     for p in parts:
@@ -778,7 +845,8 @@ def plan(program: ir.Program, maxlen: int, types: dict | None = None) -> Plan:
         raise CompileError(None, "the program has no @output")
     output, kind, values = planner.output(program.output)
     layers = max([(v.time + 1) // 2 for v in planner.vars] + [0])
-    return Plan(planner.vars, planner.heads, planner.blocks, output, None, kind, values, layers)
+    return Plan(planner.vars, planner.heads, planner.blocks, output, None, kind, values, layers,
+                planner.dense, "gelu_new" if planner.activation == "gelu" else "relu")
 
 
 def _affine_fit(fn: F.Fn) -> np.ndarray | None:

@@ -212,7 +212,14 @@ def member(a: tuple, options: tuple, negate: bool) -> tuple:
         choices.dtype == np.float64 and np.isnan(choices).any())
     if numbers or x.dtype.kind == choices.dtype.kind == "U":
         return np.asarray(np.isin(x, choices) != negate), undefined
-    return lift(lambda p: (p in options) != negate, a)
+    return lift(lambda p: is_member(p, options) != negate, a)
+
+
+def is_member(value, options: tuple) -> bool:
+    """`value in options` by equality alone, as the interpreter's numpy membership decides:
+    Python's `in` also tests identity, which makes one NaN object a member of a tuple holding
+    that same object."""
+    return any(value == option for option in options)
 
 
 def lookup(a: tuple, table: dict) -> tuple:

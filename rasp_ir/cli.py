@@ -202,6 +202,10 @@ def _add_model_commands(sub) -> None:
                     "(default 20,000,000)")
     ex.add_argument("--json", action="store_true", help="print the report as JSON")
     ex.add_argument("--quiet", action="store_true", help="no progress display")
+    ex.add_argument("--verify", action="store_true",
+                    help="round trip: compile the written program (to PROG.compiled/) and "
+                    "compare it with the interpreter (exact) and with the checkpoint (match "
+                    "per bucket on held-out sequences); reported under \"roundtrip\"")
     ex.set_defaults(handler=cmd_extract)
 
 
@@ -542,6 +546,8 @@ def _extract_pruned(args, subject) -> int:
     write_program(result.program, args.output)
     report = dict(result.report, checkpoint=str(args.checkpoint),
                   program=dict(result.report["program"], file=str(args.output)))
+    if args.verify:
+        report["roundtrip"] = _round_trip(args, subject, settings.n, bar)
     atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report))
@@ -560,6 +566,7 @@ def _extract_pruned(args, subject) -> int:
     print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
           f"report: {args.output.with_suffix('.report.json').name}, runs: {runs.name}/) in "
           f"{report['seconds']['total']:.0f} s")
+    _print_round_trip(report)
     return EXIT_OK
 
 
@@ -578,6 +585,8 @@ def _extract_full(args, subject) -> int:
     write_program(result.program, args.output)
     report = dict(result.report, checkpoint=str(args.checkpoint), program=dict(
         result.report["program"], file=str(args.output)))
+    if args.verify:
+        report["roundtrip"] = _round_trip(args, subject, args.n or 500, bar)
     atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report))
@@ -599,7 +608,24 @@ def _extract_full(args, subject) -> int:
           f"{size['table_entries']:,} table entries; built in {report['seconds']['build']:.2f} s")
     print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
           f"report: {args.output.with_suffix('.report.json').name})")
+    _print_round_trip(report)
     return EXIT_OK
+
+
+def _round_trip(args, subject, n: int, bar) -> dict:
+    """`--verify`: the written program compiled and compared (extractor/roundtrip.py)."""
+    from extractor.roundtrip import round_trip
+    bar("round trip: compiling the program and comparing")
+    try:
+        return round_trip(args.output, subject, n=n, seed=args.seed)
+    finally:
+        bar(None)
+
+
+def _print_round_trip(report: dict) -> None:
+    if "roundtrip" in report:
+        from extractor.roundtrip import summary_lines
+        print("\n".join(summary_lines(report["roundtrip"])))
 
 
 def _status_line(args):

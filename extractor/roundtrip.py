@@ -1,0 +1,270 @@
+"""`rasp extract … --verify`: the written program compiled back to weights, and checked twice.
+
+(a) The compiled model against the program's interpreter, on the held-out task sequences and
+    on sequences generated over the program's vocabulary: the decoded outputs (the argmax, or
+    for sigmoid predictions the set of entries above 1/2) must be equal at every position,
+    and the largest difference between the two sets of logits is reported.
+(b) The compiled model against the original checkpoint, on the held-out sequences of
+    `Judge.held_out` (extractor/judge.py) with the judge's metric: match accuracy (and task
+    accuracy) per length bucket, next to the program's own match on the same sequences.
+
+The program is read back from its file (with its tables), so what is compiled is what was
+written. A program the compiler cannot make exact is not compiled; the report lists each
+construct that stops it (compiler/validate.py's E4xx diagnostics) with its location.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+
+from rasp_ir import nodes as ir
+from rasp_ir.diagnostics import RaspError
+from rasp_ir.interpreter import evaluate
+
+GENERATED = 200          # sequences over the vocabulary for (a), beside the task sequences
+TIE = 1e-9               # a decision this close to its boundary is a tie: either side is right
+BATCH = 256              # sequences per forward pass of the compiled model
+
+
+def round_trip(program_path: str | Path, subject, n: int = 200, seed: int = 0,
+               generated: int | None = None) -> dict:
+    """Compile the program at `program_path` (written next to it as PROG.compiled/) and
+    compare it with the interpreter and with `subject` (extractor.extract.Subject) on `n`
+    held-out sequences per bucket and `generated` sequences over the vocabulary (default
+    min(n, GENERATED)). Returns the report's "roundtrip" entry; a program that cannot be
+    compiled exactly is an entry listing why, not an error."""
+    if generated is None:
+        generated = min(n, GENERATED)
+    threads = torch.get_num_threads()
+    # One torch thread: the forward passes are small, and idle OpenMP workers spinning
+    # between them slow the interpreter's numpy work (and the passes) many times over.
+    torch.set_num_threads(1)
+    try:
+        return _round_trip(Path(program_path), subject, n, seed, generated)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _round_trip(program_path: Path, subject, n: int, seed: int, generated: int) -> dict:
+    import grammar
+    from compiler.compile import compile_program, save_compiled
+    program = grammar.load(program_path)
+    started = time.perf_counter()
+    try:
+        compiled = compile_program(program)
+    except RaspError as exc:
+        return {"compiled": False, "problems": [_problem(d, program) for d in exc.diagnostics],
+                "seconds": {"compile": round(time.perf_counter() - started, 2)}}
+    directory = program_path.with_suffix(".compiled")
+    save_compiled(compiled, directory)
+    seconds = {"compile": round(time.perf_counter() - started, 2)}
+    out = {"compiled": True, "directory": str(directory),
+           "model": dict(compiled.stats, activation=compiled.model.config.activation),
+           "seconds": seconds}
+    judge = None
+    if subject.task is not None:
+        from .judge import Judge
+        judge = Judge.held_out(subject.model, subject.task, n, seed)
+    task_inputs = [row[0] for rows in (judge.sets.values() if judge else ()) for row in rows]
+    extra = generated_inputs(program, generated, seed)
+    start = time.perf_counter()
+    program_logits = program_scores(program, task_inputs + extra)
+    seconds["interpreter"] = round(time.perf_counter() - start, 2)
+    start = time.perf_counter()
+    compiled_logits = compiled_scores(compiled, task_inputs + extra)
+    seconds["compiled"] = round(time.perf_counter() - start, 2)
+    out["interpreter"] = compare(program_logits, compiled_logits, task_inputs + extra,
+                                 compiled.output_function, len(task_inputs))
+    if judge is not None:
+        out["checkpoint"] = checkpoint_match(judge, subject.task, compiled.output_values,
+                                             program_logits, compiled_logits)
+        out["checkpoint"]["sequences_per_bucket"] = n
+        out["checkpoint"]["seed"] = seed
+    else:
+        out["checkpoint"] = None     # a compiled subject has no task data
+    return out
+
+
+def program_scores(program: ir.Program, inputs: list[list]) -> list[np.ndarray]:
+    """The program's output per input, before its softmax or sigmoid (the logits)."""
+    node = program.output
+    bindings = {b.name: b.value for b in program.bindings}
+    while isinstance(node, ir.Ref):
+        node = bindings[node.name]
+    if isinstance(node, ir.Predict):
+        node = node.logits
+    return [np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind in "biuf"
+            else np.asarray(v, dtype=object) for v in evaluate(program, inputs, node)]
+
+
+def compiled_scores(compiled, inputs: list[list]) -> list[np.ndarray]:
+    """The compiled model's unembedded output per input (program positions only), before
+    its softmax or sigmoid; a categorical output is decoded to its values."""
+    raw = attrs.evolve(compiled, output_function=None)
+    out: list = [None] * len(inputs)
+    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+    for start in range(0, len(order), BATCH):
+        chunk = order[start:start + BATCH]
+        scores = raw.logits([inputs[i] for i in chunk])
+        for i, s in zip(chunk, scores):
+            out[i] = np.asarray(s, dtype=np.float64)
+    if compiled.output_kind == "cat":
+        values = np.empty(len(compiled.output_values), dtype=object)
+        values[:] = compiled.output_values
+        out = [values[s.argmax(-1)] for s in out]
+    elif compiled.output_kind == "num":
+        out = [s[:, 0] for s in out]
+    return out
+
+
+def compare(program_out: list, compiled_out: list, inputs: list, function: str | None,
+            task_count: int) -> dict:
+    """(a): decoded outputs position by position, the largest |difference| of the scores,
+    and the first input where the decoded outputs differ (ties left aside: where the
+    program's own decision is within TIE of its boundary, either side is right)."""
+    differences = ties = positions = 0
+    largest = 0.0
+    first = None
+    for i, (p, c) in enumerate(zip(program_out, compiled_out)):
+        positions += len(p)
+        if p.dtype == object or c.dtype == object:
+            same = np.array([a == b for a, b in zip(p.tolist(), c.tolist())])
+            tie = np.zeros_like(same)
+        else:
+            largest = max(largest, float(np.abs(p - c).max(initial=0.0)))
+            same, tie = _same_decision(p, c, function)
+        differ = ~same & ~tie
+        ties += int((~same & tie).sum())
+        differences += int(differ.sum())
+        if differ.any() and first is None:
+            at = int(np.flatnonzero(differ)[0])
+            first = {"input": list(inputs[i]), "position": at,
+                     "source": "task data" if i < task_count else "generated"}
+    return {"inputs": len(inputs), "task_sequences": task_count,
+            "generated": len(inputs) - task_count, "positions": positions,
+            "decision": "the set of entries above 1/2" if function == "sigmoid" else
+            "the argmax" if function == "softmax" else "the decoded value",
+            "differences": differences, "ties": ties, "max_abs_logit_diff": largest,
+            "exact": differences == 0, "first_difference": first}
+
+
+def _same_decision(p: np.ndarray, c: np.ndarray, function: str | None):
+    """Per position: the same decision, and whether the program's decision is a tie."""
+    if p.ndim == 1:                   # numbers: equal within the comparison's tolerance
+        same = np.abs(p - c) <= 1e-6 * np.maximum(1.0, np.abs(p))
+        return same, np.zeros_like(same)
+    if function == "sigmoid":
+        same = ((p > 0) == (c > 0)).all(-1)
+        tie = (np.abs(p) <= TIE * np.maximum(1.0, np.abs(p).max(-1, keepdims=True))).any(-1)
+        return same, tie
+    same = p.argmax(-1) == c.argmax(-1)
+    top = np.sort(p, axis=-1)[:, -2:] if p.shape[-1] > 1 else np.concatenate(
+        [np.full_like(p, -np.inf), p], axis=-1)
+    tie = top[:, 1] - top[:, 0] <= TIE * np.maximum(1.0, np.abs(top[:, 1]))
+    return same, tie
+
+
+def checkpoint_match(judge, task, output_values, program_out: list,
+                     compiled_out: list) -> dict:
+    """(b): per bucket, how often the compiled model (and the program) predicts what the
+    checkpoint predicts at every scored position, and how often it is right (the judge's
+    metric); the first outputs belong to the judge's sequences, in its order."""
+    from .judge import _equal      # the judge's own comparison, applied to the model
+    tokens = list(task.vocab.tokens)
+    values = list(output_values or ())
+    columns = [values.index(t) if t in values else -1 for t in tokens]
+    buckets, i = {}, 0
+    for name, rows in judge.sets.items():
+        tally = {"match": 0, "task": 0, "program_match": 0}
+        for names, model_pred, gold, scored in rows:
+            for key, out in (("match", compiled_out[i]), ("program_match", program_out[i])):
+                decision = _decide(out, columns, task.mode, tokens)
+                tally[key] += bool((_equal(decision, model_pred, task.mode) | ~scored).all())
+                if key == "match":
+                    tally["task"] += bool((_equal(decision, gold, task.mode) | ~scored).all())
+            i += 1
+        count = max(len(rows), 1)
+        buckets[name] = {k: v / count for k, v in tally.items()}
+    return {"buckets": buckets}
+
+
+def _decide(scores: np.ndarray, columns: list, mode: str, tokens: list) -> np.ndarray:
+    """Scores over the output values as the judge's decisions over the task's tokens: the
+    argmax token id (lm) or the entries above 0, i.e. probability above 1/2 (bce)."""
+    if scores.dtype == object:        # a categorical output: the value is the prediction
+        ids = {t: i for i, t in enumerate(tokens)}
+        chosen = np.array([ids.get(v, -1) for v in scores.tolist()])
+        return chosen if mode == "lm" else np.arange(len(tokens)) == chosen[:, None]
+    picked = np.where(np.array(columns) >= 0, scores[:, np.maximum(columns, 0)], -np.inf)
+    return picked.argmax(-1) if mode == "lm" else picked > 0
+
+
+def generated_inputs(program: ir.Program, count: int, seed: int) -> list[list]:
+    """`count` sequences over the program's vocabulary (BOS first where it declares @bos), of
+    lengths spread evenly up to its @maxlen."""
+    rng = np.random.default_rng([seed, 7077])
+    alphabet = [t for t in program.vocab if t != program.bos]
+    bos = [program.bos] if program.bos is not None else []
+    longest = (program.maxlen or 16) - len(bos)
+    out = []
+    for _ in range(count):
+        length = int(rng.integers(1, longest + 1))
+        out.append(bos + [alphabet[j] for j in rng.integers(0, len(alphabet), length)])
+    return out
+
+
+def _problem(diagnostic, program: ir.Program) -> dict:
+    span = diagnostic.span
+    entry = {"code": diagnostic.code, "message": diagnostic.message}
+    if span is not None:
+        entry.update(file=span.file, line=span.line, column=span.column)
+        lines = (program.source or "").splitlines()
+        if 0 < span.line <= len(lines):        # the construct, from where it starts
+            entry["construct"] = lines[span.line - 1][span.column - 1:].strip()
+    return entry
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The round trip as printed by `rasp extract --verify`."""
+    if not report["compiled"]:
+        problems = report["problems"]
+        out = [f"  round trip: not compiled: {len(problems)} construct(s) cannot be compiled "
+               "exactly:"]
+        for p in problems:
+            where = f"{Path(p['file']).name}:{p['line']}:{p['column']}: " if "file" in p else ""
+            construct = p.get("construct", "")
+            if len(construct) > 72:
+                construct = construct[:69] + "..."
+            out.append(f"    {where}{p['code']} {p['message']}")
+            if construct:
+                out.append(f"      {construct}")
+        return out
+    m, a = report["model"], report["interpreter"]
+    out = [f"  round trip: compiled to {m['layers']} layers x {m['heads']} heads, residual "
+           f"{m['residual_width']}, MLP {m['mlp_width']}, {m['activation']} "
+           f"({report['directory']})"]
+    verdict = "exact" if a["exact"] else f"{a['differences']} positions DIFFER"
+    out.append(f"    compiled vs interpreter: {verdict} on {a['inputs']} inputs "
+               f"({a['task_sequences']} task, {a['generated']} generated; {a['positions']} "
+               f"positions, {a['decision']}); max |logit diff| {a['max_abs_logit_diff']:.2e}"
+               + (f"; {a['ties']} ties" if a["ties"] else ""))
+    if a["first_difference"] is not None:
+        f = a["first_difference"]
+        out.append(f"      first difference ({f['source']}): position {f['position']} of "
+                   f"{' '.join(map(str, f['input'][:40]))}"
+                   + (" ..." if len(f["input"]) > 40 else ""))
+    if report["checkpoint"] is None:
+        out.append("    compiled vs checkpoint: no task data (a compiled checkpoint)")
+        return out
+    c = report["checkpoint"]
+    out.append(f"    compiled vs checkpoint ({c['sequences_per_bucket']} held-out sequences "
+               "per bucket):")
+    for name, b in c["buckets"].items():
+        out.append(f"      {name:<10} match {b['match']:.4f}   task {b['task']:.4f}   "
+                   f"(program: match {b['program_match']:.4f})")
+    return out
