@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from attrs import frozen
 
 from rasp_ir import nodes as ir
@@ -181,7 +183,6 @@ def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | N
                     executor=None, progress=None) -> Extraction:
     """The short program of a trained checkpoint, and its report (see extractor/sweep.py,
     prune.py, replace.py, judge.py)."""
-    from .judge import Judge
     from .linearise import estimate_scales, faithfulness, layer_norms, linearised
     from .sweep import GRID, ProcessExecutor, RunSpec, frontier, sweep, worst_match
     say = progress or (lambda text: None)
@@ -234,23 +235,14 @@ def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | N
     if not order:
         order = sorted(summaries, key=lambda s: (-worst_match(s), s["stages"][-1]["edges"]))
     start = time.perf_counter()
-    chooser = Judge.selection(model, task, settings.selection, settings.seed)
-    held_out = Judge.held_out(model, task, settings.n, settings.seed)
-    tried, chosen = [], None
-    for summary in order[:settings.candidates]:
-        program, log, judged = _readable(subject, linear, base, summary, runs_dir, chooser,
-                                         settings, say)
-        result = held_out(program, task_accuracy=True)
-        lines = program_lines(program)
-        worst = min(r["match"] for r in result.values())
-        entry = {"lam": summary["lam"], "lines": lines, "buckets": result,
-                 "replacements": log, "programs_judged": judged,
-                 "_program": program}
-        tried.append(entry)
-        say(f"λ={summary['lam']:.2g}: {lines} lines, held-out worst-bucket match {worst:.3f}")
-        if worst >= settings.threshold and lines <= settings.max_lines:
-            chosen = entry
-            break
+    # the interpreter's numpy work runs between torch calls, and torch's idle worker threads
+    # spin meanwhile (5-10x slower on two cores): one torch thread for this part
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tried, chosen = _choose(order, subject, linear, base, runs_dir, settings, say)
+    finally:
+        torch.set_num_threads(threads)
     timings["primitives"] = round(time.perf_counter() - start, 2)
     reached = chosen is not None
     if chosen is None:
@@ -274,6 +266,31 @@ def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | N
                              "found is written")
     timings["total"] = round(time.perf_counter() - started, 2)
     return Extraction(program, report)
+
+
+def _choose(order, subject, linear, base, runs_dir, settings, say):
+    """Take the sweep's runs, smallest first, through primitives and simplification until one
+    matches the model on the held-out sets; (every candidate tried, the chosen one or None)."""
+    from .judge import Judge
+    model, task = subject.model, subject.task
+    chooser = Judge.selection(model, task, settings.selection, settings.seed)
+    held_out = Judge.held_out(model, task, settings.n, settings.seed)
+    tried, chosen = [], None
+    for summary in order[:settings.candidates]:
+        program, log, judged = _readable(subject, linear, base, summary, runs_dir, chooser,
+                                         settings, say)
+        result = held_out(program, task_accuracy=True)
+        lines = program_lines(program)
+        worst = min(r["match"] for r in result.values())
+        entry = {"lam": summary["lam"], "lines": lines, "buckets": result,
+                 "replacements": log, "programs_judged": judged,
+                 "_program": program}
+        tried.append(entry)
+        say(f"λ={summary['lam']:.2g}: {lines} lines, held-out worst-bucket match {worst:.3f}")
+        if worst >= settings.threshold and lines <= settings.max_lines:
+            chosen = entry
+            break
+    return tried, chosen
 
 
 def _readable(subject, linear, base, summary, runs_dir, judge, settings, say):
