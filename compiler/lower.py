@@ -90,11 +90,16 @@ def head_weights(head: Head, layout: Layout, maxlen: int):
         top = S * m
     else:
         bound = 0.0
+        by_key: dict = {}       # terms reading one key variable share its columns
         for qvar, kvar, matrix in head.scores:
             q, k = _bilinear(qvar, kvar, matrix, layout)
-            columns_q.append(q)
-            columns_k.append(k)
+            if kvar in by_key:
+                by_key[kvar][0] += q
+            else:
+                by_key[kvar] = [q, k]
             bound += np.abs(matrix).max(initial=0.0)
+        columns_q += [q for q, _ in by_key.values()]
+        columns_k += [k for _, k in by_key.values()]
         sink = -(bound + 2 * UNDERFLOW)          # BOS is not a key of softmax attention
         top = bound
     # every query may fall back on BOS (the sink); the BOS query attends to itself only
@@ -123,6 +128,23 @@ def head_weights(head: Head, layout: Layout, maxlen: int):
     W_O = np.zeros((W_V.shape[1], layout.width))
     W_O[:, layout.dims(out)] = np.eye(out.width)
     return W_Q, W_K, W_V, W_O
+
+
+def layer_heads(heads: list[Head], layout: Layout, maxlen: int) -> list:
+    """The weights of one layer's heads. Softmax aggregates of one selector over different
+    values (an extracted program's a0_0_token and a0_0_pos) are one head: the same scores,
+    their values side by side."""
+    groups: dict = {}
+    for head in heads:
+        key = ("softmax", head.node.selector) if head.mode == "softmax" else id(head)
+        groups.setdefault(key, []).append(head)
+    out = []
+    for members in groups.values():
+        weights = [head_weights(h, layout, maxlen) for h in members]
+        W_Q, W_K = weights[0][:2]
+        out.append((W_Q, W_K, np.concatenate([w[2] for w in weights], axis=1),
+                    np.concatenate([w[3] for w in weights], axis=0)))
+    return out
 
 
 def _atom(atom: Atom, layout: Layout, S: float):
@@ -329,7 +351,7 @@ def assemble(plan: Plan, program, maxlen: int) -> Weights:
     per_layer_heads = [[h for h in plan.heads if h.time == 2 * l + 1] for l in range(layers)]
     per_layer_blocks = [[b for b in plan.blocks if b.time == 2 * l + 2] for l in range(layers)]
     per_layer_dense = [[d for d in plan.dense if d.time == 2 * l + 2] for l in range(layers)]
-    heads = [[head_weights(h, layout, maxlen) for h in hs] for hs in per_layer_heads]
+    heads = [layer_heads(hs, layout, maxlen) for hs in per_layer_heads]
     scale = GELU_SCALE if plan.activation == "gelu_new" else 1.0
 
     def scaled(block):

@@ -71,7 +71,9 @@ def _round_trip(program_path: Path, subject, n: int, seed: int, generated: int) 
         from .judge import Judge
         judge = Judge.held_out(subject.model, subject.task, n, seed)
     task_inputs = [row[0] for rows in (judge.sets.values() if judge else ()) for row in rows]
-    extra = generated_inputs(program, generated, seed)
+    # the program of a compiled model reads the compiler's BOS as its first token
+    bos = subject.tokens[0] if subject.kind == "compiled" else program.bos
+    extra = generated_inputs(program, generated, seed, bos)
     start = time.perf_counter()
     program_logits = program_scores(program, task_inputs + extra)
     seconds["interpreter"] = round(time.perf_counter() - start, 2)
@@ -85,8 +87,10 @@ def _round_trip(program_path: Path, subject, n: int, seed: int, generated: int) 
                                              program_logits, compiled_logits)
         out["checkpoint"]["sequences_per_bucket"] = n
         out["checkpoint"]["seed"] = seed
+    elif subject.kind == "compiled":
+        out["checkpoint"] = compiled_checkpoint_match(subject, extra, compiled_logits)
     else:
-        out["checkpoint"] = None     # a compiled subject has no task data
+        out["checkpoint"] = None
     return out
 
 
@@ -148,7 +152,7 @@ def compare(program_out: list, compiled_out: list, inputs: list, function: str |
     return {"inputs": len(inputs), "task_sequences": task_count,
             "generated": len(inputs) - task_count, "positions": positions,
             "decision": "the set of entries above 1/2" if function == "sigmoid" else
-            "the argmax" if function == "softmax" else "the decoded value",
+            "the argmax" if any(p.ndim == 2 for p in program_out) else "the decoded value",
             "differences": differences, "ties": ties, "max_abs_logit_diff": largest,
             "exact": differences == 0, "first_difference": first}
 
@@ -204,12 +208,44 @@ def _decide(scores: np.ndarray, columns: list, mode: str, tokens: list) -> np.nd
     return picked.argmax(-1) if mode == "lm" else picked > 0
 
 
-def generated_inputs(program: ir.Program, count: int, seed: int) -> list[list]:
-    """`count` sequences over the program's vocabulary (BOS first where it declares @bos), of
-    lengths spread evenly up to its @maxlen."""
+def compiled_checkpoint_match(subject, inputs: list[list], compiled_out: list) -> dict:
+    """(b) for a model written by `rasp compile`, which has no task data: on the generated
+    inputs (the compiler's BOS first: the program reads it as a token, the model adds it
+    itself), the fraction of inputs whose decoded outputs agree at every later position, per
+    range of lengths."""
+    index = {t: i for i, t in enumerate(subject.tokens)}
+    outputs = np.empty(len(subject.outputs), dtype=object)
+    outputs[:] = [str(v) for v in subject.outputs]
+    longest = max((len(seq) - 1 for seq in inputs), default=1)
+    width = -(-longest // 3)
+    tally: dict = {}
+    with torch.no_grad():
+        for seq, mine in zip(inputs, compiled_out):
+            ids = torch.tensor([[index[t] for t in seq]])
+            theirs = subject.model(ids)[0, 1:].double().numpy()
+            mine = mine[1:]
+            if mine.dtype == object:            # categorical values
+                same = [str(a) == b for a, b in zip(mine.tolist(), outputs[theirs.argmax(-1)])]
+            elif mine.ndim == 1:                # numbers
+                same = np.abs(mine - theirs[:, 0]) <= 1e-6 * np.maximum(1, np.abs(mine))
+            else:
+                same = mine.argmax(-1) == theirs.argmax(-1)
+            lo = (len(seq) - 2) // width * width + 1
+            name = f"{lo}-{min(lo + width - 1, longest)}"
+            good, total = tally.get(name, (0, 0))
+            tally[name] = (good + bool(np.all(same)), total + 1)
+    return {"buckets": {name: {"match": good / total, "sequences": total}
+                        for name, (good, total) in sorted(tally.items(),
+                                                         key=lambda kv: int(kv[0].split("-")[0]))},
+            "inputs": "generated (no task data)"}
+
+
+def generated_inputs(program: ir.Program, count: int, seed: int, bos=None) -> list[list]:
+    """`count` sequences over the program's vocabulary (`bos` first, if given), of lengths
+    spread evenly up to its @maxlen."""
     rng = np.random.default_rng([seed, 7077])
-    alphabet = [t for t in program.vocab if t != program.bos]
-    bos = [program.bos] if program.bos is not None else []
+    alphabet = [t for t in program.vocab if t != bos]
+    bos = [bos] if bos is not None else []
     longest = (program.maxlen or 16) - len(bos)
     out = []
     for _ in range(count):
@@ -258,10 +294,15 @@ def summary_lines(report: dict) -> list[str]:
         out.append(f"      first difference ({f['source']}): position {f['position']} of "
                    f"{' '.join(map(str, f['input'][:40]))}"
                    + (" ..." if len(f["input"]) > 40 else ""))
-    if report["checkpoint"] is None:
-        out.append("    compiled vs checkpoint: no task data (a compiled checkpoint)")
-        return out
     c = report["checkpoint"]
+    if c is None:
+        return out
+    if "sequences_per_bucket" not in c:      # a compiled checkpoint: generated inputs
+        out.append("    compiled vs checkpoint (generated inputs; no task data):")
+        for name, b in c["buckets"].items():
+            out.append(f"      lengths {name:<10} match {b['match']:.4f}   "
+                       f"({b['sequences']} inputs)")
+        return out
     out.append(f"    compiled vs checkpoint ({c['sequences_per_bucket']} held-out sequences "
                "per bucket):")
     for name, b in c["buckets"].items():

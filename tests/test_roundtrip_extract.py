@@ -88,6 +88,25 @@ def test_pruned_program_round_trip(tmp_path, subject):
         dict.fromkeys(BUCKETS, 1.0)
 
 
+def test_compile_extract_compile_of_a_compiled_model(tmp_path):
+    # a model written by `rasp compile` has no task: (b) compares on generated inputs, and
+    # its full program is an exact rewrite, so the recompiled model matches it everywhere
+    from compiler.compile import save_compiled
+    from extractor.extract import extract_full
+    from rasp_ir.tables import write_program
+    program = grammar.load(EXAMPLES / "reverse.rasp")
+    save_compiled(compile_program(program, max_len=5), tmp_path / "model")
+    subject = load_subject(tmp_path / "model")
+    write_program(extract_full(subject).program, tmp_path / "reverse.rasp")
+    trip = round_trip(tmp_path / "reverse.rasp", subject, n=40)
+    assert trip["compiled"] and trip["interpreter"]["exact"]
+    assert trip["interpreter"]["generated"] == 40
+    buckets = trip["checkpoint"]["buckets"]
+    assert buckets and all(b["match"] == 1.0 for b in buckets.values())
+    assert sum(b["sequences"] for b in buckets.values()) == 40
+    assert "generated inputs; no task data" in "\n".join(summary_lines(trip))
+
+
 UNCOMPILABLE = HEAD + '''
 a = aggregate(s=select(k=tokens, q=tokens, op=matrix(rows=["0", "1", "<bos>", "<sep>", "<eos>",
     "<pad>"], cols=["0", "1", "<bos>", "<sep>", "<eos>", "<pad>"], values=[[1, 0, 0, 0, 0, 0],
