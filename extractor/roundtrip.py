@@ -129,8 +129,9 @@ def compiled_scores(compiled, inputs: list[list]) -> list[np.ndarray]:
 def compare(program_out: list, compiled_out: list, inputs: list, function: str | None,
             task_count: int) -> dict:
     """(a): decoded outputs position by position, the largest |difference| of the scores,
-    and the first input where the decoded outputs differ (ties left aside: where the
-    program's own decision is within TIE of its boundary, either side is right)."""
+    and the first input where the decoded outputs differ. Exact means no position differs;
+    `ties` counts the differing positions where the program's own decision is within TIE
+    of its boundary (two top entries equal, an entry at 0), which rounding can tip."""
     differences = ties = positions = 0
     largest = 0.0
     first = None
@@ -142,12 +143,12 @@ def compare(program_out: list, compiled_out: list, inputs: list, function: str |
         else:
             largest = max(largest, float(np.abs(p - c).max(initial=0.0)))
             same, tie = _same_decision(p, c, function)
-        differ = ~same & ~tie
-        ties += int((~same & tie).sum())
+        differ = ~same
+        ties += int((differ & tie).sum())
         differences += int(differ.sum())
         if differ.any() and first is None:
             at = int(np.flatnonzero(differ)[0])
-            first = {"input": list(inputs[i]), "position": at,
+            first = {"input": list(inputs[i]), "position": at, "tie": bool(tie[at]),
                      "source": "task data" if i < task_count else "generated"}
     return {"inputs": len(inputs), "task_sequences": task_count,
             "generated": len(inputs) - task_count, "positions": positions,
@@ -284,11 +285,11 @@ def summary_lines(report: dict) -> list[str]:
     out = [f"  round trip: compiled to {m['layers']} layers x {m['heads']} heads, residual "
            f"{m['residual_width']}, MLP {m['mlp_width']}, {m['activation']} "
            f"({report['directory']})"]
-    verdict = "exact" if a["exact"] else f"{a['differences']} positions DIFFER"
+    verdict = "exact" if a["exact"] else f"{a['differences']} positions DIFFER" + (
+        f" ({a['ties']} at ties of the program)" if a["ties"] else "")
     out.append(f"    compiled vs interpreter: {verdict} on {a['inputs']} inputs "
                f"({a['task_sequences']} task, {a['generated']} generated; {a['positions']} "
-               f"positions, {a['decision']}); max |logit diff| {a['max_abs_logit_diff']:.2e}"
-               + (f"; {a['ties']} ties" if a["ties"] else ""))
+               f"positions, {a['decision']}); max |logit diff| {a['max_abs_logit_diff']:.2e}")
     if a["first_difference"] is not None:
         f = a["first_difference"]
         out.append(f"      first difference ({f['source']}): position {f['position']} of "

@@ -215,3 +215,14 @@ def test_sharpen_of_a_distribution_is_refused_with_its_reason():
     (problem,) = info.value.diagnostics
     assert problem.code == "E401" and problem.span.line == 5
     assert "sharpen" in problem.message and "vector" in problem.message
+
+
+def test_a_flipped_tie_is_a_difference_and_is_named_as_a_tie():
+    program = [np.array([[1.0, 1.0, 0.0], [2.0, 0.0, 0.0]])]
+    compiled = [np.array([[1.0, 1.0 + 1e-12, 0.0], [2.0, 0.0, 0.0]])]
+    result = compare(program, compiled, [["a", "b"]], "softmax", 0)
+    assert not result["exact"] and result["differences"] == result["ties"] == 1
+    assert result["first_difference"] == {"input": ["a", "b"], "position": 0, "tie": True,
+                                          "source": "generated"}
+    sets = compare([np.array([[0.5, -1.0]])], [np.array([[0.5, 1.0]])], [["a"]], "sigmoid", 1)
+    assert sets["differences"] == 1 and sets["ties"] == 0
