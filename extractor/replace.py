@@ -9,9 +9,9 @@ Order (design/DECOMPILER.md §8-§9, with §13.2's fixes):
    term's bases (the first being deletion) is tried in its place, at @hard_scale.
 3. What is left is rounded: to integers, else to one decimal, where that keeps the judgement.
 
-A step is kept when the program still matches the model on at least `floor` of the judge's
-sequences in every length bucket (the judge has its own seed: the reported evaluation is made
-on other sequences). The first acceptable candidate wins, so simpler ones are preferred.
+A step is kept when the program still matches the model on at least `floor[bucket]` of the
+judge's sequences in every length bucket (the judge has its own seed: the reported evaluation
+is made on other sequences). The first acceptable candidate wins, so simpler ones are preferred.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Replacer:
     outputs: tuple
     prediction: str | None
     judge: Callable               # program -> {bucket: match}
-    floor: float
+    floor: dict                   # {bucket: the match a replacement must keep}
     bos: str | None = None
     progress: Callable | None = None
     mlp_outputs: dict = field(factory=dict)
@@ -56,8 +56,8 @@ class Replacer:
 
     def accepts(self, program: ir.Program) -> tuple[bool, float]:
         self.judged += 1
-        worst = min(self.judge(program).values())
-        return worst >= self.floor, worst
+        result = self.judge(program)
+        return all(result[b] >= f for b, f in self.floor.items()), min(result.values())
 
     def say(self, text: str) -> None:
         if self.progress:
@@ -175,7 +175,7 @@ class Replacer:
                     break
 
 
-def replace(circuit, flat, tokens, outputs, prediction, judge, floor: float,
+def replace(circuit, flat, tokens, outputs, prediction, judge, floor: dict,
             bos: str | None = None, progress=None) -> tuple[ir.Program, list, int]:
     """The program with primitives: (program, decisions, programs judged)."""
     r = Replacer(circuit, flat, tokens, outputs, prediction, judge, floor, bos, progress)
