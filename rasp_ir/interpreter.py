@@ -588,7 +588,8 @@ class _Group:
     def _Predict(self, node):
         logits = self.value(node.logits)
         if node.function == "sigmoid":
-            return 1 / (1 + np.exp(-logits))
+            with np.errstate(over="ignore"):    # exp(-logit) → inf for logit ≪ 0 gives 0
+                return 1 / (1 + np.exp(-logits))
         shifted = np.exp(logits - logits.max(-1, keepdims=True))
         return shifted / shifted.sum(-1, keepdims=True)
 
