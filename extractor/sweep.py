@@ -207,6 +207,8 @@ def _next_lams(done: dict, threshold: float, per_round: int, left: int) -> list[
         low = lams[0] / 10
         return [low] if low >= 1e-6 else []
     best = max(passing)
+    if final_edges(done[best]) == 0:
+        return []               # nothing left to prune
     above = [lam for lam in lams if lam > best]
     if not above:
         return [best * 10] if best * 10 <= 10 else []

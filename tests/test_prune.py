@@ -147,6 +147,7 @@ def test_the_sweep_brackets_the_threshold():
     lams = _next_lams(done, 0.9, 2, 5)
     assert len(lams) == 2 and all(1e-2 < lam < 1e-1 for lam in lams)
     assert _next_lams({1e-3: summary(1e-3, 0.2, 9)}, 0.9, 2, 5) == [1e-4]
+    assert _next_lams({1e-2: summary(1e-2, 0.95, 0)}, 0.9, 2, 5) == []      # nothing left
     # nothing smaller to find between a passing run and a failing run of the same size
     assert _next_lams({1e-2: summary(1e-2, 0.95, 2), 1e-1: summary(1e-1, 0.5, 2)}, 0.9, 2, 5) \
         == []
