@@ -50,6 +50,8 @@ class Variable:
     basis: tuple
     E: np.ndarray                 # (len(basis), d_model)
     ref: ir.Node
+    key: str = ""                 # the path's own name: names its tables (unique per path,
+                                  # unlike `name`, which a no-op MLP shares with its input)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -81,8 +83,8 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
         cd = _Doubled(circuit)
     ablation = _np(circuit.ablation)
     variables: dict[int, Variable] = {
-        0: Variable("token", tuple(tokens), _np(circuit.W_E), ir.Tokens()),
-        1: Variable("pos", tuple(range(P)), _np(circuit.W_pos)[:P], ir.Indices())}
+        0: Variable("token", tuple(tokens), _np(circuit.W_E), ir.Tokens(), "token"),
+        1: Variable("pos", tuple(range(P)), _np(circuit.W_pos)[:P], ir.Indices(), "pos")}
     bindings: list[ir.Binding] = []
     C = np.zeros(c.d_model)
     for L in range(c.n_layers):
@@ -98,7 +100,7 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
             for p in range(n):
                 for r in range(n):
                     if qk[L, h, p, r] and used[p] and used[r]:
-                        name = f"qk{L}_{h}.{variables[p].name}.{variables[r].name}"
+                        name = f"qk{L}_{h}.{variables[p].key}.{variables[r].key}"
                         pred = tables.get(name)
                         if pred is None:
                             pred = _matrix(name, variables[p].basis, variables[r].basis,
@@ -108,7 +110,7 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
                             terms.append(ir.Select(variables[r].ref, variables[p].ref, pred))
             for r in range(n):
                 if kb[L, h, r] and used[r]:
-                    name = f"k{L}_{h}.{variables[r].name}"
+                    name = f"k{L}_{h}.{variables[r].key}"
                     pred = tables.get(name)
                     if pred is None:
                         pred = _matrix(name, variables[r].basis, None,
@@ -124,7 +126,7 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
                 name = g.paths[i].name
                 bindings.append(ir.Binding(name, ir.Aggregate(ir.Ref(score), variables[p].ref)))
                 variables[i] = Variable(name, variables[p].basis,
-                                        variables[p].E @ WV[h] @ cd.W_O[L][h], ir.Ref(name))
+                                        variables[p].E @ WV[h] @ cd.W_O[L][h], ir.Ref(name), name)
         # the heads' constant, as the circuit adds it (over every head, used or not)
         v_const = C @ WV + cd.beta("v", L) @ cd.W_V[L] + cd.b_V[L]                   # (H, E)
         v_const = v_const + np.einsum("hp,pd,hde->he", 1 - v[L, :, :n], ablation[:n], WV)
@@ -136,17 +138,19 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
                 if rep.node is not None:
                     bindings.append(ir.Binding(rep.name, rep.node))
                 variables[i] = Variable(rep.name, tuple(rep.basis), rep.E,
-                                        rep.ref if rep.ref is not None else ir.Ref(rep.name))
+                                        rep.ref if rep.ref is not None else ir.Ref(rep.name),
+                                        g.paths[i].name)
             else:
                 bindings.append(ir.Binding(g.paths[i].name, _mlp_node(
                     cd, L, C, mlp_m[L], ablation, variables, used, alive, i)))
                 variables[i] = Variable(g.paths[i].name, tuple(range(c.d_model)),
-                                        np.eye(c.d_model), ir.Ref(g.paths[i].name))
+                                        np.eye(c.d_model), ir.Ref(g.paths[i].name),
+                                        g.paths[i].name)
     WU = cd.fold("out", 0)
     terms = []
     for p in range(len(g)):
         if out_m[p] and used[p]:
-            name = f"out.{variables[p].name}"
+            name = f"out.{variables[p].key}"
             pred = tables.get(name)
             if pred is None:
                 pred = _matrix(name, variables[p].basis, outputs, variables[p].E @ WU)

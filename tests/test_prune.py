@@ -191,3 +191,27 @@ def test_extract_quick_on_the_shipped_example(tmp_path, capsys):
     assert (tmp_path / "majority.runs").is_dir()
     assert main(["run", str(out), "1 1 0 1 <sep>", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["output"][-1] == "1"
+
+
+def test_a_no_op_mlp_keeps_its_own_tables_through_the_side_file(tmp_path):
+    # a no-op MLP reads as its input variable: its projection must not take the input's
+    # table name (the side-file would keep one of the two)
+    import grammar
+    from extractor.circuit_program import MlpReplacement, table_names
+    from rasp_ir.tables import write_program
+    model = random_model(layers=1, heads=1)
+    circuit = Circuit(model)
+    layout = Layout(circuit.graph)
+    flat = layout.valid.float()
+    E = np.random.default_rng(0).normal(size=(len(TOKENS), model.config.d_model))
+    mlp = circuit.graph.mlp_path(0)
+    program = circuit_program(circuit, flat, TOKENS, TOKENS, "softmax",
+                              mlp_outputs={mlp: MlpReplacement("token", None, TOKENS, E,
+                                                               ir.Tokens())})
+    names = table_names(program)
+    assert len(names) == len(set(names))
+    write_program(program, tmp_path / "p.rasp")
+    reread = grammar.load(tmp_path / "p.rasp")
+    seqs = sequences(3)
+    for a, b in zip(evaluate(program, seqs, program.output), evaluate(reread, seqs, reread.output)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
