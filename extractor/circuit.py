@@ -166,14 +166,11 @@ class Circuit(nn.Module):
         self.act = model.blocks[0].mlp.act if c.n_layers else None
         self.scale = c.scale
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, masks: Masks,
-                ablation_masks: Masks | None = None) -> torch.Tensor:
-        """Logits (B, T, V). `ablation_masks` (default: `masks`) says how much of each edge's
-        ablation constant is read, 1 − mask; the pruner passes masks whose gradient reaches ō
-        only from fully pruned edges (§6.3)."""
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, masks: Masks) -> torch.Tensor:
+        """Logits (B, T, V); a pruned edge (mask m) reads (1 − m)·ō."""
         c, g = self.config, self.graph
         B, T = tokens.shape
-        am = ablation_masks or masks
+        am = masks
         X = [self.W_E[tokens], self.W_pos[positions]]                  # paths: (B, T, D) each
         C = torch.zeros(1, c.d_model, dtype=self.W_E.dtype)            # constant of the stream
         qk, kb = masks.products()

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 import torch
-from attrs import asdict, field, frozen
+from attrs import asdict, frozen
 
 from .batches import collate
 from .circuit import Circuit, Graph, Masks, full_masks
@@ -85,24 +85,6 @@ class Layout:
     def index(self, kind: str, *where) -> int:
         return self.offsets[kind] + int(np.ravel_multi_index(where, self.shapes[kind]))
 
-    def describe(self, i: int) -> str:
-        """An edge as text: 'pos → q of head 0.1', 'token·a0_0_pos in head 1.0'."""
-        kind = next(k for k in reversed(KINDS) if self.offsets[k] <= i)
-        where = np.unravel_index(i - self.offsets[kind], self.shapes[kind])
-        name = [p.name for p in self.graph.paths]
-        if kind in ("q", "k", "v"):
-            L, h, p = where
-            return f"{name[p]} → {kind} of head {L}.{h}"
-        if kind == "mlp":
-            return f"{name[where[1]]} → mlp {where[0]}"
-        if kind == "out":
-            return f"{name[where[0]]} → logits"
-        if kind == "qk":
-            L, h, p, r = where
-            return f"{name[p]}·{name[r]} in head {L}.{h}"
-        L, h, r = where
-        return f"·{name[r]} in head {L}.{h}"
-
 
 @frozen
 class Stage:
@@ -111,7 +93,6 @@ class Stage:
     groups: torch.Tensor     # (N,) group of each entry, -1 where fixed
     fixed: torch.Tensor      # (N,) values of the fixed entries
     products: bool
-    labels: list = field(factory=list)    # a description per group
 
     @property
     def n_groups(self) -> int:
@@ -197,7 +178,7 @@ def kept_edges(layout: Layout, flat: torch.Tensor, products: bool) -> list[int]:
 
 
 def stage_components(layout: Layout) -> Stage:
-    g, keys, groups, labels = layout.graph, {}, torch.full((layout.size,), -1), []
+    g, keys, groups = layout.graph, {}, torch.full((layout.size,), -1)
     node = [p.node for p in g.paths]
     for kind in ("q", "k", "v", "mlp", "out"):
         part = layout.part(layout.valid, kind)
@@ -206,21 +187,19 @@ def stage_components(layout: Layout) -> Stage:
             key = reader + (node[where[-1]],)
             if key not in keys:
                 keys[key] = len(keys)
-                labels.append(f"{node[where[-1]]} → {_reader_name(reader)}")
             groups[layout.index(kind, *where)] = keys[key]
-    return Stage("components", groups, torch.zeros(layout.size), False, labels)
+    return Stage("components", groups, torch.zeros(layout.size), False)
 
 
 def stage_paths(layout: Layout, previous: torch.Tensor) -> Stage:
     """One edge per kept (path, reader) of the previous stage's hard masks."""
     keep = set(kept_edges(layout, previous, False))
-    groups, labels = torch.full((layout.size,), -1), []
+    groups = torch.full((layout.size,), -1)
+    for g, i in enumerate(sorted(keep)):
+        groups[i] = g
     fixed = previous.clone()
-    for i in sorted(keep):
-        groups[i] = len(labels)
-        labels.append(layout.describe(i))
     fixed[groups >= 0] = 0
-    return Stage("paths", groups, _with_products(layout, fixed), False, labels)
+    return Stage("paths", groups, _with_products(layout, fixed), False)
 
 
 def stage_products(layout: Layout, previous: torch.Tensor) -> Stage:
@@ -228,12 +207,10 @@ def stage_products(layout: Layout, previous: torch.Tensor) -> Stage:
     else fixed at the previous stage's values."""
     flat = _with_products(layout, previous)
     keep = set(kept_edges(layout, flat, True))
-    groups, labels = torch.full((layout.size,), -1), []
-    for i in sorted(keep):
-        if i >= layout.offsets["qk"]:
-            groups[i] = len(labels)
-            labels.append(layout.describe(i))
-    return Stage("products", groups, flat, True, labels)
+    groups = torch.full((layout.size,), -1)
+    for g, i in enumerate(i for i in sorted(keep) if i >= layout.offsets["qk"]):
+        groups[i] = g
+    return Stage("products", groups, flat, True)
 
 
 def _with_products(layout: Layout, flat: torch.Tensor) -> torch.Tensor:
@@ -243,14 +220,6 @@ def _with_products(layout: Layout, flat: torch.Tensor) -> torch.Tensor:
     parts = {k: layout.part(flat, k) for k in ("q", "k", "v", "mlp", "out")}
     parts["qk"], parts["kb"] = qk[0], kb[0]
     return layout.flatten(parts)
-
-
-def _reader_name(reader: tuple) -> str:
-    if reader[0] in ("q", "k", "v"):
-        return f"{reader[0]} of head {reader[1]}.{reader[2]}"
-    if reader[0] == "mlp":
-        return f"mlp {reader[1]}"
-    return "logits"
 
 
 def sample_masks(theta: torch.Tensor, B: int, generator: torch.Generator) -> torch.Tensor:
