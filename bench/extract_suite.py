@@ -16,6 +16,7 @@ Exit status 1 when fewer than 11 of the 12 reach match 0.9 in every bucket.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -70,6 +71,7 @@ def main() -> int:
         seconds = time.perf_counter() - start
         path = args.out / f"{name}.rasp"
         write_program(result.program, path)
+        (args.out / f"{name}.report.json").write_text(json.dumps(result.report, indent=1))
         reread = grammar.load(path)       # what `rasp run` executes
         check = Judge.held_out(subject.model, subject.task, 50, 1)
         same = check(reread) == check(result.program)

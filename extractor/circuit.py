@@ -168,6 +168,12 @@ class Circuit(nn.Module):
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, masks: Masks) -> torch.Tensor:
         """Logits (B, T, V); a pruned edge (mask m) reads (1 − m)·ō."""
+        X, C = self.paths(tokens, positions, masks)
+        return self._unembed(X, C, masks, masks)
+
+    def paths(self, tokens: torch.Tensor, positions: torch.Tensor,
+              masks: Masks) -> tuple[list, torch.Tensor]:
+        """Every path's activation (B, T, D), in graph order, and the stream's constant."""
         c, g = self.config, self.graph
         B, T = tokens.shape
         am = masks
@@ -210,7 +216,7 @@ class Circuit(nn.Module):
                                      self._read_const(ab, v_norm, self.W_V[L], beta=False))
             C = C + torch.einsum("bhe,hed->bd", v_const + v_ablated, self.W_O[L]) + self.b_O[L]
             X.append(self._mlp(L, X, C, masks, am))
-        return self._unembed(X, C, masks, am)
+        return X, C
 
     @staticmethod
     def _fold(norm: Norm, W: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

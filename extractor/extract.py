@@ -29,6 +29,7 @@ class Subject:
     prediction: str | None        # "softmax", "sigmoid" or None (the output is the logits)
     task: object | None           # extractor.tasks.Task (None for compiled models)
     kind: str                     # "trained" or "compiled"
+    bos: str | None = None        # the token every input starts with
 
 
 def load_subject(directory: str | Path, task_spec: str | None = None) -> Subject:
@@ -49,12 +50,14 @@ def load_subject(directory: str | Path, task_spec: str | None = None) -> Subject
         d_out = model.config.d_vocab_out
         outputs = tuple(compiled.output_values) if compiled.output_values is not None \
             else tuple(range(d_out))
-        return Subject(model, vocab, outputs, compiled.output_function, None, "compiled")
+        return Subject(model, vocab, outputs, compiled.output_function, None, "compiled",
+                       vocab[0])
     from .checkpoint_tasks import task_for
     task = task_for(model, metadata, directory, task_spec)
     tokens = tuple(task.vocab.tokens)
     prediction = "softmax" if task.mode == "lm" else "sigmoid"
-    return Subject(model.eval(), tokens, tokens, prediction, task, "trained")
+    return Subject(model.eval(), tokens, tokens, prediction, task, "trained",
+                   tokens[task.vocab.bos])
 
 
 @frozen
@@ -98,7 +101,7 @@ def extract_full(subject: Subject, n: int = 2000, seed: int = 0, limit: int = MA
         report["lln_a"] = None      # no LayerNorm: the rewrite is exact as it stands
     start = time.perf_counter()
     program = full_program(linear, subject.tokens, subject.outputs, subject.prediction,
-                           limit=limit, progress=progress)
+                           limit=limit, progress=progress, bos=subject.bos)
     timings["build"] = round(time.perf_counter() - start, 3)
     report["program"] = program_size(program)
     bound = size(model, len(subject.tokens), c.n_positions, len(subject.outputs))
@@ -306,7 +309,7 @@ def _readable(subject, linear, base, summary, runs_dir, judge, settings, say):
     state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
     circuit.load_state_dict(state, strict=False)
     flat = tensors["flat"]
-    bos = subject.task.vocab.tokens[subject.task.vocab.bos]
+    bos = subject.bos
     from .circuit_program import circuit_program
     base_program = circuit_program(circuit, flat, subject.tokens, subject.outputs,
                                    subject.prediction, bos=bos)

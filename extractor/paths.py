@@ -116,7 +116,8 @@ def _matrix(name: str, rows, cols, values: np.ndarray) -> ir.Matrix:
 
 def full_program(model, tokens: tuple, outputs: tuple, prediction: str | None,
                  n_positions: int | None = None, limit: int = MAX_ENTRIES,
-                 progress: Callable[[str], None] | None = None) -> ir.Program:
+                 progress: Callable[[str], None] | None = None,
+                 bos: str | None = None) -> ir.Program:
     """The full D-RASP program of a (linearised or LayerNorm-free) Transformer.
 
     tokens: the name of each token id; outputs: the label of each logit; prediction:
@@ -124,7 +125,8 @@ def full_program(model, tokens: tuple, outputs: tuple, prediction: str | None,
     the program covers (default: all the model has). Parts that are exactly zero (a head that
     writes nothing, a path a head's W_Q cannot see: common in compiled models) are left out,
     which changes no number. X501 as soon as the tables would hold more than `limit` numbers.
-    `progress(text)` is called before each head.
+    `progress(text)` is called before each head. bos: the token every input starts with
+    (the program's @bos), if any.
     """
     c = model.config
     if c.activation not in _ACTIVATIONS:
@@ -139,7 +141,7 @@ def full_program(model, tokens: tuple, outputs: tuple, prediction: str | None,
         bindings.append(ir.Binding("prediction", ir.Predict(prediction, ir.Ref("logits"))))
         output = ir.Ref("prediction")
     return ir.Program(bindings=tuple(bindings), output=output, vocab=tuple(tokens), maxlen=P,
-                      causal=c.causal)
+                      causal=c.causal, bos=bos)
 
 
 class _Builder:

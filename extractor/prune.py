@@ -67,7 +67,10 @@ class Layout:
         self.valid = self.flatten(valid).bool()
 
     def flatten(self, parts: dict) -> torch.Tensor:
-        return torch.cat([parts[k].reshape(-1).float() for k in KINDS])
+        """One float vector (float64 when any part is: a compiled model's circuit)."""
+        wide = any(parts[k].dtype == torch.float64 for k in KINDS)
+        dtype = torch.float64 if wide else torch.float32
+        return torch.cat([parts[k].reshape(-1).to(dtype) for k in KINDS])
 
     def part(self, flat: torch.Tensor, kind: str) -> torch.Tensor:
         start = self.offsets[kind]

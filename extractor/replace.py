@@ -140,6 +140,9 @@ class Replacer:
                 continue
             program = self.build()
             term = _term(program, name)
+            if isinstance(term, ir.Project) and tuple(self.outputs) != tuple(self.tokens):
+                left.append(name)      # the logit primitives speak of the input vocabulary
+                continue
             accepted = None
             for candidate in _candidates(program, term, name):
                 trial = dict(self.tables)

@@ -180,9 +180,10 @@ class ProgramRunner:
     the batch is split in halves until the failing inputs stand alone."""
 
     def __init__(self, program: ir.Program, node: ir.Node | None = None, sets: bool = False,
-                 view: View | None = None):
+                 view: View | None = None, prefix: tuple = ()):
         from .interpreter import Interpreter
         self.program = program
+        self.prefix = list(prefix)       # put in front of each input, its outputs dropped
         self.node = node if node is not None else program.output
         if self.node is None:
             raise RaspError([Diagnostic("E260", "the program has no @output",
@@ -192,8 +193,11 @@ class ProgramRunner:
         self.view = view or program_view(program, self.output_type, self.node, sets)
 
     def raw(self, batch: list[list]) -> np.ndarray:
-        return np.asarray(self.interpreter.evaluate_group(batch, self.node,
-                                                          list(range(len(batch)))))
+        if self.prefix:
+            batch = [self.prefix + list(seq) for seq in batch]
+        out = np.asarray(self.interpreter.evaluate_group(batch, self.node,
+                                                         list(range(len(batch)))))
+        return out[:, len(self.prefix):]
 
     def run(self, batch: list[list]) -> Outcome:
         try:

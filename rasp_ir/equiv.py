@@ -1,7 +1,10 @@
 """`rasp equiv`: do two programs agree on every input up to a length?
 
 Inputs are every sequence over the programs' common vocabulary (after their BOS token, when
-they declare one) of lengths 1..N. Where all of them number at most `bound`, every one is run
+they declare one) of lengths 1..N. When only one side declares a @bos (a program extracted from
+a compiled model, whose compiler put a BOS position in front, against its source), that side
+gets its BOS token put in front of each input and its output at that position dropped; its
+@maxlen then counts the BOS. Where all of them number at most `bound`, every one is run
 (batched), and equality is proven; beyond that, longer lengths are checked on random and
 Hypothesis-generated inputs (rasp_ir/search.py), which can find a difference but not prove
 there is none. Outputs are compared as rasp_ir/compare.py describes; a runtime error is an
@@ -59,6 +62,13 @@ class Equivalence:
         return out
 
 
+def prefixes(a: ir.Program, b: ir.Program) -> tuple[tuple, tuple]:
+    """What each side puts in front of an input: its BOS token when only it declares one."""
+    if (a.bos is None) == (b.bos is None):
+        return (), ()
+    return ((a.bos,), ()) if a.bos is not None else ((), (b.bos,))
+
+
 def input_space(a: ir.Program, b: ir.Program, max_len: int | None,
                 names: tuple[str, str] = ("A", "B")) -> InputSpace:
     """The inputs both programs accept, up to `max_len` (default: the smaller @maxlen, at most
@@ -68,8 +78,12 @@ def input_space(a: ir.Program, b: ir.Program, max_len: int | None,
         if program.vocab is None:
             raise RaspError([Diagnostic("V601", f"{name} has no @vocab, so its inputs cannot be "
                                         "enumerated", hint='declare one, e.g. @vocab {"a", "b"};')])
-    only_a = [t for t in a.vocab if t not in set(b.vocab)]
-    only_b = [t for t in b.vocab if t not in set(a.vocab)]
+    pre = prefixes(a, b)
+    # a BOS only one side declares is that side's business (see prefixes)
+    vocab_a = [t for t in a.vocab if not pre[0] or t != a.bos]
+    vocab_b = [t for t in b.vocab if not pre[1] or t != b.bos]
+    only_a = [t for t in vocab_a if t not in set(vocab_b)]
+    only_b = [t for t in vocab_b if t not in set(vocab_a)]
     problems = []
     if only_a or only_b:
         parts = [f"only {n} has {_tokens(t)}" for n, t in zip(names, (only_a, only_b)) if t]
@@ -77,25 +91,29 @@ def input_space(a: ir.Program, b: ir.Program, max_len: int | None,
                                    f"vocabularies: {'; '.join(parts)}",
                                    hint="equivalence is checked on the inputs both programs "
                                    "accept: give them the same @vocab"))
-    if a.bos != b.bos:
+    if a.bos != b.bos and not any(pre):
         problems.append(Diagnostic("V602", f"{names[0]} has @bos {a.bos!r}, {names[1]} has "
                                    f"@bos {b.bos!r}", hint="inputs must start the same way"))
     if problems:
         raise RaspError(problems)
-    limits = [p.maxlen for p in (a, b) if p.maxlen is not None]
+    # the longest input each side takes (its prefix counts against its @maxlen)
+    limits = {name: p.maxlen - len(prefix) for p, name, prefix in zip((a, b), names, pre)
+              if p.maxlen is not None}
     if max_len is None:
-        max_len = min(limits + [MAX_LEN_CAP])
+        max_len = min(list(limits.values()) + [MAX_LEN_CAP])
     elif max_len < 1:
         raise RaspError([Diagnostic("V604", f"--max-len must be at least 1, not {max_len}")])
-    for program, name in zip((a, b), names):
-        if program.maxlen is not None and max_len > program.maxlen:
+    for name, limit in limits.items():
+        if max_len > limit:
+            after = " after its BOS" if pre[names.index(name)] else ""
             raise RaspError([Diagnostic("V604", f"--max-len {max_len} is longer than {name}'s "
-                                        f"@maxlen {program.maxlen}",
-                                        hint=f"use --max-len {program.maxlen} or less")])
-    alphabet = tuple(t for t in a.vocab if t != a.bos)
+                                        f"@maxlen {limit}{after}",
+                                        hint=f"use --max-len {limit} or less")])
+    bos = None if any(pre) else a.bos
+    alphabet = tuple(t for t in vocab_a if t != bos)
     if not alphabet and max_len > 1:
         max_len = 1
-    return InputSpace(alphabet, max_len, a.bos)
+    return InputSpace(alphabet, max_len, bos)
 
 
 def _tokens(tokens: list, limit: int = 8) -> str:
@@ -108,7 +126,8 @@ class _Pair:
 
     def __init__(self, a: ir.Program, b: ir.Program, tolerance: float,
                  names: tuple[str, str] = ("A", "B")):
-        self.a, self.b = ProgramRunner(a), ProgramRunner(b)
+        pre_a, pre_b = prefixes(a, b)
+        self.a, self.b = ProgramRunner(a, prefix=pre_a), ProgramRunner(b, prefix=pre_b)
         why = comparable(self.a.view, self.b.view)
         if why is not None:
             raise RaspError([Diagnostic(

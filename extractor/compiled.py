@@ -1,0 +1,403 @@
+"""Compile, then extract: the short program of a model that `rasp compile` wrote.
+
+A compiled model computes its program exactly, has no LayerNorm and no task, and its inputs are
+finite: every sequence over its vocabulary up to its length. So its extraction differs from a
+trained checkpoint's (extractor/extract.py) where that makes it exact:
+
+- Inputs: every sequence of lengths 1..N while they number at most EXHAUSTIVE; beyond that
+  length, seeded random sequences plus the constant ones (all one token), where counts are
+  extreme. The references are the compiled model's own decoded outputs.
+- Pruning: the threshold is a match of 1.0 (or what --threshold asks), so instead of learned
+  masks the circuit (extractor/circuit.py) is pruned greedily by causal intervention: each
+  component, then each edge, then each query-key product is cut (it then reads its path's mean,
+  the ablation constant) and stays cut when the decoded outputs still match on every input.
+  Learned masks trade KL against size; here nothing may be traded, and each check is one
+  batched forward pass, so trying every cut is both cheaper and exact.
+- MLPs: a compiled MLP reads one-hot encodings, so an MLP whose inputs are categorical (or
+  aggregates that are one-hot on these inputs, read through `harden`) is read back exactly as a
+  table over every combination of its input values, `{key: class}[x]`, each class writing its
+  output vector; kept when the decoded outputs still match, else the MLP stays an `mlp` node.
+- Score and logit tables then go through the primitive library and rounding
+  (extractor/replace.py) judged on a subset of the inputs, and the shared simplification
+  passes run last. The report gives the match on every generated input.
+
+`rasp equiv SOURCE EXTRACTED` then proves (or refutes) equality on every input up to a length.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import torch
+
+from rasp_ir import nodes as ir
+from rasp_ir.interpreter import Interpreter, evaluate, mlp_activation
+from rasp_ir import types as T
+
+from .circuit import Circuit
+from .circuit_program import MlpReplacement, circuit_program
+from .prune import Layout, _with_products, kept_edges, stage_components, used_paths
+
+EXHAUSTIVE = 20_000          # generated inputs enumerated while they number at most this many
+PER_LENGTH = 400             # random inputs at each longer length
+CHOICE = 1_500               # inputs judging each replacement (all of them for the final check)
+MAX_COMBINATIONS = 4_096     # the largest MLP table read back
+TOLERANCE = 1e-6             # numerical outputs: relative to max(1, |value|)
+
+
+def generated_inputs(alphabet: tuple, max_len: int, seed: int = 0) -> list[list]:
+    """Every sequence of lengths 1..L over `alphabet` for the largest L with at most
+    EXHAUSTIVE of them, then per longer length the constant sequences and PER_LENGTH random
+    ones (distinct, seeded)."""
+    out, total, length = [], 0, 1
+    while length <= max_len and total + len(alphabet) ** length <= EXHAUSTIVE:
+        out += [list(s) for s in itertools.product(alphabet, repeat=length)]
+        total += len(alphabet) ** length
+        length += 1
+    rng = np.random.default_rng([seed, 8191])
+    for n in range(length, max_len + 1):
+        seen = {tuple([t] * n) for t in alphabet}
+        out += [list(s) for s in seen]
+        for _ in range(PER_LENGTH):
+            s = tuple(alphabet[i] for i in rng.integers(len(alphabet), size=n))
+            if s not in seen:
+                seen.add(s)
+                out.append(list(s))
+    return out
+
+
+class CompiledJudge:
+    """Generated inputs (BOS in front) with the compiled model's decoded outputs; called with
+    a program it gives {bucket: the share of inputs on which the program decodes the same at
+    every position}. One bucket, named after the lengths."""
+
+    def __init__(self, subject, sequences: list[list], kind: str):
+        self.kind = kind                 # "argmax" (categorical outputs) or "value"
+        self.bucket = f"lengths 1-{max(len(s) for s in sequences)}"
+        index = {t: i for i, t in enumerate(subject.tokens)}
+        self.groups = []                 # (inputs with BOS, ids, reference decisions)
+        by_length: dict[int, list] = {}
+        for s in sequences:
+            by_length.setdefault(len(s), []).append(s)
+        with torch.no_grad():
+            for n in sorted(by_length):
+                rows = [[subject.bos] + s for s in by_length[n]]
+                ids = torch.tensor([[index[t] for t in r] for r in rows])
+                logits = subject.model(ids).double().numpy()[:, 1:]
+                self.groups.append((rows, ids, self.decide(logits)))
+        self.sets = {self.bucket: [(r, None) for rows, _, _ in self.groups for r in rows]}
+
+    def decide(self, out: np.ndarray) -> np.ndarray:
+        return out.argmax(-1) if self.kind == "argmax" else out[..., 0]
+
+    def agree(self, got: np.ndarray, want: np.ndarray) -> np.ndarray:
+        """(B,) whether each input agrees at every position."""
+        if self.kind == "argmax":
+            return (got == want).all(-1)
+        close = np.abs(got - want) <= TOLERANCE * np.maximum(1, np.maximum(abs(got), abs(want)))
+        return close.all(-1)
+
+    def subset(self, n: int, seed: int = 0) -> "CompiledJudge":
+        """A judge on at most n of the inputs per length group (the short ones all kept)."""
+        rng = np.random.default_rng([seed, 524287])
+        per = max(1, n // max(len(self.groups), 1))
+        out = object.__new__(CompiledJudge)
+        out.kind, out.bucket, out.groups = self.kind, self.bucket, []
+        for rows, ids, want in self.groups:
+            if len(rows) > per:
+                keep = np.sort(rng.choice(len(rows), per, replace=False))
+                rows, ids, want = [rows[i] for i in keep], ids[keep], want[keep]
+            out.groups.append((rows, ids, want))
+        out.sets = {out.bucket: [(r, None) for rows, _, _ in out.groups for r in rows]}
+        return out
+
+    def with_failures(self, other: "CompiledJudge", circuit: Circuit, masks) -> "CompiledJudge":
+        """This judge plus the inputs of `other` on which the circuit fails."""
+        out = object.__new__(CompiledJudge)
+        out.kind, out.bucket = self.kind, self.bucket
+        mine = {ids.shape[1]: (rows, ids, want) for rows, ids, want in self.groups}
+        with torch.no_grad():
+            for rows, ids, want in other.groups:
+                positions = torch.arange(ids.shape[1]).expand_as(ids)
+                got = circuit(ids, positions, masks).double().numpy()[:, 1:]
+                bad = np.flatnonzero(~self.agree(self.decide(got), want))
+                if not len(bad):
+                    continue
+                extra = ([rows[i] for i in bad], ids[bad], want[bad])
+                if ids.shape[1] in mine:
+                    r, i, w = mine[ids.shape[1]]
+                    extra = (r + extra[0], torch.cat([i, extra[1]]), np.concatenate([w, extra[2]]))
+                mine[ids.shape[1]] = extra
+        out.groups = [mine[n] for n in sorted(mine)]
+        out.sets = {out.bucket: [(r, None) for rows, _, _ in out.groups for r in rows]}
+        return out
+
+    def __call__(self, program: ir.Program, task_accuracy: bool = False) -> dict:
+        same = total = 0
+        for rows, _, want in self.groups:
+            got = np.asarray(evaluate(program, rows, program.output))[:, 1:]
+            same += int(self.agree(self.decide(got), want).sum())
+            total += len(rows)
+        match = same / max(total, 1)
+        return {self.bucket: {"match": match, "task": match} if task_accuracy else match}
+
+    def circuit_match(self, circuit: Circuit, masks) -> float:
+        same = total = 0
+        with torch.no_grad():
+            for rows, ids, want in self.groups:
+                positions = torch.arange(ids.shape[1]).expand_as(ids)
+                got = circuit(ids, positions, masks).double().numpy()[:, 1:]
+                same += int(self.agree(self.decide(got), want).sum())
+                total += len(rows)
+        return same / max(total, 1)
+
+
+def output_kind(subject) -> str:
+    """How a compiled model's output is decoded: by argmax, or as the first logit's value."""
+    return "value" if subject.prediction is None and len(subject.outputs) == 1 else "argmax"
+
+
+# ------------------------------------------------------------------ greedy pruning
+
+
+def mean_ablations(circuit: Circuit, judge: CompiledJudge, layout: Layout) -> torch.Tensor:
+    """Each path's mean activation over the inputs (every position), the full circuit."""
+    full = layout.masks(_with_products(layout, layout.valid.double()), True)
+    total, count = None, 0
+    with torch.no_grad():
+        for _, ids, _ in judge.groups:
+            positions = torch.arange(ids.shape[1]).expand_as(ids)
+            X, _ = circuit.paths(ids, positions, full)
+            s = torch.stack([x.sum((0, 1)) for x in X])
+            total = s if total is None else total + s
+            count += ids.numel()
+    return total / count
+
+
+def greedy_prune(circuit: Circuit, judge: CompiledJudge, threshold: float,
+                 chooser: CompiledJudge | None = None, progress=None) -> tuple[torch.Tensor, list]:
+    """Cut what can be cut (see the module docstring): (hard flat masks, stage summaries).
+    Cuts are decided on `chooser` (a subset of the inputs, default all of them); when a
+    stage's result then fails on some input, those inputs join the chooser and the stage is
+    redone (a counterexample-guided loop: few inputs decide, all of them check)."""
+    layout = Layout(circuit.graph)
+    say = progress or (lambda text: None)
+
+    def matcher(j):
+        return lambda flat: j.circuit_match(circuit, layout.masks(flat, True))
+
+    full = matcher(judge)
+    chooser = chooser or judge
+    flat = _with_products(layout, layout.valid.double())
+    groups = stage_components(layout).groups
+    stages = []
+    for name in ("components", "paths", "products"):
+        start = time.perf_counter()
+        if name == "components":
+            sets = [((groups == g) & (flat > 0)).nonzero().flatten()
+                    for g in range(int(groups.max()) + 1)]
+            sets = [x for x in sets if len(x)]
+        elif name == "paths":
+            sets = [torch.tensor([i]) for i in kept_edges(layout, flat, False)]
+        else:
+            sets = [torch.tensor([i]) for i in kept_edges(layout, flat, True)
+                    if i >= layout.offsets["qk"]]
+        derive = name != "products"         # q and k masks imply the products before stage 3
+        while True:
+            result = _cut(flat, sets, matcher(chooser), threshold, layout, derive)
+            if chooser is judge or full(result) >= threshold:
+                break
+            chooser = chooser.with_failures(judge, circuit, layout.masks(result, True))
+        flat = result
+        stages.append(_summary(name, layout, flat, full, start))
+        say(f"{name}: {stages[-1]['edges']} edges")
+    return flat, stages
+
+
+def _cut(flat, sets, match, threshold, layout, derive) -> torch.Tensor:
+    """Cut every set of entries that keeps the match: all at once if that works, else each
+    half in turn (so a stage where most cuts succeed takes few checks)."""
+    if not sets:
+        return flat
+    trial = flat.clone()
+    trial[torch.cat(sets)] = 0
+    if derive:
+        trial = _with_products(layout, trial)
+    if match(trial) >= threshold:
+        return trial
+    if len(sets) == 1:
+        return flat
+    half = len(sets) // 2
+    flat = _cut(flat, sets[:half], match, threshold, layout, derive)
+    return _cut(flat, sets[half:], match, threshold, layout, derive)
+
+
+def _summary(name, layout, flat, match, start) -> dict:
+    return {"stage": name, "edges": len(kept_edges(layout, flat, name == "products")),
+            "match": round(match(flat), 6), "seconds": round(time.perf_counter() - start, 2)}
+
+
+# ------------------------------------------------------------------ MLPs as tables
+
+
+def mlp_table(program: ir.Program, name: str) -> MlpReplacement | None:
+    """The MLP bound to `name` as a table over every combination of its inputs' values, or
+    None when an input is not categorical (an aggregate is read through `harden`) or the
+    combinations number more than MAX_COMBINATIONS."""
+    node = next(b.value for b in program.bindings if b.name == name)
+    interp = Interpreter(program)
+    operands, bases = [], []
+    for ref in node.inputs:
+        t = interp.type_of(ref)
+        if isinstance(t, T.Cat):
+            operands.append(ref)
+        elif isinstance(t, T.Vec):
+            operands.append(ir.Primitive("harden", (ref,), ()))
+        else:
+            return None
+        bases.append(tuple(T.basis_of(t)))
+    sizes = [len(b) for b in bases]
+    if int(np.prod(sizes)) > MAX_COMBINATIONS:
+        return None
+    W_in, b_in, W_out, b_out = (np.array(m.values, dtype=np.float64).reshape(
+        len(m.rows), -1 if m.cols is not None else 1) for m in
+        (node.W_in, node.b_in, node.W_out, node.b_out))
+    combos = list(itertools.product(*[range(s) for s in sizes]))
+    offsets = np.cumsum([0] + sizes[:-1])
+    X = np.zeros((len(combos), sum(sizes)))
+    for row, combo in enumerate(combos):
+        X[row, [o + c for o, c in zip(offsets, combo)]] = 1
+    hidden = mlp_activation(X @ W_in + b_in.reshape(-1), node.activation)
+    out = hidden @ W_out + b_out.reshape(-1)                                # (combos, D)
+    # inputs that write the same vector are one class (rounding only joins float noise)
+    keys_round = np.round(out, 9)
+    _, first, classes = np.unique(keys_round, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)                   # classes numbered by first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    classes = rank[classes.reshape(-1)]
+    E = np.stack([out[classes == k].mean(0) for k in range(len(order))])
+    if len(order) == 1:
+        return MlpReplacement(name, ir.Primitive("erase", (node.inputs[0],), ()), (1,), E)
+    operand, keys = operands[0], list(bases[0])
+    for other, basis in zip(operands[1:], bases[1:]):
+        operand = ir.Primitive("product", (operand, other), ())
+        keys = [T.product_label(u, v) for u in keys for v in basis]
+    values = tuple(int(k) for k in classes)
+    if len(operands) == 1 and len(order) == len(combos) and \
+            isinstance(operands[0], (ir.Ref, ir.Tokens, ir.Indices)):
+        # one class per value: the input itself, read through the MLP's vectors
+        E_in = np.stack([E[values[i]] for i in range(len(keys))])
+        ref = operands[0]
+        label = ref.name if isinstance(ref, ir.Ref) else \
+            ("token" if isinstance(ref, ir.Tokens) else "pos")
+        return MlpReplacement(label, None, tuple(keys), E_in, ref)
+    return MlpReplacement(name, ir.Lookup(tuple(keys), values, operand),
+                          tuple(range(len(order))), E)
+
+
+def replace_mlps(build, judge, threshold: float, names: list, progress=None) -> dict:
+    """{MLP path index: MlpReplacement} for each MLP whose table keeps the match; `build`
+    makes the program from such a dict, `names` is [(path index, binding name)] in order."""
+    say = progress or (lambda text: None)
+    chosen = {}
+    for index, name in names:
+        program = build(chosen)
+        if not any(b.name == name for b in program.bindings):
+            continue
+        rep = mlp_table(program, name)
+        if rep is None:
+            say(f"{name}: an input is not categorical; it stays an mlp")
+            continue
+        trial = dict(chosen)
+        trial[index] = rep
+        if min(judge(build(trial)).values()) >= threshold:
+            chosen = trial
+            say(f"{name}: read back as a table of {len(rep.basis)} classes")
+        else:
+            say(f"{name}: its table changes the output; it stays an mlp")
+    return chosen
+
+
+# ------------------------------------------------------------------ the whole extraction
+
+
+def extract_compiled(subject, threshold: float = 1.0, seed: int = 0, progress=None):
+    """The short program of a compiled model and its report (extractor.extract.Extraction)."""
+    from rasp_ir import passes
+
+    from .extract import Extraction, program_lines, program_size
+    from .replace import Replacer
+    say = progress or (lambda text: None)
+    started = time.perf_counter()
+    c = subject.model.config
+    N = c.n_positions - 1
+    alphabet = tuple(t for t in subject.tokens if t != subject.bos)
+    inputs = generated_inputs(alphabet, N, seed)
+    kind = output_kind(subject)
+    judge = CompiledJudge(subject, inputs, kind)
+    chooser = judge.subset(CHOICE, seed)
+    timings = {"inputs": round(time.perf_counter() - started, 2)}
+    say(f"{len(inputs)} generated inputs; pruning")
+
+    start = time.perf_counter()
+    circuit = Circuit(subject.model).double()
+    layout = Layout(circuit.graph)
+    with torch.no_grad():
+        circuit.ablation.copy_(mean_ablations(circuit, judge, layout))
+    flat, stages = greedy_prune(circuit, judge, threshold, chooser, say)
+    timings["pruning"] = round(time.perf_counter() - start, 2)
+
+    start = time.perf_counter()
+    g = circuit.graph
+
+    def build(mlp_outputs, tables=None):
+        return circuit_program(circuit, flat, subject.tokens, subject.outputs,
+                               subject.prediction, mlp_outputs=mlp_outputs, tables=tables,
+                               bos=subject.bos)
+
+    used = used_paths(layout, flat, True)
+    mlps = [(g.mlp_path(L), g.paths[g.mlp_path(L)].name) for L in range(c.n_layers)
+            if used[g.mlp_path(L)]]
+    tables = replace_mlps(build, chooser, threshold, mlps, say)
+    replacer = Replacer(circuit, flat, subject.tokens, subject.outputs, subject.prediction,
+                        chooser, {chooser.bucket: threshold}, subject.bos, say,
+                        mlp_outputs=tables)
+    left = replacer.replace_tables()
+    replacer.round_tables(left)
+    program = passes.descriptive_names(passes.simplify(replacer.build()))
+    timings["primitives"] = round(time.perf_counter() - start, 2)
+    start = time.perf_counter()
+    final = judge(program)
+    timings["check"] = round(time.perf_counter() - start, 2)
+    timings["total"] = round(time.perf_counter() - started, 2)
+    exhaustive_to = _exhaustive_length(len(alphabet), N)
+    report = {"stage": "pruned", "kind": "compiled", "threshold": threshold, "seed": seed,
+              "model": {"layers": c.n_layers, "heads": c.n_heads, "d_model": c.d_model},
+              "inputs": {"count": len(inputs), "max_len": N,
+                         "exhaustive_up_to": exhaustive_to,
+                         "beyond": f"constant sequences and {PER_LENGTH} random ones per length"},
+              "pruning": {"method": "greedy causal cuts", "ablation": "path means",
+                          "stages": stages},
+              "mlp_tables": sorted(r.name for r in tables.values()),
+              "replacements": replacer.log, "programs_judged": replacer.judged,
+              "program": {"lines": program_lines(program), **program_size(program)},
+              "evaluation": {"buckets": {k: {"match": v} for k, v in final.items()},
+                             "compared": "decoded output (argmax)" if kind == "argmax"
+                             else f"first logit within {TOLERANCE:g}"},
+              "reached_threshold": min(final.values()) >= threshold,
+              "seconds": timings}
+    report["verdict"] = (f"the {report['program']['lines']}-line program decodes as the model "
+                         f"does on {min(final.values()):.4f} of the {len(inputs)} generated "
+                         "inputs")
+    return Extraction(program, report)
+
+
+def _exhaustive_length(k: int, max_len: int) -> int:
+    total, length = 0, 0
+    while length < max_len and total + k ** (length + 1) <= EXHAUSTIVE:
+        length += 1
+        total += k ** length
+    return length
