@@ -17,6 +17,9 @@ trained checkpoint's (extractor/extract.py) where that makes it exact:
   aggregates that are one-hot on these inputs, read through `harden`) is read back exactly as a
   table over every combination of its input values, `{key: class}[x]`, each class writing its
   output vector; kept when the decoded outputs still match, else the MLP stays an `mlp` node.
+- A model with more than MAX_PATHS paths (the circuit holds every path's activation, and
+  their number grows as heads^layers) is not pruned: its program is the exact one
+  (extractor/paths.py), which leaves out the paths that are exactly zero.
 - Score and logit tables then go through the primitive library and rounding
   (extractor/replace.py) judged on a subset of the inputs, and the shared simplification
   passes run last. The report gives the match on every generated input.
@@ -36,7 +39,7 @@ from rasp_ir import nodes as ir
 from rasp_ir.interpreter import Interpreter, evaluate, mlp_activation
 from rasp_ir import types as T
 
-from .circuit import Circuit
+from .circuit import Circuit, Graph
 from .circuit_program import MlpReplacement, circuit_program
 from .prune import Layout, _with_products, kept_edges, stage_components, used_paths
 
@@ -45,6 +48,8 @@ PER_LENGTH = 400             # random inputs at each longer length
 CHOICE = 1_500               # inputs judging each replacement (all of them for the final check)
 MAX_COMBINATIONS = 4_096     # the largest MLP table read back
 TOLERANCE = 1e-6             # numerical outputs: relative to max(1, |value|)
+MAX_PATHS = 200             # more paths than this: no circuit (see _exact)
+ELEMENTS = 4_000_000         # numbers per path tensor in one batch (memory, not speed)
 
 
 def generated_inputs(alphabet: tuple, max_len: int, seed: int = 0) -> list[list]:
@@ -81,12 +86,17 @@ class CompiledJudge:
         by_length: dict[int, list] = {}
         for s in sequences:
             by_length.setdefault(len(s), []).append(s)
+        c = subject.model.config
+        # the circuit holds every path's activation at once: batches of at most ELEMENTS
+        paths = min(len(Graph(c.n_layers, c.n_heads)), MAX_PATHS)
         with torch.no_grad():
             for n in sorted(by_length):
-                rows = [[subject.bos] + s for s in by_length[n]]
-                ids = torch.tensor([[index[t] for t in r] for r in rows])
-                logits = subject.model(ids).double().numpy()[:, 1:]
-                self.groups.append((rows, ids, self.decide(logits)))
+                size = max(1, ELEMENTS // ((n + 1) * paths * max(c.d_model, c.d_mlp)))
+                for start in range(0, len(by_length[n]), size):
+                    rows = [[subject.bos] + s for s in by_length[n][start:start + size]]
+                    ids = torch.tensor([[index[t] for t in r] for r in rows])
+                    logits = subject.model(ids).double().numpy()[:, 1:]
+                    self.groups.append((rows, ids, self.decide(logits)))
         self.sets = {self.bucket: [(r, None) for rows, _, _ in self.groups for r in rows]}
 
     def decide(self, out: np.ndarray) -> np.ndarray:
@@ -100,7 +110,7 @@ class CompiledJudge:
         return close.all(-1)
 
     def subset(self, n: int, seed: int = 0) -> "CompiledJudge":
-        """A judge on at most n of the inputs per length group (the short ones all kept)."""
+        """A judge on about n of the inputs, spread evenly over the batches."""
         rng = np.random.default_rng([seed, 524287])
         per = max(1, n // max(len(self.groups), 1))
         out = object.__new__(CompiledJudge)
@@ -117,20 +127,14 @@ class CompiledJudge:
         """This judge plus the inputs of `other` on which the circuit fails."""
         out = object.__new__(CompiledJudge)
         out.kind, out.bucket = self.kind, self.bucket
-        mine = {ids.shape[1]: (rows, ids, want) for rows, ids, want in self.groups}
+        out.groups = list(self.groups)
         with torch.no_grad():
             for rows, ids, want in other.groups:
                 positions = torch.arange(ids.shape[1]).expand_as(ids)
                 got = circuit(ids, positions, masks).double().numpy()[:, 1:]
                 bad = np.flatnonzero(~self.agree(self.decide(got), want))
-                if not len(bad):
-                    continue
-                extra = ([rows[i] for i in bad], ids[bad], want[bad])
-                if ids.shape[1] in mine:
-                    r, i, w = mine[ids.shape[1]]
-                    extra = (r + extra[0], torch.cat([i, extra[1]]), np.concatenate([w, extra[2]]))
-                mine[ids.shape[1]] = extra
-        out.groups = [mine[n] for n in sorted(mine)]
+                if len(bad):
+                    out.groups.append(([rows[i] for i in bad], ids[bad], want[bad]))
         out.sets = {out.bucket: [(r, None) for rows, _, _ in out.groups for r in rows]}
         return out
 
@@ -326,9 +330,18 @@ def replace_mlps(build, judge, threshold: float, names: list, progress=None) -> 
 
 def extract_compiled(subject, threshold: float = 1.0, seed: int = 0, progress=None):
     """The short program of a compiled model and its report (extractor.extract.Extraction)."""
+    threads = torch.get_num_threads()
+    # small forward passes between numpy work: idle torch threads would only spin
+    torch.set_num_threads(1)
+    try:
+        return _extract(subject, threshold, seed, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _extract(subject, threshold, seed, progress):
     from rasp_ir import passes
 
-    from .extract import Extraction, program_lines, program_size
     from .replace import Replacer
     say = progress or (lambda text: None)
     started = time.perf_counter()
@@ -343,6 +356,10 @@ def extract_compiled(subject, threshold: float = 1.0, seed: int = 0, progress=No
     say(f"{len(inputs)} generated inputs; pruning")
 
     start = time.perf_counter()
+    paths = len(Graph(c.n_layers, c.n_heads))
+    if paths > MAX_PATHS:
+        return _exact(subject, judge, len(inputs), N, alphabet, seed, threshold, paths,
+                      timings, started, say)
     circuit = Circuit(subject.model).double()
     layout = Layout(circuit.graph)
     with torch.no_grad():
@@ -373,25 +390,52 @@ def extract_compiled(subject, threshold: float = 1.0, seed: int = 0, progress=No
     final = judge(program)
     timings["check"] = round(time.perf_counter() - start, 2)
     timings["total"] = round(time.perf_counter() - started, 2)
-    exhaustive_to = _exhaustive_length(len(alphabet), N)
+    pruning = {"method": "greedy causal cuts", "ablation": "path means", "stages": stages}
+    extra = {"mlp_tables": sorted(r.name for r in tables.values()),
+             "replacements": replacer.log, "programs_judged": replacer.judged}
+    return _result(subject, program, final, judge, len(inputs), N, alphabet, seed, threshold,
+                   pruning, extra, timings)
+
+
+def _exact(subject, judge, count, N, alphabet, seed, threshold, paths, timings, started, say):
+    """Too many paths for the circuit (it holds each one's activation): the exact program,
+    which leaves out the paths that are exactly zero, simplified."""
+    from rasp_ir import passes
+
+    from .paths import full_program
+    say(f"{paths} paths: the exact program, zero paths left out")
+    program = full_program(subject.model, subject.tokens, subject.outputs, subject.prediction,
+                           bos=subject.bos)
+    program = passes.descriptive_names(passes.simplify(program))
+    timings["pruning"] = round(time.perf_counter() - started - timings["inputs"], 2)
+    start = time.perf_counter()
+    final = judge(program)
+    timings["check"] = round(time.perf_counter() - start, 2)
+    timings["total"] = round(time.perf_counter() - started, 2)
+    pruning = {"method": f"none: {paths} paths are more than the circuit takes ({MAX_PATHS}); "
+               "the exact program leaves out the paths that are exactly zero"}
+    return _result(subject, program, final, judge, count, N, alphabet, seed, threshold,
+                   pruning, {}, timings)
+
+
+def _result(subject, program, final, judge, count, N, alphabet, seed, threshold, pruning,
+            extra, timings):
+    from .extract import Extraction, program_lines, program_size
+    c = subject.model.config
     report = {"stage": "pruned", "kind": "compiled", "threshold": threshold, "seed": seed,
               "model": {"layers": c.n_layers, "heads": c.n_heads, "d_model": c.d_model},
-              "inputs": {"count": len(inputs), "max_len": N,
-                         "exhaustive_up_to": exhaustive_to,
+              "inputs": {"count": count, "max_len": N,
+                         "exhaustive_up_to": _exhaustive_length(len(alphabet), N),
                          "beyond": f"constant sequences and {PER_LENGTH} random ones per length"},
-              "pruning": {"method": "greedy causal cuts", "ablation": "path means",
-                          "stages": stages},
-              "mlp_tables": sorted(r.name for r in tables.values()),
-              "replacements": replacer.log, "programs_judged": replacer.judged,
+              "pruning": pruning, **extra,
               "program": {"lines": program_lines(program), **program_size(program)},
               "evaluation": {"buckets": {k: {"match": v} for k, v in final.items()},
-                             "compared": "decoded output (argmax)" if kind == "argmax"
+                             "compared": "decoded output (argmax)" if judge.kind == "argmax"
                              else f"first logit within {TOLERANCE:g}"},
               "reached_threshold": min(final.values()) >= threshold,
               "seconds": timings}
     report["verdict"] = (f"the {report['program']['lines']}-line program decodes as the model "
-                         f"does on {min(final.values()):.4f} of the {len(inputs)} generated "
-                         "inputs")
+                         f"does on {min(final.values()):.4f} of the {count} generated inputs")
     return Extraction(program, report)
 
 

@@ -181,8 +181,9 @@ def _add_model_commands(sub) -> None:
     ex.add_argument("--stage", choices=["pruned", "full"], default="pruned",
                     help="pruned: the short program (default); full: the exact program")
     ex.add_argument("-o", "--output", type=Path, required=True, metavar="PROG.rasp")
-    ex.add_argument("--threshold", type=float, default=0.9, metavar="T",
-                    help="match accuracy wanted in every length bucket (default 0.9)")
+    ex.add_argument("--threshold", type=float, default=None, metavar="T",
+                    help="match accuracy wanted in every length bucket (default 0.9; 1.0 for "
+                    "a compiled model, whose extraction is judged on every generated input)")
     ex.add_argument("--workers", type=int, default=None, metavar="N",
                     help="pruning runs at once (default: 2, or 1 on a one-core machine)")
     ex.add_argument("--quick", action="store_true",
@@ -512,7 +513,7 @@ def cmd_extract(args) -> int:
             args.max_entries is not None and args.max_entries < 1):
         raise RaspError([Diagnostic("T404", "--n and --max-entries must be at least 1, "
                                     "--seed and --fit-steps at least 0")])
-    if not 0 < args.threshold <= 1 or args.max_runs < 1 or (
+    if not 0 < (args.threshold or 1) <= 1 or args.max_runs < 1 or (
             args.workers is not None and args.workers < 1):
         raise RaspError([Diagnostic("T404", "--threshold must be in (0, 1], --max-runs and "
                                     "--workers at least 1")])
@@ -525,7 +526,44 @@ def cmd_extract(args) -> int:
     subject = load_subject(args.checkpoint, args.task)
     if args.stage == "full":
         return _extract_full(args, subject)
+    if subject.kind == "compiled":
+        return _extract_compiled(args, subject)
     return _extract_pruned(args, subject)
+
+
+def _extract_compiled(args, subject) -> int:
+    """A compiled model's short program (extractor/compiled.py): exact by default."""
+    from extractor.compiled import extract_compiled
+
+    from .tables import atomic_write_text, write_program
+    bar = _status_line(args)
+    try:
+        result = extract_compiled(subject, 1.0 if args.threshold is None else args.threshold,
+                                  args.seed, progress=bar)
+    finally:
+        bar(None)
+    write_program(result.program, args.output)
+    report = dict(result.report, checkpoint=str(args.checkpoint),
+                  program=dict(result.report["program"], file=str(args.output)))
+    if args.verify:
+        report["roundtrip"] = _round_trip(args, subject, args.n or 200, bar)
+    atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    r, inputs = report, report["inputs"]
+    print(f"{args.checkpoint}: compiled model, {r['model']['layers']} layers x "
+          f"{r['model']['heads']} heads")
+    print(f"  {inputs['count']:,} generated inputs of lengths 1-{inputs['max_len']} (all of "
+          f"them up to length {inputs['exhaustive_up_to']})")
+    print("  greedy pruning: " + ", ".join(f"{st['stage']} {st['edges']} edges"
+                                           for st in r["pruning"]["stages"]))
+    print(f"  {r['verdict']}")
+    print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
+          f"report: {args.output.with_suffix('.report.json').name}) in "
+          f"{r['seconds']['total']:.0f} s")
+    _print_round_trip(report)
+    return EXIT_OK
 
 
 def _extract_pruned(args, subject) -> int:
@@ -533,7 +571,8 @@ def _extract_pruned(args, subject) -> int:
 
     from .tables import atomic_write_text, write_program
     workers = args.workers or min(2, os.cpu_count() or 1)
-    settings = ExtractSettings(threshold=args.threshold, workers=workers, seed=args.seed,
+    settings = ExtractSettings(threshold=0.9 if args.threshold is None else args.threshold,
+                               workers=workers, seed=args.seed,
                                n=args.n or (200 if args.quick else 1000), quick=args.quick,
                                max_runs=args.max_runs)
     runs = args.output.with_suffix(".runs")

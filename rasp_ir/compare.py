@@ -14,7 +14,8 @@ position:
   and the decoded token is what `rasp run` prints and what task metrics score;
 * ``set``: a sigmoid prediction (next-token sets), compared by which entries pass 1/2 (or which
   logits are positive), the paper's metric for next-token-set tasks;
-* ``column``: the first logit as a number (a compiled model's numerical output).
+* ``column``: the first logit as a number (a compiled model's numerical output, and the
+  program extracted from one: logits with the single column 0).
 
 Categorical values, numbers and decoded tokens compare with one another (a program whose output
 is `cat` can be checked against one that predicts a distribution); vectors and sets only with
@@ -63,6 +64,9 @@ def program_view(program: ir.Program, output_type, node: ir.Node | None = None,
     if isinstance(t, T.Num):
         return View("number")
     if isinstance(t, T.Logits):
+        if tuple(t.out) == (0,) and not sets:
+            # one logit column labelled 0: the program of a compiled numerical output
+            return View("column")
         return View("set", tuple(t.out), 0.0) if sets else View("argmax", tuple(t.out))
     if isinstance(t, T.Vec):
         if function == "sigmoid":
@@ -184,6 +188,7 @@ class ProgramRunner:
         from .interpreter import Interpreter
         self.program = program
         self.prefix = list(prefix)       # put in front of each input, its outputs dropped
+        self.as_text = False             # tokens given as their text (see equiv.prefixes)
         self.node = node if node is not None else program.output
         if self.node is None:
             raise RaspError([Diagnostic("E260", "the program has no @output",
@@ -193,6 +198,8 @@ class ProgramRunner:
         self.view = view or program_view(program, self.output_type, self.node, sets)
 
     def raw(self, batch: list[list]) -> np.ndarray:
+        if self.as_text:
+            batch = [[str(t) for t in seq] for seq in batch]
         if self.prefix:
             batch = [self.prefix + list(seq) for seq in batch]
         out = np.asarray(self.interpreter.evaluate_group(batch, self.node,

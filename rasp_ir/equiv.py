@@ -1,10 +1,10 @@
 """`rasp equiv`: do two programs agree on every input up to a length?
 
 Inputs are every sequence over the programs' common vocabulary (after their BOS token, when
-they declare one) of lengths 1..N. When only one side declares a @bos (a program extracted from
-a compiled model, whose compiler put a BOS position in front, against its source), that side
-gets its BOS token put in front of each input and its output at that position dropped; its
-@maxlen then counts the BOS. Where all of them number at most `bound`, every one is run
+they declare one) of lengths 1..N. When one side's @bos is a token the other side does not know
+(a program extracted from a compiled model, whose compiler put its own BOS position in front,
+against its source), that side gets its BOS token put in front of each input and its output at
+that position dropped; its @maxlen then counts that BOS. Where all of them number at most `bound`, every one is run
 (batched), and equality is proven; beyond that, longer lengths are checked on random and
 Hypothesis-generated inputs (rasp_ir/search.py), which can find a difference but not prove
 there is none. Outputs are compared as rasp_ir/compare.py describes; a runtime error is an
@@ -63,10 +63,20 @@ class Equivalence:
 
 
 def prefixes(a: ir.Program, b: ir.Program) -> tuple[tuple, tuple]:
-    """What each side puts in front of an input: its BOS token when only it declares one."""
-    if (a.bos is None) == (b.bos is None):
-        return (), ()
-    return ((a.bos,), ()) if a.bos is not None else ((), (b.bos,))
+    """What each side puts in front of an input: its BOS token when the other side does not
+    know that token (a compiled model's BOS, in front of the source's own BOS if it has one)."""
+    def extra(p, other):
+        known = set(other.vocab or ()) | {other.bos}
+        return (p.bos,) if p.bos is not None and p.bos not in known else ()
+    pre = extra(a, b), extra(b, a)
+    return ((), ()) if all(pre) else pre
+
+
+def as_text(vocab_a: list, vocab_b: list) -> bool:
+    """Whether B's tokens are A's written as text (a compiled model's vocabulary of numbers,
+    which the compiler stores as strings): A's inputs are then given to B as their text."""
+    return (set(vocab_a) != set(vocab_b) and all(isinstance(t, str) for t in vocab_b)
+            and sorted(map(str, vocab_a)) == sorted(vocab_b))
 
 
 def input_space(a: ir.Program, b: ir.Program, max_len: int | None,
@@ -82,8 +92,9 @@ def input_space(a: ir.Program, b: ir.Program, max_len: int | None,
     # a BOS only one side declares is that side's business (see prefixes)
     vocab_a = [t for t in a.vocab if not pre[0] or t != a.bos]
     vocab_b = [t for t in b.vocab if not pre[1] or t != b.bos]
-    only_a = [t for t in vocab_a if t not in set(vocab_b)]
-    only_b = [t for t in vocab_b if t not in set(vocab_a)]
+    seen_a = [str(t) for t in vocab_a] if as_text(vocab_a, vocab_b) else vocab_a
+    only_a = [t for t in seen_a if t not in set(vocab_b)]
+    only_b = [t for t in vocab_b if t not in set(seen_a)]
     problems = []
     if only_a or only_b:
         parts = [f"only {n} has {_tokens(t)}" for n, t in zip(names, (only_a, only_b)) if t]
@@ -91,7 +102,7 @@ def input_space(a: ir.Program, b: ir.Program, max_len: int | None,
                                    f"vocabularies: {'; '.join(parts)}",
                                    hint="equivalence is checked on the inputs both programs "
                                    "accept: give them the same @vocab"))
-    if a.bos != b.bos and not any(pre):
+    if (b.bos if pre[0] else a.bos) != (a.bos if pre[1] else b.bos):
         problems.append(Diagnostic("V602", f"{names[0]} has @bos {a.bos!r}, {names[1]} has "
                                    f"@bos {b.bos!r}", hint="inputs must start the same way"))
     if problems:
@@ -109,7 +120,7 @@ def input_space(a: ir.Program, b: ir.Program, max_len: int | None,
             raise RaspError([Diagnostic("V604", f"--max-len {max_len} is longer than {name}'s "
                                         f"@maxlen {limit}{after}",
                                         hint=f"use --max-len {limit} or less")])
-    bos = None if any(pre) else a.bos
+    bos = b.bos if pre[0] else a.bos         # the unprefixed side's BOS
     alphabet = tuple(t for t in vocab_a if t != bos)
     if not alphabet and max_len > 1:
         max_len = 1
@@ -128,6 +139,8 @@ class _Pair:
                  names: tuple[str, str] = ("A", "B")):
         pre_a, pre_b = prefixes(a, b)
         self.a, self.b = ProgramRunner(a, prefix=pre_a), ProgramRunner(b, prefix=pre_b)
+        self.b.as_text = as_text([t for t in a.vocab or () if t not in pre_a],
+                                 [t for t in b.vocab or () if t not in pre_b])
         why = comparable(self.a.view, self.b.view)
         if why is not None:
             raise RaspError([Diagnostic(
