@@ -191,8 +191,9 @@ def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | N
     say = progress or (lambda text: None)
     if subject.task is None:
         raise RaspError([Diagnostic(
-            "X504", "pruning needs task data, and a compiled model has no task",
-            hint="use --stage full for the exact program of a compiled model")])
+            "X504", "sweep pruning needs task data, and a compiled model has no task",
+            hint="a compiled model is extracted by extractor.compiled.extract_compiled "
+            "(what `rasp extract` runs for it)")])
     model, task = subject.model, subject.task
     c = model.config
     started = time.perf_counter()
