@@ -60,7 +60,9 @@ def main() -> int:
     for folder, generalising in folders:
         start = time.perf_counter()
         subject = load_subject(folder)
-        name = folder.name.split("-")[0] + ("" if generalising else folder.name[-5:])
+        suffix = folder.name[-4:]
+        name = folder.name.split("-")[0] + (f"_{suffix}" if not generalising and
+                                            suffix.isdigit() else "")
         settings = ExtractSettings(workers=args.workers, n=args.n, quick=args.quick)
         try:
             result = extract_program(subject, folder, None, args.out / f"{name}.runs", settings)
