@@ -737,8 +737,12 @@ class Planner:
             parts = [self.logits(t) for t in node.terms]
             return _sum_linear(parts)
         if isinstance(node, ir.Project):
-            out = self.program.vocab
             pred = node.predicate
+            out = self.program.vocab
+            if isinstance(pred, ir.Matrix):
+                # a table's own labels: a compiled model's program has logits over its
+                # output values, not over its input vocabulary
+                out = pred.cols if pred.cols is not None else pred.rows
             if node.operand is None:
                 if isinstance(pred, ir.Matrix):
                     row = np.asarray(pred.values, dtype=np.float64)

@@ -531,23 +531,28 @@ def cmd_extract(args) -> int:
     return _extract_pruned(args, subject)
 
 
+def _written(args, subject, result, n: int, bar) -> dict:
+    """Write the extracted program and its report (after the round trip with --verify)."""
+    from .tables import atomic_write_text, write_program
+    write_program(result.program, args.output)
+    report = dict(result.report, checkpoint=str(args.checkpoint),
+                  program=dict(result.report["program"], file=str(args.output)))
+    if args.verify:
+        report["roundtrip"] = _round_trip(args, subject, n, bar)
+    atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def _extract_compiled(args, subject) -> int:
     """A compiled model's short program (extractor/compiled.py): exact by default."""
     from extractor.compiled import extract_compiled
-
-    from .tables import atomic_write_text, write_program
     bar = _status_line(args)
     try:
         result = extract_compiled(subject, 1.0 if args.threshold is None else args.threshold,
                                   args.seed, progress=bar)
     finally:
         bar(None)
-    write_program(result.program, args.output)
-    report = dict(result.report, checkpoint=str(args.checkpoint),
-                  program=dict(result.report["program"], file=str(args.output)))
-    if args.verify:
-        report["roundtrip"] = _round_trip(args, subject, args.n or 200, bar)
-    atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
+    report = _written(args, subject, result, args.n or 200, bar)
     if args.json:
         print(json.dumps(report))
         return EXIT_OK
@@ -556,8 +561,9 @@ def _extract_compiled(args, subject) -> int:
           f"{r['model']['heads']} heads")
     print(f"  {inputs['count']:,} generated inputs of lengths 1-{inputs['max_len']} (all of "
           f"them up to length {inputs['exhaustive_up_to']})")
-    print("  greedy pruning: " + ", ".join(f"{st['stage']} {st['edges']} edges"
-                                           for st in r["pruning"]["stages"]))
+    stages = r["pruning"].get("stages")
+    print("  greedy pruning: " + ", ".join(f"{st['stage']} {st['edges']} edges" for st in stages)
+          if stages else f"  pruning: {r['pruning']['method']}")
     print(f"  {r['verdict']}")
     print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
           f"report: {args.output.with_suffix('.report.json').name}) in "
@@ -568,8 +574,6 @@ def _extract_compiled(args, subject) -> int:
 
 def _extract_pruned(args, subject) -> int:
     from extractor.extract import ExtractSettings, extract_program
-
-    from .tables import atomic_write_text, write_program
     workers = args.workers or min(2, os.cpu_count() or 1)
     settings = ExtractSettings(threshold=0.9 if args.threshold is None else args.threshold,
                                workers=workers, seed=args.seed,
@@ -582,12 +586,7 @@ def _extract_pruned(args, subject) -> int:
                                  progress=bar)
     finally:
         bar(None)
-    write_program(result.program, args.output)
-    report = dict(result.report, checkpoint=str(args.checkpoint),
-                  program=dict(result.report["program"], file=str(args.output)))
-    if args.verify:
-        report["roundtrip"] = _round_trip(args, subject, settings.n, bar)
-    atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
+    report = _written(args, subject, result, settings.n, bar)
     if args.json:
         print(json.dumps(report))
         return EXIT_OK

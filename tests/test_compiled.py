@@ -120,3 +120,12 @@ def test_every_example_comes_back_equal(tmp_path, path):
     assert result.report["reached_threshold"]
     eq = equivalent(source, extracted, max_len=n)
     assert eq.equal, eq.counterexample
+
+
+def test_the_extracted_program_compiles_back_exactly(tmp_path):
+    """--verify on a compiled model: logits over the output values, not the input vocabulary."""
+    from extractor.roundtrip import round_trip
+    source, subject, result, extracted = _round_trip(tmp_path, "parity", 5)
+    report = round_trip(tmp_path / "parity.extracted.rasp", subject, n=50)
+    assert report["compiled"] and report["interpreter"]["exact"]
+    assert all(b["match"] == 1.0 for b in report["checkpoint"]["buckets"].values())
