@@ -81,16 +81,20 @@ class Replacer:
         inputs = [i for i in node.inputs if _has_basis(program, i)]
         sequences = [r[0] for rows in self.judge.sets.values() for r in rows]
         out = np.concatenate(evaluate(program, sequences, ir.Ref(name)))        # (N, D)
-        rows = {}
+        rows, categorical = {}, set()
         for ref in inputs:
             basis = program_type(program, ref)
             values = evaluate(program, sequences, ref)
             rows[ref] = (_vectors(values, basis), basis)
+            if np.asarray(values[0]).ndim == 1:
+                categorical.add(ref)
         candidates = []
         if len(node.inputs) == 1 and len(inputs) == 1:
             ref = inputs[0]
             candidates = [(p, (ref,)) for p in lib.mlp_primitives(rows[ref][1])]
-        elif len(inputs) == 2 and len(node.inputs) == 2:
+        elif len(inputs) == 2 and len(node.inputs) == 2 and set(inputs) <= categorical:
+            # the cartesian product of two values; of a distribution it would be a bilinear
+            # map, which no MLP computes exactly (the round trip could not compile it)
             a, b = inputs
             candidates = [(p, (a, b)) for p in lib.mlp_pair_primitives(rows[a][1], rows[b][1])]
         for ref in inputs if len(node.inputs) > 1 else []:
