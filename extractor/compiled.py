@@ -97,7 +97,11 @@ class CompiledJudge:
                     ids = torch.tensor([[index[t] for t in r] for r in rows])
                     logits = subject.model(ids).double().numpy()[:, 1:]
                     self.groups.append((rows, ids, self.decide(logits)))
-        self.sets = {self.bucket: [(r, None) for rows, _, _ in self.groups for r in rows]}
+
+    @property
+    def sets(self) -> dict:
+        """{bucket: rows} as extractor.judge.Judge has them (the input first)."""
+        return {self.bucket: [(r, None) for rows, _, _ in self.groups for r in rows]}
 
     def decide(self, out: np.ndarray) -> np.ndarray:
         return out.argmax(-1) if self.kind == "argmax" else out[..., 0]
@@ -120,7 +124,6 @@ class CompiledJudge:
                 keep = np.sort(rng.choice(len(rows), per, replace=False))
                 rows, ids, want = [rows[i] for i in keep], ids[keep], want[keep]
             out.groups.append((rows, ids, want))
-        out.sets = {out.bucket: [(r, None) for rows, _, _ in out.groups for r in rows]}
         return out
 
     def with_failures(self, other: "CompiledJudge", circuit: Circuit, masks) -> "CompiledJudge":
@@ -135,7 +138,6 @@ class CompiledJudge:
                 bad = np.flatnonzero(~self.agree(self.decide(got), want))
                 if len(bad):
                     out.groups.append(([rows[i] for i in bad], ids[bad], want[bad]))
-        out.sets = {out.bucket: [(r, None) for rows, _, _ in out.groups for r in rows]}
         return out
 
     def __call__(self, program: ir.Program, task_accuracy: bool = False) -> dict:
@@ -211,11 +213,14 @@ def greedy_prune(circuit: Circuit, judge: CompiledJudge, threshold: float,
         derive = name != "products"         # q and k masks imply the products before stage 3
         while True:
             result = _cut(flat, sets, matcher(chooser), threshold, layout, derive)
-            if chooser is judge or full(result) >= threshold:
+            reached = full(result)
+            if chooser is judge or reached >= threshold:
                 break
             chooser = chooser.with_failures(judge, circuit, layout.masks(result, True))
         flat = result
-        stages.append(_summary(name, layout, flat, full, start))
+        stages.append({"stage": name, "edges": len(kept_edges(layout, flat, name == "products")),
+                       "match": round(reached, 6),
+                       "seconds": round(time.perf_counter() - start, 2)})
         say(f"{name}: {stages[-1]['edges']} edges")
     return flat, stages
 
@@ -236,11 +241,6 @@ def _cut(flat, sets, match, threshold, layout, derive) -> torch.Tensor:
     half = len(sets) // 2
     flat = _cut(flat, sets[:half], match, threshold, layout, derive)
     return _cut(flat, sets[half:], match, threshold, layout, derive)
-
-
-def _summary(name, layout, flat, match, start) -> dict:
-    return {"stage": name, "edges": len(kept_edges(layout, flat, name == "products")),
-            "match": round(match(flat), 6), "seconds": round(time.perf_counter() - start, 2)}
 
 
 # ------------------------------------------------------------------ MLPs as tables
