@@ -384,7 +384,8 @@ def _extract(subject, threshold, seed, progress):
                         mlp_outputs=tables)
     left = replacer.replace_tables()
     replacer.round_tables(left)
-    program = passes.descriptive_names(passes.simplify(replacer.build()))
+    program = passes.simplify(replacer.build())
+    program = passes.descriptive_names(passes.inline_selectors(program))
     timings["primitives"] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
     final = judge(program)
@@ -406,7 +407,7 @@ def _exact(subject, judge, count, N, alphabet, seed, threshold, paths, timings, 
     say(f"{paths} paths: the exact program, zero paths left out")
     program = full_program(subject.model, subject.tokens, subject.outputs, subject.prediction,
                            bos=subject.bos)
-    program = passes.descriptive_names(passes.simplify(program))
+    program = passes.descriptive_names(passes.inline_selectors(passes.simplify(program)))
     timings["pruning"] = round(time.perf_counter() - started - timings["inputs"], 2)
     start = time.perf_counter()
     final = judge(program)

@@ -250,8 +250,7 @@ def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | N
     timings["primitives"] = round(time.perf_counter() - start, 2)
     reached = chosen is not None
     if chosen is None:
-        chosen = max(tried, key=lambda e: (min(r["match"] for r in e["buckets"].values()),
-                                           -e["lines"]))
+        chosen = best_found(tried)
     program = chosen.pop("_program")
     for entry in tried:
         entry.pop("_program", None)
@@ -270,6 +269,16 @@ def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | N
                              "found is written")
     timings["total"] = round(time.perf_counter() - started, 2)
     return Extraction(program, report)
+
+
+def best_found(tried: list[dict]) -> dict:
+    """The candidate to write when none reaches the threshold: the best worst bucket, then
+    (when every candidate fails some bucket completely, as on non-generalising models) the best
+    mean over the buckets, then the fewest lines."""
+    def rank(entry):
+        matches = [r["match"] for r in entry["buckets"].values()]
+        return min(matches), sum(matches) / len(matches), -entry["lines"]
+    return max(tried, key=rank)
 
 
 def _choose(order, subject, linear, base, runs_dir, settings, say):
@@ -323,7 +332,7 @@ def _readable(subject, linear, base, summary, runs_dir, judge, settings, say):
         f"{min(start.values()):.3f})")
     program, log, judged = replace(circuit, flat, subject.tokens, subject.outputs,
                                    subject.prediction, judge, floor, bos=bos, progress=say)
-    program = passes.descriptive_names(passes.simplify(program))
+    program = passes.descriptive_names(passes.inline_selectors(passes.simplify(program)))
     return program, log, judged
 
 

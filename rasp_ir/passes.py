@@ -12,6 +12,8 @@ re-associated; see each pass). Bindings that nothing observable reads may change
 - `fold_constants`: merge constant logit terms, put one-term sums and nested sums in the form
   the printer writes them, fold arithmetic on constants.
 - `rename` / `descriptive_names`: rename bindings consistently.
+- `inline_selectors`: write a selector read by one aggregate inside it (RASP's usual
+  `aggregate(select(...), v)`), a choice of style like the names.
 - `simplify`: the first three until nothing changes.
 """
 
@@ -634,6 +636,50 @@ def _shifted(node, base):
             shift = sign * const.value
             return found + shift if base is ir.Indices else (found[0], shift)
     return None
+
+
+# ---------------------------------------------------------------- inline_selectors
+
+def inline_selectors(program: ir.Program) -> ir.Program:
+    """Write each selector binding that exactly one `aggregate` or `selector_width` reads, and
+    nothing else, inside that reader: `aggregate(s=select(...), v=x)`, the way RASP programs are
+    usually written. A selector read twice keeps its name (it says the two share a pattern),
+    as do a selector an @expect line reads and library bindings. Changes no value."""
+    facts = _Facts(program)
+    candidates = {b.name for b in program.bindings
+                  if b.origin is None and T.is_selector(facts.ctx.bindings.get(b.name))}
+    uses, inlinable = defaultdict(int), defaultdict(int)
+
+    def count(node):
+        if isinstance(node, ir.Ref):
+            uses[node.name] += 1
+        if isinstance(node, (ir.Aggregate, ir.SelectorWidth)) and isinstance(node.selector, ir.Ref):
+            inlinable[node.selector.name] += 1
+        for name, many in _child_fields(type(node)):
+            value = getattr(node, name)
+            for child in (value if many else (value,)):
+                if child is not None:
+                    count(child)
+
+    for root in [b.value for b in program.bindings] + [e.subject for e in program.expects] + \
+            ([program.output] if program.output is not None else []):
+        count(root)
+    for e in program.expects:
+        candidates -= {n.name for n in ir.walk(e.subject) if isinstance(n, ir.Ref)}
+    chosen = {name for name in candidates if uses[name] == 1 and inlinable[name] == 1}
+    if not chosen:
+        return program
+    values = {b.name: b.value for b in program.bindings if b.name in chosen}
+
+    def fn(node, context):
+        if isinstance(node, (ir.Aggregate, ir.SelectorWidth)) and \
+                isinstance(node.selector, ir.Ref) and node.selector.name in values:
+            return attrs.evolve(node, selector=values[node.selector.name])
+        return node
+
+    inlined = _rewrite_program(program, fn)
+    kept = tuple(b for b in inlined.bindings if b.name not in chosen)
+    return attrs.evolve(inlined, bindings=kept)
 
 
 # ---------------------------------------------------------------- the pipeline

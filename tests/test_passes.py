@@ -26,7 +26,7 @@ from conftest import EXAMPLES
 
 NAMES = sorted(f.stem for f in EXAMPLES.glob("*.rasp"))
 SEMANTIC = [passes.remove_dead, passes.drop_zero_terms, passes.fold_constants, passes.simplify,
-            passes.descriptive_names]
+            passes.descriptive_names, passes.inline_selectors]
 
 
 # ---------------------------------------------------------------- comparing two programs
@@ -429,6 +429,31 @@ def test_descriptive_names():
         'moved = aggregate(select(indices, indices + 1, ==), tokens);\n'
         'x1 = aggregate(select(indices, indices, (k == q + 1)), tokens);\n@output h;'))
     assert [b.name for b in hist.bindings] == ["hist_token", "moved", "next_token"]
+
+
+def test_inline_selectors_writes_a_selector_read_once_inside_its_reader():
+    program = grammar.parse(
+        '@vocab {"a", "b"}; @maxlen 5;\n'
+        'once = select(indices, indices, ==);\n'          # one aggregate: inlined
+        'width_sel = select(tokens, tokens, ==);\n'       # one selector_width: inlined
+        'shared = select(indices, indices, <=);\n'        # two aggregates: keeps its name
+        'checked = select(tokens, tokens, !=);\n'         # an @expect reads it: kept
+        'x = aggregate(once, indices);\n'
+        'w = selector_width(width_sel);\n'
+        'y = aggregate(shared, indices) + aggregate(shared, w);\n'
+        'z = aggregate(checked, indices);\n'
+        '@output x + y + z;\n'
+        '@expect selector_width(checked)("ab") == [1, 1];\n')
+    inlined = passes.inline_selectors(program)
+    assert [b.name for b in inlined.bindings] == ["shared", "checked", "x", "w", "y", "z"]
+    assert inlined.binding("x").value.selector == program.binding("once").value
+    assert inlined.binding("w").value.selector == program.binding("width_sel").value
+    assert inlined.binding("y").value == program.binding("y").value
+    assert reparsed(inlined) == inlined
+    assert passes.inline_selectors(inlined) == inlined
+    assert check_expects(inlined) == []
+    for seq in (["a", "b", "a"], ["b"], ["a", "a", "b", "b", "a"]):
+        assert_agree(program, inlined, seq)
 
 
 # ---------------------------------------------------------------- rasp fmt --simplify

@@ -155,6 +155,21 @@ def test_the_sweep_brackets_the_threshold():
     assert [p["edges"] for p in front] == [1, 5, 9]
 
 
+def test_the_best_found_when_nothing_passes_ranks_worst_then_mean_then_size():
+    from extractor.extract import best_found
+
+    def entry(lines, *matches):
+        return {"lines": lines, "buckets": {str(i): {"match": m} for i, m in enumerate(matches)}}
+    # every candidate fails the last bucket completely (a non-generalising model): the mean
+    # decides, not the size
+    tiny, useful = entry(2, 0.0, 0.0, 0.0), entry(9, 0.66, 0.11, 0.0)
+    assert best_found([tiny, useful]) is useful
+    better_worst = entry(12, 0.3, 0.3, 0.3)
+    assert best_found([tiny, useful, better_worst]) is better_worst
+    short = entry(4, 0.66, 0.11, 0.0)
+    assert best_found([useful, short]) is short
+
+
 def test_sweep_runs_are_cached_and_resumed(tmp_path, monkeypatch):
     import extractor.sweep as sweep_module
     calls = []
