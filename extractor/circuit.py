@@ -166,14 +166,19 @@ class Circuit(nn.Module):
         self.act = model.blocks[0].mlp.act if c.n_layers else None
         self.scale = c.scale
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, masks: Masks) -> torch.Tensor:
-        """Logits (B, T, V); a pruned edge (mask m) reads (1 − m)·ō."""
-        X, C = self.paths(tokens, positions, masks)
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, masks: Masks,
+                start: int = 0) -> torch.Tensor:
+        """Logits (B, T − start, V) at positions start, start + 1, …; a pruned edge (mask m)
+        reads (1 − m)·ō. The last layer runs its queries and MLP only from `start` on: pruning
+        scores only the answer positions, and on most tasks those come late (after a sort's
+        separator, at a classifier's last token), so that part costs a fraction."""
+        X, C = self.paths(tokens, positions, masks, start)
         return self._unembed(X, C, masks, masks)
 
     def paths(self, tokens: torch.Tensor, positions: torch.Tensor,
-              masks: Masks) -> tuple[list, torch.Tensor]:
-        """Every path's activation (B, T, D), in graph order, and the stream's constant."""
+              masks: Masks, start: int = 0) -> tuple[list, torch.Tensor]:
+        """Every path's activation (B, T − start, D) from position `start` on, in graph order,
+        and the stream's constant (earlier layers see every position: later ones read them)."""
         c, g = self.config, self.graph
         B, T = tokens.shape
         am = masks
@@ -186,7 +191,8 @@ class Circuit(nn.Module):
             stack = torch.stack(X[:n])                                 # (n, B, T, D)
             ab = self.ablation[:n]                                     # (n, D)
             q_norm, k_norm, v_norm = self.ln_q[L], self.ln_k[L], self.ln_v[L]
-            Q = self._read(stack, q_norm, self.W_Q[L])                 # (n, B, H, T, E)
+            first = start if L == c.n_layers - 1 else 0                # the queries' start
+            Q = self._read(stack[:, :, first:], q_norm, self.W_Q[L])   # (n, B, H, T', E)
             K = self._read(stack, k_norm, self.W_K[L])
             V = self._read(stack, v_norm, self.W_V[L])
             # the query every key-only term is scored against: biases, the stream's constant,
@@ -202,13 +208,15 @@ class Circuit(nn.Module):
                                     kb[:, L, :, :n].expand(B, -1, -1))
             scores = (scores + key_only[:, :, None, :]) * self.scale
             if causal is not None:
-                scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+                scores = scores.masked_fill(~causal[first:], torch.finfo(scores.dtype).min)
             pattern = scores.softmax(-1)                               # (B, H, T, T)
             Z = torch.einsum("bhij,pbhje->pbhie", pattern, V)
             heads = torch.einsum("pbhie,hed->hpbid", Z, self.W_O[L])  # (H, n, B, T, D)
             mv = masks.v[:, L, :, :n]                                  # (B, H, n)
             heads = heads * mv.permute(1, 2, 0)[..., None, None]
-            X.extend(heads.reshape(c.n_heads * n, B, T, c.d_model).unbind(0))
+            if first:
+                X = [x[:, first:] for x in X]
+            X.extend(heads.reshape(c.n_heads * n, B, T - first, c.d_model).unbind(0))
             # what the heads add whatever the input: the value of the constant stream (each
             # attention row sums to 1), the ablated value edges, b_O
             v_const = self._read_const(C, v_norm, self.W_V[L]) + self.b_V[L]     # (1|B, H, E)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rasp_ir.interpreter import evaluate
+from rasp_ir.interpreter import Interpreter, Memo, evaluate
 
 from .batches import collate, length_sorted_chunks
 from .evaluate import MAX_TOKENS, evaluation_sets
@@ -42,6 +42,8 @@ class Judge:
                     rows.append((vocab.names(e.tokens), _decide(logits[i, :n], task.mode),
                                  _gold(e, task.mode), batch.scored[i, :n].numpy()))
             self.sets[name] = rows
+        # the programs judged in a row differ in a binding or two: the rest is computed once
+        self.memos = {name: Memo() for name in self.sets}
 
     @classmethod
     def held_out(cls, model, task, n: int, seed: int) -> "Judge":
@@ -60,8 +62,10 @@ class Judge:
     def __call__(self, program, task_accuracy: bool = False) -> dict:
         """{bucket: match} (with task_accuracy: {bucket: {"match": …, "task": …}})."""
         out = {}
+        interpreter = Interpreter(program)
         for name, rows in self.sets.items():
-            got = evaluate(program, [r[0] for r in rows], program.output)
+            got = evaluate(program, [r[0] for r in rows], program.output,
+                           interpreter=interpreter, memo=self.memos[name])
             same = right = 0
             for (_, model_pred, gold, scored), values in zip(rows, got):
                 pred = _decide_output(np.asarray(values), self.task.mode)

@@ -265,8 +265,17 @@ class Data:
             self.selection[f"{lo}-{hi}"] = list(zip(batches, targets))
 
 
-def loss_kl(target: torch.Tensor, logits: torch.Tensor, batch, mode: str) -> torch.Tensor:
-    return _kl(target, logits, mode)[batch.scored].mean()
+def answers_from(batch) -> int:
+    """The first position any sequence of the batch is scored at (the circuit need not
+    answer before it)."""
+    scored = batch.scored.any(0).nonzero()
+    return int(scored[0]) if len(scored) else 0
+
+
+def loss_kl(target: torch.Tensor, logits: torch.Tensor, batch, mode: str,
+            start: int = 0) -> torch.Tensor:
+    """Mean KL(original || circuit) over the scored positions; `logits` start at `start`."""
+    return _kl(target[:, start:], logits, mode)[batch.scored[:, start:]].mean()
 
 
 @torch.no_grad()
@@ -277,12 +286,14 @@ def match(circuit: Circuit, masks: Masks, data: Data) -> dict[str, float]:
     for name, pairs in data.selection.items():
         same = total = 0
         for batch, target in pairs:
-            logits = circuit(batch.tokens, batch.positions, masks)
+            start = answers_from(batch)
+            logits = circuit(batch.tokens, batch.positions, masks, start)
+            target = target[:, start:]
             if data.mode == "lm":
                 agree = logits.argmax(-1) == target.argmax(-1)
             else:
                 agree = ((logits > 0) == (target > 0)).all(-1)
-            same += int((agree | ~batch.scored).all(-1).sum())
+            same += int((agree | ~batch.scored[:, start:]).all(-1).sum())
             total += batch.tokens.shape[0]
         out[name] = same / max(total, 1)
     return out
@@ -308,8 +319,9 @@ def run_stage(circuit: Circuit, layout: Layout, stage: Stage, data: Data, lam: f
         batch, target = data.batches[i], data.targets[i]
         group = sample_masks(theta, batch.tokens.shape[0], generator)
         masks = layout.masks(stage.expand(group), stage.products)
-        logits = circuit(batch.tokens, batch.positions, masks)
-        kl = loss_kl(target, logits, batch, data.mode)
+        start = answers_from(batch)
+        logits = circuit(batch.tokens, batch.positions, masks, start)
+        kl = loss_kl(target, logits, batch, data.mode, start)
         loss = kl + lam * torch.sigmoid(theta).sum()
         optimiser.zero_grad()
         loss.backward()

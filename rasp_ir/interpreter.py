@@ -69,21 +69,61 @@ def prediction_function(program: ir.Program, node: ir.Node | None = None) -> str
 
 
 def evaluate(program: ir.Program, inputs, node: ir.Node, add_bos: bool = False,
-             interpreter: "Interpreter | None" = None) -> list:
-    """The raw numpy value of `node` for each input (in input order)."""
+             interpreter: "Interpreter | None" = None, memo: "Memo | None" = None) -> list:
+    """The raw numpy value of `node` for each input (in input order). With a `memo` (one per
+    list of inputs, given again with the same inputs), binding values another program
+    computed the same way are taken from it."""
     sequences = prepare_inputs(program, inputs, add_bos)
-    return _evaluate_sequences(interpreter or Interpreter(program), sequences, node)
+    return _evaluate_sequences(interpreter or Interpreter(program), sequences, node, memo)
 
 
-def _evaluate_sequences(interpreter: "Interpreter", sequences: list[list], node) -> list:
+class Memo:
+    """Binding values kept across evaluations of programs that share bindings on one fixed
+    list of inputs: an extraction judges hundreds of programs, each one replacement away from
+    the last, and recomputing the unchanged bindings (MLPs over every sequence) was most of its
+    time. A value is keyed by its binding's expression and, recursively, those of every
+    binding it reads, compared structurally (nodes are frozen), so two programs share a value
+    exactly when they compute it the same way. Values used in none of the last `keep`
+    evaluations are dropped; the kept arrays are read-only."""
+
+    def __init__(self, keep: int = 2):
+        self.keep = keep
+        self.generation = 0
+        self.entries: dict = {}     # key -> (value, generation last used)
+        self.hits = self.misses = 0
+
+    def next_evaluation(self) -> None:
+        self.generation += 1
+        oldest = self.generation - self.keep
+        self.entries = {k: e for k, e in self.entries.items() if e[1] >= oldest}
+
+    def value(self, key, compute):
+        entry = self.entries.get(key)
+        if entry is None:
+            self.misses += 1
+            value = compute()
+            for array in (value if isinstance(value, tuple) else (value,)):
+                if isinstance(array, np.ndarray):
+                    array.flags.writeable = False
+        else:
+            self.hits += 1
+            value = entry[0]
+        self.entries[key] = (value, self.generation)
+        return value
+
+
+def _evaluate_sequences(interpreter: "Interpreter", sequences: list[list], node,
+                        memo: Memo | None = None) -> list:
     """`node` on validated sequences, grouped by length into batches."""
     by_length = defaultdict(list)
     for i, seq in enumerate(sequences):
         by_length[len(seq)].append(i)
     out = [None] * len(sequences)
+    if memo is not None:
+        memo.next_evaluation()
     for indices in by_length.values():
         batch = [sequences[i] for i in indices]
-        values = interpreter.evaluate_group(batch, node, indices)
+        values = interpreter.evaluate_group(batch, node, indices, memo)
         for j, i in enumerate(indices):
             out[i] = values[j]
     return out
@@ -158,6 +198,7 @@ class Interpreter:
         self.bindings = {b.name: b for b in program.bindings}
         self._types: dict[int, object] = {}
         self._matrices: dict[int, np.ndarray] = {}
+        self._closures: dict[str, tuple] = {}
 
     def type_of(self, node):
         key = id(node)
@@ -167,12 +208,30 @@ class Interpreter:
 
     # ------------------------------------------------------------ driving
 
-    def evaluate_group(self, batch: list[list], node: ir.Node, numbers: list[int]):
+    def evaluate_group(self, batch: list[list], node: ir.Node, numbers: list[int],
+                       memo: Memo | None = None):
         """`node` on sequences of one length; `numbers` are their positions in the input."""
         group = _Group(self, batch, numbers)
         for name in self._needed(node):
-            group.env[name] = group.value(self.bindings[name].value)
+            value = self.bindings[name].value
+            if memo is None:
+                group.env[name] = group.value(value)
+            else:
+                key = (self._closure(name), tuple(numbers))
+                group.env[name] = memo.value(key, lambda: group.value(value))
         return group.value(node)
+
+    def _closure(self, name: str) -> tuple:
+        """What a binding's value depends on, as a hashable key: the directives that change
+        how values are computed, its expression, and the closures of the bindings it reads."""
+        if name not in self._closures:
+            value = self.bindings[name].value
+            reads = sorted({n.name for n in ir.walk(value)
+                            if isinstance(n, ir.Ref) and n.name in self.bindings})
+            p = self.program
+            self._closures[name] = ((p.vocab, p.maxlen, p.bos, p.attention), value,
+                                    tuple(self._closure(r) for r in reads))
+        return self._closures[name]
 
     def _needed(self, node) -> list[str]:
         """Names of the bindings `node` depends on, in program order."""
@@ -599,7 +658,18 @@ def mlp_activation(x: np.ndarray, name: str) -> np.ndarray:
     approximation (the checkpoints the extractor reads)."""
     if name == "relu":
         return np.maximum(x, 0)
-    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), in place: these arrays are the largest the
+    # interpreter makes (every position × d_mlp), and x ** 3 is a slow power
+    t = x * x
+    t *= 0.044715
+    t += 1
+    t *= x
+    t *= np.sqrt(2 / np.pi)
+    np.tanh(t, out=t)
+    t += 1
+    t *= x
+    t *= 0.5
+    return t
 
 
 def _to_bool(v):

@@ -174,3 +174,30 @@ def test_write_program_round_trips_with_its_tables(tmp_path):
     write_program(program, tmp_path / "x.rasp")
     assert side_file(tmp_path / "x.rasp").exists()
     assert grammar.load(tmp_path / "x.rasp") == program
+
+
+def test_a_memo_shares_binding_values_between_programs_computed_alike():
+    from rasp_ir.interpreter import Memo, evaluate
+    head = ('@vocab {"a", "b", "c"}; @maxlen 6;\n'
+            'prev = aggregate(select(indices, indices - 1, ==), tokens, "a");\n'
+            'width = selector_width(select(tokens, prev, ==));\n')
+    first = grammar.parse(head + 'out = width + 1;\n@output out;')
+    second = grammar.parse(head + 'out = width * 2;\n@output out;')
+    changed = grammar.parse(head.replace('"a");', '"b");') + 'out = width * 2;\n@output out;')
+    inputs = [list("abca"), list("cc"), list("bacab"), list("ab")]
+    memo = Memo()
+    for program in (first, second, changed, first):
+        fresh = evaluate(program, inputs, program.output)
+        kept = evaluate(program, inputs, program.output, memo=memo)
+        assert all(np.array_equal(a, b) for a, b in zip(fresh, kept))
+    # per length group (3): `first` computes 3 bindings; `second` reuses prev and width;
+    # `changed` recomputes all (prev's default differs, and width reads prev); `first` again
+    # reuses prev and width from two evaluations back, and recomputes `out`
+    assert (memo.hits, memo.misses) == (3 * 2 + 3 * 2, 3 * 3 + 3 * 1 + 3 * 3 + 3 * 1)
+    for value, _ in memo.entries.values():
+        assert not value.flags.writeable
+    memo.next_evaluation()
+    memo.next_evaluation()
+    assert memo.entries
+    memo.next_evaluation()
+    assert not memo.entries       # nothing used in the last two evaluations is kept

@@ -93,6 +93,31 @@ def test_the_printed_program_computes_what_the_circuit_computes(seed, products):
         assert np.abs(logits - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), layers=st.integers(1, 3), start=st.integers(0, 9))
+def test_answering_from_a_later_position_changes_nothing_there(seed, layers, start):
+    # the last layer's queries and MLP run only from `start` on (pruning's shortcut): the
+    # logits there, and their gradients, are those of the whole sequence
+    model = random_model(layers=layers, seed=seed % 5)
+    circuit = Circuit(model)
+    layout = Layout(circuit.graph)
+    gen = torch.Generator().manual_seed(seed)
+    theta = torch.randn(layout.size, generator=gen, requires_grad=True)
+    ids = torch.randint(0, len(TOKENS), (3, 10), generator=gen)
+    positions = torch.arange(10).expand(3, -1)
+    outs, grads = [], []
+    for first in (0, start):
+        masks = layout.masks(torch.sigmoid(theta)[None].expand(3, -1), True)
+        logits = circuit(ids, positions, masks, first)
+        outs.append(logits[:, start - first:])
+        outs[-1].square().sum().backward()
+        grads.append(theta.grad.clone())
+        theta.grad = None
+    assert outs[1].shape == (3, 10 - start, len(TOKENS))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
+
+
 def test_stages_refine_what_the_previous_stage_kept():
     circuit = Circuit(random_model())
     layout = Layout(circuit.graph)
