@@ -649,21 +649,13 @@ def inline_selectors(program: ir.Program) -> ir.Program:
     candidates = {b.name for b in program.bindings
                   if b.origin is None and T.is_selector(facts.ctx.bindings.get(b.name))}
     uses, inlinable = defaultdict(int), defaultdict(int)
-
-    def count(node):
+    roots = [b.value for b in program.bindings] + [e.subject for e in program.expects] + \
+        ([program.output] if program.output is not None else [])
+    for node in (n for root in roots for n in ir.walk(root)):
         if isinstance(node, ir.Ref):
             uses[node.name] += 1
         if isinstance(node, (ir.Aggregate, ir.SelectorWidth)) and isinstance(node.selector, ir.Ref):
             inlinable[node.selector.name] += 1
-        for name, many in _child_fields(type(node)):
-            value = getattr(node, name)
-            for child in (value if many else (value,)):
-                if child is not None:
-                    count(child)
-
-    for root in [b.value for b in program.bindings] + [e.subject for e in program.expects] + \
-            ([program.output] if program.output is not None else []):
-        count(root)
     for e in program.expects:
         candidates -= {n.name for n in ir.walk(e.subject) if isinstance(n, ir.Ref)}
     chosen = {name for name in candidates if uses[name] == 1 and inlinable[name] == 1}
