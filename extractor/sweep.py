@@ -14,6 +14,7 @@ length bucket, by geometric bisection, and the smallest such program wins.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -50,13 +51,23 @@ class RunSpec:
 
 
 def _fingerprint(checkpoint: str) -> str:
-    """Size and modification time of the weights: a changed checkpoint is a new key."""
+    """A digest of the weights' bytes: a changed checkpoint is a new key, and a copied one
+    (same bytes, new modification time, as when a data folder is synced again) is not."""
     weights = Path(checkpoint) / "model.safetensors"
     try:
-        stat = weights.stat()
-        return f"{stat.st_size}-{int(stat.st_mtime)}"
+        return _digest(str(weights.resolve()), weights.stat().st_mtime_ns)
     except OSError:
         return "?"
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, mtime_ns: int) -> str:
+    """sha256 of a file (the sweep asks once per run; the time is part of the cache key)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 class Executor:

@@ -217,6 +217,23 @@ def test_sweep_runs_are_cached_and_resumed(tmp_path, monkeypatch):
     assert calls == [] and sorted(s["lam"] for s in again) == sorted(s["lam"] for s in first)
 
 
+def test_a_run_key_follows_the_weights_bytes_not_their_copy_time(tmp_path):
+    import os
+    import shutil
+    copy = tmp_path / "bin_majority"
+    shutil.copytree(EXAMPLES / "bin_majority", copy)
+    weights = copy / "model.safetensors"
+    os.utime(weights, (1, 1))             # a data folder synced again: same bytes, new time
+
+    def key(folder):
+        return RunSpec(str(folder), None, {}, {}, 0, 1e-3).key()
+    assert key(copy) == key(EXAMPLES / "bin_majority")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1                         # the last byte of the last tensor
+    weights.write_bytes(bytes(data))
+    assert key(copy) != key(EXAMPLES / "bin_majority")
+
+
 def test_extract_quick_on_the_shipped_example(tmp_path, capsys):
     # the README's command: a short program that matches the model on held-out sequences
     out = tmp_path / "majority.rasp"
