@@ -149,6 +149,18 @@ class CompiledJudge:
         match = same / max(total, 1)
         return {self.bucket: {"match": match, "task": match} if task_accuracy else match}
 
+    def passes(self, program: ir.Program, floor: dict) -> dict | None:
+        """{bucket: match} when it is at least floor[bucket], else None (stopping at the
+        first batch after which the floor is out of reach)."""
+        total = sum(len(rows) for rows, _, _ in self.groups)
+        n, wrong = max(total, 1), 0
+        for rows, _, want in self.groups:
+            got = np.asarray(evaluate(program, rows, program.output))[:, 1:]
+            wrong += len(rows) - int(self.agree(self.decide(got), want).sum())
+            if (n - wrong) / n < floor[self.bucket]:
+                return None
+        return {self.bucket: (n - wrong) / n}
+
     def circuit_match(self, circuit: Circuit, masks) -> float:
         same = total = 0
         with torch.no_grad():

@@ -27,6 +27,8 @@ from .tasks import IGNORE, Example
 class Judge:
     """Fixed sequences per bucket with the model's predictions and the labels cached."""
 
+    CHUNK = 20            # sequences evaluated between two looks at the running counts
+
     def __init__(self, model, task, sets: dict[str, list[Example]]):
         self.task = task
         self.sets = {}
@@ -42,8 +44,15 @@ class Judge:
                     rows.append((vocab.names(e.tokens), _decide(logits[i, :n], task.mode),
                                  _gold(e, task.mode), batch.scored[i, :n].numpy()))
             self.sets[name] = rows
-        # the programs judged in a row differ in a binding or two: the rest is computed once
-        self.memos = {name: Memo() for name in self.sets}
+        # chunks of CHUNK sequences, shortest first: `passes` stops after the chunk that sinks
+        # a bucket below its floor (most programs an extraction judges are rejected, and most
+        # of those early); the programs judged in a row differ in a binding or two, so each
+        # chunk keeps the values of the rest (a chunk not evaluated does not age its memo)
+        self.chunks = {}
+        for name, rows in self.sets.items():
+            order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+            self.chunks[name] = [(order[i:i + self.CHUNK], Memo())
+                                 for i in range(0, len(order), self.CHUNK)]
 
     @classmethod
     def held_out(cls, model, task, n: int, seed: int) -> "Judge":
@@ -61,21 +70,51 @@ class Judge:
 
     def __call__(self, program, task_accuracy: bool = False) -> dict:
         """{bucket: match} (with task_accuracy: {bucket: {"match": …, "task": …}})."""
-        out = {}
         interpreter = Interpreter(program)
-        for name, rows in self.sets.items():
-            got = evaluate(program, [r[0] for r in rows], program.output,
-                           interpreter=interpreter, memo=self.memos[name])
+        out = {}
+        for name, chunks in self.chunks.items():
             same = right = 0
-            for (_, model_pred, gold, scored), values in zip(rows, got):
-                pred = _decide_output(np.asarray(values), self.task.mode)
-                agree = _equal(pred, model_pred, self.task.mode)
-                same += bool((agree | ~scored).all())
-                if task_accuracy:
-                    right += bool((_equal(pred, gold, self.task.mode) | ~scored).all())
-            n = max(len(rows), 1)
+            for chunk in chunks:
+                s, r = self._chunk(program, interpreter, name, chunk, task_accuracy)
+                same, right = same + s, right + r
+            n = max(len(self.sets[name]), 1)
             out[name] = {"match": same / n, "task": right / n} if task_accuracy else same / n
         return out
+
+    def passes(self, program, floor: dict) -> dict | None:
+        """{bucket: match} when the match of every bucket is at least floor[bucket], else None.
+        The same decision as comparing `self(program)` with the floors, made sooner: chunks
+        go round the buckets, cheapest first, and the judging stops at the first bucket whose
+        mismatches already outnumber what its floor allows."""
+        interpreter = Interpreter(program)
+        same = dict.fromkeys(self.chunks, 0)
+        wrong = dict.fromkeys(self.chunks, 0)
+        rounds = max((len(c) for c in self.chunks.values()), default=0)
+        for i in range(rounds):
+            for name, chunks in self.chunks.items():
+                if i >= len(chunks):
+                    continue
+                s, _ = self._chunk(program, interpreter, name, chunks[i], False)
+                same[name] += s
+                wrong[name] += len(chunks[i][0]) - s
+                n = max(len(self.sets[name]), 1)
+                if (n - wrong[name]) / n < floor[name]:   # even if every other one agreed
+                    return None
+        return {name: same[name] / max(len(self.sets[name]), 1) for name in self.chunks}
+
+    def _chunk(self, program, interpreter, name, chunk, task_accuracy) -> tuple[int, int]:
+        """(sequences matched, sequences right) among one chunk of a bucket."""
+        indices, memo = chunk
+        rows = [self.sets[name][i] for i in indices]
+        got = evaluate(program, [r[0] for r in rows], program.output,
+                       interpreter=interpreter, memo=memo)
+        same = right = 0
+        for (_, model_pred, gold, scored), values in zip(rows, got):
+            pred = _decide_output(np.asarray(values), self.task.mode)
+            same += bool((_equal(pred, model_pred, self.task.mode) | ~scored).all())
+            if task_accuracy:
+                right += bool((_equal(pred, gold, self.task.mode) | ~scored).all())
+        return same, right
 
 
 def _decide(logits: np.ndarray, mode: str) -> np.ndarray:

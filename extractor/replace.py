@@ -38,7 +38,7 @@ class Replacer:
     tokens: tuple
     outputs: tuple
     prediction: str | None
-    judge: Callable               # program -> {bucket: match}
+    judge: object                 # (program) -> {bucket: match}; .passes(program, floor)
     floor: dict                   # {bucket: the match a replacement must keep}
     bos: str | None = None
     progress: Callable | None = None
@@ -55,10 +55,11 @@ class Replacer:
                                else mlp_outputs,
                                tables=self.tables if tables is None else tables, bos=self.bos)
 
-    def accepts(self, program: ir.Program) -> tuple[bool, float]:
+    def accepts(self, program: ir.Program) -> tuple[bool, float | None]:
+        """(whether every bucket keeps its floor, the worst bucket's match when it does)."""
         self.judged += 1
-        result = self.judge(program)
-        return all(result[b] >= f for b, f in self.floor.items()), min(result.values())
+        result = self.judge.passes(program, self.floor)
+        return result is not None, (min(result.values()) if result is not None else None)
 
     def say(self, text: str) -> None:
         if self.progress:
