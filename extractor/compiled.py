@@ -141,12 +141,7 @@ class CompiledJudge:
         return out
 
     def __call__(self, program: ir.Program, task_accuracy: bool = False) -> dict:
-        same = total = 0
-        for rows, _, want in self.groups:
-            got = np.asarray(evaluate(program, rows, program.output))[:, 1:]
-            same += int(self.agree(self.decide(got), want).sum())
-            total += len(rows)
-        match = same / max(total, 1)
+        match = self.passes(program, {self.bucket: -1.0})[self.bucket]    # a floor never hit
         return {self.bucket: {"match": match, "task": match} if task_accuracy else match}
 
     def passes(self, program: ir.Program, floor: dict) -> dict | None:

@@ -87,20 +87,20 @@ class Judge:
         go round the buckets, cheapest first, and the judging stops at the first bucket whose
         mismatches already outnumber what its floor allows."""
         interpreter = Interpreter(program)
-        same = dict.fromkeys(self.chunks, 0)
+        count = {name: len(rows) for name, rows in self.sets.items()}
+        size = {name: max(c, 1) for name, c in count.items()}
         wrong = dict.fromkeys(self.chunks, 0)
         rounds = max((len(c) for c in self.chunks.values()), default=0)
         for i in range(rounds):
             for name, chunks in self.chunks.items():
                 if i >= len(chunks):
                     continue
-                s, _ = self._chunk(program, interpreter, name, chunks[i], False)
-                same[name] += s
-                wrong[name] += len(chunks[i][0]) - s
-                n = max(len(self.sets[name]), 1)
-                if (n - wrong[name]) / n < floor[name]:   # even if every other one agreed
+                same, _ = self._chunk(program, interpreter, name, chunks[i], False)
+                wrong[name] += len(chunks[i][0]) - same
+                # out of reach even if every sequence not yet judged agreed
+                if (count[name] - wrong[name]) / size[name] < floor[name]:
                     return None
-        return {name: same[name] / max(len(self.sets[name]), 1) for name in self.chunks}
+        return {name: (count[name] - wrong[name]) / size[name] for name in self.chunks}
 
     def _chunk(self, program, interpreter, name, chunk, task_accuracy) -> tuple[int, int]:
         """(sequences matched, sequences right) among one chunk of a bucket."""

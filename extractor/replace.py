@@ -235,7 +235,8 @@ def _fit(features: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, float]:
     """Least-squares E with features @ E ≈ out; (E, residual sum of squares per column).
     Solved through the Gram matrix (features are a few hundred columns over tens of
     thousands of positions, mostly 0/1: well conditioned, and 5.5x faster than an SVD of the
-    tall matrix on a 60,000 x 154 one-hot fit); its pseudo-inverse gives the same minimum-norm E when columns repeat."""
+    tall matrix on a 60,000 x 154 one-hot fit); its pseudo-inverse gives the same
+    minimum-norm E when columns repeat."""
     E, *_ = np.linalg.lstsq(features.T @ features, features.T @ out, rcond=None)
     residual = float(((features @ E - out) ** 2).mean(0).sum())
     return E, residual
