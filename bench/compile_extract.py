@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     import grammar
     from compiler.compile import compile_program, save_compiled
-    from extractor.compiled import extract_compiled
-    from extractor.extract import load_subject, program_lines
+    from extractor.decompile.compiled import extract_compiled
+    from extractor.decompile.extract import program_lines
+    from extractor.tasks.checkpoint import load_subject
     from rasp_ir.diagnostics import RaspError
     from rasp_ir.equiv import equivalent
     from rasp_ir.tables import write_program

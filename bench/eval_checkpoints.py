@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from extractor.checkpoint_tasks import (  # noqa: E402
+from extractor.tasks.checkpoint import (  # noqa: E402
     checkpoint_folders, load_with_task, recorded_accuracy)
-from extractor.evaluate import evaluate  # noqa: E402
+from extractor.tasks.evaluate import evaluate  # noqa: E402
 
 
 def main() -> int:

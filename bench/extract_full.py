@@ -21,9 +21,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from extractor.checkpoint_tasks import checkpoint_folders  # noqa: E402
-from extractor.extract import extract_full, load_subject  # noqa: E402
-from extractor.linearise import linearised  # noqa: E402
+from extractor.tasks.checkpoint import checkpoint_folders  # noqa: E402
+from extractor.decompile.extract import extract_full  # noqa: E402
+from extractor.tasks.checkpoint import load_subject
+from extractor.decompile.linearise import linearised  # noqa: E402
 from rasp_ir import nodes as ir  # noqa: E402
 from rasp_ir.interpreter import evaluate  # noqa: E402
 from rasp_ir.printer import pretty  # noqa: E402

@@ -34,8 +34,9 @@ NOT_GENERALISING = ["bce_tomita5-@", "unique_copy-^2l1h64d3lr01drop-1100",
 
 def main() -> int:
     import grammar
-    from extractor.extract import ExtractSettings, extract_program, load_subject
-    from extractor.judge import Judge
+    from extractor.decompile.extract import ExtractSettings, extract_program
+    from extractor.tasks.checkpoint import load_subject
+    from extractor.checking.judge import Judge
     from rasp_ir.tables import write_program
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -5,7 +5,7 @@
 For each NAME.rasp in DIR (from `bench/extract_suite.py --out DIR`), the program is compiled
 back to weights and (a) the compiled model is compared with the program's interpreter (decoded
 outputs at every position, on the held-out task sequences and on generated ones) and (b) with
-its checkpoint (match per length bucket), as extractor/roundtrip.py describes.
+its checkpoint (match per length bucket), as extractor/checking/roundtrip.py describes.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
-    from extractor.extract import load_subject
-    from extractor.roundtrip import round_trip, summary_lines
+    from extractor.tasks.checkpoint import load_subject
+    from extractor.checking.roundtrip import round_trip, summary_lines
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/rasp-extract-suite"))

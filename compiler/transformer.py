@@ -81,7 +81,7 @@ class LayerNorm(nn.Module):
         super().__init__()
         self.eps = cfg.ln_eps
         self.w, self.b = _param(cfg.d_model), _param(cfg.d_model)
-        # The linear-LayerNorm assumption (extractor/linearise.py) replaces the per-position
+        # The linear-LayerNorm assumption (extractor/decompile/linearise.py) replaces the per-position
         # scale sqrt(var + eps) by this constant; None is the real LayerNorm. Not a weight.
         self.fixed_scale: float | None = None
 
@@ -102,7 +102,7 @@ class Attention(nn.Module):
         self.b_Q, self.b_K, self.b_V = _param(H, E), _param(H, E), _param(H, E)
         self.W_O, self.b_O = _param(H, E, D), _param(D)
         self.scale = cfg.scale
-        # GPT-2's attn_pdrop, for training only (extractor/train.py sets it); 0 leaves the
+        # GPT-2's attn_pdrop, for training only (extractor/training/train.py sets it); 0 leaves the
         # forward pass untouched, and it is not part of the config or the weights.
         self.dropout = 0.0
 

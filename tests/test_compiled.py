@@ -1,4 +1,4 @@
-"""Compile then extract (extractor/compiled.py): the extracted program of a compiled example
+"""Compile then extract (extractor/decompile/compiled.py): the extracted program of a compiled example
 is proven equal to its source by `rasp equiv`, and it is smaller than the exact program."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import pytest
 
 import grammar
 from compiler.compile import compile_program, save_compiled
-from extractor.compiled import extract_compiled, generated_inputs
-from extractor.extract import extract_full, load_subject, program_lines
+from extractor.decompile.compiled import extract_compiled, generated_inputs
+from extractor.decompile.extract import extract_full, program_lines
+from extractor.tasks.checkpoint import load_subject
 from rasp_ir.equiv import equivalent, input_space
 from rasp_ir.tables import write_program
 
@@ -128,7 +129,7 @@ def test_every_example_comes_back_equal(tmp_path, path):
 
 def test_the_extracted_program_compiles_back_exactly(tmp_path):
     """--verify on a compiled model: logits over the output values, not the input vocabulary."""
-    from extractor.roundtrip import round_trip
+    from extractor.checking.roundtrip import round_trip
     source, subject, result, extracted = _round_trip(tmp_path, "parity", 5)
     report = round_trip(tmp_path / "parity.extracted.rasp", subject, n=50)
     assert report["compiled"] and report["interpreter"]["exact"]

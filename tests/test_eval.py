@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import EXAMPLES, SHARED
-from extractor.batches import collate, correct
-from extractor.checkpoint_tasks import load_with_task, recorded_accuracy
-from extractor.evaluate import evaluate, parse_buckets
-from extractor.registry import get_task
+from extractor.tasks.batches import collate, correct
+from extractor.tasks.checkpoint import load_with_task, recorded_accuracy
+from extractor.tasks.evaluate import evaluate, parse_buckets
+from extractor.tasks.registry import get_task
 from rasp_ir.cli import main
 from rasp_ir.diagnostics import RaspError
 

@@ -6,12 +6,12 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from conftest import EXAMPLES
-from extractor.circuit import Circuit
-from extractor.circuit_program import circuit_program
-from extractor.extract import load_subject
-from extractor.judge import Judge
-from extractor.linearise import estimate_scales, linearised
-from extractor.prune import Layout
+from extractor.decompile.circuit import Circuit
+from extractor.decompile.circuit_program import circuit_program
+from extractor.tasks.checkpoint import load_subject
+from extractor.checking.judge import Judge
+from extractor.decompile.linearise import estimate_scales, linearised
+from extractor.decompile.prune import Layout
 
 N = 45          # per bucket: chunks of 20, 20 and 5
 
@@ -81,7 +81,7 @@ def test_the_compiled_judge_passes_as_its_call_decides(tmp_path):
     # a compiled model's circuit under random masks: matches between 0 and 1 on one bucket
     import grammar
     from compiler.compile import compile_program, save_compiled
-    from extractor.compiled import CompiledJudge, generated_inputs, output_kind
+    from extractor.decompile.compiled import CompiledJudge, generated_inputs, output_kind
     save_compiled(compile_program(grammar.load(EXAMPLES / "reverse.rasp"), 4), tmp_path / "m")
     subject = load_subject(tmp_path / "m")
     alphabet = tuple(t for t in subject.tokens if t != subject.bos)

@@ -261,7 +261,8 @@ def extracted(tmp_path_factory):
     """Full programs extracted from models compiled from examples (no LayerNorm: exact), with
     zero and constant terms added: drasp_copy (softmax prediction), histogram (logits)."""
     from compiler.compile import compile_program, save_compiled
-    from extractor.extract import extract_full, load_subject
+    from extractor.decompile.extract import extract_full
+    from extractor.tasks.checkpoint import load_subject
     out = {}
     for name in ("drasp_copy", "histogram"):
         folder = tmp_path_factory.mktemp(name)

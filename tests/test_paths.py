@@ -18,10 +18,11 @@ import grammar
 from compiler.compile import compile_program, save_compiled
 from compiler.transformer import Transformer, TransformerConfig
 from conftest import EXAMPLES, SHARED
-from extractor.checkpoint_tasks import load_with_task
-from extractor.extract import extract_full, load_subject, program_size
-from extractor.linearise import estimate_scales, faithfulness, linearised
-from extractor.paths import full_program, size
+from extractor.tasks.checkpoint import load_with_task
+from extractor.decompile.extract import extract_full, program_size
+from extractor.tasks.checkpoint import load_subject
+from extractor.decompile.linearise import estimate_scales, faithfulness, linearised
+from extractor.decompile.paths import full_program, size
 from rasp_ir import nodes as ir
 from rasp_ir.cli import main
 from rasp_ir.diagnostics import RaspError
@@ -61,7 +62,7 @@ def check_checkpoint(folder, per_bucket):
 
 
 def _norms(model):
-    from extractor.linearise import layer_norms
+    from extractor.decompile.linearise import layer_norms
     return layer_norms(model)
 
 

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import grammar
-from extractor.primitives import (SPECIALS, MlpPrimitive, Specials, attention_primitives,
+from extractor.decompile.primitives import (SPECIALS, MlpPrimitive, Specials, attention_primitives,
                                   bias_primitives, key_primitives, logit_primitives,
                                   mlp_pair_primitives, mlp_primitives, with_special_rows)
-from extractor.vocabulary import Vocabulary
+from extractor.tasks.vocabulary import Vocabulary
 from rasp_ir import nodes as ir
 from rasp_ir import types as T
 from rasp_ir.diagnostics import RaspError

@@ -14,11 +14,11 @@ from hypothesis import given, settings, strategies as st
 
 from compiler.transformer import Transformer, TransformerConfig
 from conftest import EXAMPLES
-from extractor.circuit import Circuit, full_masks
-from extractor.circuit_program import circuit_program
-from extractor.prune import (Layout, PruneSettings, kept_edges, prune, sample_masks,
+from extractor.decompile.circuit import Circuit, full_masks
+from extractor.decompile.circuit_program import circuit_program
+from extractor.decompile.prune import (Layout, PruneSettings, kept_edges, prune, sample_masks,
                              stage_components, stage_paths, stage_products)
-from extractor.sweep import RunCache, RunSpec, SerialExecutor, _next_lams, frontier, sweep
+from extractor.decompile.sweep import RunCache, RunSpec, SerialExecutor, _next_lams, frontier, sweep
 from rasp_ir import nodes as ir
 from rasp_ir.cli import main
 from rasp_ir.interpreter import evaluate
@@ -82,7 +82,7 @@ def test_the_printed_program_computes_what_the_circuit_computes(seed, products):
     layout = Layout(circuit.graph)
     flat = layout.valid.float() * (torch.rand(layout.size, generator=gen) < 0.6).float()
     if not products:        # stages 1 and 2: products follow the query and key masks
-        from extractor.prune import _with_products
+        from extractor.decompile.prune import _with_products
         flat = _with_products(layout, flat)
     program = circuit_program(circuit, flat, TOKENS, TOKENS, None)
     seqs = sequences(seed)
@@ -146,8 +146,8 @@ def test_the_sampler_keeps_masks_in_range_and_passes_gradients_inside_the_window
 
 @pytest.fixture(scope="module")
 def majority():
-    from extractor.extract import load_subject
-    from extractor.linearise import estimate_scales, linearised
+    from extractor.tasks.checkpoint import load_subject
+    from extractor.decompile.linearise import estimate_scales, linearised
     subject = load_subject(EXAMPLES / "bin_majority")
     return subject, linearised(subject.model, estimate_scales(subject.model, subject.task))
 
@@ -181,7 +181,7 @@ def test_the_sweep_brackets_the_threshold():
 
 
 def test_the_best_found_when_nothing_passes_ranks_worst_then_mean_then_size():
-    from extractor.extract import best_found
+    from extractor.decompile.extract import best_found
 
     def entry(lines, *matches):
         return {"lines": lines, "buckets": {str(i): {"match": m} for i, m in enumerate(matches)}}
@@ -196,7 +196,7 @@ def test_the_best_found_when_nothing_passes_ranks_worst_then_mean_then_size():
 
 
 def test_sweep_runs_are_cached_and_resumed(tmp_path, monkeypatch):
-    import extractor.sweep as sweep_module
+    import extractor.decompile.sweep as sweep_module
     calls = []
 
     def fake_run(job):
@@ -254,7 +254,7 @@ def test_a_no_op_mlp_keeps_its_own_tables_through_the_side_file(tmp_path):
     # a no-op MLP reads as its input variable: its projection must not take the input's
     # table name (the side-file would keep one of the two)
     import grammar
-    from extractor.circuit_program import MlpReplacement, table_names
+    from extractor.decompile.circuit_program import MlpReplacement, table_names
     from rasp_ir.tables import write_program
     model = random_model(layers=1, heads=1)
     circuit = Circuit(model)

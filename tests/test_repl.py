@@ -2,7 +2,7 @@
 
 import io
 
-from rasp_ir.repl import repl
+from rasp_ir.cli.repl import repl
 
 
 def session(text):

@@ -1,4 +1,4 @@
-"""`rasp extract … --verify` (extractor/roundtrip.py): the extracted program compiled back to
+"""`rasp extract … --verify` (extractor/checking/roundtrip.py): the extracted program compiled back to
 weights agrees exactly with its interpreter and is compared with the checkpoint per bucket;
 and the compiler's D-RASP constructs it relies on (mlp nodes of either activation, primitives
 on categorical values) compile exactly, while those it cannot make exact are listed."""
@@ -15,8 +15,8 @@ import pytest
 
 import grammar
 from compiler.compile import compile_program
-from extractor.extract import load_subject
-from extractor.roundtrip import (compare, compiled_scores, program_scores, round_trip,
+from extractor.tasks.checkpoint import load_subject
+from extractor.checking.roundtrip import (compare, compiled_scores, program_scores, round_trip,
                                  summary_lines)
 from rasp_ir import cli
 from rasp_ir.diagnostics import RaspError
@@ -92,7 +92,7 @@ def test_compile_extract_compile_of_a_compiled_model(tmp_path):
     # a model written by `rasp compile` has no task: (b) compares on generated inputs, and
     # its full program is an exact rewrite, so the recompiled model matches it everywhere
     from compiler.compile import save_compiled
-    from extractor.extract import extract_full
+    from extractor.decompile.extract import extract_full
     from rasp_ir.tables import write_program
     program = grammar.load(EXAMPLES / "reverse.rasp")
     save_compiled(compile_program(program, max_len=5), tmp_path / "model")

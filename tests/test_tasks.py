@@ -1,6 +1,6 @@
 """Task generators: the paper's token ids, labels checked against membership tests written
 independently here (regular expressions and counters, not the automata of
-extractor/formal_languages.py), lengths in range, offsets within the positions, seeding, the
+extractor/tasks/formal_languages.py), lengths in range, offsets within the positions, seeding, the
 registry's spellings, JSON Lines files and user-defined tasks."""
 
 import itertools
@@ -12,8 +12,8 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from extractor.registry import get_task, register, task_names
-from extractor.tasks import IGNORE, PromptAnswerTask
+from extractor.tasks.registry import get_task, register, task_names
+from extractor.tasks.base import IGNORE, PromptAnswerTask
 from rasp_ir.diagnostics import RaspError
 
 from conftest import SHARED
@@ -303,7 +303,7 @@ def test_a_user_class_registers_and_samples():
 
 def test_a_user_class_from_a_python_file(tmp_path):
     path = tmp_path / "my_tasks.py"
-    path.write_text("from extractor.tasks import PromptAnswerTask\n"
+    path.write_text("from extractor.tasks.base import PromptAnswerTask\n"
                     "class Echo(PromptAnswerTask):\n"
                     "    name, symbols, min_length = 'echo', ('p', 'q'), 1\n"
                     "    def prompt_answer(self, rng, n):\n"

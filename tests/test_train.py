@@ -11,10 +11,10 @@ import torch
 
 from compiler.checkpoint import load_model
 from conftest import EXAMPLES
-from extractor import train as train_module
-from extractor.checkpoint_tasks import load_with_task, recorded_accuracy
-from extractor.registry import get_task
-from extractor.train import TrainConfig, build_model, dropout_hooks, train
+from extractor.training import train as train_module
+from extractor.tasks.checkpoint import load_with_task, recorded_accuracy
+from extractor.tasks.registry import get_task
+from extractor.training.train import TrainConfig, build_model, dropout_hooks, train
 from rasp_ir.cli import main
 
 TINY = ["--layers", "1", "--heads", "1", "--d-model", "8", "--steps", "20",
@@ -127,7 +127,7 @@ def test_training_on_a_jsonl_file_and_a_python_class(tmp_path, capsys):
     assert code == 0 and set(json.loads(out)) == {"1-5"}
 
     source = tmp_path / "tasks.py"
-    source.write_text("from extractor.tasks import PromptAnswerTask\n"
+    source.write_text("from extractor.tasks.base import PromptAnswerTask\n"
                       "class First(PromptAnswerTask):\n"
                       "    name, symbols, min_length, max_length = 'first', ('u', 'v'), 1, 30\n"
                       "    train_lengths = (1, 10)\n"

@@ -19,9 +19,10 @@ from hypothesis import settings
 import grammar
 from compiler.compile import compile_program, load_compiled, save_compiled
 from conftest import EXAMPLES, SHARED
-from extractor.checkpoint_tasks import load_with_task
-from extractor.extract import extract_full, load_subject
-from extractor.verify import verify
+from extractor.tasks.checkpoint import load_with_task
+from extractor.decompile.extract import extract_full
+from extractor.tasks.checkpoint import load_subject
+from extractor.checking.verify import verify
 from rasp_ir.cli import main
 from rasp_ir.interpreter import evaluate, run
 

@@ -26,10 +26,9 @@ import torch.nn.functional as F
 from attrs import asdict, field, frozen, validators
 
 from compiler.transformer import Transformer, TransformerConfig
-
-from .batches import collate, loss
-from .evaluate import Bucket, evaluate, progress_bar
-from .tasks import Task
+from extractor.tasks.base import Task
+from extractor.tasks.batches import collate, loss
+from extractor.tasks.evaluate import Bucket, evaluate, progress_bar
 
 _positive = [validators.instance_of(int), validators.gt(0)]
 
@@ -189,8 +188,7 @@ def save_trained(result: TrainResult, task: Task, config: TrainConfig, directory
     """Write the checkpoint (config.json + model.safetensors, loadable by
     transformers.GPT2LMHeadModel), task.json and the paper's acc.txt to `directory`."""
     from compiler.checkpoint import save_hf_gpt2
-
-    from .checkpoint_tasks import write_task_file
+    from extractor.tasks.checkpoint import write_task_file
     directory = Path(directory)
     save_hf_gpt2(result.model, directory)
     config_path = directory / "config.json"

@@ -11,12 +11,52 @@ import json
 import re
 from pathlib import Path
 
+from attrs import frozen
+
+from extractor.tasks.base import Task
+from extractor.tasks.registry import get_task
 from rasp_ir.diagnostics import Diagnostic, RaspError
 
-from .registry import get_task
-from .tasks import Task
-
 TASK_FILE = "task.json"
+
+
+@frozen
+class Subject:
+    """A model to extract, with the names of its inputs and outputs."""
+    model: object                 # compiler.transformer.Transformer
+    tokens: tuple                 # name of each token id
+    outputs: tuple                # label of each logit
+    prediction: str | None        # "softmax", "sigmoid" or None (the output is the logits)
+    task: object | None           # extractor.tasks.base.Task (None for compiled models)
+    kind: str                     # "trained" or "compiled"
+    bos: str | None = None        # the token every input starts with
+
+
+def load_subject(directory: str | Path, task_spec: str | None = None) -> Subject:
+    """A trained checkpoint (with its task) or a model directory written by `rasp compile`."""
+    from compiler.checkpoint import load_model
+    directory = Path(directory)
+    model, metadata = load_model(directory)       # read once, whichever kind it is
+    if (metadata.get("extra") or {}).get("compiled"):
+        from compiler.compile import compiled_from
+        if task_spec is not None:
+            raise RaspError([Diagnostic("T406", f"{directory} is a compiled program; --task "
+                                        "applies to trained checkpoints only")])
+        compiled = compiled_from(model, metadata, directory)
+        vocab = tuple(compiled.vocab)
+        if any(not isinstance(v, str) for v in vocab):
+            # the compiler's BOS is a string; an IR vocabulary holds one type of token
+            vocab = tuple(str(v) for v in vocab)
+        d_out = model.config.d_vocab_out
+        outputs = tuple(compiled.output_values) if compiled.output_values is not None \
+            else tuple(range(d_out))
+        return Subject(model, vocab, outputs, compiled.output_function, None, "compiled",
+                       vocab[0])
+    task = task_for(model, metadata, directory, task_spec)
+    tokens = tuple(task.vocab.tokens)
+    prediction = "softmax" if task.mode == "lm" else "sigmoid"
+    return Subject(model.eval(), tokens, tokens, prediction, task, "trained",
+                   tokens[task.vocab.bos])
 
 
 def read_task_file(directory: Path) -> dict | None:

@@ -2,7 +2,7 @@
 
 Stage "full" (extractor part 1): LLN-A scales estimated on task data, the linearised model's
 faithfulness to the original per length bucket, then the exact path program of the linearised
-model (extractor/paths.py). Compiled models have no LayerNorm: their program is exact as is.
+model (extractor/decompile/paths.py). Compiled models have no LayerNorm: their program is exact as is.
 """
 
 from __future__ import annotations
@@ -11,53 +11,12 @@ import time
 from pathlib import Path
 
 import torch
-
 from attrs import frozen
 
+from extractor.decompile.paths import MAX_ENTRIES, full_program, size
+from extractor.tasks.checkpoint import Subject
 from rasp_ir import nodes as ir
 from rasp_ir.diagnostics import Diagnostic, RaspError
-
-from .paths import MAX_ENTRIES, full_program, size
-
-
-@frozen
-class Subject:
-    """A model to extract, with the names of its inputs and outputs."""
-    model: object                 # compiler.transformer.Transformer
-    tokens: tuple                 # name of each token id
-    outputs: tuple                # label of each logit
-    prediction: str | None        # "softmax", "sigmoid" or None (the output is the logits)
-    task: object | None           # extractor.tasks.Task (None for compiled models)
-    kind: str                     # "trained" or "compiled"
-    bos: str | None = None        # the token every input starts with
-
-
-def load_subject(directory: str | Path, task_spec: str | None = None) -> Subject:
-    """A trained checkpoint (with its task) or a model directory written by `rasp compile`."""
-    from compiler.checkpoint import load_model
-    directory = Path(directory)
-    model, metadata = load_model(directory)       # read once, whichever kind it is
-    if (metadata.get("extra") or {}).get("compiled"):
-        from compiler.compile import compiled_from
-        if task_spec is not None:
-            raise RaspError([Diagnostic("T406", f"{directory} is a compiled program; --task "
-                                        "applies to trained checkpoints only")])
-        compiled = compiled_from(model, metadata, directory)
-        vocab = tuple(compiled.vocab)
-        if any(not isinstance(v, str) for v in vocab):
-            # the compiler's BOS is a string; an IR vocabulary holds one type of token
-            vocab = tuple(str(v) for v in vocab)
-        d_out = model.config.d_vocab_out
-        outputs = tuple(compiled.output_values) if compiled.output_values is not None \
-            else tuple(range(d_out))
-        return Subject(model, vocab, outputs, compiled.output_function, None, "compiled",
-                       vocab[0])
-    from .checkpoint_tasks import task_for
-    task = task_for(model, metadata, directory, task_spec)
-    tokens = tuple(task.vocab.tokens)
-    prediction = "softmax" if task.mode == "lm" else "sigmoid"
-    return Subject(model.eval(), tokens, tokens, prediction, task, "trained",
-                   tokens[task.vocab.bos])
 
 
 @frozen
@@ -70,7 +29,7 @@ def extract_full(subject: Subject, n: int = 2000, seed: int = 0, limit: int = MA
                  fit_steps: int = 100, progress=None) -> Extraction:
     """The full program of `subject` and a report: LLN-A scales and faithfulness, program
     size, times. `progress(text)` hears about each step."""
-    from .linearise import faithfulness, layer_norms, linearised
+    from extractor.decompile.linearise import faithfulness, layer_norms, linearised
     model, report = subject.model, {"stage": "full", "kind": subject.kind}
     c = model.config
     report["model"] = {"layers": c.n_layers, "heads": c.n_heads, "d_model": c.d_model,
@@ -117,7 +76,12 @@ def choose_scales(model, task, n: int, seed: int, fit_steps: int = 100,
     descent on the KL from the original, whichever keeps the original's predictions on more
     sequences of a selection set (its own seed: the evaluation sets are not used to choose).
     fit_steps=0 keeps the averaged variance."""
-    from .linearise import estimate_scales, faithfulness, fit_scales, linearised
+    from extractor.decompile.linearise import (
+        estimate_scales,
+        faithfulness,
+        fit_scales,
+        linearised,
+    )
     estimated = estimate_scales(model, task, seed=seed)
     if fit_steps <= 0:
         return estimated, {"method": "estimated", "scales": estimated,
@@ -168,7 +132,7 @@ class ExtractSettings:
     quick: bool = False          # fewer, shorter runs (the README's example)
 
     def prune_settings(self):
-        from .prune import PruneSettings
+        from extractor.decompile.prune import PruneSettings
         if self.quick:
             return PruneSettings(steps=(150, 100, 100), pool=12, selection=32)
         return PruneSettings()
@@ -184,15 +148,27 @@ def program_lines(program: ir.Program) -> int:
 def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | None,
                     runs_dir: Path, settings: ExtractSettings = ExtractSettings(),
                     executor=None, progress=None) -> Extraction:
-    """The short program of a trained checkpoint, and its report (see extractor/sweep.py,
+    """The short program of a trained checkpoint, and its report (see extractor/decompile/sweep.py,
     prune.py, replace.py, judge.py)."""
-    from .linearise import estimate_scales, faithfulness, layer_norms, linearised
-    from .sweep import GRID, ProcessExecutor, RunSpec, frontier, sweep, worst_match
+    from extractor.decompile.linearise import (
+        estimate_scales,
+        faithfulness,
+        layer_norms,
+        linearised,
+    )
+    from extractor.decompile.sweep import (
+        GRID,
+        ProcessExecutor,
+        RunSpec,
+        frontier,
+        sweep,
+        worst_match,
+    )
     say = progress or (lambda text: None)
     if subject.task is None:
         raise RaspError([Diagnostic(
             "X504", "sweep pruning needs task data, and a compiled model has no task",
-            hint="a compiled model is extracted by extractor.compiled.extract_compiled "
+            hint="a compiled model is extracted by extractor.decompile.compiled.extract_compiled "
             "(what `rasp extract` runs for it)")])
     model, task = subject.model, subject.task
     c = model.config
@@ -284,7 +260,7 @@ def best_found(tried: list[dict]) -> dict:
 def _choose(order, subject, linear, base, runs_dir, settings, say):
     """Take the sweep's runs, smallest first, through primitives and simplification until one
     matches the model on the held-out sets; (every candidate tried, the chosen one or None)."""
-    from .judge import Judge
+    from extractor.checking.judge import Judge
     model, task = subject.model, subject.task
     chooser = Judge.selection(model, task, settings.selection, settings.seed)
     held_out = Judge.held_out(model, task, settings.n, settings.seed)
@@ -308,11 +284,10 @@ def _choose(order, subject, linear, base, runs_dir, settings, say):
 
 def _readable(subject, linear, base, summary, runs_dir, judge, settings, say):
     """A sweep run's circuit, with primitives, simplified and named."""
+    from extractor.decompile.circuit import Circuit
+    from extractor.decompile.replace import replace
+    from extractor.decompile.sweep import RunCache, _with_lam
     from rasp_ir import passes
-
-    from .circuit import Circuit
-    from .replace import replace
-    from .sweep import RunCache, _with_lam
     spec = _with_lam(base, summary["lam"])
     tensors = RunCache(runs_dir).tensors(spec)
     circuit = Circuit(linear)
@@ -320,7 +295,7 @@ def _readable(subject, linear, base, summary, runs_dir, judge, settings, say):
     circuit.load_state_dict(state, strict=False)
     flat = tensors["flat"]
     bos = subject.bos
-    from .circuit_program import circuit_program
+    from extractor.decompile.circuit_program import circuit_program
     base_program = circuit_program(circuit, flat, subject.tokens, subject.outputs,
                                    subject.prediction, bos=bos)
     start = judge(base_program)

@@ -34,17 +34,17 @@ from collections.abc import Callable
 import numpy as np
 from attrs import field, frozen
 
+from extractor.tasks.vocabulary import BOS, EOS, PAD, SEP
 from rasp_ir import nodes as ir
 from rasp_ir import ops
-from rasp_ir.printer import expr, predicate as print_predicate
+from rasp_ir.printer import expr
+from rasp_ir.printer import predicate as print_predicate
 from rasp_ir.types import product_label
-
-from .vocabulary import BOS, EOS, PAD, SEP
 
 
 @frozen
 class Specials:
-    """The basis values that are the special tokens (extractor/vocabulary.py's names)."""
+    """The basis values that are the special tokens (extractor/tasks/vocabulary.py's names)."""
     bos: str = BOS
     sep: str = SEP
     eos: str = EOS

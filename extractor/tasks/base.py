@@ -8,7 +8,7 @@ Two kinds of task, as in the D-RASP paper (design/DECOMPILER.md §2):
   at every position the model says, per vocabulary entry, whether it may come next.
 
 A user task is a subclass of `PromptAnswerTask` (write `prompt_answer`) or of `Task`, registered
-with `extractor.registry.register`; or a JSON Lines file (extractor/jsonl_tasks.py).
+with `extractor.tasks.registry.register`; or a JSON Lines file (extractor/tasks/jsonl_tasks.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 from attrs import frozen
 
-from .vocabulary import Vocabulary
+from extractor.tasks.vocabulary import Vocabulary
 
 IGNORE = -100          # a target that is not scored (PyTorch's cross-entropy ignore_index)
 MAX_TEST_LENGTH = 150  # the paper's longest evaluated length; vocabularies and positions use it

@@ -5,7 +5,7 @@
     for sigmoid predictions the set of entries above 1/2) must be equal at every position,
     and the largest difference between the two sets of logits is reported.
 (b) The compiled model against the original checkpoint, on the held-out sequences of
-    `Judge.held_out` (extractor/judge.py) with the judge's metric: match accuracy (and task
+    `Judge.held_out` (extractor/checking/judge.py) with the judge's metric: match accuracy (and task
     accuracy) per length bucket, next to the program's own match on the same sequences.
 
 The program is read back from its file (with its tables), so what is compiled is what was
@@ -34,7 +34,7 @@ BATCH = 256              # sequences per forward pass of the compiled model
 def round_trip(program_path: str | Path, subject, n: int = 200, seed: int = 0,
                generated: int | None = None) -> dict:
     """Compile the program at `program_path` (written next to it as PROG.compiled/) and
-    compare it with the interpreter and with `subject` (extractor.extract.Subject) on `n`
+    compare it with the interpreter and with `subject` (extractor.decompile.extract.Subject) on `n`
     held-out sequences per bucket and `generated` sequences over the vocabulary (default
     min(n, GENERATED)). Returns the report's "roundtrip" entry; a program that cannot be
     compiled exactly is an entry listing why, not an error."""
@@ -68,7 +68,7 @@ def _round_trip(program_path: Path, subject, n: int, seed: int, generated: int) 
            "seconds": seconds}
     judge = None
     if subject.task is not None:
-        from .judge import Judge
+        from extractor.checking.judge import Judge
         judge = Judge.held_out(subject.model, subject.task, n, seed)
     task_inputs = [row[0] for rows in (judge.sets.values() if judge else ()) for row in rows]
     # the program of a compiled model reads the compiler's BOS as its first token
@@ -179,7 +179,9 @@ def checkpoint_match(judge, task, output_values, program_out: list,
     """(b): per bucket, how often the compiled model (and the program) predicts what the
     checkpoint predicts at every scored position, and how often it is right (the judge's
     metric); the first outputs belong to the judge's sequences, in its order."""
-    from .judge import _equal      # the judge's own comparison, applied to the model
+    from extractor.checking.judge import (
+        _equal,  # the judge's own comparison, applied to the model
+    )
     tokens = list(task.vocab.tokens)
     values = list(output_values or ())
     columns = [values.index(t) if t in values else -1 for t in tokens]

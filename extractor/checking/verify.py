@@ -24,16 +24,22 @@ import numpy as np
 import torch
 from attrs import define
 
+from extractor.tasks.batches import collate
+from extractor.tasks.evaluate import evaluation_sets
+from extractor.tasks.vocabulary import BOS, EOS, PAD
 from rasp_ir import nodes as ir
-from rasp_ir.compare import (TOLERANCE, Outcome, ProgramRunner, View, agreement,
-                             outcome_agreement, shown)
+from rasp_ir.compare import (
+    TOLERANCE,
+    Outcome,
+    ProgramRunner,
+    View,
+    agreement,
+    outcome_agreement,
+    shown,
+)
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.equiv import MAX_LEN_CAP, Counterexample
 from rasp_ir.search import InputSpace, SearchResult, batched, search, shrink
-
-from .batches import collate
-from .evaluate import evaluation_sets
-from .vocabulary import BOS, EOS, PAD
 
 DEFAULT_BOUND = 20_000        # inputs run exhaustively at most (model and program both run)
 DEFAULT_EXAMPLES = 1000       # random inputs beyond the exhaustive lengths
@@ -127,7 +133,7 @@ def _verify(program, directory, task_spec, n, seed, max_len, bound, examples,
         side = _CompiledSide(program, compiled_from(model, metadata, directory), max_len)
         buckets = {}
     else:
-        from .checkpoint_tasks import task_for
+        from extractor.tasks.checkpoint import task_for
         side = _TrainedSide(program, model, task_for(model, metadata, directory, task_spec),
                             max_len)
         buckets = side.task_data(n, seed) if n else {}

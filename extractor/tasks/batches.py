@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from attrs import frozen
 
-from .tasks import IGNORE, Example
+from extractor.tasks.base import IGNORE, Example
 
 
 @frozen(eq=False)

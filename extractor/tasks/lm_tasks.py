@@ -13,7 +13,7 @@ import string
 
 import numpy as np
 
-from .tasks import MAX_TEST_LENGTH, PromptAnswerTask
+from extractor.tasks.base import MAX_TEST_LENGTH, PromptAnswerTask
 
 _NUMBERS = tuple(str(i) for i in range(MAX_TEST_LENGTH))
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tasks import Example, Task
-from .vocabulary import Vocabulary
+from extractor.tasks.base import Example, Task
+from extractor.tasks.vocabulary import Vocabulary
 
 
 class Language:

@@ -19,9 +19,9 @@ import copy
 import numpy as np
 import torch
 
-from .batches import collate, length_sorted_chunks
-from .evaluate import MAX_TOKENS, evaluation_sets
-from .tasks import Task
+from extractor.tasks.base import Task
+from extractor.tasks.batches import collate, length_sorted_chunks
+from extractor.tasks.evaluate import MAX_TOKENS, evaluation_sets
 
 
 def layer_norms(model) -> dict[str, torch.nn.Module]:

@@ -7,7 +7,7 @@ Janson (§6.2): m = clip((p − u)/w + ½, 0, 1), p = σ(θ), w = p(1 − p), u 
 reaches p with slope 1 inside the window and not outside it. Pruned edges read the learned
 ablation constants ō; the LLN-A scale of every reader is learned jointly (§5.2).
 
-The stages tie the masks of extractor/circuit.py into groups:
+The stages tie the masks of extractor/decompile/circuit.py into groups:
 1. components: one edge per (component, reader): all paths a head writes share their masks;
 2. full paths: one edge per (path, reader), for what stage 1 kept;
 3. query-key products: one edge per (query path, key path) product and per key-only term of
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from attrs import asdict, frozen
 
-from .batches import collate
-from .circuit import Circuit, Graph, Masks, full_masks
-from .linearise import _kl
+from extractor.decompile.circuit import Circuit, Graph, Masks, full_masks
+from extractor.decompile.linearise import _kl
+from extractor.tasks.batches import collate
 
 KINDS = ("q", "k", "v", "mlp", "out", "qk", "kb")
 

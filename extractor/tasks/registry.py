@@ -3,7 +3,7 @@
 A task spec is one of
 - a registered name: `bin_majority`, `tomita4`, `D12`, … The paper's spellings of formal
   languages work too (`bce_tomita4`, `Tomita4`, `D_12`, `zot_z_t`): they name the BCE task;
-- a JSON Lines file: `my_task.jsonl` (extractor/jsonl_tasks.py);
+- a JSON Lines file: `my_task.jsonl` (extractor/tasks/jsonl_tasks.py);
 - a Python class in a file: `my_tasks.py:MyTask` (a `Task` subclass built without arguments).
 """
 
@@ -16,11 +16,15 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from extractor.tasks.base import Task
+from extractor.tasks.formal_languages import (
+    DYCK_DEPTHS,
+    LANGUAGES,
+    Dyck,
+    FormalLanguageTask,
+)
+from extractor.tasks.lm_tasks import LM_TASKS
 from rasp_ir.diagnostics import Diagnostic, RaspError
-
-from .formal_languages import DYCK_DEPTHS, LANGUAGES, Dyck, FormalLanguageTask
-from .lm_tasks import LM_TASKS
-from .tasks import Task
 
 _FACTORIES: dict[str, Callable[[], Task]] = {}
 _DYCK = re.compile(r"[Dd]_?(\d+)")
@@ -67,7 +71,7 @@ def canonical_name(name: str) -> str:
 def get_task(spec: str) -> Task:
     """The task for a spec (see the module docstring); RaspError T401/T402 if there is none."""
     if spec.endswith((".jsonl", ".json")):
-        from .jsonl_tasks import load_jsonl_task
+        from extractor.tasks.jsonl_tasks import load_jsonl_task
         return load_jsonl_task(Path(spec))
     if ".py:" in spec:
         return _task_from_python(spec)
@@ -111,6 +115,6 @@ def _task_from_python(spec: str) -> Task:
     except Exception as exc:
         raise fail(f"{class_name}() failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(task, Task):
-        raise fail(f"{class_name}() is a {type(task).__name__}, not an extractor.tasks.Task")
+        raise fail(f"{class_name}() is a {type(task).__name__}, not an extractor.tasks.base.Task")
     task.spec = spec            # what a checkpoint's task.json records to find the task again
     return task

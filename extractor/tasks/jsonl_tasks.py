@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from extractor.tasks.base import IGNORE, Example, Task
+from extractor.tasks.vocabulary import BOS, EOS, SEP, SPECIALS, Vocabulary
 from rasp_ir.diagnostics import Diagnostic, RaspError
-
-from .tasks import IGNORE, Example, Task
-from .vocabulary import BOS, EOS, SEP, SPECIALS, Vocabulary
 
 
 class JsonlTask(Task):

@@ -1,6 +1,6 @@
 """The sparsity sweep: pruning runs at several λ, cached on disk, traced as a frontier.
 
-A run is `extractor.prune.prune` at one λ; it is a pure function of its inputs, so its result is
+A run is `extractor.decompile.prune.prune` at one λ; it is a pure function of its inputs, so its result is
 kept under a key made of everything it depends on (checkpoint, task, LLN-A scales, settings,
 seed, λ) and never computed twice: an interrupted sweep resumes where it stopped. Runs go
 through an `Executor`: the default is a local process pool; anything with the same `map`
@@ -28,7 +28,7 @@ import torch
 from attrs import frozen
 from safetensors.torch import load_file, save_file
 
-from .prune import PruneSettings
+from extractor.decompile.prune import PruneSettings
 
 GRID = (1e-3, 1e-2, 1e-1)
 
@@ -154,9 +154,9 @@ def run_job(job: tuple) -> dict:
     cached = cache.get(spec)
     if cached is not None:
         return cached
-    from .extract import load_subject
-    from .linearise import linearised
-    from .prune import prune
+    from extractor.decompile.linearise import linearised
+    from extractor.decompile.prune import prune
+    from extractor.tasks.checkpoint import load_subject
     subject = load_subject(spec.checkpoint, spec.task)
     model = subject.model
     linear = linearised(model, spec.scales) if spec.scales else model

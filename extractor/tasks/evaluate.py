@@ -7,10 +7,9 @@ import sys
 
 import torch
 
+from extractor.tasks.base import TEST_BUCKETS, Example, Task
+from extractor.tasks.batches import collate, correct, length_sorted_chunks
 from rasp_ir.diagnostics import Diagnostic, RaspError
-
-from .batches import collate, correct, length_sorted_chunks
-from .tasks import TEST_BUCKETS, Example, Task
 
 Bucket = tuple[int, int]
 MAX_TOKENS = 1 << 15          # padded tokens per forward pass in evaluation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .diagnostics import RaspError
+from rasp_ir.diagnostics import RaspError
 
 BANNER = ("rasp repl: end statements with `;`. `reverse(\"abc\");` runs a program on an input. "
           "Type `exit` to leave.")
@@ -20,9 +20,9 @@ def _complete(text: str) -> bool:
 
 def show(value) -> str:
     from grammar.values import Builtin, Function, Term
-    from .printer import expr
+    from rasp_ir.printer import expr
     if isinstance(value, Term):
-        from . import types as T
+        from rasp_ir import types as T
         return f"{T.describe(value.type)} : {value.type} = {expr(value.node)}"
     if isinstance(value, (Function, Builtin)):
         return f"<function {value.name}>"

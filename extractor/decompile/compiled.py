@@ -2,13 +2,13 @@
 
 A compiled model computes its program exactly, has no LayerNorm and no task, and its inputs are
 finite: every sequence over its vocabulary up to its length. So its extraction differs from a
-trained checkpoint's (extractor/extract.py) where that makes it exact:
+trained checkpoint's (extractor/decompile/extract.py) where that makes it exact:
 
 - Inputs: every sequence of lengths 1..N while they number at most EXHAUSTIVE; beyond that
   length, seeded random sequences plus the constant ones (all one token), where counts are
   extreme. The references are the compiled model's own decoded outputs.
 - Pruning: the threshold is a match of 1.0 (or what --threshold asks), so instead of learned
-  masks the circuit (extractor/circuit.py) is pruned greedily by causal intervention: each
+  masks the circuit (extractor/decompile/circuit.py) is pruned greedily by causal intervention: each
   component, then each edge, then each query-key product is cut (it then reads its path's mean,
   the ablation constant) and stays cut when the decoded outputs still match on every input.
   Learned masks trade KL against size; here nothing may be traded, and each check is one
@@ -19,9 +19,9 @@ trained checkpoint's (extractor/extract.py) where that makes it exact:
   output vector; kept when the decoded outputs still match, else the MLP stays an `mlp` node.
 - A model with more than MAX_PATHS paths (the circuit holds every path's activation, and
   their number grows as heads^layers) is not pruned: its program is the exact one
-  (extractor/paths.py), which leaves out the paths that are exactly zero.
+  (extractor/decompile/paths.py), which leaves out the paths that are exactly zero.
 - Score and logit tables then go through the primitive library and rounding
-  (extractor/replace.py) judged on a subset of the inputs, and the shared simplification
+  (extractor/decompile/replace.py) judged on a subset of the inputs, and the shared simplification
   passes run last. The report gives the match on every generated input.
 
 `rasp equiv SOURCE EXTRACTED` then proves (or refutes) equality on every input up to a length.
@@ -35,13 +35,18 @@ import time
 import numpy as np
 import torch
 
+from extractor.decompile.circuit import Circuit, Graph
+from extractor.decompile.circuit_program import MlpReplacement, circuit_program
+from extractor.decompile.prune import (
+    Layout,
+    _with_products,
+    kept_edges,
+    stage_components,
+    used_paths,
+)
 from rasp_ir import nodes as ir
-from rasp_ir.interpreter import Interpreter, evaluate, mlp_activation
 from rasp_ir import types as T
-
-from .circuit import Circuit, Graph
-from .circuit_program import MlpReplacement, circuit_program
-from .prune import Layout, _with_products, kept_edges, stage_components, used_paths
+from rasp_ir.interpreter import Interpreter, evaluate, mlp_activation
 
 EXHAUSTIVE = 20_000          # generated inputs enumerated while they number at most this many
 PER_LENGTH = 400             # random inputs at each longer length
@@ -100,7 +105,7 @@ class CompiledJudge:
 
     @property
     def sets(self) -> dict:
-        """{bucket: rows} as extractor.judge.Judge has them (the input first)."""
+        """{bucket: rows} as extractor.checking.judge.Judge has them (the input first)."""
         return {self.bucket: [(r, None) for rows, _, _ in self.groups for r in rows]}
 
     def decide(self, out: np.ndarray) -> np.ndarray:
@@ -336,7 +341,7 @@ def replace_mlps(build, judge, threshold: float, names: list, progress=None) -> 
 
 
 def extract_compiled(subject, threshold: float = 1.0, seed: int = 0, progress=None):
-    """The short program of a compiled model and its report (extractor.extract.Extraction)."""
+    """The short program of a compiled model and its report (extractor.decompile.extract.Extraction)."""
     threads = torch.get_num_threads()
     # small forward passes between numpy work: idle torch threads would only spin
     torch.set_num_threads(1)
@@ -347,9 +352,8 @@ def extract_compiled(subject, threshold: float = 1.0, seed: int = 0, progress=No
 
 
 def _extract(subject, threshold, seed, progress):
+    from extractor.decompile.replace import Replacer
     from rasp_ir import passes
-
-    from .replace import Replacer
     say = progress or (lambda text: None)
     started = time.perf_counter()
     c = subject.model.config
@@ -408,9 +412,8 @@ def _extract(subject, threshold, seed, progress):
 def _exact(subject, judge, count, N, alphabet, seed, threshold, paths, timings, started, say):
     """Too many paths for the circuit (it holds each one's activation): the exact program,
     which leaves out the paths that are exactly zero, simplified."""
+    from extractor.decompile.paths import full_program
     from rasp_ir import passes
-
-    from .paths import full_program
     say(f"{paths} paths: the exact program, zero paths left out")
     program = full_program(subject.model, subject.tokens, subject.outputs, subject.prediction,
                            bos=subject.bos)
@@ -428,7 +431,7 @@ def _exact(subject, judge, count, N, alphabet, seed, threshold, paths, timings, 
 
 def _result(subject, program, final, judge, count, N, alphabet, seed, threshold, pruning,
             extra, timings):
-    from .extract import Extraction, program_lines, program_size
+    from extractor.decompile.extract import Extraction, program_lines, program_size
     c = subject.model.config
     report = {"stage": "pruned", "kind": "compiled", "threshold": threshold, "seed": seed,
               "model": {"layers": c.n_layers, "heads": c.n_heads, "d_model": c.d_model},

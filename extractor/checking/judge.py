@@ -7,7 +7,7 @@ and comparing with the original model (not the linearised one):
   next-token-set tasks);
 - task: the fraction the program gets right against the task's labels.
 
-The sequences come from the evaluation sets of `rasp eval` (extractor/evaluate.py) for the
+The sequences come from the evaluation sets of `rasp eval` (extractor/tasks/evaluate.py) for the
 reported numbers, and from a stream with its own seed for the choices made during extraction,
 so no choice is made on the sequences that measure it.
 """
@@ -17,11 +17,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from extractor.tasks.base import IGNORE, Example
+from extractor.tasks.batches import collate, length_sorted_chunks
+from extractor.tasks.evaluate import MAX_TOKENS, evaluation_sets
 from rasp_ir.interpreter import Interpreter, Memo, evaluate
-
-from .batches import collate, length_sorted_chunks
-from .evaluate import MAX_TOKENS, evaluation_sets
-from .tasks import IGNORE, Example
 
 
 class Judge:

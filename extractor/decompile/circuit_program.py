@@ -1,7 +1,7 @@
 """A pruned circuit written out as a D-RASP program: the same numbers as tables.
 
-The program mirrors `Circuit.forward` with hard masks (extractor/circuit.py): each used path
-becomes a variable with its write E to the residual stream (as in extractor/paths.py), each kept
+The program mirrors `Circuit.forward` with hard masks (extractor/decompile/circuit.py): each used path
+becomes a variable with its write E to the residual stream (as in extractor/decompile/paths.py), each kept
 query-key product a bilinear score table, each kept key-only term a vector scored against the
 head's constant query, each kept value edge an aggregate, each MLP an opaque `mlp` node over its
 kept inputs, each kept logit edge a projection. Everything a reader sees whatever the input (the
@@ -9,7 +9,7 @@ stream's constant, pruned edges' ablation constants ō, biases, LayerNorm β, th
 is folded into the key-only vectors, the MLP's input bias and the logit bias, exactly as the
 circuit computes it. tests/test_prune.py checks the two agree.
 
-Replacements (extractor/primitives.py, chosen in extractor/replace.py) enter as arguments:
+Replacements (extractor/decompile/primitives.py, chosen in extractor/decompile/replace.py) enter as arguments:
 `mlp_outputs` gives an MLP path as a primitive of its input, read through a fitted E like any
 other variable instead of through the opaque node; `tables` gives a score or logit term a
 primitive predicate in place of its table, or DROP to delete it.
@@ -21,13 +21,11 @@ import numpy as np
 import torch
 from attrs import define, field, frozen
 
+from extractor.decompile.circuit import Circuit
+from extractor.decompile.paths import _ACTIVATIONS, _matrix
+from extractor.decompile.primitives import key_primitives
+from extractor.decompile.prune import Layout, alive_paths, used_paths
 from rasp_ir import nodes as ir
-
-from .circuit import Circuit
-from .primitives import key_primitives
-from .paths import _ACTIVATIONS, _matrix
-from .prune import Layout, alive_paths, used_paths
-
 
 DROP = object()            # a `tables` entry that deletes the term
 UNIFORM = next(p for p in key_primitives() if p.uniform)     # `select(k=tokens, op=False)`
@@ -62,7 +60,7 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
                     prediction: str | None, n_positions: int | None = None,
                     mlp_outputs: dict | None = None, tables: dict | None = None,
                     bos: str | None = None) -> ir.Program:
-    """The program of `circuit` under the hard flat masks `flat` (extractor/prune.Layout).
+    """The program of `circuit` under the hard flat masks `flat` (extractor/decompile/prune.Layout).
 
     mlp_outputs: {MLP path index: MlpReplacement} replacing opaque MLPs.
     tables: {table name: predicate node, a Matrix, or DROP} for score and logit terms, keyed

@@ -1,6 +1,6 @@
 """The model as a circuit of paths with masked edges: what causal pruning trains.
 
-Under LLN-A (extractor/linearise.py) every reader of the residual stream is linear, so the
+Under LLN-A (extractor/decompile/linearise.py) every reader of the residual stream is linear, so the
 stream is a sum of *paths* (design/DECOMPILER.md §5): `token`, `pos`, one path per (head, value
 path it reads) and one per MLP. A reader (a head's query, key or value, an MLP, the
 unembedding) sees each earlier path through an *edge*. An edge with mask m contributes
@@ -12,10 +12,10 @@ nothing, and a key path's query-independent term is scored against the head's co
 head's query-key products are one einsum, and masks carry a leading sample axis so each
 sequence of a batch can draw its own masks. With every mask 1 and ō = 0 it is the linearised
 model exactly (tests/test_prune.py). `Masks` holds the masks at the finest granularity; the
-pruning stages (extractor/prune.py) tie them into groups.
+pruning stages (extractor/decompile/prune.py) tie them into groups.
 
 Every constant a reader sees (biases, LayerNorm β, ablated edges, the learned offsets) is kept
-apart from the paths, so `extractor/circuit_program.py` can print the same numbers as tables.
+apart from the paths, so `extractor/decompile/circuit_program.py` can print the same numbers as tables.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from attrs import frozen
 from torch import nn
 
-from .linearise import layer_norms
+from extractor.decompile.linearise import layer_norms
 
 READER_KINDS = ("q", "k", "v")
 

@@ -1,7 +1,7 @@
 """Primitives in place of tables: the pruned program made readable, one judged step at a time.
 
 Order (design/DECOMPILER.md §8-§9, with §13.2's fixes):
-1. MLPs, layer by layer: each primitive of the library (extractor/primitives.py, simplest
+1. MLPs, layer by layer: each primitive of the library (extractor/decompile/primitives.py, simplest
    first) is applied to the MLP's input variable on the judge's sequences, the write E of the
    new variable is fitted to the MLP's output by least squares (kept only if it explains at
    least 40 % of the output's variance), and the program with the replacement is judged.
@@ -21,12 +21,16 @@ from collections.abc import Callable
 import numpy as np
 from attrs import define, field
 
+from extractor.decompile import primitives as lib
+from extractor.decompile.circuit_program import (
+    DROP,
+    MlpReplacement,
+    circuit_program,
+    table_names,
+)
+from extractor.decompile.prune import Layout, used_paths
 from rasp_ir import nodes as ir
 from rasp_ir.interpreter import Interpreter, Memo, evaluate
-
-from . import primitives as lib
-from .circuit_program import DROP, MlpReplacement, circuit_program, table_names
-from .prune import Layout, used_paths
 
 MIN_EXPLAINED = 0.4          # an MLP primitive must explain this share of the output variance
 

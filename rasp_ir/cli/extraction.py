@@ -1,0 +1,218 @@
+"""`rasp extract`: a checkpoint rewritten as a short program, and its report printed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rasp_ir.cli.common import EXIT_OK, status_line
+from rasp_ir.diagnostics import Diagnostic, RaspError
+
+
+def add_commands(sub) -> None:
+    ex = sub.add_parser("extract", help="rewrite a checkpoint as a short RASP program",
+                        description="Rewrite CHECKPOINT as a D-RASP program. Default stage "
+                        "`pruned`: LayerNorm is linearised (LLN-A), pruning runs at several "
+                        "sparsity weights find the smallest circuit whose predictions match the "
+                        "model's on THRESHOLD of the sequences of every length bucket, its tables "
+                        "are replaced by named primitives where that keeps the match, and the "
+                        "program is simplified; match and task accuracy are then measured on "
+                        "held-out sequences. Stage `full`: the exact, unpruned program of every "
+                        "path (also for models written by `rasp compile`). Writes PROG, its "
+                        "tables beside it (PROG.tables.safetensors) and a report "
+                        "(PROG.report.json); pruning runs are cached in PROG.runs/ and an "
+                        "interrupted extraction resumes from them.")
+    ex.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    ex.add_argument("--task", metavar="TASK",
+                    help="the task of a trained checkpoint (default: its task.json or folder name)")
+    ex.add_argument("--stage", choices=["pruned", "full"], default="pruned",
+                    help="pruned: the short program (default); full: the exact program")
+    ex.add_argument("-o", "--output", type=Path, required=True, metavar="PROG.rasp")
+    ex.add_argument("--threshold", type=float, default=None, metavar="T",
+                    help="match accuracy wanted in every length bucket (default 0.9; 1.0 for "
+                    "a compiled model, whose extraction is judged on every generated input)")
+    ex.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="pruning runs at once (default: 2, or 1 on a one-core machine)")
+    ex.add_argument("--quick", action="store_true",
+                    help="fewer and shorter pruning runs (a first look in about a minute on "
+                    "small models)")
+    ex.add_argument("--max-runs", type=int, default=8, metavar="N",
+                    help="pruning runs in the sparsity sweep (default 8)")
+    ex.add_argument("--n", type=int, default=None, metavar="N",
+                    help="held-out sequences per bucket (default 1000; full stage: 2000 for "
+                    "the LLN-A faithfulness)")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the task data (default 0)")
+    ex.add_argument("--fit-steps", type=int, default=100, metavar="N",
+                    help="full stage: gradient steps refining the LLN-A scales; 0 keeps the "
+                    "averaged variance (default 100)")
+    ex.add_argument("--max-entries", type=int, default=None, metavar="N",
+                    help="full stage: refuse programs whose tables hold more numbers "
+                    "(default 20,000,000)")
+    ex.add_argument("--json", action="store_true", help="print the report as JSON")
+    ex.add_argument("--quiet", action="store_true", help="no progress display")
+    ex.add_argument("--verify", action="store_true",
+                    help="round trip: compile the written program (to PROG.compiled/) and "
+                    "compare it with the interpreter (exact) and with the checkpoint (match "
+                    "per bucket on held-out sequences); reported under \"roundtrip\"")
+    ex.set_defaults(handler=cmd_extract)
+
+
+def cmd_extract(args) -> int:
+    import torch
+
+    from extractor.tasks.checkpoint import load_subject
+    if (args.n is not None and args.n < 1) or args.seed < 0 or args.fit_steps < 0 or (
+            args.max_entries is not None and args.max_entries < 1):
+        raise RaspError([Diagnostic("T404", "--n and --max-entries must be at least 1, "
+                                    "--seed and --fit-steps at least 0")])
+    if not 0 < (args.threshold or 1) <= 1 or args.max_runs < 1 or (
+            args.workers is not None and args.workers < 1):
+        raise RaspError([Diagnostic("T404", "--threshold must be in (0, 1], --max-runs and "
+                                    "--workers at least 1")])
+    if args.output.suffix != ".rasp":
+        raise RaspError([Diagnostic("X503", f"{args.output}: the program's file name must end "
+                                    "in .rasp (its tables go beside it)")])
+    if not args.output.parent.is_dir():
+        raise RaspError([Diagnostic("X503", f"{args.output.parent}: no such directory")])
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    subject = load_subject(args.checkpoint, args.task)
+    if args.stage == "full":
+        return _extract_full(args, subject)
+    if subject.kind == "compiled":
+        return _extract_compiled(args, subject)
+    return _extract_pruned(args, subject)
+
+
+def _written(args, subject, result, n: int, bar) -> dict:
+    """Write the extracted program and its report (after the round trip with --verify)."""
+    from rasp_ir.tables import atomic_write_text, write_program
+    write_program(result.program, args.output)
+    report = dict(result.report, checkpoint=str(args.checkpoint),
+                  program=dict(result.report["program"], file=str(args.output)))
+    if args.verify:
+        report["roundtrip"] = _round_trip(args, subject, n, bar)
+    atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _extract_compiled(args, subject) -> int:
+    """A compiled model's short program (extractor/decompile/compiled.py): exact by default."""
+    from extractor.decompile.compiled import extract_compiled
+    bar = status_line(args)
+    try:
+        result = extract_compiled(subject, 1.0 if args.threshold is None else args.threshold,
+                                  args.seed, progress=bar)
+    finally:
+        bar(None)
+    report = _written(args, subject, result, args.n or 200, bar)
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    r, inputs = report, report["inputs"]
+    print(f"{args.checkpoint}: compiled model, {r['model']['layers']} layers x "
+          f"{r['model']['heads']} heads")
+    print(f"  {inputs['count']:,} generated inputs of lengths 1-{inputs['max_len']} (all of "
+          f"them up to length {inputs['exhaustive_up_to']})")
+    stages = r["pruning"].get("stages")
+    print("  greedy pruning: " + ", ".join(f"{st['stage']} {st['edges']} edges" for st in stages)
+          if stages else f"  pruning: {r['pruning']['method']}")
+    print(f"  {r['verdict']}")
+    print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
+          f"report: {args.output.with_suffix('.report.json').name}) in "
+          f"{r['seconds']['total']:.0f} s")
+    _print_round_trip(report)
+    return EXIT_OK
+
+
+def _extract_pruned(args, subject) -> int:
+    from extractor.decompile.extract import ExtractSettings, extract_program
+    workers = args.workers or min(2, os.cpu_count() or 1)
+    settings = ExtractSettings(threshold=0.9 if args.threshold is None else args.threshold,
+                               workers=workers, seed=args.seed,
+                               n=args.n or (200 if args.quick else 1000), quick=args.quick,
+                               max_runs=args.max_runs)
+    runs = args.output.with_suffix(".runs")
+    bar = status_line(args)
+    try:
+        result = extract_program(subject, args.checkpoint, args.task, runs, settings,
+                                 progress=bar)
+    finally:
+        bar(None)
+    report = _written(args, subject, result, settings.n, bar)
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    print(f"{args.checkpoint}: {report['model']['layers']} layers x {report['model']['heads']} "
+          f"heads, task {report['task']}")
+    print(f"  {len(report['runs'])} pruning runs in {report['seconds']['pruning']:.0f} s; "
+          f"frontier (edges: worst-bucket match on the choice set): " + ", ".join(
+              f"{p['edges']}: {p['match']:.2f}" for p in report["frontier"]["products"]))
+    ev = report["evaluation"]
+    print(f"  {report['program']['lines']}-line program; held-out ({ev['sequences_per_bucket']} "
+          "sequences per bucket, offset 0):")
+    for bucket, r in ev["buckets"].items():
+        print(f"    {bucket:<10} match {r['match']:.4f}   task {r['task']:.4f}")
+    print(f"  {report['verdict']}")
+    print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
+          f"report: {args.output.with_suffix('.report.json').name}, runs: {runs.name}/) in "
+          f"{report['seconds']['total']:.0f} s")
+    _print_round_trip(report)
+    return EXIT_OK
+
+
+def _extract_full(args, subject) -> int:
+    from extractor.decompile.extract import extract_full
+    from extractor.decompile.paths import MAX_ENTRIES
+    from rasp_ir.tables import atomic_write_text, write_program
+    bar = status_line(args)
+    try:
+        result = extract_full(subject, n=args.n or 2000, seed=args.seed,
+                              limit=args.max_entries or MAX_ENTRIES, fit_steps=args.fit_steps,
+                              progress=bar)
+    finally:
+        bar(None)
+    write_program(result.program, args.output)
+    report = dict(result.report, checkpoint=str(args.checkpoint), program=dict(
+        result.report["program"], file=str(args.output)))
+    if args.verify:
+        report["roundtrip"] = _round_trip(args, subject, args.n or 500, bar)
+    atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK
+    size = report["program"]
+    print(f"{args.checkpoint}: {subject.kind} model, {report['model']['layers']} layers x "
+          f"{report['model']['heads']} heads" + (f", task {report['task']}" if "task" in report
+                                                 else ""))
+    lln = report["lln_a"]
+    if lln is None:
+        print("  no LayerNorm: the program is an exact rewrite of the model")
+    else:
+        print(f"  LLN-A with {lln['method']} LayerNorm scales; faithfulness "
+              f"({lln['sequences_per_bucket']} sequences per bucket, match = same prediction "
+              "at every scored position):")
+        for bucket, f in lln["faithfulness"].items():
+            print(f"    {bucket:<10} match {f['match']:.4f}   KL {f['kl']:.2e}")
+    print(f"  program: {size['paths']} paths, {size['score_terms']} score terms, "
+          f"{size['table_entries']:,} table entries; built in {report['seconds']['build']:.2f} s")
+    print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
+          f"report: {args.output.with_suffix('.report.json').name})")
+    _print_round_trip(report)
+    return EXIT_OK
+
+
+def _round_trip(args, subject, n: int, bar) -> dict:
+    """`--verify`: the written program compiled and compared (extractor/checking/roundtrip.py)."""
+    from extractor.checking.roundtrip import round_trip
+    bar("round trip: compiling the program and comparing")
+    try:
+        return round_trip(args.output, subject, n=n, seed=args.seed)
+    finally:
+        bar(None)
+
+
+def _print_round_trip(report: dict) -> None:
+    if "roundtrip" in report:
+        from extractor.checking.roundtrip import summary_lines
+        print("\n".join(summary_lines(report["roundtrip"])))
