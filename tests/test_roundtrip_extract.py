@@ -83,7 +83,7 @@ def test_pruned_program_round_trip(tmp_path, subject):
     path.write_text(PRUNED)
     trip = round_trip(path, subject, n=10)
     assert trip["compiled"] and trip["model"]["layers"] == 1
-    assert trip["interpreter"]["exact"] and trip["interpreter"]["max_abs_logit_diff"] < 1e-12
+    assert trip["interpreter"]["exact"] and trip["interpreter"]["max_abs_logit_diff"] < 1e-9  # float64, summed in another order
     assert {name: b["match"] for name, b in trip["checkpoint"]["buckets"].items()} == \
         dict.fromkeys(BUCKETS, 1.0)
 
