@@ -13,6 +13,8 @@ import math
 import attrs
 import numpy as np
 
+from rasp_ir.interpreter import to_bool
+
 from .plan import Atom, Block, Dense, Head, Linear, Plan, Var
 from . import vectorised as V
 
@@ -398,6 +400,5 @@ def _view(token, view: str):
     if view == "asis":
         return token
     if view == "bool":
-        from rasp_ir.interpreter import _to_bool
-        return _to_bool(token)
+        return to_bool(token)
     return {"str": str, "int": int, "float": float}[view](token)

@@ -2,7 +2,7 @@
 
 The compiler tabulates element-wise functions over every combination of their inputs' values
 (compiler/functions.py). Here each operation runs on arrays at once: through numpy where numpy
-gives Python's result (the interpreter's rule, `_fast_binary`, plus bounds that keep integers
+gives Python's result (the interpreter's rule, `fast_binary`, plus bounds that keep integers
 exact), otherwise through rasp_ir.ops once per distinct combination of argument values.
 
 A *column* is `(values, undefined)`: `values` an array of atoms whose dtype gives back the exact
@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from rasp_ir import ops
-from rasp_ir.interpreter import _fast_binary
+from rasp_ir.interpreter import fast_binary
 
 # the per-atom path turns these into Undefined (functions._guard)
 ERRORS = (ArithmeticError, TypeError, ValueError, KeyError, OverflowError)
@@ -157,7 +157,7 @@ def binary(op: str, a: tuple, b: tuple) -> tuple:
     x, y = a[0], b[0]
     if op in ("and", "or") or _numpy_exact(op, x, y):
         with np.errstate(all="ignore"):
-            fast = _fast_binary(op, x, y)
+            fast = fast_binary(op, x, y)
         if fast is not None:
             return np.asarray(fast), union(a[1], b[1])
     return lift(lambda p, q: ops.binary(op, p, q), a, b)

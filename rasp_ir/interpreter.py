@@ -311,7 +311,7 @@ class _Group:
     def _Tokens(self, node):
         if node.view == "asis":
             return self.tokens
-        convert = {"str": str, "int": int, "float": float, "bool": _to_bool}[node.view]
+        convert = {"str": str, "int": int, "float": float, "bool": to_bool}[node.view]
         return self.lift(convert, node, f"tokens_{node.view}", self.tokens)
 
     def _Indices(self, node):
@@ -337,7 +337,7 @@ class _Group:
     def _BinaryOp(self, node):
         op = node.op
         a, b = self.value(node.left), self.value(node.right)
-        fast = _fast_binary(op, a, b)
+        fast = fast_binary(op, a, b)
         if fast is not None:
             return fast
         return self.lift(lambda x, y: ops.binary(op, x, y), node, f"`{op}`", a, b)
@@ -674,7 +674,9 @@ def mlp_activation(x: np.ndarray, name: str) -> np.ndarray:
     return t
 
 
-def _to_bool(v):
+def to_bool(v):
+    """A token read as a bool: "True"/"true"/"1" or "False"/"false"/"0" for a string
+    (ValueError for any other string), Python's truth value for anything else."""
     if isinstance(v, str):
         if v in ("True", "true", "1"):
             return True
@@ -687,7 +689,7 @@ def _to_bool(v):
 _FAST_ARITH = {"+": np.add, "-": np.subtract, "*": np.multiply}
 
 
-def _fast_binary(op, a, b):
+def fast_binary(op, a, b):
     """numpy's version of `a op b` where it agrees with Python's; None otherwise."""
     if op in ops.COMPARISONS:
         if A.compatible(a, b):
