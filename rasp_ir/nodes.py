@@ -5,6 +5,8 @@ A program is an ordered list of named bindings; an expression refers to an earli
 reach the IR. Nodes are immutable (attrs `@frozen`); passes rebuild them with `attrs.evolve`.
 Source spans are fields with `eq=False`, so `parse(pretty(p)) == p` compares structure only.
 Types are not stored on nodes: `rasp_ir.types.infer` computes them from the program.
+The fields that hold sub-expressions are declared with `child()`; `children`, `walk` and the
+passes' `rewrite` read that declaration and nothing else.
 """
 
 from __future__ import annotations
@@ -35,6 +37,24 @@ def _span():
     return field(default=None, eq=False, repr=False, kw_only=True)
 
 
+# the field metadata key that marks a child; its value says whether the field holds a tuple
+_CHILD = "child"
+
+
+def child(many: bool = False):
+    """A field that holds a sub-expression (`many`: a tuple of them); `None` where the field's
+    type allows it. Walking, rewriting and typing find a node's children through these."""
+    return field(metadata={_CHILD: many})
+
+
+@functools.cache
+def child_fields(cls) -> tuple[tuple[str, bool], ...]:
+    """(field name, holds a tuple) for each field of node class `cls` declared with `child`,
+    in field order."""
+    return tuple((f.name, f.metadata[_CHILD]) for f in attrs.fields(cls)
+                 if _CHILD in f.metadata)
+
+
 class Node:
     """Base of every IR expression node."""
 
@@ -43,12 +63,12 @@ class Node:
     def children(self) -> tuple["Node", ...]:
         """The sub-expressions of this node, in field order."""
         out = []
-        for f in attrs.fields(type(self)):
-            value = getattr(self, f.name)
-            if isinstance(value, Node):
+        for name, many in child_fields(type(self)):
+            value = getattr(self, name)
+            if many:
+                out.extend(value)
+            elif value is not None:
                 out.append(value)
-            elif isinstance(value, tuple):
-                out.extend(v for v in value if isinstance(v, Node))
         return tuple(out)
 
 
@@ -97,7 +117,7 @@ class Param(Node):
 class UnaryOp(Node):
     """Element-wise `-x`, `+x` or `not x`."""
     op: str
-    operand: Node
+    operand: Node = child()
     span: Span | None = _span()
 
 
@@ -105,24 +125,24 @@ class UnaryOp(Node):
 class BinaryOp(Node):
     """Element-wise arithmetic (+ - * / % ^), comparison (== != < <= > >=) or and/or."""
     op: str
-    left: Node
-    right: Node
+    left: Node = child()
+    right: Node = child()
     span: Span | None = _span()
 
 
 @frozen
 class Cond(Node):
     """Element-wise `then if cond else otherwise`."""
-    cond: Node
-    then: Node
-    otherwise: Node
+    cond: Node = child()
+    then: Node = child()
+    otherwise: Node = child()
     span: Span | None = _span()
 
 
 @frozen
 class In(Node):
     """Element-wise membership of each value in a constant tuple (`x in [...]`, `x not in [...]`)."""
-    operand: Node
+    operand: Node = child()
     options: tuple
     negate: bool = False
     span: Span | None = _span()
@@ -133,7 +153,7 @@ class Lookup(Node):
     """Element-wise table lookup `{k: v, ...}[x]` (dicts, lists and strings indexed by an s-op)."""
     keys: tuple
     values: tuple
-    operand: Node
+    operand: Node = child()
     span: Span | None = _span()
 
 
@@ -141,7 +161,7 @@ class Lookup(Node):
 class Call(Node):
     """An element-wise builtin: indicator, round, numerical, categorical, abs, str, int, float."""
     function: str
-    args: tuple[Node, ...]
+    args: tuple[Node, ...] = child(many=True)
     span: Span | None = _span()
 
 
@@ -149,7 +169,7 @@ class Call(Node):
 class Lambda(Node):
     """A predicate or map written as an expression over `Param`s; only inside select/project."""
     params: tuple[str, ...]
-    body: Node
+    body: Node = child()
     span: Span | None = _span()
 
 
@@ -177,39 +197,39 @@ class Matrix(Node):
 class Select(Node):
     """A selector over (query, key) pairs. `queries` is None for a query-independent selector.
     `predicate` is a Compare, a Lambda over (k, q) or a Matrix (then the result is a score)."""
-    keys: Node
-    queries: Node | None
-    predicate: Node
+    keys: Node = child()
+    queries: Node | None = child()
+    predicate: Node = child()
     span: Span | None = _span()
 
 
 @frozen
 class SelectAnd(Node):
     """Both selectors hold."""
-    left: Node
-    right: Node
+    left: Node = child()
+    right: Node = child()
     span: Span | None = _span()
 
 
 @frozen
 class SelectOr(Node):
     """Either selector holds."""
-    left: Node
-    right: Node
+    left: Node = child()
+    right: Node = child()
     span: Span | None = _span()
 
 
 @frozen
 class SelectNot(Node):
     """The selector does not hold."""
-    operand: Node
+    operand: Node = child()
     span: Span | None = _span()
 
 
 @frozen
 class ScoreSum(Node):
     """A real-valued selector: the sum of its terms, each boolean term lifted by @hard_scale."""
-    terms: tuple[Node, ...]
+    terms: tuple[Node, ...] = child(many=True)
     span: Span | None = _span()
 
 
@@ -217,7 +237,7 @@ class ScoreSum(Node):
 class ScoreScale(Node):
     """A selector or score multiplied by a constant."""
     factor: float
-    operand: Node
+    operand: Node = child()
     span: Span | None = _span()
 
 
@@ -225,8 +245,8 @@ class ScoreScale(Node):
 class Aggregate(Node):
     """Attention. Over a `sel`: hard mean, `default` for empty rows (None: 0 for num, none for
     cat). Over a `score`: softmax over the permitted keys, producing a `vec` for cat/vec values."""
-    selector: Node
-    values: Node
+    selector: Node = child()
+    values: Node = child()
     default: Any = None
     span: Span | None = _span()
 
@@ -234,7 +254,7 @@ class Aggregate(Node):
 @frozen
 class SelectorWidth(Node):
     """The number of keys each query selects."""
-    selector: Node
+    selector: Node = child()
     span: Span | None = _span()
 
 
@@ -244,7 +264,7 @@ class SelectorWidth(Node):
 class Primitive(Node):
     """An element-wise primitive on vectors: harden, sharpen(n), lookup(M), exists(b) …"""
     name: str
-    args: tuple[Node, ...]
+    args: tuple[Node, ...] = child(many=True)
     params: tuple = ()
     span: Span | None = _span()
 
@@ -254,11 +274,11 @@ class Mlp(Node):
     """An opaque MLP over its inputs' concatenated vectors, holding its weights as tables
     `W_in` (d_in × d_mlp), `b_in`, `W_out` (d_mlp × d_out), `b_out`, with `activation`
     between: "gelu" (GPT-2's tanh approximation, trained checkpoints) or "relu" (compiled)."""
-    inputs: tuple[Node, ...]
-    W_in: Matrix
-    b_in: Matrix
-    W_out: Matrix
-    b_out: Matrix
+    inputs: tuple[Node, ...] = child(many=True)
+    W_in: Matrix = child()
+    b_in: Matrix = child()
+    W_out: Matrix = child()
+    b_out: Matrix = child()
     activation: str = "gelu"
     span: Span | None = _span()
 
@@ -267,15 +287,15 @@ class Mlp(Node):
 class Project(Node):
     """Logits over the output vocabulary: `inp` (None for a bias term) through a matrix or a
     predicate over (inp, out) lifted by @hard_scale."""
-    operand: Node | None
-    predicate: Node
+    operand: Node | None = child()
+    predicate: Node = child()
     span: Span | None = _span()
 
 
 @frozen
 class LogitsSum(Node):
     """The sum of logit terms."""
-    terms: tuple[Node, ...]
+    terms: tuple[Node, ...] = child(many=True)
     span: Span | None = _span()
 
 
@@ -283,7 +303,7 @@ class LogitsSum(Node):
 class Predict(Node):
     """The prediction from logits: `softmax` (next token) or `sigmoid` (next-token set)."""
     function: str
-    logits: Node
+    logits: Node = child()
     span: Span | None = _span()
 
 

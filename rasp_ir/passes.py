@@ -19,7 +19,6 @@ re-associated; see each pass). Bindings that nothing observable reads may change
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections import defaultdict
@@ -39,24 +38,11 @@ ZERO, CONSTANT = "zero", "constant"     # what a dropped term adds: 0, or a shif
 
 # ---------------------------------------------------------------- one traversal for every pass
 
-@functools.cache
-def _child_fields(cls) -> tuple[tuple[str, bool], ...]:
-    """(field, holds a tuple of nodes) for each field of a node class that holds nodes."""
-    out = []
-    for f in attrs.fields(cls):
-        kind = str(f.type)
-        if kind.startswith("tuple[Node"):
-            out.append((f.name, True))
-        elif kind.split(" |")[0] in ("Node", "Matrix"):
-            out.append((f.name, False))
-    return tuple(out)
-
-
 def rewrite(node: ir.Node, fn, context: str = EXACT) -> ir.Node:
     """Rebuild `node` bottom-up: children first (each in the context its parent gives it),
     then `fn(node, context)` on the node with its new children. Unchanged subtrees are kept."""
     changes = {}
-    for name, many in _child_fields(type(node)):
+    for name, many in ir.child_fields(type(node)):
         value = getattr(node, name)
         inner = _child_context(node, name, context)
         if many:
@@ -112,7 +98,7 @@ def _contexts(program: ir.Program) -> dict[str, str]:
         if isinstance(node, ir.Ref):
             uses[node.name].add(context)
             return
-        for name, many in _child_fields(type(node)):
+        for name, many in ir.child_fields(type(node)):
             value = getattr(node, name)
             for child in (value if many else (value,)):
                 if child is not None:

@@ -484,3 +484,13 @@ def test_fmt_simplify_writes_the_tables_it_makes(capsys, tmp_path, extracted):
     assert grammar.load(path) == passes.simplify(p)
     assert fmt(capsys, "--simplify", "--check", path)[0] == 0
     assert fmt(capsys, "--simplify", path)[0] == 0
+
+
+# ---------------------------------------------------------------- the traversal
+
+def test_every_field_holding_nodes_is_declared_a_child():
+    # a field typed as a node but not declared with `child()` would be skipped by every walk
+    for cls in ir.Node.__subclasses__():
+        typed = {f.name for f in attrs.fields(cls)
+                 if any(word in str(f.type) for word in ("Node", "Matrix"))}
+        assert {name for name, _ in ir.child_fields(cls)} == typed, cls.__name__
