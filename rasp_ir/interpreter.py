@@ -16,6 +16,7 @@ import numpy as np
 from . import arrays as A
 from . import nodes as ir
 from . import ops
+from . import primitives as P
 from . import types as T
 from .diagnostics import Diagnostic, RaspError
 
@@ -581,42 +582,21 @@ class _Group:
     def _Primitive(self, node):
         t = self.interp.type_of(node.args[0])
         x = self.vector(self.value(node.args[0]), t)
-        if node.name == "harden":
-            basis = A.to_array(list(T.basis_of(t)))
-            return basis[np.argmax(x, axis=-1)]
-        if node.name == "sharpen":
-            (power,) = node.params
-            powered = np.power(np.maximum(x, 0), power)
-            return powered / np.maximum(powered.sum(-1, keepdims=True), 1e-300)
-        if node.name == "exists":
-            (value, threshold) = node.params
-            return x[..., list(T.basis_of(t)).index(value)] > threshold
+        if node.name not in P.NAMES:
+            self.fail("E201", f"unknown primitive {node.name}", node)
         if node.name == "lookup":
-            return x @ self.interp.matrix(node.args[1])
-        basis = list(T.basis_of(t))
-        if node.name == "is_pure":
-            (threshold,) = node.params
-            out = list(T.basis_of(self.interp.type_of(node)))     # the input basis, then none
-            best = np.argmax(x, axis=-1)
-            pure = np.take_along_axis(x, best[..., None], axis=-1)[..., 0] > threshold
-            return A.to_array(out)[np.where(pure, best, out.index(None))]
-        if node.name in ("balance", "diff"):
-            first, second, setting = node.params
-            d = x[..., basis.index(first)] - x[..., basis.index(second)]
-            if node.name == "balance":     # setting: the tolerance for equality
-                return np.where(np.abs(d) <= setting, 0, np.sign(d)).astype(np.int64)
-            # setting: bins per unit; the nearest bin, halves rounded up
-            return np.clip(np.floor(setting * d + 0.5), -setting, setting).astype(np.int64)
-        if node.name == "erase":
-            return np.ones(x.shape[:-1], dtype=np.int64)
+            return P.lookup(x, self.interp.matrix(node.args[1]))
+        y = None
         if node.name == "product":
             y = self.vector(self.value(node.args[1]), self.interp.type_of(node.args[1]))
-            outer = (x[..., :, None] * y[..., None, :]).reshape(*x.shape[:-1], -1)
-            out_t = self.interp.type_of(node)
-            if isinstance(out_t, T.Cat):       # two one-hot inputs: the pair itself
-                return A.to_array(list(out_t.values))[np.argmax(outer, axis=-1)]
-            return outer
-        self.fail("E201", f"unknown primitive {node.name}", node)
+        out = P.apply(node.name, node.params, x, T.basis_of(t), y)
+        out_t = self.interp.type_of(node)
+        if node.name in P.CATEGORICAL:
+            return A.to_array(list(T.basis_of(out_t)))[out]
+        if node.name == "product" and isinstance(out_t, T.Cat):
+            # two one-hot inputs: their product is one-hot on the pair itself
+            return A.to_array(list(out_t.values))[np.argmax(out, axis=-1)]
+        return out
 
     def _Mlp(self, node):
         parts = [self.vector(self.value(i), self.interp.type_of(i)) for i in node.inputs]

@@ -2,17 +2,29 @@
 run by the interpreter, and must compute exactly the table (times @hard_scale) or the MLP
 output the primitive claims. Also: the new builtins' type errors."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import grammar
-from extractor.decompile.primitives import (SPECIALS, MlpPrimitive, Specials, attention_primitives,
-                                  bias_primitives, key_primitives, logit_primitives,
-                                  mlp_pair_primitives, mlp_primitives, with_special_rows)
+from extractor.decompile.primitives import (
+    SPECIALS,
+    MlpPrimitive,
+    Specials,
+    attention_primitives,
+    bias_primitives,
+    key_primitives,
+    logit_primitives,
+    mlp_pair_primitives,
+    mlp_primitives,
+    with_special_rows,
+)
 from extractor.tasks.vocabulary import Vocabulary
 from rasp_ir import nodes as ir
+from rasp_ir import primitives as semantics
 from rasp_ir import types as T
 from rasp_ir.diagnostics import RaspError
 from rasp_ir.interpreter import evaluate
@@ -334,6 +346,62 @@ def test_mlp_primitives_equal_the_interpreter(basis, data):
                                    err_msg=p.label())
 
 
+def _row_by_row(name, params, row, basis, other=None):
+    """One output of `name` read off one row, as rasp_ir/primitives.py's docstring states it
+    (plain Python: an oracle written apart from the vectorised functions)."""
+    entry = dict(zip(basis, row))
+    if name == "harden":
+        return basis[row.index(max(row))]
+    if name == "sharpen":
+        powered = [max(v, 0) ** params[0] for v in row]
+        return [v / max(sum(powered), 1e-300) for v in powered]
+    if name == "exists":
+        return entry[params[0]] > params[1]
+    if name == "is_pure":
+        best = row.index(max(row))
+        return basis[best] if row[best] > params[0] else None
+    if name in ("balance", "diff"):
+        a, b, setting = params
+        d = entry[a] - entry[b]
+        if name == "balance":
+            return 0 if abs(d) <= setting else (1 if d > 0 else -1)
+        return max(-setting, min(setting, math.floor(setting * d + 0.5)))
+    if name == "erase":
+        return 1
+    return [u * v for u in row for v in other]
+
+
+@pytest.mark.parametrize("basis", MLP_BASES, ids=lambda b: f"{type(b[0]).__name__}[{len(b)}]")
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_shared_semantics_equal_a_row_by_row_reading(basis, data):
+    """The functions the interpreter and the library share compute, on any rows, what the
+    semantics say row by row; the library's rows are their one-hot encoding."""
+    rows = data.draw(rows_strategy(len(basis)), label="rows")
+    if data.draw(st.booleans(), label="unnormalised"):
+        rows = [[3 * v - 1 for v in r] for r in rows]
+    other = data.draw(st.lists(st.floats(-1, 1), min_size=2, max_size=2), label="y")
+    X, Y = np.asarray(rows), np.asarray([other] * len(rows))
+    prims = mlp_primitives(basis, pure_thresholds=(0.9, 0.5), exists_thresholds=(0.1, 0.5))
+    prims += [p for p in mlp_pair_primitives(basis, (0, 1)) if p.name == "product"]
+    for p in prims:
+        if p.name == "no_op":
+            continue
+        out_basis = semantics.output_basis(p.name, p.params, basis, (0, 1))
+        got = semantics.apply(p.name, p.params, X, basis, Y)
+        library = p.apply(X, basis, Y, (0, 1))
+        for i, row in enumerate(rows):
+            want = _row_by_row(p.name, p.params, row, basis, other)
+            if p.name in semantics.CATEGORICAL:
+                assert out_basis[got[i]] == want and type(out_basis[got[i]]) is type(want), \
+                    (p.label(), row)
+                assert library[i].tolist() == [float(j == got[i]) for j in range(len(out_basis))]
+            else:
+                np.testing.assert_allclose(got[i], want, rtol=1e-12, atol=1e-300,
+                                           err_msg=p.label())
+                np.testing.assert_array_equal(library[i], got[i])
+
+
 def test_mlp_candidates_follow_the_basis():
     names = [p.name for p in mlp_primitives(VOCABS[0])]
     assert names[:3] == ["erase", "no_op", "harden"]
@@ -461,7 +529,7 @@ e = erase(a1);
     assert types["pure"] == T.Cat(("a", "b", "<bos>", None))
     assert types["b"] == T.Cat((-1, 0, 1)) and types["d"] == T.Cat(tuple(range(-5, 6)))
     assert types["e"] == T.Cat((1,))
-    get = lambda name: evaluate(program, [["a", "a", "b", "b"]], ir.Ref(name))[0].tolist()  # noqa
+    get = lambda name: evaluate(program, [["a", "a", "b", "b"]], ir.Ref(name))[0].tolist()
     assert get("pure") == ["a", "a", "a", None]       # 1, 1, 2/3, 1/2 of the mass on "a"
     assert get("b") == [1, 1, 1, 0]
     assert get("d") == [5, 5, 2, 0]                   # 5 · 1/3 = 1.67 → 2

@@ -11,7 +11,8 @@ library mislabels several, §13.2):
   the bias over the outputs (kind "bias"); it prints as the `op=` of a project.
 - `MlpPrimitive`: an element-wise function of one variable (two for `product`), printed as a
   call of a builtin (`harden`, `sharpen`, `exists`, `is_pure`, `balance`, `diff`, `erase`,
-  `product`) or, for `no_op`, as nothing at all.
+  `product`) or, for `no_op`, as nothing at all. Its outputs are computed by the functions
+  the interpreter evaluates those builtins with (rasp_ir/primitives.py), so they cannot drift.
 
 Each table is computed from a plain Python rule over the basis values; tests/test_primitives.py
 checks that the interpreter, reading the printed label, computes the same table (times
@@ -37,9 +38,9 @@ from attrs import field, frozen
 from extractor.tasks.vocabulary import BOS, EOS, PAD, SEP
 from rasp_ir import nodes as ir
 from rasp_ir import ops
+from rasp_ir import primitives as semantics
 from rasp_ir.printer import expr
 from rasp_ir.printer import predicate as print_predicate
-from rasp_ir.types import product_label
 
 
 @frozen
@@ -343,17 +344,6 @@ def bias_primitives() -> list[LogitPrimitive]:
 
 # ---------------------------------------------------------------- MLP primitives
 
-def _one_hot(index: np.ndarray, size: int) -> np.ndarray:
-    return np.eye(size)[index]
-
-
-def _column(X, basis, value) -> np.ndarray:
-    return X[..., list(basis).index(value)]
-
-
-def _pure_basis(basis) -> tuple:
-    return tuple(basis) if None in basis else tuple(basis) + (None,)
-
 
 @frozen
 class MlpPrimitive:
@@ -362,22 +352,9 @@ class MlpPrimitive:
     `apply` maps the input's rows (N, |basis|), one-hot for a categorical input, to the
     output's rows over `output_basis` (one-hot for a categorical output); `node` is the IR
     expression the interpreter computes the same with; `prefix` names the new variable.
-    Semantics (x a row, x[v] its entry for basis value v), name: printed call → output type,
-    value:
-
-    - erase: `erase(x)` → cat {1}, 1 everywhere (a constant);
-    - no_op: nothing (x itself) → x's type, x;
-    - harden: `harden(x)` → cat[basis], the value of the largest entry (the first on ties);
-    - sharpen: `sharpen(x, n)` → vec[basis], max(x, 0)ⁿ / Σ max(x, 0)ⁿ;
-    - exists: `exists(x, v, τ)` → bool, x[v] > τ;
-    - is_pure: `is_pure(x, τ)` → cat[basis + (None,)], harden(x) where its entry is > τ, else
-      None (for τ ≥ ½ on distributions: the value holding more than τ of the mass);
-    - balance: `balance(x, a, b, tol)` → cat {-1, 0, 1}, 0 where |x[a] − x[b]| ≤ tol, else the
-      sign of x[a] − x[b];
-    - diff: `diff(x, a, b, m)` → cat {−m … m}, floor(m·(x[a] − x[b]) + ½) clipped to ±m: the
-      difference in steps of 1/m, halves rounded up;
-    - product: `product(x, y)` → the pairs "u,v" (u in x's basis, v in y's), x[u]·y[v]; a cat
-      when both inputs are cat.
+    Each name is the builtin of the same name, printed as its call (`exists(x, "a", 0.1)`)
+    and computed by the interpreter's own function for it (rasp_ir/primitives.py, which
+    states the semantics); only `no_op` is the library's: it prints as nothing (x itself).
     """
 
     name: str
@@ -387,54 +364,22 @@ class MlpPrimitive:
 
     def output_basis(self, basis: tuple, basis_y: tuple | None = None) -> tuple:
         """The basis of the output's rows."""
-        name = self.name
-        if name in ("no_op", "harden", "sharpen"):
+        if self.name == "no_op":
             return tuple(basis)
-        if name == "exists":
-            return (False, True)
-        if name == "is_pure":
-            return _pure_basis(basis)
-        if name == "balance":
-            return (-1, 0, 1)
-        if name == "diff":
-            bins = self.params[2]
-            return tuple(range(-bins, bins + 1))
-        if name == "erase":
-            return (1,)
-        return tuple(product_label(u, v) for u in basis for v in basis_y)
+        return semantics.output_basis(self.name, self.params, basis, basis_y)
 
     def apply(self, X: np.ndarray, basis: tuple, Y: np.ndarray | None = None,
               basis_y: tuple | None = None) -> np.ndarray:
         """The output rows (..., len(output_basis)) for input rows X (..., len(basis))."""
         X = np.asarray(X, dtype=np.float64)
-        name, params = self.name, self.params
-        if name == "no_op":
+        if self.name == "no_op":
             return X
-        if name == "harden":
-            return _one_hot(np.argmax(X, axis=-1), len(basis))
-        if name == "sharpen":
-            powered = np.maximum(X, 0) ** params[0]
-            return powered / np.maximum(powered.sum(-1, keepdims=True), 1e-300)
-        if name == "exists":
-            value, threshold = params
-            return _one_hot((_column(X, basis, value) > threshold).astype(int), 2)
-        if name == "is_pure":
-            out = _pure_basis(basis)
-            best = np.argmax(X, axis=-1)
-            pure = np.take_along_axis(X, best[..., None], axis=-1)[..., 0] > params[0]
-            return _one_hot(np.where(pure, best, out.index(None)), len(out))
-        if name in ("balance", "diff"):
-            first, second, setting = params
-            d = _column(X, basis, first) - _column(X, basis, second)
-            if name == "balance":
-                sign = np.where(np.abs(d) <= setting, 0, np.sign(d)).astype(int)
-                return _one_hot(sign + 1, 3)
-            step = np.clip(np.floor(setting * d + 0.5), -setting, setting).astype(int)
-            return _one_hot(step + setting, 2 * setting + 1)
-        if name == "erase":
-            return np.ones(X.shape[:-1] + (1,))
-        Y = np.asarray(Y, dtype=np.float64)
-        return (X[..., :, None] * Y[..., None, :]).reshape(*X.shape[:-1], -1)
+        if Y is not None:
+            Y = np.asarray(Y, dtype=np.float64)
+        out = semantics.apply(self.name, self.params, X, basis, Y)
+        if self.name in semantics.CATEGORICAL:
+            return np.eye(len(self.output_basis(basis, basis_y)))[out]
+        return out
 
     def node(self, arg: ir.Node, other: ir.Node | None = None) -> ir.Node:
         """The IR expression computing the output from `arg` (and `other` for product)."""

@@ -1,0 +1,145 @@
+"""The element-wise primitives' semantics, written once.
+
+The interpreter evaluates `ir.Primitive` nodes with these functions, and the extractor's
+primitive library (extractor/decompile/primitives.py) computes its candidates' features with
+the same ones, so a candidate the least-squares fit accepts means exactly what the printed
+program computes.
+
+Every function works on rows `x` of shape (..., |basis|): one-hot for a categorical value,
+real for a vector. A primitive with a categorical output (`CATEGORICAL`) returns integer codes
+(...,) into `output_basis(...)`; the interpreter turns them into values, the library into
+one-hot rows. The others return rows over `output_basis(...)`.
+
+Semantics (x[v] the entry for basis value v), name(params): output basis, value:
+
+- harden(): the basis, the value of the largest entry (the first on ties);
+- sharpen(n): the basis, max(x, 0)ⁿ / Σ max(x, 0)ⁿ;
+- exists(v, τ): (False, True), x[v] > τ;
+- is_pure(τ): the basis and None, harden(x) where its entry is > τ, else None (for τ ≥ ½ on
+  distributions: the value holding more than τ of the mass);
+- balance(a, b, tol): (-1, 0, 1), 0 where |x[a] − x[b]| ≤ tol, else the sign of x[a] − x[b];
+- diff(a, b, m): −m … m, floor(m·(x[a] − x[b]) + ½) clipped to ±m: the difference in steps
+  of 1/m, halves rounded up;
+- erase(): (1,), 1 everywhere;
+- product(y): the pairs "u,v" (u in x's basis, v in y's), x[u]·y[v]; categorical when both
+  inputs are (its rows are then one-hot, and the interpreter reads the pair off them);
+- lookup(M): M's columns, x · M.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .types import product_label
+
+# the primitives whose output is a value of a finite basis (codes), not a vector (rows)
+CATEGORICAL = frozenset({"harden", "exists", "is_pure", "balance", "diff", "erase"})
+NAMES = CATEGORICAL | {"sharpen", "product", "lookup"}
+
+
+def pure_basis(basis) -> tuple:
+    """is_pure's output basis: the input basis, then None (once)."""
+    return tuple(basis) if None in basis else tuple(basis) + (None,)
+
+
+def output_basis(name: str, params: tuple, basis, basis_y=None) -> tuple:
+    """The basis of `name`'s output for an input over `basis` (and `basis_y`, product's
+    second input, or lookup's table columns)."""
+    if name in ("harden", "sharpen"):
+        return tuple(basis)
+    if name == "exists":
+        return (False, True)
+    if name == "is_pure":
+        return pure_basis(basis)
+    if name == "balance":
+        return (-1, 0, 1)
+    if name == "diff":
+        bins = params[2]
+        return tuple(range(-bins, bins + 1))
+    if name == "erase":
+        return (1,)
+    if name == "product":
+        return tuple(product_label(u, v) for u in basis for v in basis_y)
+    if name == "lookup":
+        return tuple(basis_y)
+    raise ValueError(f"unknown primitive {name}")
+
+
+def _column(x: np.ndarray, basis, value) -> np.ndarray:
+    return x[..., list(basis).index(value)]
+
+
+def harden(x: np.ndarray) -> np.ndarray:
+    """Codes into the basis: the largest entry's, the first on ties."""
+    return np.argmax(x, axis=-1)
+
+
+def sharpen(x: np.ndarray, power) -> np.ndarray:
+    """Rows over the basis: max(x, 0)ⁿ normalised (all zeros stay zeros)."""
+    powered = np.power(np.maximum(x, 0), power)
+    return powered / np.maximum(powered.sum(-1, keepdims=True), 1e-300)
+
+
+def exists(x: np.ndarray, basis, value, threshold) -> np.ndarray:
+    """Codes into (False, True): whether x[value] is above `threshold`."""
+    return (_column(x, basis, value) > threshold).astype(np.int64)
+
+
+def is_pure(x: np.ndarray, basis, threshold) -> np.ndarray:
+    """Codes into `pure_basis(basis)`: harden's where its entry is above `threshold`, else
+    None's."""
+    best = np.argmax(x, axis=-1)
+    pure = np.take_along_axis(x, best[..., None], axis=-1)[..., 0] > threshold
+    return np.where(pure, best, pure_basis(basis).index(None))
+
+
+def balance(x: np.ndarray, basis, first, second, tolerance) -> np.ndarray:
+    """Codes into (-1, 0, 1): the sign of x[first] − x[second], 0 within `tolerance`."""
+    d = _column(x, basis, first) - _column(x, basis, second)
+    return np.where(np.abs(d) <= tolerance, 0, np.sign(d)).astype(np.int64) + 1
+
+
+def diff(x: np.ndarray, basis, first, second, bins: int) -> np.ndarray:
+    """Codes into −bins … bins: x[first] − x[second] in steps of 1/bins, the nearest step
+    (halves rounded up), clipped."""
+    d = _column(x, basis, first) - _column(x, basis, second)
+    return np.clip(np.floor(bins * d + 0.5), -bins, bins).astype(np.int64) + bins
+
+
+def erase(x: np.ndarray) -> np.ndarray:
+    """Codes into (1,): the one value everywhere."""
+    return np.zeros(x.shape[:-1], dtype=np.int64)
+
+
+def product(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Rows over the pairs (x's basis major): x[u]·y[v]."""
+    return (x[..., :, None] * y[..., None, :]).reshape(*x.shape[:-1], -1)
+
+
+def lookup(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Rows over the table's columns: x · table."""
+    return x @ table
+
+
+def apply(name: str, params: tuple, x: np.ndarray, basis, y: np.ndarray | None = None):
+    """`name` on rows `x` over `basis` (and `y`: product's second rows, lookup's table):
+    codes into the output basis where `name` is in CATEGORICAL, rows over it otherwise."""
+    if name == "harden":
+        return harden(x)
+    if name == "sharpen":
+        return sharpen(x, *params)
+    if name == "exists":
+        return exists(x, basis, *params)
+    if name == "is_pure":
+        return is_pure(x, basis, *params)
+    if name == "balance":
+        return balance(x, basis, *params)
+    if name == "diff":
+        return diff(x, basis, *params)
+    if name == "erase":
+        return erase(x)
+    if name == "product":
+        return product(x, y)
+    if name == "lookup":
+        return lookup(x, y)
+    raise ValueError(f"unknown primitive {name}")
