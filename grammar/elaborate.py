@@ -19,6 +19,7 @@ from rasp_ir import nodes as ir
 from rasp_ir import ops
 from rasp_ir import types as T
 from rasp_ir.diagnostics import Diagnostic, RaspError
+from rasp_ir.names import RESERVED
 from rasp_ir.nodes import Span
 
 from .values import POISON, Builtin, Env, Function, Issue, PoisonError, Term, is_atom
@@ -38,7 +39,9 @@ class Elaborator:
         self.bindings: list[ir.Binding] = []
         self.library: dict[str, ir.Binding] = dict(library or {})
         self.lib_rank: dict[str, int] = {name: i for i, name in enumerate(self.library)}
-        self.taken: set[str] = set(self.library) | (base.names() if base else set())
+        # what a program records as bound before its own names (the passes keep clear of them)
+        self.predefined: set[str] = set(self.library) | (base.names() if base else set())
+        self.taken: set[str] = set(self.predefined)
         self.diagnostics: list[Diagnostic] = []
         self.ctx = T.Context()
         self.directives: dict = {}
@@ -94,7 +97,8 @@ class Elaborator:
             vocab_name=d.get("vocab_name"), maxlen=d.get("maxlen"), causal=d.get("causal", False),
             bos=d.get("bos"), attention=d.get("attention", "hard"),
             hard_scale=d.get("hard_scale", 1e4), compat=d.get("compat"),
-            loads=tuple(self.loads), expects=tuple(self.expects), source=self.source)
+            loads=tuple(self.loads), expects=tuple(self.expects), source=self.source,
+            predefined=frozenset(self.predefined))
 
     def _used_library(self, extra_roots=()) -> set[str]:
         roots = [b.value for b in self.bindings] + list(extra_roots)
@@ -354,8 +358,10 @@ class Elaborator:
                 self.lib_rank[b.name] = len(self.lib_rank)
                 self.taken.add(b.name)
         env.values.update(exports)
-        if top and self.origin is None and name not in self.loads:
-            self.loads.append(name)
+        if top and self.origin is None:
+            self.predefined |= set(exports) | {b.name for b in bindings}
+            if name not in self.loads:
+                self.loads.append(name)
 
     # ------------------------------------------------------------ expressions
 
@@ -728,13 +734,6 @@ class Elaborator:
 
 
 # ---------------------------------------------------------------- helpers
-
-RESERVED = {
-    "tokens_asis", "tokens_str", "tokens_int", "tokens_float", "tokens_bool", "indices",
-    "True", "False", "None", "select", "aggregate", "selector_width", "range", "zip", "len",
-    "full_s", "length", "token", "pos",
-}
-
 
 def _names(tree) -> tuple[str, ...]:
     return tuple(t.value for t in tree.children) if tree is not None else ()

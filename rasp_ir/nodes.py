@@ -343,6 +343,9 @@ class Program:
     loads: tuple[str, ...] = ()
     expects: tuple[Expect, ...] = ()
     source: str | None = field(default=None, eq=False, repr=False)
+    # the names the parser bound before the file's own (builtins, the default and loaded
+    # libraries' names): a binding that took one would be renamed when the program is read back
+    predefined: frozenset[str] = field(default=frozenset(), eq=False, repr=False)
 
     def binding(self, name: str) -> Binding:
         """The binding called `name` (KeyError if there is none)."""

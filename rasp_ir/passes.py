@@ -19,7 +19,6 @@ re-associated; see each pass). Bindings that nothing observable reads may change
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 
@@ -29,6 +28,7 @@ import numpy as np
 from . import nodes as ir
 from . import ops
 from . import types as T
+from .names import KEYWORDS, RESERVED
 
 # what the readers of a value can tell apart: everything (EXACT), or not a constant added per
 # query to a softmax attention score (SCORE), or per position to softmax logits (LOGITS)
@@ -436,28 +436,13 @@ def _fold(node):
 # ---------------------------------------------------------------- names
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
-_KEYWORDS = {"and", "def", "else", "for", "if", "in", "lambda", "load", "not", "or", "return"}
 
 
 def taken_names(program: ir.Program) -> set[str]:
-    """Names a binding may not take: keywords, builtins, the default library and the loaded
-    libraries (the parser would rename a binding that shadows one), the @vocab name."""
-    from grammar.elaborate import RESERVED
-    from grammar.library import base_environment, load_library
-    base, library = base_environment()
-    out = set(_KEYWORDS) | RESERVED | set(library)
-    env = base
-    while env is not None:
-        out |= set(env.values)
-        env = env.parent
-    files = [b.span.file for b in program.bindings if b.span is not None]
-    search = (os.path.dirname(files[0]) or ".",) if files else (".",)
-    for name in program.loads:
-        try:
-            exports, bindings = load_library(name, search, None)
-        except Exception:       # noqa: BLE001 - a library that cannot be read adds no names
-            continue
-        out |= set(exports) | {b.name for b in bindings}
+    """Names a binding may not take: keywords, reserved names, the names the parser binds
+    before the file's own (builtins, the default and loaded libraries' names: it would rename
+    a binding that shadows one; `Program.predefined`), the @vocab name."""
+    out = set(KEYWORDS) | RESERVED | program.predefined
     if program.vocab_name:
         out.add(program.vocab_name)
     return out

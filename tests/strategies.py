@@ -18,11 +18,11 @@ import keyword
 
 from hypothesis import strategies as st
 
-from grammar.elaborate import RESERVED
 from grammar.library import base_environment
 from rasp_ir import nodes as ir
 from rasp_ir import ops
 from rasp_ir import types as T
+from rasp_ir.names import RESERVED
 
 # ---------------------------------------------------------------- names
 

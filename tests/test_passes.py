@@ -414,6 +414,17 @@ def test_rename_is_consistent_and_refuses_collisions():
         assert_agree(p, q, seq)
 
 
+def test_names_taken_by_the_language_and_the_libraries():
+    p = grammar.parse('load "paper_examples";\n@vocab v = {"a", "b"};\n@maxlen 4;\n'
+                      'x = tokens == "a";\n@output x;\n')
+    taken = passes.taken_names(p)
+    assert {"if", "select", "length", "count", "harden", "reverse", "_flip", "v"} <= taken
+    assert "x" not in taken
+    with pytest.raises(ValueError):
+        passes.rename(p, {"x": "reverse"})
+    assert passes.taken_names(reparsed(p)) == taken
+
+
 def test_descriptive_names():
     program = grammar.parse(drasp_noisy().replace(
         "logits = ", "h = harden(a1);\nx = sharpen(a2, 2);\n"
