@@ -8,7 +8,7 @@ from rasp_ir import nodes as ir
 from rasp_ir.diagnostics import Diagnostic, RaspError
 
 from .elaborate import Elaborator
-from .library import base_environment
+from .library import base_environment, load_library
 from .parser import parse_tree, precedence_warnings
 
 __all__ = ["parse", "load", "elaborate", "Session"]
@@ -52,7 +52,7 @@ def load(path) -> ir.Program:
 def _elaborator(text: str, file: str) -> Elaborator:
     base, library = base_environment()
     search = (str(Path(file).parent),) if file != "<string>" else (".",)
-    return Elaborator(file, text, base, search_dirs=search, library=library)
+    return Elaborator(file, text, base, search_dirs=search, library=library, loader=load_library)
 
 
 class Session:

@@ -12,7 +12,7 @@ from rasp_ir import nodes as ir
 from rasp_ir import ops
 from rasp_ir import types as T
 
-from .values import Builtin, Env, Function, Issue, Term, is_atom
+from .values import Builtin, Env, Function, Issue, Term, describe_value, is_atom
 
 _MISSING = object()
 
@@ -66,12 +66,7 @@ class Args:
         if value is None or isinstance(value, (bool, int, float, str)):
             return Term(ir.Const(value), T.Cat((value,)))
         raise Issue(code, f"{self.name} expects {what} as `{name}`, got "
-                    f"{_describe(value)}", self.span)
-
-
-def _describe(value):
-    from .elaborate import _describe_meta
-    return _describe_meta(value)
+                    f"{describe_value(value)}", self.span)
 
 
 # ---------------------------------------------------------------- attention
@@ -116,7 +111,7 @@ def predicate(el, a: Args, names, types):
         return ir.Lambda(names, ir.Const(value))
     if not isinstance(value, Term) or not T.is_sop(value.type):
         raise Issue("E211", f"{a.name}'s op must be a comparison, a predicate over "
-                    f"{' and '.join(names)}, or a matrix; got {_describe(value)}", a.span)
+                    f"{' and '.join(names)}, or a matrix; got {describe_value(value)}", a.span)
     for n in ir.walk(value.node):
         if isinstance(n, (ir.Ref, ir.Tokens, ir.Indices, ir.Aggregate, ir.Select,
                           ir.SelectorWidth)):
@@ -142,7 +137,7 @@ def _as_comparison(pred: ir.Lambda):
 def _aggregate(el, a: Args, span):
     sel = a.value("sel")
     if not isinstance(sel, Term):
-        raise Issue("E220", f"aggregate expects a selector first, got {_describe(sel)}", span)
+        raise Issue("E220", f"aggregate expects a selector first, got {describe_value(sel)}", span)
     values = a.term("values")
     default = a.value("default", None)
     if not is_atom(default):
@@ -153,7 +148,7 @@ def _aggregate(el, a: Args, span):
 def _selector_width(el, a: Args, span):
     sel = a.value("sel")
     if not isinstance(sel, Term) or not isinstance(sel.type, T.Sel):
-        raise Issue("E224", f"selector_width expects a selector, got {_describe(sel)}", span,
+        raise Issue("E224", f"selector_width expects a selector, got {describe_value(sel)}", span,
                     "build a selector first, e.g. selector_width(select(tokens, tokens, ==))")
     return el.typed(ir.SelectorWidth(sel.node, span=span), span)
 
@@ -166,7 +161,7 @@ def _elementwise(function):
         if isinstance(x, Term):
             return el.typed(ir.Call(function, (x.node,), span=span), span)
         if function == "indicator":
-            raise Issue("E204", f"indicator expects an s-op, got {_describe(x)}", span)
+            raise Issue("E204", f"indicator expects an s-op, got {describe_value(x)}", span)
         if function in ("numerical", "categorical"):
             return x
         try:
@@ -197,7 +192,7 @@ def _zip(el, a: Args, span):
     lists = [el.arg_value(t, a.env) for t in a.trees["items"]]
     for value in lists:
         if not isinstance(value, (list, tuple, str, dict)):
-            raise Issue("E205", f"zip takes lists, got {_describe(value)}", span)
+            raise Issue("E205", f"zip takes lists, got {describe_value(value)}", span)
     return [list(t) for t in zip(*lists)]
 
 
@@ -210,7 +205,7 @@ def _draw(el, a: Args, span):
 def _vector_term(a: Args, name="x"):
     value = a.term(name)
     if not isinstance(value.type, (T.Vec, T.Cat, T.Num)):
-        raise Issue("E201", f"{a.name} expects a vector, got {_describe(value)}", a.span)
+        raise Issue("E201", f"{a.name} expects a vector, got {describe_value(value)}", a.span)
     return value
 
 
@@ -247,7 +242,7 @@ def _basis_value(a: Args, name):
     value = a.value(name)
     if not is_atom(value):
         raise Issue("E205", f"{a.name}'s `{name}` must be a basis value (a constant), got "
-                    f"{_describe(value)}", a.span)
+                    f"{describe_value(value)}", a.span)
     return value
 
 
@@ -267,7 +262,7 @@ def _diff(el, a, span):
     bins = a.value("bins", 5)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise Issue("E205", f"diff's `bins` must be a whole number of at least 1, got "
-                    f"{_describe(bins)}", span, "bins per unit: diff(x, a, b, 5) has 11 bins")
+                    f"{describe_value(bins)}", span, "bins per unit: diff(x, a, b, 5) has 11 bins")
     return el.typed(ir.Primitive("diff", (x.node,), (first, second, bins), span=span), span)
 
 

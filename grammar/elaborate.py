@@ -11,6 +11,7 @@ import ast
 import difflib
 import math
 import warnings
+from typing import Callable
 
 import attrs
 import lark
@@ -22,7 +23,9 @@ from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.names import RESERVED
 from rasp_ir.nodes import Span
 
-from .values import POISON, Builtin, Env, Function, Issue, PoisonError, Term, is_atom
+from .builtins import Args
+from .values import (POISON, Builtin, Env, Function, Issue, PoisonError, Term, describe_value,
+                     is_atom)
 
 _ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "pow": "^"}
 _ANY = object()
@@ -32,9 +35,13 @@ class Elaborator:
     """Elaborates one file (a program or a library) into IR bindings and directives."""
 
     def __init__(self, file: str, source: str, base: Env | None, origin: str | None = None,
-                 search_dirs: tuple = (), library: dict | None = None):
+                 search_dirs: tuple = (), library: dict | None = None, *,
+                 loader: Callable[[str, tuple, Span | None], tuple[dict, list]]):
+        """`loader(name, search_dirs, span)` reads the library a `load` names: its exported
+        names and its bindings (given by the caller, since reading a library elaborates it)."""
         self.file, self.source, self.origin = file, source, origin
         self.search_dirs = search_dirs
+        self.loader = loader
         self.env = Env(parent=base)
         self.bindings: list[ir.Binding] = []
         self.library: dict[str, ir.Binding] = dict(library or {})
@@ -173,7 +180,7 @@ class Elaborator:
             value = self.expr(body, self.env)
             if not isinstance(value, Term):
                 raise Issue("E260", "@output must be an s-op, a vector or logits, got "
-                            f"{_describe_meta(value)}", span)
+                            f"{describe_value(value)}", span)
             if isinstance(value.type, (T.Sel, T.Score)):
                 raise Issue("E260", "@output is a selector; a program outputs one value per "
                             "position", span, "aggregate it, or output selector_width(...)")
@@ -217,7 +224,7 @@ class Elaborator:
                         shape_hint)
         subject = self.expr(call.children[0], self.env)
         if not isinstance(subject, Term):
-            raise Issue("E270", f"@expect applies {_describe_meta(subject)}, not a program", span)
+            raise Issue("E270", f"@expect applies {describe_value(subject)}, not a program", span)
         inp = _sequence(self.meta(self.expr(call.children[1].children[0], self.env), span, "input"))
         expected = self.meta(self.expr(expected_tree, self.env), span, "expected value")
         expected = _sequence(expected)
@@ -233,7 +240,7 @@ class Elaborator:
 
     def meta(self, value, span, what):
         if isinstance(value, (Term, Function, Builtin)):
-            raise Issue("E205", f"{what} must be a constant, got {_describe_meta(value)}", span)
+            raise Issue("E205", f"{what} must be a constant, got {describe_value(value)}", span)
         return value
 
     # ------------------------------------------------------------ statements
@@ -270,7 +277,7 @@ class Elaborator:
             if len(values) == 1 and len(names) > 1:
                 values = values[0]
                 if not isinstance(values, (tuple, list)) or len(values) != len(names):
-                    raise Issue("E240", f"cannot unpack {_describe_meta(values)} into "
+                    raise Issue("E240", f"cannot unpack {describe_value(values)} into "
                                 f"{len(names)} names", span)
             elif len(values) != len(names):
                 raise Issue("E240", f"{len(names)} names but {len(values)} values", span)
@@ -335,14 +342,14 @@ class Elaborator:
             return list(value)
         if isinstance(value, (list, tuple, str, range)):
             return list(value)
-        raise Issue("E242", f"cannot loop over {_describe_meta(value)}", span)
+        raise Issue("E242", f"cannot loop over {describe_value(value)}", span)
 
     def unpack_into(self, names, item, env, span):
         if len(names) == 1:
             env.values[names[0]] = item
             return
         if not isinstance(item, (list, tuple)) or len(item) != len(names):
-            raise Issue("E240", f"cannot unpack {_describe_meta(item)} into {len(names)} names",
+            raise Issue("E240", f"cannot unpack {describe_value(item)} into {len(names)} names",
                         span)
         for n, v in zip(names, item):
             env.values[n] = v
@@ -350,8 +357,7 @@ class Elaborator:
     def load(self, tree, env, top):
         name = _string_literal(tree.children[0], self.span(tree.children[0]))
         span = self.span(tree)
-        from .library import load_library
-        exports, bindings = load_library(name, self.search_dirs, span)
+        exports, bindings = self.loader(name, self.search_dirs, span)
         for b in bindings:
             if b.name not in self.library:
                 self.library[b.name] = b
@@ -518,7 +524,7 @@ class Elaborator:
             elif isinstance(base, (list, tuple, str)):
                 keys, values = tuple(range(len(base))), tuple(base)
             else:
-                raise Issue("E205", f"cannot index {_describe_meta(base)}", span)
+                raise Issue("E205", f"cannot index {describe_value(base)}", span)
             if not all(is_atom(v) for v in keys + values):
                 raise Issue("E205", "a table indexed by an s-op must hold constants", span)
             return self.typed(ir.Lookup(keys, values, index.node, span=span), span)
@@ -530,7 +536,7 @@ class Elaborator:
             raise Issue("E208", f"index {index} out of range for a list of length "
                         f"{len(base)}", span) from None
         except TypeError as exc:
-            raise Issue("E205", f"cannot index {_describe_meta(base)} with {index!r}: {exc}",
+            raise Issue("E205", f"cannot index {describe_value(base)} with {index!r}: {exc}",
                         span) from None
 
     def broadcast_position(self, base: Term, index: int, span):
@@ -564,7 +570,6 @@ class Elaborator:
             else:
                 positional.append(arg)
         if isinstance(callee, Builtin):
-            from .builtins import Args
             return callee.handler(self, Args(self, callee, positional, keywords, env, span), span)
         if isinstance(callee, Function):
             return self.call_function(callee, positional, keywords, env, span)
@@ -572,7 +577,7 @@ class Elaborator:
             if keywords or len(positional) != 1:
                 raise Issue("E240", "a program is applied to exactly one input", span)
             return self.apply(callee, self.expr(positional[0], env), span)
-        raise Issue("E253", f"{_describe_meta(callee)} is not a function", span)
+        raise Issue("E253", f"{describe_value(callee)} is not a function", span)
 
     def call_function(self, fn: Function, positional, keywords, env, span):
         args = [self.arg_value(a, env) for a in positional]
@@ -639,7 +644,7 @@ class Elaborator:
             return value.node
         if value is None or isinstance(value, (bool, int, float, str)):
             return ir.Const(value)
-        raise Issue("E201", f"{_describe_meta(value)} cannot be used as an s-op", span)
+        raise Issue("E201", f"{describe_value(value)} cannot be used as an s-op", span)
 
     def unary(self, op, value, span):
         if not isinstance(value, Term):
@@ -658,12 +663,12 @@ class Elaborator:
             except ZeroDivisionError:
                 raise Issue("R231", "division by zero", span) from None
             except OverflowError:
-                raise Issue("E201", f"`{op}` on {_describe_meta(left)} and "
-                            f"{_describe_meta(right)} gives a number too large to represent",
+                raise Issue("E201", f"`{op}` on {describe_value(left)} and "
+                            f"{describe_value(right)} gives a number too large to represent",
                             span) from None
             except (TypeError, ValueError) as exc:
-                raise Issue("E201", f"cannot apply `{op}` to {_describe_meta(left)} and "
-                            f"{_describe_meta(right)}", span, str(exc)) from None
+                raise Issue("E201", f"cannot apply `{op}` to {describe_value(left)} and "
+                            f"{describe_value(right)}", span, str(exc)) from None
         kinds = [getattr(v, "type", None) for v in (left, right)]
         selectors = [isinstance(k, (T.Sel, T.Score)) for k in kinds]
         if any(selectors):
@@ -672,8 +677,8 @@ class Elaborator:
             if op == "+" and all(isinstance(k, T.Logits) for k in kinds):
                 terms = _flatten(ir.LogitsSum, left.node) + _flatten(ir.LogitsSum, right.node)
                 return self.typed(ir.LogitsSum(terms, span=span), span)
-            raise Issue("E201", f"cannot apply `{op}` to {_describe_meta(left)} and "
-                        f"{_describe_meta(right)}", span,
+            raise Issue("E201", f"cannot apply `{op}` to {describe_value(left)} and "
+                        f"{describe_value(right)}", span,
                         "vectors combine through primitives; logits add with `+`")
         return self.typed(ir.BinaryOp(op, self.lift(left, span), self.lift(right, span),
                                       span=span), span)
@@ -687,7 +692,7 @@ class Elaborator:
             if isinstance(factor, (int, float)) and not isinstance(factor, bool):
                 return self.typed(ir.ScoreScale(float(factor), sel.node, span=span), span)
         raise Issue("E214", f"cannot apply `{op}` to selector(s) and "
-                    f"{_describe_meta(right if selectors[0] else left)}", span,
+                    f"{describe_value(right if selectors[0] else left)}", span,
                     "selectors combine with and/or/not, or add into a score with `+`")
 
     def logical(self, op, left, right, span):
@@ -710,7 +715,7 @@ class Elaborator:
                             "constant list, or the left a single value", span)
             if not (left is None or isinstance(left, (bool, int, float, str))):
                 raise Issue("E201", f"`in` an s-op needs a single value on its left, got "
-                            f"{_describe_meta(left)}", span)
+                            f"{describe_value(left)}", span)
             # RASP 0.1: "a" in tokens -- does the value occur anywhere in the sequence
             full = ir.Select(ir.Const(1), ir.Const(1), ir.Compare("=="))
             share = ir.Aggregate(full, ir.Call("indicator", (ir.BinaryOp(
@@ -725,7 +730,7 @@ class Elaborator:
             except TypeError as exc:
                 raise Issue("E201", str(exc), span) from None
         if not isinstance(right, (list, tuple, str)):
-            raise Issue("E201", f"`in` needs a list on its right, got {_describe_meta(right)}",
+            raise Issue("E201", f"`in` needs a list on its right, got {describe_value(right)}",
                         span)
         options = tuple(right) if not isinstance(right, str) else tuple(right)
         if not all(is_atom(o) for o in options):
@@ -758,7 +763,7 @@ def _vocab_tokens(value, span) -> list:
     items = list(value) if isinstance(value, (str, list, tuple, dict)) else None
     if items is None or not all(v is None or isinstance(v, (str, int, float, bool))
                                 for v in items):
-        raise Issue("E110", f"@vocab takes a set of tokens, got {_describe_meta(value)}", span,
+        raise Issue("E110", f"@vocab takes a set of tokens, got {describe_value(value)}", span,
                     'e.g. @vocab {"a", "b"}; or @vocab {0, 1, 2};')
     return items
 
@@ -794,19 +799,3 @@ def _freeze(value):
     if isinstance(value, list):
         return tuple(_freeze(v) for v in value)
     return value
-
-
-def _describe_meta(value) -> str:
-    if isinstance(value, Term):
-        return f"the {T.describe(value.type)} of type {value.type}"
-    if isinstance(value, Function):
-        return f"the function {value.name}"
-    if isinstance(value, Builtin):
-        return f"the builtin {value.name}"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, bool) or value is None:
-        return repr(value)
-    if isinstance(value, (int, float)):
-        return f"the number {value!r}"
-    return f"a {type(value).__name__}"

@@ -10,6 +10,8 @@ from pathlib import Path
 from rasp_ir.diagnostics import RaspError
 
 from .builtins import builtin_env
+from .elaborate import Elaborator
+from .parser import parse_tree
 from .values import Env, Issue
 
 DEFAULT_LIBRARY = "rasplib"
@@ -60,12 +62,10 @@ def _elaborate_library(name, path, base, library):
 
 
 def _run(name, path, base, library):
-    from .elaborate import Elaborator
-    from .parser import parse_tree
     text = path.read_text(encoding="utf-8")
     tree = parse_tree(text, str(path))
     el = Elaborator(str(path), text, base, origin=name, search_dirs=(str(path.parent),),
-                    library=library)
+                    library=library, loader=load_library)
     el.run(tree)
     errors = [d for d in el.diagnostics if d.severity != "warning"]
     if errors:

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import attrs
 
 from rasp_ir import nodes as ir
+from rasp_ir import types as T
 from rasp_ir.nodes import Span
 
 
@@ -80,3 +81,20 @@ class Env:
             out |= set(env.values)
             env = env.parent
         return out
+
+
+def describe_value(value) -> str:
+    """How a diagnostic names a value: `the s-op of type …`, `the function f`, `the number 3`."""
+    if isinstance(value, Term):
+        return f"the {T.describe(value.type)} of type {value.type}"
+    if isinstance(value, Function):
+        return f"the function {value.name}"
+    if isinstance(value, Builtin):
+        return f"the builtin {value.name}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    return f"a {type(value).__name__}"
