@@ -14,10 +14,10 @@ from rasp_ir import types as T
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.interpreter import prediction_function
 
-from .lower import assemble
-from .plan import CompileError, plan
+from .lower import Weights, assemble
+from .plan import plan
 from .transformer import Transformer, TransformerConfig
-from .validate import plan_problems, validate
+from .validate import validate
 
 BOS_TOKEN = "<compiler_bos>"
 
@@ -112,30 +112,28 @@ def _compile(program: ir.Program, max_len: int | None, dtype) -> CompiledModel:
     problems = validate(program, maxlen, types)
     if problems:
         raise RaspError(problems, program.source)
-    try:
-        the_plan = plan(program, maxlen, types[0] if types else None)
-    except CompileError as exc:
-        # list every binding that fails, not only the first one met
-        problems = plan_problems(program, maxlen) or [
-            Diagnostic("E401", f"cannot be compiled exactly: {exc.reason}",
-                       getattr(exc.node, "span", None))]
-        raise RaspError(problems, program.source) from None
+    the_plan = plan(program, maxlen, types[0] if types else None)
     weights = assemble(the_plan, program, maxlen)
+    model = _transformer(weights, the_plan.activation, program.causal, dtype)
+    values = list(the_plan.output_values) if the_plan.output_values is not None else None
+    return CompiledModel(model, weights.vocab, the_plan.output_kind, values, maxlen,
+                         weights.layout.labels, prediction_function(program))
+
+
+def _transformer(weights: Weights, activation: str, causal: bool, dtype) -> Transformer:
+    """The model that runs `weights`: LayerNorm off, attention scores unscaled."""
     config = TransformerConfig(
         vocab_size=len(weights.vocab), n_positions=weights.n_positions,
         d_model=weights.layout.width, n_layers=weights.n_layers, n_heads=weights.n_heads,
         d_head=weights.d_head, d_mlp=weights.d_mlp,
         d_vocab_out=weights.arrays["unembed.W_U"].shape[1], layer_norm=False,
-        activation=the_plan.activation, causal=program.causal, attn_scale=1.0)
+        activation=activation, causal=causal, attn_scale=1.0)
     with torch.device("meta"):          # no random initialisation: every weight is set below
         model = Transformer(config)
     state = {name: torch.from_numpy(np.ascontiguousarray(value)).to(dtype)
              for name, value in weights.arrays.items()}
     model.load_state_dict(state, assign=True)
-    model.eval()
-    values = list(the_plan.output_values) if the_plan.output_values is not None else None
-    return CompiledModel(model, weights.vocab, the_plan.output_kind, values, maxlen,
-                         weights.layout.labels, prediction_function(program))
+    return model.eval()
 
 
 def save_compiled(compiled: CompiledModel, directory) -> None:

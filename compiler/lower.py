@@ -15,8 +15,8 @@ import numpy as np
 
 from rasp_ir.interpreter import to_bool
 
-from .plan import Atom, Block, Dense, Head, Linear, Plan, Var
 from . import vectorised as V
+from .contract import Atom, Block, Dense, Head, Linear, Plan, Var
 
 ONE, BOS = 0, 1          # residual directions: "a program position" and "the BOS position"
 UNDERFLOW = 104.0        # exp(-104) is below float32's smallest subnormal: an exact zero
@@ -35,7 +35,7 @@ class Layout:
     labels: list           # one name per dimension
 
     @classmethod
-    def of(cls, variables: list[Var]) -> "Layout":
+    def of(cls, variables: list[Var]) -> Layout:
         offsets, labels = {}, ["one", "bos"]
         for var in variables:
             if var.affine is not None:

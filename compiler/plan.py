@@ -17,124 +17,16 @@ import numpy as np
 
 from rasp_ir import nodes as ir
 from rasp_ir import types as T
+from rasp_ir.diagnostics import Diagnostic, RaspError
 
 from . import functions as F
 from . import vectorised as V
-from .validate import activation_of
+from .contract import Atom, Block, CompileError, Dense, Head, Linear, Plan, Var, index_of
+from .validate import activation_of, needed_nodes, primitive_problem
 
 MAX_MLP_UNITS = 1 << 17     # one block's hidden units; larger tables are reported, not built
 AFFINE_CHECK = 1 << 14      # combinations tried when checking that a map is affine
 SPLIT_UNITS = 1 << 14       # above this, a map is split into smaller maps (one more layer)
-
-
-class CompileError(Exception):
-    """A construct that cannot be compiled exactly (the validator reports these first)."""
-
-    def __init__(self, node, reason: str):
-        super().__init__(reason)
-        self.node, self.reason = node, reason
-
-
-@attrs.define(eq=False)
-class Var:
-    """A named subspace of the residual stream."""
-    name: str
-    kind: str                 # "cat" (one-hot over `values`), "num" (one scalar), "vec"
-    values: tuple | None      # cat/vec: the basis; num: the finite value set, if known
-    time: int
-    bos: object = None        # what it holds at the BOS position (None: the zero vector)
-    # a *virtual* number: an affine read of other variables, never stored in the residual
-    affine: "Linear | None" = None
-
-    @property
-    def width(self) -> int:
-        return 1 if self.kind == "num" else len(self.values)
-
-    def encode(self, value) -> np.ndarray:
-        """The residual vector of one value of this variable."""
-        if self.kind == "num":
-            return np.array([float(value)])
-        out = np.zeros(self.width)
-        out[_index(self.values, value)] = 1.0
-        return out
-
-
-def _index(values, value) -> int:
-    for i, v in enumerate(values):
-        if v == value and type(v) is type(value):
-            return i
-    for i, v in enumerate(values):
-        if v == value:
-            return i
-    raise KeyError(value)
-
-
-@attrs.define(eq=False)
-class Linear:
-    """A linear read of the residual stream: rows per (variable, index) and a constant."""
-    rows: dict            # Var -> array (var.width, out)
-    const: np.ndarray     # (out,), multiplied by the `one` direction
-    width: int
-
-
-@attrs.define(eq=False)
-class Atom:
-    """One `select` inside a head's selector: a 0/1 table over query × key variable values."""
-    query: Var | None      # None: a constant query (read from `one`)
-    key: Var | None
-    table: np.ndarray      # (query values or 1, key values or 1)
-
-
-@attrs.define(eq=False)
-class Head:
-    """An attention head: hard mean (`mode` "mean"), selector width ("width") or softmax."""
-    node: ir.Node
-    mode: str
-    atoms: list                # hard modes: a conjunction of atoms
-    scores: list               # softmax mode: (query Var|None, key Var|None, matrix) terms
-    value: Linear | None
-    out: Var
-    time: int
-    # "count" heads: the BOS sink's weight relative to one selected key, per value of `var`,
-    # so that every row sums to the same denominator: (var, weights)
-    sink: tuple | None = None
-
-
-@attrs.define(eq=False)
-class Block:
-    """An MLP computing one element-wise function into `out` (a lookup or discretising MLP)."""
-    fn: F.Fn
-    out: Var
-    time: int
-    node: ir.Node
-
-
-@attrs.define(eq=False)
-class Dense:
-    """An `mlp` node placed as it stands: its inputs read as one concatenated vector, its own
-    weights (W_in, b_in, W_out, b_out), its activation; the output is a vector variable."""
-    node: ir.Mlp
-    read: Linear               # the inputs' vectors side by side, in the node's order
-    W_in: np.ndarray           # (d_in, units)
-    b_in: np.ndarray           # (units,)
-    W_out: np.ndarray          # (units, d_out)
-    b_out: np.ndarray          # (d_out,)
-    out: Var
-    time: int
-
-
-@attrs.define(eq=False)
-class Plan:
-    vars: list
-    heads: list
-    blocks: list
-    output: Linear
-    output_var: Var | None          # the decoded kind: cat/num/vec/logits basis
-    output_kind: str
-    output_values: tuple | None
-    layers: int
-    dense: list = attrs.Factory(list)    # `mlp` nodes placed as they are
-    activation: str = "relu"             # the model's one activation (see Planner.activation)
 
 
 def _next(time: int, parity: int) -> int:
@@ -218,7 +110,6 @@ class Planner:
         if isinstance(node, ir.Mlp):
             return self.dense_mlp(node)
         if isinstance(node, ir.Primitive):
-            from .validate import primitive_problem
             reason = primitive_problem(node, self.type_of)
             if reason:
                 raise CompileError(node, reason)
@@ -763,7 +654,7 @@ class Planner:
 
 def _onehot(basis, value) -> np.ndarray:
     out = np.zeros(len(basis))
-    out[_index(basis, value)] = 1.0
+    out[index_of(basis, value)] = 1.0
     return out
 
 
@@ -843,7 +734,17 @@ def _infer(program, ctx):
 
 
 def plan(program: ir.Program, maxlen: int, types: dict | None = None) -> Plan:
-    """Materialise, schedule and size every block the program's output needs."""
+    """Materialise, schedule and size every block the program's output needs. Raises
+    RaspError with an E401 for every binding the output needs that cannot be planned."""
+    try:
+        return _plan(program, maxlen, types)
+    except CompileError as exc:
+        # list every binding that fails, not only the first one met
+        problems = _every_problem(program, maxlen) or [_diagnostic(exc.node, exc.reason)]
+        raise RaspError(problems, program.source) from None
+
+
+def _plan(program: ir.Program, maxlen: int, types: dict | None) -> Plan:
     planner = Planner(program, maxlen, types)
     if program.output is None:
         raise CompileError(None, "the program has no @output")
@@ -851,6 +752,30 @@ def plan(program: ir.Program, maxlen: int, types: dict | None = None) -> Plan:
     layers = max([(v.time + 1) // 2 for v in planner.vars] + [0])
     return Plan(planner.vars, planner.heads, planner.blocks, output, None, kind, values, layers,
                 planner.dense, "gelu_new" if planner.activation == "gelu" else "relu")
+
+
+def _every_problem(program: ir.Program, maxlen: int) -> list[Diagnostic]:
+    """Plan each binding the output needs on its own, so that every failing one is listed."""
+    problems, seen = [], set()
+    needed = {n.name for n in needed_nodes(program) if isinstance(n, ir.Ref)}
+    types, _ = T.infer(program)
+    targets = [b.value for b in program.bindings if b.name in needed
+               and not isinstance(types.get(b.name), (T.Sel, T.Score))] + [program.output]
+    for target in targets:
+        try:
+            planner = Planner(attrs.evolve(program, output=target), maxlen)
+            planner.output(target)
+        except CompileError as exc:
+            node = exc.node if exc.node is not None else target
+            key = (id(node), exc.reason)
+            if key not in seen:
+                seen.add(key)
+                problems.append(_diagnostic(node, exc.reason))
+    return problems
+
+
+def _diagnostic(node, reason: str) -> Diagnostic:
+    return Diagnostic("E401", f"cannot be compiled exactly: {reason}", getattr(node, "span", None))
 
 
 def _affine_fit(fn: F.Fn) -> np.ndarray | None:

@@ -57,7 +57,7 @@ def activation_of(program: ir.Program) -> str:
     a gelu `mlp` node, else "relu". The compiler's own MLPs are exact under either
     (compiler/lower.py scales them for GELU); a gelu and a relu `mlp` in one program cannot
     both be exact, which `validate` reports."""
-    needed = [n for n in _needed_nodes(program) if isinstance(n, ir.Mlp)]
+    needed = [n for n in needed_nodes(program) if isinstance(n, ir.Mlp)]
     return "gelu" if any(n.activation == "gelu" for n in needed) else "relu"
 
 
@@ -93,7 +93,7 @@ def validate(program: ir.Program, maxlen: int | None,
             return T.type_of(node, ctx)
         except T.TypeIssue:          # reported above
             return None
-    needed = _needed_nodes(program)
+    needed = needed_nodes(program)
     activations = sorted({n.activation for n in needed if isinstance(n, ir.Mlp)})
     # in source order (the walk starts from the output)
     needed.sort(key=lambda n: (n.span.line, n.span.column) if getattr(n, "span", None)
@@ -109,7 +109,8 @@ def validate(program: ir.Program, maxlen: int | None,
     return problems
 
 
-def _needed_nodes(program: ir.Program):
+def needed_nodes(program: ir.Program) -> list:
+    """Every node the output reads, through the bindings its references name (each once)."""
     bindings = {b.name: b for b in program.bindings}
     seen, stack, out = set(), [program.output], []
     while stack:
@@ -131,26 +132,3 @@ def _unsupported(node, type_of) -> str | None:
     if isinstance(node, ir.Predict) and node.function not in ("softmax", "sigmoid"):
         return f"unknown prediction {node.function}"
     return None
-
-
-def plan_problems(program: ir.Program, maxlen: int) -> list[Diagnostic]:
-    """Plan each binding the output needs on its own, so that every failing one is listed."""
-    from .plan import CompileError, Planner
-    import attrs
-    problems, seen = [], set()
-    needed = {n.name for n in _needed_nodes(program) if isinstance(n, ir.Ref)}
-    types, _ = T.infer(program)
-    targets = [b.value for b in program.bindings if b.name in needed
-               and not isinstance(types.get(b.name), (T.Sel, T.Score))] + [program.output]
-    for target in targets:
-        try:
-            planner = Planner(attrs.evolve(program, output=target), maxlen)
-            planner.output(target)
-        except CompileError as exc:
-            node = exc.node if exc.node is not None else target
-            key = (id(node), exc.reason)
-            if key not in seen:
-                seen.add(key)
-                problems.append(Diagnostic("E401", f"cannot be compiled exactly: {exc.reason}",
-                                           getattr(node, "span", None)))
-    return problems
