@@ -82,8 +82,8 @@ def test_the_printed_program_computes_what_the_circuit_computes(seed, products):
     layout = Layout(circuit.graph)
     flat = layout.valid.float() * (torch.rand(layout.size, generator=gen) < 0.6).float()
     if not products:        # stages 1 and 2: products follow the query and key masks
-        from extractor.decompile.prune import _with_products
-        flat = _with_products(layout, flat)
+        from extractor.decompile.prune import with_products
+        flat = with_products(layout, flat)
     program = circuit_program(circuit, flat, TOKENS, TOKENS, None)
     seqs = sequences(seed)
     got = evaluate(program, seqs, ir.Ref("logits"))

@@ -22,7 +22,7 @@ import torch
 from attrs import define, field, frozen
 
 from extractor.decompile.circuit import Circuit
-from extractor.decompile.paths import _ACTIVATIONS, _matrix
+from extractor.decompile.paths import ACTIVATIONS, named_matrix
 from extractor.decompile.primitives import key_primitives
 from extractor.decompile.prune import Layout, alive_paths, used_paths
 from rasp_ir import nodes as ir
@@ -101,7 +101,7 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
                         name = f"qk{L}_{h}.{variables[p].key}.{variables[r].key}"
                         pred = tables.get(name)
                         if pred is None:
-                            pred = _matrix(name, variables[p].basis, variables[r].basis,
+                            pred = named_matrix(name, variables[p].basis, variables[r].basis,
                                            c.scale * (variables[p].E @ WQ[h])
                                            @ (variables[r].E @ WK[h]).T)
                         if pred is not DROP:
@@ -111,7 +111,7 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
                     name = f"k{L}_{h}.{variables[r].key}"
                     pred = tables.get(name)
                     if pred is None:
-                        pred = _matrix(name, variables[r].basis, None,
+                        pred = named_matrix(name, variables[r].basis, None,
                                        c.scale * (variables[r].E @ WK[h]) @ q_const)
                     if pred is not DROP:
                         terms.append(ir.Select(variables[r].ref, None, pred))
@@ -151,16 +151,16 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
             name = f"out.{variables[p].key}"
             pred = tables.get(name)
             if pred is None:
-                pred = _matrix(name, variables[p].basis, outputs, variables[p].E @ WU)
+                pred = named_matrix(name, variables[p].basis, outputs, variables[p].E @ WU)
             if pred is not DROP:
                 terms.append(ir.Project(variables[p].ref, pred))
     pred = tables.get("out.bias")
     if pred is None:
         bias = ((C + (1 - out_m) @ ablation) @ WU + cd.beta("out", 0) @ cd.W_U + cd.b_U
                 + cd.out_offset)
-        pred = _matrix("out.bias", outputs, None, bias)
+        pred = named_matrix("out.bias", outputs, None, bias)
     if pred is DROP and not terms:          # the logits are all zeros
-        pred = _matrix("out.bias", outputs, None, np.zeros(len(outputs)))
+        pred = named_matrix("out.bias", outputs, None, np.zeros(len(outputs)))
     if pred is not DROP:
         terms.append(ir.Project(None, pred))
     bindings.append(ir.Binding("logits", ir.LogitsSum(tuple(terms))))
@@ -184,13 +184,14 @@ def _mlp_node(cd, L, C, masks, ablation, variables, used, alive, index) -> ir.Ml
         parts = [(variables[0], np.zeros((len(variables[0].basis), W.shape[1])))]
     name = f"m{L}"
     rows = [f"{var.name}:{x}" for var, _ in parts for x in var.basis]
-    M = W.shape[1]
+    M, D = W.shape[1], cd.W_out[L].shape[1]
+    W_in = np.concatenate([w for _, w in parts])
     return ir.Mlp(tuple(var.ref for var, _ in parts),
-                  _matrix(f"{name}.W_in", rows, range(M), np.concatenate([w for _, w in parts])),
-                  _matrix(f"{name}.b_in", range(M), None, b),
-                  _matrix(f"{name}.W_out", range(M), range(cd.W_out[L].shape[1]), cd.W_out[L]),
-                  _matrix(f"{name}.b_out", range(cd.W_out[L].shape[1]), None, cd.b_out[L]),
-                  activation=_ACTIVATIONS[cd.activation])
+                  named_matrix(f"{name}.W_in", rows, range(M), W_in),
+                  named_matrix(f"{name}.b_in", range(M), None, b),
+                  named_matrix(f"{name}.W_out", range(M), range(D), cd.W_out[L]),
+                  named_matrix(f"{name}.b_out", range(D), None, cd.b_out[L]),
+                  activation=ACTIVATIONS[cd.activation])
 
 
 class _Doubled:

@@ -39,10 +39,10 @@ from extractor.decompile.circuit import Circuit, Graph
 from extractor.decompile.circuit_program import MlpReplacement, circuit_program
 from extractor.decompile.prune import (
     Layout,
-    _with_products,
     kept_edges,
     stage_components,
     used_paths,
+    with_products,
 )
 from rasp_ir import nodes as ir
 from rasp_ir import types as T
@@ -182,7 +182,7 @@ def output_kind(subject) -> str:
 
 def mean_ablations(circuit: Circuit, judge: CompiledJudge, layout: Layout) -> torch.Tensor:
     """Each path's mean activation over the inputs (every position), the full circuit."""
-    full = layout.masks(_with_products(layout, layout.valid.double()), True)
+    full = layout.masks(with_products(layout, layout.valid.double()), True)
     total, count = None, 0
     with torch.no_grad():
         for _, ids, _ in judge.groups:
@@ -208,7 +208,7 @@ def greedy_prune(circuit: Circuit, judge: CompiledJudge, threshold: float,
 
     full = matcher(judge)
     chooser = chooser or judge
-    flat = _with_products(layout, layout.valid.double())
+    flat = with_products(layout, layout.valid.double())
     groups = stage_components(layout).groups
     stages = []
     for name in ("components", "paths", "products"):
@@ -245,7 +245,7 @@ def _cut(flat, sets, match, threshold, layout, derive) -> torch.Tensor:
     trial = flat.clone()
     trial[torch.cat(sets)] = 0
     if derive:
-        trial = _with_products(layout, trial)
+        trial = with_products(layout, trial)
     if match(trial) >= threshold:
         return trial
     if len(sets) == 1:

@@ -286,9 +286,9 @@ def _readable(subject, linear, base, summary, runs_dir, judge, settings, say):
     """A sweep run's circuit, with primitives, simplified and named."""
     from extractor.decompile.circuit import Circuit
     from extractor.decompile.replace import replace
-    from extractor.decompile.sweep import RunCache, _with_lam
+    from extractor.decompile.sweep import RunCache
     from rasp_ir import passes
-    spec = _with_lam(base, summary["lam"])
+    spec = base.with_lam(summary["lam"])
     tensors = RunCache(runs_dir).tensors(spec)
     circuit = Circuit(linear)
     state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}

@@ -94,7 +94,7 @@ def fit_scales(model, task: Task, scales: dict[str, float], steps: int = 100,
         for i, name in enumerate(names):
             norms[name].fixed_scale = logs[i].exp()
         out = linear(batch.tokens, position_ids=batch.positions).double()
-        loss = _kl(target, out, task.mode)[batch.scored].mean()
+        loss = kl_divergence(target, out, task.mode)[batch.scored].mean()
         value = float(loss.detach())
         if value < best_loss:         # the scales before this step gave this loss
             best_loss = value
@@ -107,7 +107,7 @@ def fit_scales(model, task: Task, scales: dict[str, float], steps: int = 100,
     return best
 
 
-def _kl(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
+def kl_divergence(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
     """KL(original || other) per position: of the softmaxes ("lm") or summed over the
     vocabulary's Bernoulli variables ("bce")."""
     if mode == "lm":
@@ -149,7 +149,7 @@ def faithfulness(original, linear, task: Task, buckets=None, n: int = 2000,
                 agree = a.argmax(-1) == b.argmax(-1)
             else:
                 agree = ((a > 0) == (b > 0)).all(-1)
-            kl = _kl(a, b, task.mode)
+            kl = kl_divergence(a, b, task.mode)
             same += int((agree | ~scored).all(-1).sum())
             kl_sum += float(kl[scored].sum())
             positions += int(scored.sum())

@@ -108,7 +108,9 @@ def _array(t) -> np.ndarray:
     return t.detach().double().cpu().numpy()
 
 
-def _matrix(name: str, rows, cols, values: np.ndarray) -> ir.Matrix:
+def named_matrix(name: str, rows, cols, values: np.ndarray) -> ir.Matrix:
+    """A table of the program, `name`d as its weights are (rows × cols, or a vector over the
+    rows where cols is None), holding `values` as plain floats."""
     if cols is None:
         return ir.Matrix(tuple(rows), None, tuple(values.tolist()), name=name)
     return ir.Matrix(tuple(rows), tuple(cols), tuple(map(tuple, values.tolist())), name=name)
@@ -129,9 +131,9 @@ def full_program(model, tokens: tuple, outputs: tuple, prediction: str | None,
     (the program's @bos), if any.
     """
     c = model.config
-    if c.activation not in _ACTIVATIONS:
+    if c.activation not in ACTIVATIONS:
         raise ValueError(f"MLP activation {c.activation!r} has no IR counterpart "
-                         f"(supported: {', '.join(_ACTIVATIONS)})")
+                         f"(supported: {', '.join(ACTIVATIONS)})")
     P = n_positions or c.n_positions
     builder = _Builder(model, tokens, outputs, P, limit, progress)
     builder.run()
@@ -212,18 +214,18 @@ class _Builder:
                     table = attn.scale * q @ k.T
                     if table.any():
                         self.count(table.size)
-                        terms.append(ir.Select(r.ref, p.ref, _matrix(
+                        terms.append(ir.Select(r.ref, p.ref, named_matrix(
                             f"qk{L}_{h}.{p.name}.{r.name}", p.basis, r.basis, table)))
             for r, k in keys:
                 vector = attn.scale * k @ q_const
                 if vector.any():
                     self.count(vector.size)
-                    terms.append(ir.Select(r.ref, None, _matrix(
+                    terms.append(ir.Select(r.ref, None, named_matrix(
                         f"k{L}_{h}.{r.name}", r.basis, None, vector)))
             if not terms:       # no key is told apart: uniform attention over the keys
                 token = sources[0]
                 self.count(len(token.basis))
-                terms.append(ir.Select(token.ref, None, _matrix(
+                terms.append(ir.Select(token.ref, None, named_matrix(
                     f"k{L}_{h}.token", token.basis, None, np.zeros(len(token.basis)))))
             score = f"s{L}_{h}"
             self.bindings.append(ir.Binding(score, ir.ScoreSum(tuple(terms))))
@@ -247,7 +249,7 @@ class _Builder:
         parts = [(s, ln.of_source(s) @ W_in) for s in self.sources]
         parts = [(s, w) for s, w in parts if w.any()]
         b = ln.of_constant(self.constant) @ W_in + b_in
-        activation = _ACTIVATIONS[self.model.config.activation]
+        activation = ACTIVATIONS[self.model.config.activation]
         if not parts:                   # an MLP of constants writes a constant
             self.constant = self.constant + mlp_activation(b, activation) @ W_out + b_out
             return
@@ -255,11 +257,11 @@ class _Builder:
         name = f"m{L}"
         rows = [f"{s.name}:{v}" for s, _ in parts for v in s.basis]
         node = ir.Mlp(tuple(s.ref for s, _ in parts),
-                      _matrix(f"{name}.W_in", rows, range(M),
+                      named_matrix(f"{name}.W_in", rows, range(M),
                               np.concatenate([w for _, w in parts])),
-                      _matrix(f"{name}.b_in", range(M), None, b),
-                      _matrix(f"{name}.W_out", range(M), range(D), W_out),
-                      _matrix(f"{name}.b_out", range(D), None, b_out),
+                      named_matrix(f"{name}.b_in", range(M), None, b),
+                      named_matrix(f"{name}.W_out", range(M), range(D), W_out),
+                      named_matrix(f"{name}.b_out", range(D), None, b_out),
                       activation=activation)
         self.bindings.append(ir.Binding(name, node))
         self.sources = self.sources + [Source(name, tuple(range(D)), np.eye(D))]
@@ -274,13 +276,14 @@ class _Builder:
             table = ln.of_source(s) @ W_U
             if table.any():
                 self.count(table.size)
-                terms.append(ir.Project(s.ref, _matrix(f"out.{s.name}", s.basis,
+                terms.append(ir.Project(s.ref, named_matrix(f"out.{s.name}", s.basis,
                                                        self.outputs, table)))
         bias = ln.of_constant(self.constant) @ W_U + _array(self.model.unembed.b_U)
         self.count(bias.size)
-        terms.append(ir.Project(None, _matrix("out.bias", self.outputs, None, bias)))
+        terms.append(ir.Project(None, named_matrix("out.bias", self.outputs, None, bias)))
         self.bindings.append(ir.Binding("logits", ir.LogitsSum(tuple(terms))))
 
 
-# the model's activation -> the Mlp node's ("gelu" there is GPT-2's tanh approximation)
-_ACTIVATIONS = {"gelu_new": "gelu", "relu": "relu"}
+# the model's activation -> the Mlp node's ("gelu" there is GPT-2's tanh approximation);
+# the circuit program writes its MLPs with the same names
+ACTIVATIONS = {"gelu_new": "gelu", "relu": "relu"}

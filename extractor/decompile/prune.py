@@ -25,7 +25,7 @@ import torch
 from attrs import asdict, frozen
 
 from extractor.decompile.circuit import Circuit, Graph, Masks, full_masks
-from extractor.decompile.linearise import _kl
+from extractor.decompile.linearise import kl_divergence
 from extractor.tasks.batches import collate
 
 KINDS = ("q", "k", "v", "mlp", "out", "qk", "kb")
@@ -202,13 +202,13 @@ def stage_paths(layout: Layout, previous: torch.Tensor) -> Stage:
         groups[i] = g
     fixed = previous.clone()
     fixed[groups >= 0] = 0
-    return Stage("paths", groups, _with_products(layout, fixed), False)
+    return Stage("paths", groups, with_products(layout, fixed), False)
 
 
 def stage_products(layout: Layout, previous: torch.Tensor) -> Stage:
     """One edge per product and key-only term of the kept query and key paths; everything
     else fixed at the previous stage's values."""
-    flat = _with_products(layout, previous)
+    flat = with_products(layout, previous)
     keep = set(kept_edges(layout, flat, True))
     groups = torch.full((layout.size,), -1)
     for g, i in enumerate(i for i in sorted(keep) if i >= layout.offsets["qk"]):
@@ -216,7 +216,7 @@ def stage_products(layout: Layout, previous: torch.Tensor) -> Stage:
     return Stage("products", groups, flat, True)
 
 
-def _with_products(layout: Layout, flat: torch.Tensor) -> torch.Tensor:
+def with_products(layout: Layout, flat: torch.Tensor) -> torch.Tensor:
     """flat with qk = q ⊗ k and kb = k written out (what stages 1 and 2 imply)."""
     m = layout.masks(flat, False)
     qk, kb = m.products()
@@ -275,7 +275,7 @@ def answers_from(batch) -> int:
 def loss_kl(target: torch.Tensor, logits: torch.Tensor, batch, mode: str,
             start: int = 0) -> torch.Tensor:
     """Mean KL(original || circuit) over the scored positions; `logits` start at `start`."""
-    return _kl(target[:, start:], logits, mode)[batch.scored[:, start:]].mean()
+    return kl_divergence(target[:, start:], logits, mode)[batch.scored[:, start:]].mean()
 
 
 @torch.no_grad()
@@ -369,7 +369,7 @@ def prune(original, linear, task, lam: float, settings: PruneSettings = PruneSet
         flat = run_stage(circuit, layout, stage, data, lam, steps, settings, seed + index,
                          progress)
         if not stage.products:
-            flat = _with_products(layout, flat)
+            flat = with_products(layout, flat)
         kept = kept_edges(layout, flat, stage.products)
         results.append(StageResult(stage.name, len(kept),
                                    match(circuit, layout.masks(flat, True), data),

@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+import attrs
 import torch
 from attrs import frozen
 from safetensors.torch import load_file, save_file
 
 from extractor.decompile.prune import PruneSettings
+from extractor.tasks.checkpoint import load_subject
 
 GRID = (1e-3, 1e-2, 1e-1)
 
@@ -48,6 +50,10 @@ class RunSpec:
                            self.task, self.scales, self.settings, self.seed, repr(self.lam)],
                           sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def with_lam(self, lam: float) -> RunSpec:
+        """The same run at another λ (a sweep's runs differ in nothing else)."""
+        return attrs.evolve(self, lam=lam)
 
 
 def _fingerprint(checkpoint: str) -> str:
@@ -156,7 +162,6 @@ def run_job(job: tuple) -> dict:
         return cached
     from extractor.decompile.linearise import linearised
     from extractor.decompile.prune import prune
-    from extractor.tasks.checkpoint import load_subject
     subject = load_subject(spec.checkpoint, spec.task)
     model = subject.model
     linear = linearised(model, spec.scales) if spec.scales else model
@@ -188,7 +193,7 @@ def sweep(base: RunSpec, directory: Path, threshold: float, executor: Executor,
     done: dict[float, dict] = {}
 
     def launch(lams: list[float]) -> None:
-        specs = [_with_lam(base, lam) for lam in lams if lam not in done]
+        specs = [base.with_lam(lam) for lam in lams if lam not in done]
         for (spec, _), summary in executor.map(run_job, [(s, cache_dir) for s in specs]):
             done[spec.lam] = summary
             if report:
@@ -201,10 +206,6 @@ def sweep(base: RunSpec, directory: Path, threshold: float, executor: Executor,
             break
         launch(proposal)
     return list(done.values())
-
-
-def _with_lam(base: RunSpec, lam: float) -> RunSpec:
-    return RunSpec(base.checkpoint, base.task, base.scales, base.settings, base.seed, lam)
 
 
 def _next_lams(done: dict, threshold: float, per_round: int, left: int) -> list[float]:
