@@ -19,7 +19,8 @@ position:
 
 Categorical values, numbers and decoded tokens compare with one another (a program whose output
 is `cat` can be checked against one that predicts a distribution); vectors and sets only with
-their own kind.
+their own kind. The rule itself (the tolerance, the argmax, the thresholds) lives in
+rasp_ir/agreement.py, which the extraction judges and the round trip use too.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from __future__ import annotations
 import numpy as np
 from attrs import frozen
 
+from . import agreement as rule
 from . import arrays as A
 from . import nodes as ir
 from . import types as T
+from .agreement import TOLERANCE
 from .diagnostics import Diagnostic, RaspError
 
-TOLERANCE = 1e-6          # relative to max(1, |value|): numbers and vectors
 SCALAR_KINDS = ("value", "number", "argmax", "column")
 
 
@@ -44,12 +46,9 @@ class View:
     threshold: float = 0.5          # set: an entry is in the set when above this
 
     def describe(self) -> str:
-        return {"value": "categorical values, exactly",
-                "number": f"numbers within {TOLERANCE:g} x max(1, |value|)",
-                "column": f"numbers within {TOLERANCE:g} x max(1, |value|)",
-                "vector": f"vectors entry by entry within {TOLERANCE:g} x max(1, |value|)",
-                "argmax": "the decoded token (argmax) at each position",
-                "set": "the set of entries above the threshold (next-token sets)"}[self.kind]
+        if self.kind == "value":
+            return "categorical values, exactly"
+        return rule.describe({"column": "number", "argmax": "token"}.get(self.kind, self.kind))
 
 
 def program_view(program: ir.Program, output_type, node: ir.Node | None = None,
@@ -67,10 +66,10 @@ def program_view(program: ir.Program, output_type, node: ir.Node | None = None,
         if tuple(t.out) == (0,) and not sets:
             # one logit column labelled 0: the program of a compiled numerical output
             return View("column")
-        return View("set", tuple(t.out), 0.0) if sets else View("argmax", tuple(t.out))
+        return View("set", tuple(t.out), rule.LOGIT) if sets else View("argmax", tuple(t.out))
     if isinstance(t, T.Vec):
         if function == "sigmoid":
-            return View("set", tuple(t.basis), 0.5)
+            return View("set", tuple(t.basis), rule.PROBABILITY)
         if t.dist:
             return View("argmax", tuple(t.basis))
         return View("vector", tuple(t.basis))
@@ -82,9 +81,9 @@ def decode(view: View, raw: np.ndarray) -> np.ndarray:
     """A batch of raw outputs (b, n[, d]) in the form `agreement` compares."""
     if view.kind == "argmax":
         labels = _labels(view.basis)
-        return labels[np.argmax(raw, axis=-1)]
+        return labels[rule.tokens(raw)]
     if view.kind == "set":
-        return np.asarray(raw) > view.threshold
+        return rule.token_sets(raw, view.threshold)
     if view.kind == "column":
         return np.asarray(raw, dtype=np.float64)[..., 0]
     if view.kind in ("number", "vector"):
@@ -111,29 +110,11 @@ def agreement(view_a: View, a: np.ndarray, view_b: View, b: np.ndarray,
               tolerance: float = TOLERANCE) -> np.ndarray:
     """(batch, n) bool: where decoded outputs `a` and `b` agree."""
     if view_a.kind in SCALAR_KINDS:
-        if A.numeric(a) and A.numeric(b):
-            return _close(a.astype(np.float64), b.astype(np.float64), tolerance)
-        if A.compatible(a, b):
-            return a == b
-        left, right = a.astype(object), b.astype(object)
-        return np.frompyfunc(_same, 2, 1)(left, right).astype(bool)
+        return rule.same_values(a, b, tolerance)
     a, b = _aligned(view_a, a, view_b, b)
     if view_a.kind == "set":
-        return (a == b).all(-1)
-    return _close(a, b, tolerance).all(-1)
-
-
-def _same(x, y) -> bool:
-    if isinstance(x, (int, float, np.number)) and isinstance(y, (int, float, np.number)) \
-            and not isinstance(x, bool) and not isinstance(y, bool):
-        return abs(x - y) <= TOLERANCE * max(1.0, abs(x), abs(y))
-    return bool(x == y)
-
-
-def _close(a: np.ndarray, b: np.ndarray, tolerance: float) -> np.ndarray:
-    scale = np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
-    with np.errstate(invalid="ignore"):
-        return (np.abs(a - b) <= tolerance * scale) | (a == b)
+        return rule.same_sets(a, b)
+    return rule.same_vectors(a, b, tolerance)
 
 
 def _aligned(view_a: View, a: np.ndarray, view_b: View, b: np.ndarray):
@@ -243,9 +224,7 @@ def outcome_agreement(view_a: View, a: Outcome, view_b: View, b: Outcome,
     ran = ~failed_a & ~failed_b
     if ran.any():
         positions = agreement(view_a, a.decoded[ran], view_b, b.decoded[ran], tolerance)
-        if scored is not None:
-            positions = positions | ~scored[ran]
-        same[ran] = positions.all(-1)
+        same[ran] = rule.sequences_agree(positions, None if scored is None else scored[ran])
     for i in np.flatnonzero(failed_a & failed_b):
         same[i] = a.errors[i].code == b.errors[i].code
     return same

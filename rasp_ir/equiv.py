@@ -7,8 +7,8 @@ against its source), that side gets its BOS token put in front of each input and
 that position dropped; its @maxlen then counts that BOS. Where all of them number at most `bound`, every one is run
 (batched), and equality is proven; beyond that, longer lengths are checked on random and
 Hypothesis-generated inputs (rasp_ir/search.py), which can find a difference but not prove
-there is none. Outputs are compared as rasp_ir/compare.py describes; a runtime error is an
-output too (two errors agree when their codes do).
+there is none. Outputs are compared as rasp_ir/compare.py describes, by the rule of
+rasp_ir/agreement.py; a runtime error is an output too (two errors agree when their codes do).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from __future__ import annotations
 from attrs import define, frozen
 
 from . import nodes as ir
-from .compare import TOLERANCE, ProgramRunner, comparable, outcome_agreement, shown
+from .agreement import TOLERANCE
+from .compare import ProgramRunner, comparable, outcome_agreement, shown
 from .diagnostics import Diagnostic, RaspError
 from .search import InputSpace, SearchResult, batched, search
 

@@ -6,6 +6,7 @@ and comparing with the original model (not the linearised one):
   every scored position (the argmax for next-token tasks, the set of tokens above 1/2 for
   next-token-set tasks);
 - task: the fraction the program gets right against the task's labels.
+Agreement is rasp_ir/agreement.py's rule, as for `rasp verify` and `rasp equiv`.
 
 The sequences come from the evaluation sets of `rasp eval` (extractor/tasks/evaluate.py) for the
 reported numbers, and from a stream with its own seed for the choices made during extraction,
@@ -20,6 +21,7 @@ import torch
 from extractor.tasks.base import IGNORE, Example
 from extractor.tasks.batches import collate, length_sorted_chunks
 from extractor.tasks.evaluate import MAX_TOKENS, evaluation_sets
+from rasp_ir import agreement as rule
 from rasp_ir.interpreter import Interpreter, Memo, evaluate
 
 
@@ -40,7 +42,7 @@ class Judge:
                     logits = model(batch.tokens, position_ids=batch.positions).double().numpy()
                 for i, e in enumerate(chunk):
                     n = len(e.tokens)
-                    rows.append((vocab.names(e.tokens), _decide(logits[i, :n], task.mode),
+                    rows.append((vocab.names(e.tokens), decide(logits[i, :n], task.mode),
                                  _gold(e, task.mode), batch.scored[i, :n].numpy()))
             self.sets[name] = rows
         # chunks of CHUNK sequences, shortest first: `passes` stops after the chunk that sinks
@@ -107,31 +109,35 @@ class Judge:
         rows = [self.sets[name][i] for i in indices]
         got = evaluate(program, [r[0] for r in rows], program.output,
                        interpreter=interpreter, memo=memo)
+        mode = self.task.mode
         same = right = 0
         for (_, model_pred, gold, scored), values in zip(rows, got):
-            pred = _decide_output(np.asarray(values), self.task.mode)
-            same += bool((_equal(pred, model_pred, self.task.mode) | ~scored).all())
+            pred = _decide_output(np.asarray(values), mode)
+            same += bool(rule.sequences_agree(same_decisions(pred, model_pred, mode), scored))
             if task_accuracy:
-                right += bool((_equal(pred, gold, self.task.mode) | ~scored).all())
+                right += bool(rule.sequences_agree(same_decisions(pred, gold, mode), scored))
         return same, right
 
 
-def _decide(logits: np.ndarray, mode: str) -> np.ndarray:
-    return logits.argmax(-1) if mode == "lm" else logits > 0
+def decide(logits: np.ndarray, mode: str) -> np.ndarray:
+    """A model's logits as the judge's decisions: the decoded token per position ("lm") or
+    the next-token set ("bce", the logits above 0)."""
+    return rule.tokens(logits) if mode == "lm" else rule.token_sets(logits, rule.LOGIT)
+
+
+def same_decisions(a: np.ndarray, b: np.ndarray, mode: str) -> np.ndarray:
+    """Per position: decisions `a` and `b` (as `decide` makes them) agree."""
+    return rule.same_tokens(a, b) if mode == "lm" else rule.same_sets(a, b)
 
 
 def _decide_output(values: np.ndarray, mode: str) -> np.ndarray:
     """A program's softmax or sigmoid prediction as decisions (p > 1/2 ⟺ logit > 0)."""
     if mode == "lm":
-        return values.argmax(-1)
-    return values > 0.5
+        return rule.tokens(values)
+    return rule.token_sets(values, rule.PROBABILITY)
 
 
 def _gold(e: Example, mode: str) -> np.ndarray:
     if mode == "lm":
         return np.where(e.targets == IGNORE, -1, e.targets)
-    return e.targets > 0.5
-
-
-def _equal(a: np.ndarray, b: np.ndarray, mode: str) -> np.ndarray:
-    return a == b if mode == "lm" else (a == b).all(-1)
+    return rule.token_sets(e.targets, rule.PROBABILITY)

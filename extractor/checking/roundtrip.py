@@ -8,6 +8,7 @@
     `Judge.held_out` (extractor/checking/judge.py) with the judge's metric: match accuracy (and task
     accuracy) per length bucket, next to the program's own match on the same sequences.
 
+Outputs agree by rasp_ir/agreement.py's rule, the one `rasp equiv` and `rasp verify` use.
 The program is read back from its file (with its tables), so what is compiled is what was
 written. A program the compiler cannot make exact is not compiled; the report lists each
 construct that stops it (compiler/validate.py's E4xx diagnostics) with its location.
@@ -22,6 +23,7 @@ import attrs
 import numpy as np
 import torch
 
+from rasp_ir import agreement as rule
 from rasp_ir import nodes as ir
 from rasp_ir.diagnostics import RaspError
 from rasp_ir.interpreter import evaluate
@@ -120,7 +122,7 @@ def compiled_scores(compiled, inputs: list[list]) -> list[np.ndarray]:
     if compiled.output_kind == "cat":
         values = np.empty(len(compiled.output_values), dtype=object)
         values[:] = compiled.output_values
-        out = [values[s.argmax(-1)] for s in out]
+        out = [values[rule.tokens(s)] for s in out]
     elif compiled.output_kind == "num":
         out = [s[:, 0] for s in out]
     return out
@@ -138,7 +140,7 @@ def compare(program_out: list, compiled_out: list, inputs: list, function: str |
     for i, (p, c) in enumerate(zip(program_out, compiled_out)):
         positions += len(p)
         if p.dtype == object or c.dtype == object:
-            same = np.array([a == b for a, b in zip(p.tolist(), c.tolist())])
+            same = rule.same_values(p, c)
             tie = np.zeros_like(same)
         else:
             largest = max(largest, float(np.abs(p - c).max(initial=0.0)))
@@ -160,14 +162,14 @@ def compare(program_out: list, compiled_out: list, inputs: list, function: str |
 
 def _same_decision(p: np.ndarray, c: np.ndarray, function: str | None):
     """Per position: the same decision, and whether the program's decision is a tie."""
-    if p.ndim == 1:                   # numbers: equal within the comparison's tolerance
-        same = np.abs(p - c) <= 1e-6 * np.maximum(1.0, np.abs(p))
+    if p.ndim == 1:                   # numbers
+        same = rule.close(p, c)
         return same, np.zeros_like(same)
     if function == "sigmoid":
-        same = ((p > 0) == (c > 0)).all(-1)
+        same = rule.same_sets(rule.token_sets(p, rule.LOGIT), rule.token_sets(c, rule.LOGIT))
         tie = (np.abs(p) <= TIE * np.maximum(1.0, np.abs(p).max(-1, keepdims=True))).any(-1)
         return same, tie
-    same = p.argmax(-1) == c.argmax(-1)
+    same = rule.same_tokens(rule.tokens(p), rule.tokens(c))
     top = np.sort(p, axis=-1)[:, -2:] if p.shape[-1] > 1 else np.concatenate(
         [np.full_like(p, -np.inf), p], axis=-1)
     tie = top[:, 1] - top[:, 0] <= TIE * np.maximum(1.0, np.abs(top[:, 1]))
@@ -179,9 +181,7 @@ def checkpoint_match(judge, task, output_values, program_out: list,
     """(b): per bucket, how often the compiled model (and the program) predicts what the
     checkpoint predicts at every scored position, and how often it is right (the judge's
     metric); the first outputs belong to the judge's sequences, in its order."""
-    from extractor.checking.judge import (
-        _equal,  # the judge's own comparison, applied to the model
-    )
+    from extractor.checking.judge import same_decisions
     tokens = list(task.vocab.tokens)
     values = list(output_values or ())
     columns = [values.index(t) if t in values else -1 for t in tokens]
@@ -191,9 +191,11 @@ def checkpoint_match(judge, task, output_values, program_out: list,
         for names, model_pred, gold, scored in rows:
             for key, out in (("match", compiled_out[i]), ("program_match", program_out[i])):
                 decision = _decide(out, columns, task.mode, tokens)
-                tally[key] += bool((_equal(decision, model_pred, task.mode) | ~scored).all())
+                agree = same_decisions(decision, model_pred, task.mode)
+                tally[key] += bool(rule.sequences_agree(agree, scored))
                 if key == "match":
-                    tally["task"] += bool((_equal(decision, gold, task.mode) | ~scored).all())
+                    right = same_decisions(decision, gold, task.mode)
+                    tally["task"] += bool(rule.sequences_agree(right, scored))
             i += 1
         count = max(len(rows), 1)
         buckets[name] = {k: v / count for k, v in tally.items()}
@@ -208,7 +210,7 @@ def _decide(scores: np.ndarray, columns: list, mode: str, tokens: list) -> np.nd
         chosen = np.array([ids.get(v, -1) for v in scores.tolist()])
         return chosen if mode == "lm" else np.arange(len(tokens)) == chosen[:, None]
     picked = np.where(np.array(columns) >= 0, scores[:, np.maximum(columns, 0)], -np.inf)
-    return picked.argmax(-1) if mode == "lm" else picked > 0
+    return rule.tokens(picked) if mode == "lm" else rule.token_sets(picked, rule.LOGIT)
 
 
 def compiled_checkpoint_match(subject, inputs: list[list], compiled_out: list) -> dict:
@@ -228,11 +230,11 @@ def compiled_checkpoint_match(subject, inputs: list[list], compiled_out: list) -
             theirs = subject.model(ids)[0, 1:].double().numpy()
             mine = mine[1:]
             if mine.dtype == object:            # categorical values
-                same = [str(a) == b for a, b in zip(mine.tolist(), outputs[theirs.argmax(-1)])]
+                same = rule.same_values(mine.astype(str), outputs[rule.tokens(theirs)].astype(str))
             elif mine.ndim == 1:                # numbers
-                same = np.abs(mine - theirs[:, 0]) <= 1e-6 * np.maximum(1, np.abs(mine))
+                same = rule.close(mine, theirs[:, 0])
             else:
-                same = mine.argmax(-1) == theirs.argmax(-1)
+                same = rule.same_tokens(rule.tokens(mine), rule.tokens(theirs))
             lo = (len(seq) - 2) // width * width + 1
             name = f"{lo}-{min(lo + width - 1, longest)}"
             good, total = tally.get(name, (0, 0))

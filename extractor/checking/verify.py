@@ -14,6 +14,7 @@ A model directory written by `rasp compile` has no task; its decoded outputs are
 the program's at every position. The program may be the compiled source (same vocabulary) or a
 program extracted from the model (its inputs start with the compiler's BOS token).
 Where the two differ, the least differing input found is shrunk and shown with both outputs.
+Outputs agree by rasp_ir/agreement.py's rule, the one `rasp equiv` and the extraction use.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from attrs import define
 from extractor.tasks.batches import collate
 from extractor.tasks.evaluate import evaluation_sets
 from extractor.tasks.vocabulary import BOS, EOS, PAD
+from rasp_ir import agreement as rule
 from rasp_ir import nodes as ir
+from rasp_ir.agreement import TOLERANCE
 from rasp_ir.compare import (
-    TOLERANCE,
     Outcome,
     ProgramRunner,
     View,
     agreement,
+    comparable,
     outcome_agreement,
     shown,
 )
@@ -203,7 +206,7 @@ class _TrainedSide:
             if unknown:
                 raise RaspError([Diagnostic("V605", f"the program predicts entries the task "
                                             f"does not have: {unknown[:10]}")])
-        self.model_view = View("set", tokens, 0.0) if task.mode == "bce" else View("value")
+        self.model_view = View("set", tokens, rule.LOGIT) if task.mode == "bce" else View("value")
         self.comparison = ("the sign of every entry at every scored position" if task.mode ==
                            "bce" else "the predicted token (argmax) at every scored position")
         length = _check_length(max_len, {"the program's @maxlen": program.maxlen,
@@ -217,8 +220,8 @@ class _TrainedSide:
         with torch.inference_mode():
             logits = self.model(ids, position_ids=positions).double().numpy()
         if self.mode == "bce":
-            return Outcome(logits > 0, [None] * len(logits))
-        return Outcome(self._labels[logits.argmax(-1)], [None] * len(logits))
+            return Outcome(rule.token_sets(logits, rule.LOGIT), [None] * len(logits))
+        return Outcome(self._labels[rule.tokens(logits)], [None] * len(logits))
 
     def agree_group(self, batch: list[list], scored: np.ndarray | None = None) -> np.ndarray:
         ids = torch.tensor([self.task.vocab.ids(seq) for seq in batch])
@@ -333,7 +336,6 @@ class _CompiledSide:
                 self.runner.view = _argmax_view(self.runner)
         else:
             self.runner = ProgramRunner(program)
-        from rasp_ir.compare import comparable
         why = comparable(self.runner.view, self.model_view)
         if why is not None:
             raise RaspError([Diagnostic("V603", f"the program's output "
@@ -369,7 +371,7 @@ class _CompiledSide:
         else:
             labels = np.empty(len(self.compiled.output_values), dtype=object)
             labels[:] = self.compiled.output_values
-            decoded = labels[scores.argmax(-1)]
+            decoded = labels[rule.tokens(scores)]
         return Outcome(decoded, [None] * len(batch))
 
     def agree_group(self, batch: list[list]) -> np.ndarray:

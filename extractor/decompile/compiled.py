@@ -44,15 +44,16 @@ from extractor.decompile.prune import (
     used_paths,
     with_products,
 )
+from rasp_ir import agreement as rule
 from rasp_ir import nodes as ir
 from rasp_ir import types as T
+from rasp_ir.agreement import TOLERANCE
 from rasp_ir.interpreter import Interpreter, evaluate, mlp_activation
 
 EXHAUSTIVE = 20_000          # generated inputs enumerated while they number at most this many
 PER_LENGTH = 400             # random inputs at each longer length
 CHOICE = 1_500               # inputs judging each replacement (all of them for the final check)
 MAX_COMBINATIONS = 4_096     # the largest MLP table read back
-TOLERANCE = 1e-6             # numerical outputs: relative to max(1, |value|)
 MAX_PATHS = 200             # more paths than this: no circuit (see _exact)
 ELEMENTS = 4_000_000         # numbers per path tensor in one batch (memory, not speed)
 
@@ -109,14 +110,14 @@ class CompiledJudge:
         return {self.bucket: [(r, None) for rows, _, _ in self.groups for r in rows]}
 
     def decide(self, out: np.ndarray) -> np.ndarray:
-        return out.argmax(-1) if self.kind == "argmax" else out[..., 0]
+        """(B, n) decisions from (B, n, d) outputs: the decoded token, or the first logit."""
+        return rule.tokens(out) if self.kind == "argmax" else out[..., 0]
 
     def agree(self, got: np.ndarray, want: np.ndarray) -> np.ndarray:
         """(B,) whether each input agrees at every position."""
         if self.kind == "argmax":
-            return (got == want).all(-1)
-        close = np.abs(got - want) <= TOLERANCE * np.maximum(1, np.maximum(abs(got), abs(want)))
-        return close.all(-1)
+            return rule.sequences_agree(rule.same_tokens(got, want))
+        return rule.sequences_agree(rule.close(got, want))
 
     def subset(self, n: int, seed: int = 0) -> "CompiledJudge":
         """A judge on about n of the inputs, spread evenly over the batches."""
