@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-from importlib import resources
 
 import lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -29,15 +28,12 @@ _COMPAT = re.compile(r'^[ \t]*@compat[ \t]+"rasp0\.1"[ \t]*;', re.M)
 
 @functools.cache
 def _parser(compat: bool = False) -> lark.Lark:
-    """The LALR parser; with `compat`, RASP 0.1's operator table replaces Python's."""
-    files = resources.files("grammar")
-    text = files.joinpath("rasp.lark").read_text()
-    if compat:
-        operators = files.joinpath("rasp01_operators.lark").read_text()
-        text = re.sub(r"// >>> operators.*?// <<< operators\n", lambda m: operators, text,
-                      flags=re.S)
-    return lark.Lark(text, parser="lalr", lexer="contextual", propagate_positions=True,
-                     maybe_placeholders=True)
+    """The LALR parser, its tables built once per process; with `compat`, the variant grammar
+    rasp01.lark, which imports rasp.lark and overrides its operator rules with RASP 0.1's."""
+    # read from the package, so that rasp01.lark's `%import .rasp` finds its neighbour
+    return lark.Lark.open_from_package(
+        "grammar", "rasp01.lark" if compat else "rasp.lark", ("",), parser="lalr",
+        lexer="contextual", propagate_positions=True, maybe_placeholders=True)
 
 
 def declares_compat(text: str) -> bool:

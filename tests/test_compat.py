@@ -6,6 +6,8 @@ import json
 import pytest
 
 import grammar
+from grammar.parser import _parser
+from rasp_ir.names import KEYWORDS
 from rasp_ir.printer import pretty
 
 from conftest import SHARED
@@ -37,3 +39,36 @@ def test_compat_programs_print_unambiguously():
     program = grammar.parse(src)
     assert grammar.parse(pretty(program)) == program
     assert program.binding("x").value.left.right.value == 6     # indices % (3 * 2)
+
+
+# the rules the two operator tables define differently; every other rule and every terminal is
+# the base grammar's, imported by rasp01.lark under its own name
+OPERATOR_RULES = {"expr", "test", "or_test", "and_test", "not_test", "comparison", "_comp_op",
+                  "arith", "term", "factor", "power", "in_test", "cond_test", "logic", "modulo",
+                  "unary"}
+
+
+def _owner(rule: str) -> str:
+    # Lark names the helper rule of a repetition in `comparison` `__comparison_plus_4`
+    return rule[2:].rsplit("_", 2)[0] if rule.startswith("__") else rule
+
+
+def _rules(parser):
+    return {(str(r.origin.name), tuple(str(s.name) for s in r.expansion), str(r.alias),
+             r.options.expand1) for r in parser.rules
+            if _owner(str(r.origin.name)) not in OPERATOR_RULES}
+
+
+def test_rasp01_grammar_shares_everything_but_the_operator_rules():
+    ours, theirs = _parser(False), _parser(True)
+    assert _rules(ours) == _rules(theirs)
+    assert {(t.name, repr(t.pattern)) for t in ours.terminals} == \
+        {(t.name, repr(t.pattern)) for t in theirs.terminals}
+    assert set(ours.ignore_tokens) == set(theirs.ignore_tokens) == {"WS", "COMMENT"}
+    assert _parser(True) is theirs           # the tables are built once per process
+
+
+def test_the_keywords_are_the_grammars_words():
+    words = {t.pattern.value for t in _parser(False).terminals
+             if t.pattern.type == "str" and t.pattern.value.isidentifier()}
+    assert words == KEYWORDS
