@@ -80,7 +80,7 @@ def main() -> int:
                        f"inputs), no difference in {s.random_inputs + s.hypothesis_inputs:,} "
                        f"more to length {n}")
         a, b = program_lines(source), program_lines(extracted)
-        match = min(m["match"] for m in result.report["evaluation"]["buckets"].values())
+        match = result.report.evaluation.worst()
         print(f"| {path.stem} | {n} | {len(source.vocab or ())} | {a} | {b} | {b / a:.1f} | "
               f"{match:.4f} | {verdict} | {seconds:.1f} | {equiv_seconds:.1f} |", flush=True)
     return 1 if failed else 0

@@ -49,7 +49,7 @@ def main() -> int:
     for folder in folders:
         subject = load_subject(folder)
         result = extract_full(subject, n=args.n)
-        r = result.report
+        r = result.report.to_json()
         lln = r["lln_a"]
         matches = " / ".join(f"{b['match']:.3f}" for b in lln["faithfulness"].values())
         kl = next(iter(lln["faithfulness"].values()))["kl"]

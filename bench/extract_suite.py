@@ -16,7 +16,6 @@ Exit status 1 when fewer than 11 of the 12 reach match 0.9 in every bucket.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -34,10 +33,9 @@ NOT_GENERALISING = ["bce_tomita5-@", "unique_copy-^2l1h64d3lr01drop-1100",
 
 def main() -> int:
     import grammar
-    from extractor.decompile.extract import ExtractSettings, extract_program
+    from extractor.decompile.extract import ExtractSettings, extract_program, write_extraction
     from extractor.tasks.checkpoint import load_subject
     from extractor.checking.judge import Judge
-    from rasp_ir.tables import write_program
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=ROOT.parent / "shared" / "checkpoints")
@@ -73,12 +71,10 @@ def main() -> int:
             continue
         seconds = time.perf_counter() - start
         path = args.out / f"{name}.rasp"
-        write_program(result.program, path)
-        (args.out / f"{name}.report.json").write_text(json.dumps(result.report, indent=1))
+        r = write_extraction(result, path, folder, subject).to_json()
         reread = grammar.load(path)       # what `rasp run` executes
         check = Judge.held_out(subject.model, subject.task, 50, 1)
         same = check(reread) == check(result.program)
-        r = result.report
         buckets = r["evaluation"]["buckets"]
         match = " / ".join(f"{b['match']:.3f}" for b in buckets.values())
         task = " / ".join(f"{b['task']:.3f}" for b in buckets.values())

@@ -32,7 +32,7 @@ def _round_trip(tmp_path, name: str, n: int):
                                      ("frac_prevs", 4)])
 def test_extracted_program_is_proven_equal_to_its_source(tmp_path, name, n):
     source, subject, result, extracted = _round_trip(tmp_path, name, n)
-    assert result.report["reached_threshold"]
+    assert result.report.reached_threshold
     assert extracted.bos == "<compiler_bos>"
     eq = equivalent(source, extracted, max_len=n)
     assert eq.equal and eq.proven, eq.counterexample
@@ -43,7 +43,7 @@ def test_pruning_cuts_what_the_exact_program_keeps(tmp_path):
     source, subject, result, extracted = _round_trip(tmp_path, "reverse", 5)
     full = extract_full(subject).program
     assert program_lines(extracted) < program_lines(full)
-    stages = result.report["pruning"]["stages"]
+    stages = result.report.pruning["stages"]
     assert [s["stage"] for s in stages] == ["components", "paths", "products"]
     assert all(s["match"] == 1.0 for s in stages)
     assert stages[-1]["edges"] <= stages[0]["edges"]
@@ -53,7 +53,7 @@ def test_an_mlp_over_categorical_inputs_is_read_back_as_a_table(tmp_path):
     """sort's key MLP reads (token, index): it comes back as a lookup over their product."""
     from rasp_ir import nodes as ir
     source, subject, result, extracted = _round_trip(tmp_path, "sort", 4)
-    assert result.report["mlp_tables"] == ["m0"]
+    assert result.report.mlp_tables == ["m0"]
     lookups = [b.value for b in extracted.bindings if isinstance(b.value, ir.Lookup)]
     assert len(lookups) == 1 and isinstance(lookups[0].operand, ir.Primitive)
     assert lookups[0].operand.name == "product"
@@ -122,7 +122,7 @@ def test_every_example_comes_back_equal(tmp_path, path):
     source = grammar.load(path)
     n = min(6, source.maxlen or 6)
     _, _, result, extracted = _round_trip(tmp_path, path.stem, n)
-    assert result.report["reached_threshold"]
+    assert result.report.reached_threshold
     eq = equivalent(source, extracted, max_len=n)
     assert eq.equal, eq.counterexample
 

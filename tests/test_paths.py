@@ -215,4 +215,4 @@ def test_load_subject_of_a_compiled_model_refuses_a_task(tmp_path):
         load_subject(tmp_path / "m", "bin_majority")
     subject = load_subject(tmp_path / "m")
     result = extract_full(subject)
-    assert result.report["lln_a"] is None and result.report["program"]["paths"] >= 2
+    assert result.report.lln_a is None and result.report.program.paths >= 2

@@ -109,7 +109,7 @@ def check_trained(directory, n=40, max_len=8):
     # the program is the LLN-A model: on the same sequences, the interpreter running it
     # agrees with the checkpoint exactly as often as the extractor measured the linearised
     # model in torch (float32 may tip a near-tie either way)
-    faithfulness = extraction.report["lln_a"]["faithfulness"]
+    faithfulness = extraction.report.lln_a["faithfulness"]
     for bucket, value in result.buckets.items():
         assert abs(value["match"] - faithfulness[bucket]["match"]) <= 0.02, (bucket, value)
     assert sum(b["sequences"] for b in result.generated_buckets().values()) == \

@@ -432,22 +432,24 @@ def _exact(subject, judge, count, N, alphabet, seed, threshold, paths, timings, 
 
 def _result(subject, program, final, judge, count, N, alphabet, seed, threshold, pruning,
             extra, timings):
-    from extractor.decompile.extract import Extraction, program_lines, program_size
+    from extractor.decompile.extract import Extraction, program_lines, program_summary
+    from extractor.decompile.report import CompiledReport, Evaluation, ModelShape
     c = subject.model.config
-    report = {"stage": "pruned", "kind": "compiled", "threshold": threshold, "seed": seed,
-              "model": {"layers": c.n_layers, "heads": c.n_heads, "d_model": c.d_model},
-              "inputs": {"count": count, "max_len": N,
-                         "exhaustive_up_to": _exhaustive_length(len(alphabet), N),
-                         "beyond": f"constant sequences and {PER_LENGTH} random ones per length"},
-              "pruning": pruning, **extra,
-              "program": {"lines": program_lines(program), **program_size(program)},
-              "evaluation": {"buckets": {k: {"match": v} for k, v in final.items()},
-                             "compared": "decoded output (argmax)" if judge.kind == "argmax"
-                             else f"first logit within {TOLERANCE:g}"},
-              "reached_threshold": min(final.values()) >= threshold,
-              "seconds": timings}
-    report["verdict"] = (f"the {report['program']['lines']}-line program decodes as the model "
-                         f"does on {min(final.values()):.4f} of the {count} generated inputs")
+    lines = program_lines(program)
+    worst = min(final.values())
+    report = CompiledReport(
+        stage="pruned", kind="compiled", threshold=threshold, seed=seed,
+        model=ModelShape(c.n_layers, c.n_heads, c.d_model),
+        inputs={"count": count, "max_len": N,
+                "exhaustive_up_to": _exhaustive_length(len(alphabet), N),
+                "beyond": f"constant sequences and {PER_LENGTH} random ones per length"},
+        pruning=pruning, **extra, program=program_summary(program, lines=lines),
+        evaluation=Evaluation({k: {"match": v} for k, v in final.items()},
+                              compared="decoded output (argmax)" if judge.kind == "argmax"
+                              else f"first logit within {TOLERANCE:g}"),
+        reached_threshold=worst >= threshold, seconds=timings,
+        verdict=f"the {lines}-line program decodes as the model does on {worst:.4f} of the "
+                f"{count} generated inputs")
     return Extraction(program, report)
 
 

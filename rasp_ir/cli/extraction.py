@@ -77,115 +77,90 @@ def cmd_extract(args) -> int:
         raise RaspError([Diagnostic("X503", f"{args.output.parent}: no such directory")])
     torch.set_num_threads(min(2, torch.get_num_threads()))
     subject = load_subject(args.checkpoint, args.task)
-    if args.stage == "full":
-        return _extract_full(args, subject)
-    if subject.kind == "compiled":
-        return _extract_compiled(args, subject)
-    return _extract_pruned(args, subject)
+    report = _run_stage(args, subject)
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return EXIT_OK
+    _print_report(args, report)
+    return EXIT_OK
 
 
-def _written(args, subject, result, n: int, bar) -> dict:
-    """Write the extracted program and its report (after the round trip with --verify)."""
-    from rasp_ir.tables import atomic_write_text, write_program
-    write_program(result.program, args.output)
-    report = dict(result.report, checkpoint=str(args.checkpoint),
-                  program=dict(result.report["program"], file=str(args.output)))
-    if args.verify:
-        report["roundtrip"] = _round_trip(args, subject, n, bar)
-    atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
-    return report
-
-
-def _extract_compiled(args, subject) -> int:
-    """A compiled model's short program (extractor/decompile/compiled.py): exact by default."""
+def _run_stage(args, subject):
+    """Extract as the options say, write the program, its tables and its report (after the
+    `--verify` round trip); the report as written."""
     from extractor.decompile.compiled import extract_compiled
-    bar = status_line(args)
-    try:
-        result = extract_compiled(subject, 1.0 if args.threshold is None else args.threshold,
-                                  args.seed, progress=bar)
-    finally:
-        bar(None)
-    report = _written(args, subject, result, args.n or 200, bar)
-    if args.json:
-        print(json.dumps(report))
-        return EXIT_OK
-    r, inputs = report, report["inputs"]
-    print(f"{args.checkpoint}: compiled model, {r['model']['layers']} layers x "
-          f"{r['model']['heads']} heads")
-    print(f"  {inputs['count']:,} generated inputs of lengths 1-{inputs['max_len']} (all of "
-          f"them up to length {inputs['exhaustive_up_to']})")
-    stages = r["pruning"].get("stages")
-    print("  greedy pruning: " + ", ".join(f"{st['stage']} {st['edges']} edges" for st in stages)
-          if stages else f"  pruning: {r['pruning']['method']}")
-    print(f"  {r['verdict']}")
-    print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
-          f"report: {args.output.with_suffix('.report.json').name}) in "
-          f"{r['seconds']['total']:.0f} s")
-    _print_round_trip(report)
-    return EXIT_OK
-
-
-def _extract_pruned(args, subject) -> int:
-    from extractor.decompile.extract import ExtractSettings, extract_program
-    workers = args.workers or min(2, os.cpu_count() or 1)
-    settings = ExtractSettings(threshold=0.9 if args.threshold is None else args.threshold,
-                               workers=workers, seed=args.seed,
-                               n=args.n or (200 if args.quick else 1000), quick=args.quick,
-                               max_runs=args.max_runs)
-    runs = args.output.with_suffix(".runs")
-    bar = status_line(args)
-    try:
-        result = extract_program(subject, args.checkpoint, args.task, runs, settings,
-                                 progress=bar)
-    finally:
-        bar(None)
-    report = _written(args, subject, result, settings.n, bar)
-    if args.json:
-        print(json.dumps(report))
-        return EXIT_OK
-    print(f"{args.checkpoint}: {report['model']['layers']} layers x {report['model']['heads']} "
-          f"heads, task {report['task']}")
-    print(f"  {len(report['runs'])} pruning runs in {report['seconds']['pruning']:.0f} s; "
-          f"frontier (edges: worst-bucket match on the choice set): " + ", ".join(
-              f"{p['edges']}: {p['match']:.2f}" for p in report["frontier"]["products"]))
-    ev = report["evaluation"]
-    print(f"  {report['program']['lines']}-line program; held-out ({ev['sequences_per_bucket']} "
-          "sequences per bucket, offset 0):")
-    for bucket, r in ev["buckets"].items():
-        print(f"    {bucket:<10} match {r['match']:.4f}   task {r['task']:.4f}")
-    print(f"  {report['verdict']}")
-    print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
-          f"report: {args.output.with_suffix('.report.json').name}, runs: {runs.name}/) in "
-          f"{report['seconds']['total']:.0f} s")
-    _print_round_trip(report)
-    return EXIT_OK
-
-
-def _extract_full(args, subject) -> int:
-    from extractor.decompile.extract import extract_full
+    from extractor.decompile.extract import (ExtractSettings, extract_full, extract_program,
+                                             write_extraction)
     from extractor.decompile.paths import MAX_ENTRIES
-    from rasp_ir.tables import atomic_write_text, write_program
     bar = status_line(args)
     try:
-        result = extract_full(subject, n=args.n or 2000, seed=args.seed,
-                              limit=args.max_entries or MAX_ENTRIES, fit_steps=args.fit_steps,
-                              progress=bar)
+        if args.stage == "full":
+            result = extract_full(subject, n=args.n or 2000, seed=args.seed,
+                                  limit=args.max_entries or MAX_ENTRIES,
+                                  fit_steps=args.fit_steps, progress=bar)
+            verify_n = args.n or 500
+        elif subject.kind == "compiled":
+            result = extract_compiled(subject, 1.0 if args.threshold is None else args.threshold,
+                                      args.seed, progress=bar)
+            verify_n = args.n or 200
+        else:
+            settings = ExtractSettings(
+                threshold=0.9 if args.threshold is None else args.threshold,
+                workers=args.workers or min(2, os.cpu_count() or 1), seed=args.seed,
+                n=args.n or (200 if args.quick else 1000), quick=args.quick,
+                max_runs=args.max_runs)
+            result = extract_program(subject, args.checkpoint, args.task, _runs_dir(args),
+                                     settings, progress=bar)
+            verify_n = settings.n
+        return write_extraction(result, args.output, args.checkpoint, subject,
+                                verify_n if args.verify else None, args.seed, progress=bar)
     finally:
         bar(None)
-    write_program(result.program, args.output)
-    report = dict(result.report, checkpoint=str(args.checkpoint), program=dict(
-        result.report["program"], file=str(args.output)))
-    if args.verify:
-        report["roundtrip"] = _round_trip(args, subject, args.n or 500, bar)
-    atomic_write_text(args.output.with_suffix(".report.json"), json.dumps(report, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(report))
-        return EXIT_OK
-    size = report["program"]
-    print(f"{args.checkpoint}: {subject.kind} model, {report['model']['layers']} layers x "
-          f"{report['model']['heads']} heads" + (f", task {report['task']}" if "task" in report
-                                                 else ""))
-    lln = report["lln_a"]
+
+
+def _runs_dir(args) -> Path:
+    return args.output.with_suffix(".runs")
+
+
+def _print_report(args, report) -> None:
+    from extractor.decompile.report import CompiledReport, FullReport
+    m = report.model
+    if isinstance(report, FullReport):
+        _print_full(args, report)
+    elif isinstance(report, CompiledReport):
+        inputs = report.inputs
+        print(f"{args.checkpoint}: compiled model, {m.layers} layers x {m.heads} heads")
+        print(f"  {inputs['count']:,} generated inputs of lengths 1-{inputs['max_len']} (all of "
+              f"them up to length {inputs['exhaustive_up_to']})")
+        stages = report.pruning.get("stages")
+        print("  greedy pruning: " + ", ".join(f"{st['stage']} {st['edges']} edges"
+                                               for st in stages)
+              if stages else f"  pruning: {report.pruning['method']}")
+        print(f"  {report.verdict}")
+        print(f"wrote {args.output} ({_beside(args, report)}) in "
+              f"{report.seconds['total']:.0f} s")
+    else:
+        print(f"{args.checkpoint}: {m.layers} layers x {m.heads} heads, task {report.task}")
+        print(f"  {len(report.runs)} pruning runs in {report.seconds['pruning']:.0f} s; "
+              f"frontier (edges: worst-bucket match on the choice set): " + ", ".join(
+                  f"{p['edges']}: {p['match']:.2f}" for p in report.frontier["products"]))
+        ev = report.evaluation
+        print(f"  {report.program.lines}-line program; held-out ({ev.sequences_per_bucket} "
+              "sequences per bucket, offset 0):")
+        for bucket, r in ev.buckets.items():
+            print(f"    {bucket:<10} match {r['match']:.4f}   task {r['task']:.4f}")
+        print(f"  {report.verdict}")
+        print(f"wrote {args.output} ({_beside(args, report)}, runs: {_runs_dir(args).name}/) "
+              f"in {report.seconds['total']:.0f} s")
+    if report.roundtrip is not None:
+        from extractor.checking.roundtrip import summary_lines
+        print("\n".join(summary_lines(report.roundtrip)))
+
+
+def _print_full(args, report) -> None:
+    m, size, lln = report.model, report.program, report.lln_a
+    print(f"{args.checkpoint}: {report.kind} model, {m.layers} layers x {m.heads} heads"
+          + (f", task {report.task}" if report.task else ""))
     if lln is None:
         print("  no LayerNorm: the program is an exact rewrite of the model")
     else:
@@ -194,25 +169,13 @@ def _extract_full(args, subject) -> int:
               "at every scored position):")
         for bucket, f in lln["faithfulness"].items():
             print(f"    {bucket:<10} match {f['match']:.4f}   KL {f['kl']:.2e}")
-    print(f"  program: {size['paths']} paths, {size['score_terms']} score terms, "
-          f"{size['table_entries']:,} table entries; built in {report['seconds']['build']:.2f} s")
-    print(f"wrote {args.output} (tables: {args.output.with_suffix('.tables.safetensors').name}, "
-          f"report: {args.output.with_suffix('.report.json').name})")
-    _print_round_trip(report)
-    return EXIT_OK
+    print(f"  program: {size.paths} paths, {size.score_terms} score terms, "
+          f"{size.table_entries:,} table entries; built in {report.seconds['build']:.2f} s")
+    print(f"wrote {args.output} ({_beside(args, report)})")
 
 
-def _round_trip(args, subject, n: int, bar) -> dict:
-    """`--verify`: the written program compiled and compared (extractor/checking/roundtrip.py)."""
-    from extractor.checking.roundtrip import round_trip
-    bar("round trip: compiling the program and comparing")
-    try:
-        return round_trip(args.output, subject, n=n, seed=args.seed)
-    finally:
-        bar(None)
-
-
-def _print_round_trip(report: dict) -> None:
-    if "roundtrip" in report:
-        from extractor.checking.roundtrip import summary_lines
-        print("\n".join(summary_lines(report["roundtrip"])))
+def _beside(args, report) -> str:
+    """The files written beside the program: its tables only when it has a side-file."""
+    tables = args.output.with_suffix(".tables.safetensors")
+    parts = [f"tables: {tables.name}"] if tables.exists() else []
+    return ", ".join(parts + [f"report: {args.output.with_suffix('.report.json').name}"])
