@@ -12,20 +12,19 @@ reported at once, in one CheckpointError with one C3xx diagnostic per problem.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
-import tempfile
 from functools import partial
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from rasp_ir.diagnostics import Diagnostic, RaspError
+from rasp_ir.files import atomic_write_bytes, atomic_write_text
 
 from .transformer import ACTIVATIONS, Transformer, TransformerConfig
 
@@ -113,22 +112,9 @@ def save_hf_gpt2(model: Transformer, directory: str | os.PathLike) -> Path:
 def _write(directory: Path, tensors: dict[str, torch.Tensor], config_text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     # Weights first: a directory whose config.json is new always has its new weights too.
-    _replace(directory / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _replace(directory / CONFIG, lambda tmp: Path(tmp).write_text(config_text, encoding="utf-8"))
+    atomic_write_bytes(directory / WEIGHTS, save(tensors, metadata={"format": "pt"}))
+    atomic_write_text(directory / CONFIG, config_text)
     return directory
-
-
-def _replace(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)          # mkstemp makes the file private; a checkpoint is not
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------- loading

@@ -7,13 +7,12 @@ values) are kept as JSON in the file's metadata, so a table stays readable on it
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import nodes as ir
+from .files import atomic_write_bytes, atomic_write_text
 
 _LABELS = "rasp_ir.labels"
 
@@ -49,24 +48,6 @@ def write_tables(path: Path, tables: dict[str, ir.Matrix]) -> None:
               for name, m in tables.items()}
     data = save(arrays, metadata={_LABELS: json.dumps(labels)})
     atomic_write_bytes(path, data)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_program(program: ir.Program, path: Path) -> None:

@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -27,10 +26,11 @@ from pathlib import Path
 import attrs
 import torch
 from attrs import frozen
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from extractor.decompile.prune import PruneSettings
 from extractor.tasks.checkpoint import load_subject
+from rasp_ir.files import atomic_write_bytes, atomic_write_text
 
 GRID = (1e-3, 1e-2, 1e-1)
 
@@ -133,24 +133,10 @@ class RunCache:
     def put(self, spec: RunSpec, summary: dict, tensors: dict) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         key = spec.key()
-        _atomic(self.directory / f"{key}.safetensors",
-                lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, p))
-        _atomic(self.directory / f"{key}.json",
-                lambda p: Path(p).write_text(json.dumps(summary, indent=1)))
-
-
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)       # mkstemp's 0600 is for the temporary name only
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        # the tensors first: a summary on disk always has its tensors beside it
+        atomic_write_bytes(self.directory / f"{key}.safetensors",
+                           save({k: v.contiguous() for k, v in tensors.items()}))
+        atomic_write_text(self.directory / f"{key}.json", json.dumps(summary, indent=1))
 
 
 def run_job(job: tuple) -> dict:

@@ -16,6 +16,7 @@ from attrs import frozen
 from extractor.tasks.base import Task
 from extractor.tasks.registry import get_task
 from rasp_ir.diagnostics import Diagnostic, RaspError
+from rasp_ir.files import atomic_write_text
 
 TASK_FILE = "task.json"
 
@@ -155,8 +156,7 @@ def task_for(model, metadata: dict, directory: Path, spec: str | None = None) ->
 def write_task_file(directory: Path, task: Task, record: dict) -> Path:
     """Write task.json: the task's metadata plus `record` (training settings, accuracy)."""
     path = Path(directory) / TASK_FILE
-    path.write_text(json.dumps({**task.metadata(), **record}, indent=2) + "\n",
-                    encoding="utf-8")
+    atomic_write_text(path, json.dumps({**task.metadata(), **record}, indent=2) + "\n")
     return path
 
 

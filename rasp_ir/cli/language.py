@@ -143,7 +143,8 @@ _STRINGS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
 
 def cmd_fmt(args) -> int:
     from rasp_ir.printer import pretty
-    from rasp_ir.tables import atomic_write_text, write_program
+    from rasp_ir.files import atomic_write_text
+    from rasp_ir.tables import write_program
     program = load_program(args.file)
     original = program.source or ""
     if args.simplify:
@@ -173,7 +174,7 @@ def cmd_fmt(args) -> int:
                 write_program(program, args.file)      # the side-file first, then the text
             else:
                 atomic_write_text(args.file, text)
-        except OSError as exc:     # the old file is left whole (see atomic_write_bytes)
+        except OSError as exc:     # the old file is left whole (see rasp_ir/files.py)
             print(f"rasp fmt: cannot write {args.file}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_ERROR
         return EXIT_OK
