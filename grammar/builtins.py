@@ -87,7 +87,7 @@ def _select(el, a: Args, span):
 
 def _basis_type(t):
     """A predicate over a vector side ranges over the vector's basis values (like project's
-    `inp`): the predicate is a 0/1 matrix applied bilinearly (LANGUAGE.md §8.5)."""
+    `inp`): the predicate is a 0/1 matrix applied bilinearly (docs/language.md, select)."""
     return T.Cat(T.basis_of(t)) if isinstance(t, T.Vec) else t
 
 

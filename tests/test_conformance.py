@@ -1,4 +1,4 @@
-"""The RASP 0.1 conformance cases (shared/conformance/rasp01_cases.json, design/LANGUAGE.md §9.2).
+"""The RASP 0.1 conformance cases (shared/conformance/rasp01_cases.json).
 
 Each case runs in a fresh REPL session: its `setup` statements, then its `call`. Values are
 compared with the original interpreter's printed output (parsed back into Python values; floats

@@ -28,7 +28,7 @@ LANGUAGE_NAMES = ["tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita
 
 # ------------------------------------------------------------------ vocabularies
 
-# design/DECOMPILER.md §2.1: (vocabulary size, first symbols, <bos> id)
+# the paper's token layout (docs/extractor.md, Tasks): (vocabulary size, first symbols, <bos> id)
 VOCABS = {
     "bin_majority": (6, ["0", "1"], 2), "parity": (6, ["0", "1"], 2),
     "bin_majority_interleave": (6, ["0", "1"], 2), "majority": (30, ["a", "b"], 26),

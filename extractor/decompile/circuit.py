@@ -1,11 +1,11 @@
 """The model as a circuit of paths with masked edges: what causal pruning trains.
 
 Under LLN-A (extractor/decompile/linearise.py) every reader of the residual stream is linear, so the
-stream is a sum of *paths* (design/DECOMPILER.md §5): `token`, `pos`, one path per (head, value
+stream is a sum of *paths* (docs/extractor.md, The circuit): `token`, `pos`, one path per (head, value
 path it reads) and one per MLP. A reader (a head's query, key or value, an MLP, the
 unembedding) sees each earlier path through an *edge*. An edge with mask m contributes
 m·x_p + (1 − m)·ō_p: a pruned edge reads the path's optimal-ablation constant ō_p instead
-(§6.3). The query-key products of a head are edges too (stage 3): a pruned product contributes
+(learned). The query-key products of a head are edges too (stage 3): a pruned product contributes
 nothing, and a key path's query-independent term is scored against the head's constant query.
 
 `Circuit.forward` runs all of this vectorised: the paths of a layer are one stacked tensor, every

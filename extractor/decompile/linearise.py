@@ -4,7 +4,7 @@ LayerNorm(x) = (x - mean x) / sqrt(var x + eps) * w + b divides by a per-positio
 one non-linear step between a path's write to the residual stream and a reader. LLN-A replaces
 sqrt(var x + eps) by a constant sqrt(E[var x] + eps), the variance averaged over task data, which
 makes every reader a linear function of the residual stream, so the model splits into paths
-(design/DECOMPILER.md §5.2). The paper learns these constants during pruning; here they are
+(docs/extractor.md, LLN-A). The paper learns these constants during pruning; here they are
 estimated once and kept, so the full program is an exact rewrite of the linearised model.
 
 How far LLN-A changes the model is measured, not assumed: `faithfulness` reports, per length

@@ -3,7 +3,7 @@
 Under LLN-A every reader of the residual stream (a head's query, key and value, an MLP, the
 unembedding) is linear in it, and the residual stream is a sum of writes by *sources*, each the
 product D · E of an input-dependent activation D (one row per position, over a finite basis)
-and a fixed matrix E (basis × d_model) (design/DECOMPILER.md §5.3-5.4):
+and a fixed matrix E (basis × d_model) (docs/extractor.md, The path program):
 
 - `token` and `pos`: one-hot rows over the vocabulary and the positions; E = W_E, W_pos.
 - `aL_H_<src>`: head H of layer L reading value path <src>: the softmax-weighted average of

@@ -1,8 +1,8 @@
 """The primitive library: named replacements for the tables of a path program.
 
 The extractor replaces each table of a pruned program, where it can, by a primitive whose
-printed form says exactly what the table holds (design/DECOMPILER.md §8-§9.2; the reference
-library mislabels several, §13.2):
+printed form says exactly what the table holds (docs/extractor.md, Primitives and replacement; the
+reference library mislabels several):
 
 - `AttentionPrimitive`: a 0/1 table over (query basis × key basis) (kind "qk") or a 0/1 vector
   over the key basis (kind "k") standing for one score term. It prints as the `op=` predicate

@@ -1,11 +1,11 @@
 """Causal pruning of a circuit in three stages, with learned masks and optimal ablation.
 
-Objective (design/DECOMPILER.md §6.1, with the KL as a mean per scored position instead of the
-reference's per vocabulary entry, §13.2): KL(original ‖ pruned) + λ · E[number of kept edges].
+Objective (docs/extractor.md, Pruning in three stages; the KL is a mean per scored position, not
+the reference's per vocabulary entry): KL(original ‖ pruned) + λ · E[number of kept edges].
 Each edge has a logit θ; a batch draws one mask per sequence with the window sampler of Li &
-Janson (§6.2): m = clip((p − u)/w + ½, 0, 1), p = σ(θ), w = p(1 − p), u uniform, whose gradient
+Janson: m = clip((p − u)/w + ½, 0, 1), p = σ(θ), w = p(1 − p), u uniform, whose gradient
 reaches p with slope 1 inside the window and not outside it. Pruned edges read the learned
-ablation constants ō; the LLN-A scale of every reader is learned jointly (§5.2).
+ablation constants ō; the LLN-A scale of every reader is learned jointly (docs/extractor.md, LLN-A).
 
 The stages tie the masks of extractor/decompile/circuit.py into groups:
 1. components: one edge per (component, reader): all paths a head writes share their masks;

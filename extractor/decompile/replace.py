@@ -1,6 +1,6 @@
 """Primitives in place of tables: the pruned program made readable, one judged step at a time.
 
-Order (design/DECOMPILER.md §8-§9, with §13.2's fixes):
+Order (docs/extractor.md, Primitives and replacement):
 1. MLPs, layer by layer: each primitive of the library (extractor/decompile/primitives.py, simplest
    first) is applied to the MLP's input variable on the judge's sequences, the write E of the
    new variable is fitted to the MLP's output by least squares (kept only if it explains at

@@ -6,7 +6,7 @@ seed, λ) and never computed twice: an interrupted sweep resumes where it stoppe
 through an `Executor`: the default is a local process pool; anything with the same `map`
 (a Ray or Dask wrapper) can take its place.
 
-The search (design/DECOMPILER.md §7, made local and deterministic): λ sets the price of an
+The search (docs/extractor.md, The sparsity sweep; local and deterministic): λ sets the price of an
 edge, so programs shrink as λ grows. Starting from a fixed grid, it brackets the largest λ whose
 program still matches the model on at least `threshold` of the selection sequences in every
 length bucket, by geometric bisection, and the smallest such program wins.

@@ -1,6 +1,6 @@
 """What a task is: a vocabulary, a length range and a seeded generator of labelled sequences.
 
-Two kinds of task, as in the D-RASP paper (design/DECOMPILER.md §2):
+Two kinds of task, as in the D-RASP paper (docs/extractor.md, Tasks and token layout):
 
 - `mode = "lm"`: next-token prediction with cross-entropy. A sequence is
   `<bos> prompt <sep> answer`; only the answer tokens are scored (teacher forcing).

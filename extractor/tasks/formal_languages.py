@@ -1,4 +1,4 @@
-"""The paper's formal languages in next-token-set (BCE) mode (design/DECOMPILER.md §2.4).
+"""The paper's formal languages in next-token-set (BCE) mode (docs/extractor.md, Tasks).
 
 Each language is a small automaton: `step(state, symbol)` is the next state, or None once no
 continuation can be accepted any more, and `accepts(state)`. The set of tokens allowed after a

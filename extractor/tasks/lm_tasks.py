@@ -1,4 +1,4 @@
-"""The paper's language-modelling tasks (design/DECOMPILER.md §2.3), with its token ids.
+"""The paper's language-modelling tasks (docs/extractor.md, Tasks), with its token ids.
 
 Every task samples its length n uniformly in [max(min_length, lo), hi] and builds
 `<bos> prompt <sep> answer`; only the answer is scored. The distributions follow the paper's

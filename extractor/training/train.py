@@ -1,4 +1,4 @@
-"""Training small GPT-2 models on a task with the paper's recipe (design/DECOMPILER.md §3).
+"""Training small GPT-2 models on a task with the paper's recipe (docs/extractor.md, Training).
 
 AdamW (β 0.9/0.999, ε 1e-8, weight decay 0.01 on weights but not on biases or LayerNorm),
 gradient clipping at 1.0, a linear decay of the learning rate to 0 over `steps`, batches of 64
