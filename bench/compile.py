@@ -1,5 +1,5 @@
 """Compile every example at several maximum lengths; print sizes next to tracr's figures
-(as tracr's compiler reports them, measured with the vocabularies below), compile time, and agreement
+(tracr's, measured with the vocabularies below), compile time, and agreement
 with the interpreter on random inputs of lengths 1..N.
 
     python bench/compile.py [--lengths 5,10,20,50,64] [--inputs 200] [--programs reverse,sort]

@@ -1,6 +1,6 @@
 """Static types of IR values, the typing rule of every node, and value-set inference.
 
-Types (docs/language.md, Types and value sets): `cat[D]` (one value per position from a finite set D, or an unknown
+Types (docs/language.md): `cat[D]` (one value per position from a finite set D, or an unknown
 set), `num[R]` (a real per position), `vec[B]` (a real vector over a finite basis), `sel`,
 `score`, `logits[O]`. Value sets are inferred the way tracr does it: evaluate each element-wise
 operation on every combination of its inputs' value sets, up to `MAX_TABLE` combinations.

@@ -1,7 +1,7 @@
 """The model as a circuit of paths with masked edges: what causal pruning trains.
 
 Under LLN-A (extractor/decompile/linearise.py) every reader of the residual stream is linear, so the
-stream is a sum of *paths* (docs/extractor.md, The circuit): `token`, `pos`, one path per (head, value
+stream is a sum of *paths* (docs/extractor.md): `token`, `pos`, one path per (head, value
 path it reads) and one per MLP. A reader (a head's query, key or value, an MLP, the
 unembedding) sees each earlier path through an *edge*. An edge with mask m contributes
 m·x_p + (1 − m)·ō_p: a pruned edge reads the path's optimal-ablation constant ō_p instead

@@ -5,7 +5,7 @@ the reference's per vocabulary entry): KL(original ‖ pruned) + λ · E[number 
 Each edge has a logit θ; a batch draws one mask per sequence with the window sampler of Li &
 Janson: m = clip((p − u)/w + ½, 0, 1), p = σ(θ), w = p(1 − p), u uniform, whose gradient
 reaches p with slope 1 inside the window and not outside it. Pruned edges read the learned
-ablation constants ō; the LLN-A scale of every reader is learned jointly (docs/extractor.md, LLN-A).
+ablation constants ō; the LLN-A scale of every reader is learned jointly.
 
 The stages tie the masks of extractor/decompile/circuit.py into groups:
 1. components: one edge per (component, reader): all paths a head writes share their masks;
