@@ -19,8 +19,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
+    from extractor.checking.roundtrip import round_trip
     from extractor.tasks.checkpoint import load_subject
-    from extractor.checking.roundtrip import round_trip, summary_lines
+    from rasp_ir.cli.extraction import round_trip_lines
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/rasp-extract-suite"))
@@ -39,7 +40,7 @@ def main() -> int:
             continue
         report = round_trip(program, load_subject(folders[0]), n=args.n)
         print(f"{program.stem} ({folders[0].name})")
-        print("\n".join(summary_lines(report)), flush=True)
+        print("\n".join(round_trip_lines(report)), flush=True)
         differ += report["compiled"] and not report["interpreter"]["exact"]
     return 1 if differ else 0
 

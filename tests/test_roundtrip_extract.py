@@ -12,16 +12,20 @@ import json
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES
 
 import grammar
 from compiler.compile import compile_program
+from extractor.checking.roundtrip import (
+    compare,
+    compiled_scores,
+    program_scores,
+    round_trip,
+)
 from extractor.tasks.checkpoint import load_subject
-from extractor.checking.roundtrip import (compare, compiled_scores, program_scores, round_trip,
-                                 summary_lines)
 from rasp_ir import cli
+from rasp_ir.cli.extraction import round_trip_lines
 from rasp_ir.diagnostics import RaspError
-
-from conftest import EXAMPLES
 
 BIN_MAJORITY = EXAMPLES / "bin_majority"
 BUCKETS = {"0-50", "51-100", "101-150"}
@@ -104,7 +108,7 @@ def test_compile_extract_compile_of_a_compiled_model(tmp_path):
     buckets = trip["checkpoint"]["buckets"]
     assert buckets and all(b["match"] == 1.0 for b in buckets.values())
     assert sum(b["sequences"] for b in buckets.values()) == 40
-    assert "generated inputs; no task data" in "\n".join(summary_lines(trip))
+    assert "generated inputs; no task data" in "\n".join(round_trip_lines(trip))
 
 
 UNCOMPILABLE = HEAD + '''
@@ -142,7 +146,7 @@ def test_uncompilable_constructs_are_listed_with_their_places(tmp_path, subject)
     assert "harden" in by_line[line["harden("]] and "is_pure" in by_line[line["is_pure("]]
     assert "one activation" in by_line[line["m1 = mlp"]]
     assert "one activation" in by_line[line["m2 = mlp"]]
-    printed = "\n".join(summary_lines(trip))
+    printed = "\n".join(round_trip_lines(trip))
     assert "not compiled: 4 construct(s) cannot be compiled exactly" in printed
     assert f"odd.rasp:{line['harden(']}:" in printed and "\n      harden(a);" in printed
 

@@ -153,8 +153,7 @@ def _print_report(args, report) -> None:
         print(f"wrote {args.output} ({_beside(args, report)}, runs: {_runs_dir(args).name}/) "
               f"in {report.seconds['total']:.0f} s")
     if report.roundtrip is not None:
-        from extractor.checking.roundtrip import summary_lines
-        print("\n".join(summary_lines(report.roundtrip)))
+        print("\n".join(round_trip_lines(report.roundtrip)))
 
 
 def _print_full(args, report) -> None:
@@ -179,3 +178,49 @@ def _beside(args, report) -> str:
     tables = args.output.with_suffix(".tables.safetensors")
     parts = [f"tables: {tables.name}"] if tables.exists() else []
     return ", ".join(parts + [f"report: {args.output.with_suffix('.report.json').name}"])
+
+
+def round_trip_lines(report: dict) -> list[str]:
+    """The round trip as printed by `rasp extract --verify`."""
+    if not report["compiled"]:
+        problems = report["problems"]
+        out = [f"  round trip: not compiled: {len(problems)} construct(s) cannot be compiled "
+               "exactly:"]
+        for p in problems:
+            where = f"{Path(p['file']).name}:{p['line']}:{p['column']}: " if "file" in p else ""
+            construct = p.get("construct", "")
+            if len(construct) > 72:
+                construct = construct[:69] + "..."
+            out.append(f"    {where}{p['code']} {p['message']}")
+            if construct:
+                out.append(f"      {construct}")
+        return out
+    m, a = report["model"], report["interpreter"]
+    out = [f"  round trip: compiled to {m['layers']} layers x {m['heads']} heads, residual "
+           f"{m['residual_width']}, MLP {m['mlp_width']}, {m['activation']} "
+           f"({report['directory']})"]
+    verdict = "exact" if a["exact"] else f"{a['differences']} positions DIFFER" + (
+        f" ({a['ties']} at ties of the program)" if a["ties"] else "")
+    out.append(f"    compiled vs interpreter: {verdict} on {a['inputs']} inputs "
+               f"({a['task_sequences']} task, {a['generated']} generated; {a['positions']} "
+               f"positions, {a['decision']}); max |logit diff| {a['max_abs_logit_diff']:.2e}")
+    if a["first_difference"] is not None:
+        f = a["first_difference"]
+        out.append(f"      first difference ({f['source']}): position {f['position']} of "
+                   f"{' '.join(map(str, f['input'][:40]))}"
+                   + (" ..." if len(f["input"]) > 40 else ""))
+    c = report["checkpoint"]
+    if c is None:
+        return out
+    if "sequences_per_bucket" not in c:      # a compiled checkpoint: generated inputs
+        out.append("    compiled vs checkpoint (generated inputs; no task data):")
+        for name, b in c["buckets"].items():
+            out.append(f"      lengths {name:<10} match {b['match']:.4f}   "
+                       f"({b['sequences']} inputs)")
+        return out
+    out.append(f"    compiled vs checkpoint ({c['sequences_per_bucket']} held-out sequences "
+               "per bucket):")
+    for name, b in c["buckets"].items():
+        out.append(f"      {name:<10} match {b['match']:.4f}   task {b['task']:.4f}   "
+                   f"(program: match {b['program_match']:.4f})")
+    return out
