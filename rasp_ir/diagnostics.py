@@ -81,6 +81,7 @@ CODES = {
     "X501": "the full program of a model would be too large (paths multiply with depth)",
     "X502": "a model with LayerNorm needs task data for its LLN-A scales",
     "X503": "bad output path for an extracted program",
+    "X504": "sweep pruning needs task data (a compiled model has none)",
     "V601": "a program cannot be checked: it has no @vocab",
     "V602": "two programs (or a program and a model) have different vocabularies or BOS tokens",
     "V603": "outputs of kinds that cannot be compared",

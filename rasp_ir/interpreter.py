@@ -396,7 +396,7 @@ class _Group:
         if isinstance(pred, ir.Compare) and A.compatible(keys, queries):
             if keys is queries and keys.dtype.kind == "U":
                 keys = queries = self.order_codes(keys)   # ints compare ~10x faster
-            return ops._COMPARE[pred.op](keys[:, None, :], queries[:, :, None])
+            return ops.COMPARE[pred.op](keys[:, None, :], queries[:, :, None])
         # general case: the predicate's table over the distinct keys and queries
         key_values, key_codes = A.factorize(keys)
         query_values, query_codes = A.factorize(queries)
@@ -412,7 +412,7 @@ class _Group:
             if queries is None:
                 self.fail("E211", "a comparison needs queries", node)
             if A.compatible(keys, queries):
-                return ops._COMPARE[pred.op](keys, queries)
+                return ops.COMPARE[pred.op](keys, queries)
             return self.lift(lambda k, q: ops.compare(pred.op, k, q), node, "the predicate",
                              keys, queries)
         names = pred.params
@@ -673,7 +673,7 @@ def fast_binary(op, a, b):
     """numpy's version of `a op b` where it agrees with Python's; None otherwise."""
     if op in ops.COMPARISONS:
         if A.compatible(a, b):
-            return ops._COMPARE[op](a, b)
+            return ops.COMPARE[op](a, b)
         return None
     if op in ("and", "or") and a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
         fn = np.logical_and if op == "and" else np.logical_or

@@ -12,7 +12,7 @@ ARITHMETIC = {"+", "-", "*", "/", "%", "^"}
 COMPARISONS = {"==", "!=", "<", "<=", ">", ">="}
 LOGICAL = {"and", "or"}
 
-_COMPARE = {
+COMPARE = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt,
     "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
@@ -36,7 +36,7 @@ _BINARY = {
     "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
     "%": operator.mod, "^": _power,
     "and": lambda a, b: bool(a) and bool(b), "or": lambda a, b: bool(a) or bool(b),
-    **_COMPARE,
+    **COMPARE,
 }
 
 
