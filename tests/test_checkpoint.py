@@ -334,3 +334,17 @@ def test_rasp_ir_config_and_weight_problems(tmp_path):
     assert sorted(problems(tmp_path / "m")[0]) == ["C305"] * 4 + ["C306"]
     rewrite(tmp_path / "m", config={**config, "d_head": None})
     assert problems(tmp_path / "m")[0] == ["C305"]
+
+
+@pytest.mark.parametrize("save", [save_hf_gpt2, save_model])
+def test_tied_model_with_dropout_saves_as_the_untied_one(tmp_path, save):
+    untied = random_model()
+    config = TransformerConfig(**untied.config.to_dict(), tie_embeddings=True, dropout=0.1)
+    tied = Transformer(config)
+    tied.load_state_dict(untied.state_dict())
+    save(untied, tmp_path / "untied")
+    save(tied, tmp_path / "tied")
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / "tied" / name).read_bytes() == (tmp_path / "untied" / name).read_bytes()
+    loaded, _ = load_model(tmp_path / "tied")
+    assert loaded.config == untied.config

@@ -14,7 +14,7 @@ from conftest import EXAMPLES
 from extractor.training import train as train_module
 from extractor.tasks.checkpoint import load_with_task, recorded_accuracy
 from extractor.tasks.registry import get_task
-from extractor.training.train import TrainConfig, build_model, dropout_hooks, train
+from extractor.training.train import TrainConfig, build_model, train
 from rasp_ir.cli import main
 
 TINY = ["--layers", "1", "--heads", "1", "--d-model", "8", "--steps", "20",
@@ -89,28 +89,29 @@ def test_stops_early_once_in_distribution_accuracy_is_one(monkeypatch):
 def test_unembedding_stays_tied_and_bias_zero():
     config = TrainConfig(layers=2, heads=2, d_model=8, steps=10, eval_every=100, eval_n=5)
     model = train(get_task("tomita4"), config, [(0, 5)]).model
-    assert torch.equal(model.unembed.W_U, model.embed.W_E.T)
+    assert model.config.tie_embeddings and model.W_U._base is model.embed.W_E
+    assert "unembed.W_U" not in dict(model.named_parameters())
     assert not model.unembed.b_U.any()
-    assert isinstance(model.unembed.W_U, torch.nn.Parameter)
+    state = model.state_dict()          # as an untied model's, for checkpoints
+    assert torch.equal(state["unembed.W_U"], model.embed.W_E.T)
 
 
 def test_dropout_only_in_training_mode():
     task = get_task("bin_majority")
-    model = build_model(task, TrainConfig(layers=1, heads=1, d_model=16))
+    model = build_model(task, TrainConfig(layers=1, heads=1, d_model=16, dropout=0.5))
     tokens = torch.from_numpy(task.sample(np.random.default_rng(0), 10, 10, False).tokens)[None]
-    model.eval()
-    clean = model(tokens)
-    with dropout_hooks(model, 0.5):
-        assert torch.equal(model(tokens), clean)
-        model.train()
-        assert not torch.equal(model(tokens), clean)
-        assert model.blocks[0].attn.dropout == 0.5
-        _, cache = model(tokens, return_cache=True)
-        pattern = cache["blocks.0.attn.hook_pattern"]
-        assert (pattern == 0).any() and pattern.max() > 1      # dropped and rescaled
-    assert model.blocks[0].attn.dropout == 0.0
+    assert model.config.dropout == 0.5
+    clean = model.eval()(tokens)
+    assert torch.equal(model(tokens), clean)
+    model.train()
+    assert not torch.equal(model(tokens), clean)
+    _, cache = model(tokens, return_cache=True)
+    pattern = cache["blocks.0.attn.hook_pattern"]
+    assert (pattern == 0).any() and pattern.max() > 1      # dropped and rescaled
     assert torch.equal(model.eval()(tokens), clean)
-    assert torch.equal(model.train()(tokens), clean)              # no dropout outside the block
+    still = build_model(task, TrainConfig(layers=1, heads=1, d_model=16))
+    still.load_state_dict(model.state_dict())
+    assert torch.equal(still.train()(tokens), clean)         # dropout 0: no dropout at all
 
 
 def test_training_on_a_jsonl_file_and_a_python_class(tmp_path, capsys):

@@ -139,3 +139,52 @@ def test_forward_rejects_long_sequences_and_unknown_tokens():
         m(torch.zeros(1, 13, dtype=torch.long))
     with pytest.raises(ValueError, match="token ids"):
         m(torch.tensor([[0, 7]]))
+
+
+def test_runtime_fields_are_not_saved_and_checked():
+    c = TransformerConfig(vocab_size=5, n_positions=6, d_model=8, n_layers=1, n_heads=2,
+                          dropout=0.1, tie_embeddings=True,
+                          ln_scales={"ln_final": 2, "blocks.0.ln1": 1, "blocks.0.ln2": 3})
+    assert not {"dropout", "tie_embeddings", "ln_scales"} & set(c.to_dict())
+    assert c.ln_scale("blocks.0.ln2") == 3.0 and c.ln_scale("nowhere") is None
+    with pytest.raises(ValueError):                     # every LayerNorm needs its scale
+        TransformerConfig(**c.to_dict(), ln_scales={"ln_final": 2.0})
+    with pytest.raises(ValueError):                     # tied: one vocabulary in and out
+        TransformerConfig(**{**c.to_dict(), "d_vocab_out": 3}, tie_embeddings=True)
+
+
+def test_tied_unembedding_is_the_embedding():
+    tied = random_model(tie_embeddings=True, dropout=0.5)
+    assert tied.W_U._base is tied.embed.W_E and not tied.unembed.b_U.any()
+    assert "unembed.W_U" not in dict(tied.named_parameters())
+    state = tied.state_dict()                             # an untied model's names and values
+    assert list(state)[-2:] == ["unembed.W_U", "unembed.b_U"]
+    untied = Transformer(TransformerConfig(**tied.config.to_dict())).eval()
+    untied.load_state_dict(state)
+    tokens = torch.randint(0, 7, (2, 12))
+    # eval mode: no dropout; W_E.T and a contiguous W_U may round differently in a matmul
+    torch.testing.assert_close(untied(tokens), tied(tokens))
+    again = Transformer(tied.config)
+    again.load_state_dict(untied.state_dict())
+    assert torch.equal(again.embed.W_E, tied.embed.W_E)
+    with torch.no_grad():
+        untied.unembed.W_U.add_(1.0)
+    with pytest.raises(RuntimeError, match="transposed"):
+        again.load_state_dict(untied.state_dict())
+
+
+def test_fixed_layer_norm_scales_and_their_stand_ins():
+    model = random_model()
+    names = model.config.layer_norm_names
+    assert names == ["blocks.0.ln1", "blocks.0.ln2", "blocks.1.ln1", "blocks.1.ln2", "ln_final"]
+    config = TransformerConfig(**model.config.to_dict(), ln_scales=dict.fromkeys(names, 0.5))
+    linear = Transformer(config).eval()
+    linear.load_state_dict(model.state_dict())
+    assert linear.ln_final.fixed_scale == 0.5
+    tokens = torch.randint(0, 7, (2, 12))
+    assert not torch.allclose(linear(tokens), model(tokens))
+    stand_ins = {name: torch.tensor(0.5, requires_grad=True) for name in names}
+    out = model(tokens, ln_scales=stand_ins)
+    assert torch.equal(out, linear(tokens))
+    out.sum().backward()
+    assert all(t.grad is not None for t in stand_ins.values())

@@ -14,11 +14,11 @@ the original at every scored position, and the mean KL divergence from the origi
 
 from __future__ import annotations
 
-import copy
-
+import attrs
 import numpy as np
 import torch
 
+from compiler.transformer import Transformer
 from extractor.tasks.base import Task
 from extractor.tasks.batches import collate, length_sorted_chunks
 from extractor.tasks.evaluate import MAX_TOKENS, evaluation_sets
@@ -79,8 +79,7 @@ def fit_scales(model, task: Task, scales: dict[str, float], steps: int = 100,
     linear = linearised(model, scales)
     for p in linear.parameters():
         p.requires_grad_(False)
-    norms = layer_norms(linear)
-    names = sorted(norms)
+    names = sorted(layer_norms(linear))
     logs = torch.nn.Parameter(torch.tensor([np.log(scales[n]) for n in names],
                                            dtype=torch.float64))
     optimiser = torch.optim.Adam([logs], lr=lr)
@@ -91,9 +90,8 @@ def fit_scales(model, task: Task, scales: dict[str, float], steps: int = 100,
         batch = collate(examples, task.vocab.pad, task.mode)
         with torch.no_grad():
             target = model(batch.tokens, position_ids=batch.positions).double()
-        for i, name in enumerate(names):
-            norms[name].fixed_scale = logs[i].exp()
-        out = linear(batch.tokens, position_ids=batch.positions).double()
+        trial = {name: logs[i].exp() for i, name in enumerate(names)}
+        out = linear(batch.tokens, position_ids=batch.positions, ln_scales=trial).double()
         loss = kl_divergence(target, out, task.mode)[batch.scored].mean()
         value = float(loss.detach())
         if value < best_loss:         # the scales before this step gave this loss
@@ -118,13 +116,15 @@ def kl_divergence(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
 
 def linearised(model, scales: dict[str, float]):
     """A copy of `model` whose LayerNorms divide by the given constants (LLN-A)."""
-    linear = copy.deepcopy(model)
-    norms = layer_norms(linear)
+    norms = layer_norms(model)
     missing = sorted(set(norms) - set(scales))
     if missing:
         raise ValueError(f"no LLN-A scale for {', '.join(missing)}")
-    for name, norm in norms.items():
-        norm.fixed_scale = float(scales[name])
+    config = attrs.evolve(model.config, ln_scales={name: scales[name] for name in norms})
+    with torch.device("meta"):          # no initialisation: the weights are copied below
+        linear = Transformer(config)
+    linear.load_state_dict({name: t.clone() for name, t in model.state_dict().items()},
+                           assign=True)
     return linear.eval()
 
 

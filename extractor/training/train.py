@@ -7,22 +7,20 @@ initialisation. Every `eval_every` steps the in-distribution bucket is evaluated
 as soon as it is entirely right. The result is saved as a Hugging Face GPT-2 checkpoint with
 the task's metadata (task.json) and accuracies (task.json and the paper's acc.txt).
 
-Dropout, when asked for, is GPT-2's: on the embeddings and on each attention and MLP output
-(forward hooks), and on the attention probabilities (the attention module's `dropout`, 0
-outside training). It matters: unique_copy 2l1h64d with dropout 0.1 length-generalised only
-with the attention-probability dropout too.
+Dropout, when asked for, is GPT-2's (the model's `dropout`, active in training mode only): on
+the embeddings, on the attention probabilities and on each attention and MLP output. It
+matters: unique_copy 2l1h64d with dropout 0.1 length-generalised only with the
+attention-probability dropout too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from attrs import asdict, field, frozen, validators
 
 from compiler.transformer import Transformer, TransformerConfig
@@ -70,12 +68,19 @@ class TrainResult:
 
 
 def build_model(task: Task, config: TrainConfig) -> Transformer:
-    """A GPT-2-style model for the task, initialised as Hugging Face initialises GPT-2."""
+    """A GPT-2-style model for the task, initialised as Hugging Face initialises GPT-2, with
+    the unembedding tied to the embedding and the run's dropout."""
     if config.d_model % config.heads:
         raise ValueError(f"d_model {config.d_model} is not divisible by heads {config.heads}")
     model = Transformer(TransformerConfig(
         vocab_size=len(task.vocab), n_positions=task.n_positions, d_model=config.d_model,
-        n_layers=config.layers, n_heads=config.heads))
+        n_layers=config.layers, n_heads=config.heads, dropout=config.dropout,
+        tie_embeddings=True))
+    # Construction drew a first initialisation from the global random stream (redrawn below
+    # from the seed's own generator), and the dropout masks follow it in that stream. A model
+    # whose W_U was a Parameter of its own drew W_U there too: drawing as many numbers keeps
+    # each seed's dropout masks, and so its trained weights, what they have always been.
+    torch.empty(config.d_model, len(task.vocab)).normal_(0.0, 0.02)
     generator = torch.Generator().manual_seed(config.seed)
     model.reset_parameters(generator=generator)
     with torch.no_grad():
@@ -83,57 +88,12 @@ def build_model(task: Task, config: TrainConfig) -> Transformer:
         for block in model.blocks:
             block.attn.W_O.mul_((2 * config.layers) ** -0.5)
             block.mlp.W_out.mul_((2 * config.layers) ** -0.5)
-        model.unembed.W_U.copy_(model.embed.W_E.T)
     return model
-
-
-@contextlib.contextmanager
-def tied_unembedding(model: Transformer):
-    """Within the block, W_U is W_E transposed (one parameter, as GPT-2's tied lm_head) and the
-    unembedding bias stays 0; afterwards W_U is a parameter again holding W_E's final value."""
-    unembed = model.unembed
-    del unembed.W_U
-    unembed.b_U.requires_grad_(False)
-    hook = model.register_forward_pre_hook(
-        lambda module, args: setattr(unembed, "W_U", model.embed.W_E.T))
-    try:
-        yield model
-    finally:
-        hook.remove()
-        with contextlib.suppress(AttributeError):
-            del unembed.W_U
-        unembed.W_U = torch.nn.Parameter(model.embed.W_E.detach().T.clone())
-        unembed.b_U.requires_grad_(True)
-
-
-@contextlib.contextmanager
-def dropout_hooks(model: Transformer, p: float):
-    """GPT-2's dropout (embeddings, attention probabilities, attention and MLP outputs),
-    active in training mode only."""
-    if p == 0:
-        yield model
-        return
-    drop = lambda x: F.dropout(x, p, training=model.training)          # noqa: E731
-    hooks = [model.blocks[0].register_forward_pre_hook(
-        lambda module, args: (drop(args[0]), *args[1:]))]
-    for block in model.blocks:
-        block.attn.dropout = p
-        hooks.append(block.attn.register_forward_hook(lambda m, args, out: drop(out)))
-        hooks.append(block.mlp.register_forward_hook(lambda m, args, out: drop(out)))
-    try:
-        yield model
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for block in model.blocks:
-            block.attn.dropout = 0.0
 
 
 def _optimizer(model: Transformer, config: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
         leaf = name.rsplit(".", 1)[-1]
         # Hugging Face's Trainer exempts biases and LayerNorm parameters from weight decay.
         (no_decay if leaf.startswith("b") or leaf == "w" else decay).append(p)
@@ -153,30 +113,29 @@ def train(task: Task, config: TrainConfig, buckets: list[Bucket] | None = None,
     stream = task.training_stream(config.seed)
     history, step, stopped, start = [], 0, False, time.perf_counter()
     bar = progress_bar(config.steps, "train", enabled=progress, unit="step")
-    with tied_unembedding(model), dropout_hooks(model, config.dropout):
-        optimizer = _optimizer(model, config)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: max(0.0, 1 - s / config.steps))
-        running = None
-        while step < config.steps and not stopped:
-            model.train()
-            batch = collate([next(stream) for _ in range(config.batch_size)],
-                            task.vocab.pad, task.mode)
-            value = loss(model(batch.tokens, position_ids=batch.positions), batch)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            schedule.step()
-            step += 1
-            running = value.item() if running is None else 0.98 * running + 0.02 * value.item()
-            bar.update(1)
-            if step % config.eval_every == 0 or step == config.steps:
-                acc = evaluate(model, task, in_distribution, config.eval_n, config.seed)
-                score = next(iter(acc.values()))
-                history.append({"step": step, "loss": running, "in_distribution": score})
-                bar.set_postfix(loss=f"{running:.4f}", acc=f"{score:.4f}")
-                stopped = score == 1.0
+    optimizer = _optimizer(model, config)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: max(0.0, 1 - s / config.steps))
+    running = None
+    while step < config.steps and not stopped:
+        model.train()
+        batch = collate([next(stream) for _ in range(config.batch_size)],
+                        task.vocab.pad, task.mode)
+        value = loss(model(batch.tokens, position_ids=batch.positions), batch)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        running = value.item() if running is None else 0.98 * running + 0.02 * value.item()
+        bar.update(1)
+        if step % config.eval_every == 0 or step == config.steps:
+            acc = evaluate(model, task, in_distribution, config.eval_n, config.seed)
+            score = next(iter(acc.values()))
+            history.append({"step": step, "loss": running, "in_distribution": score})
+            bar.set_postfix(loss=f"{running:.4f}", acc=f"{score:.4f}")
+            stopped = score == 1.0
     bar.close()
     seconds = time.perf_counter() - start
     model.eval()
