@@ -28,19 +28,17 @@ def replace(node, target, new):
     if node is target:
         return new
     changes = {}
-    for f in attrs.fields(type(node)):
-        if not f.init:
-            continue
-        value = getattr(node, f.name)
-        if isinstance(value, ir.Node):
-            changed = replace(value, target, new)
-            if changed is not value:
-                changes[f.name] = changed
-        elif isinstance(value, tuple) and any(isinstance(v, ir.Node) for v in value):
+    for name, many in ir.child_fields(type(node)):      # the children nodes.py declares
+        value = getattr(node, name)
+        if many:
             changed = tuple(replace(v, target, new) if isinstance(v, ir.Node) else v
                             for v in value)
             if any(a is not b for a, b in zip(changed, value)):
-                changes[f.name] = changed
+                changes[name] = changed
+        elif value is not None:
+            changed = replace(value, target, new)
+            if changed is not value:
+                changes[name] = changed
     return attrs.evolve(node, **changes) if changes else node
 
 
