@@ -140,11 +140,13 @@ def _sweep(base: RunSpec, runs_dir: Path, settings: ExtractSettings, executor, s
 
 def candidate_order(runs: list[dict], threshold: float) -> list[dict]:
     """The runs to take through primitives: those passing on the choice set, fewest edges
-    first; when none passes, the best worst bucket first."""
+    first; when none passes, the best worst bucket first. Ties go to the larger λ: the order
+    the runs finished in (parallel workers) must not decide."""
     passing = [s for s in runs if worst_match(s) >= threshold]
     if passing:
-        return sorted(passing, key=lambda s: (s["stages"][-1]["edges"], -worst_match(s)))
-    return sorted(runs, key=lambda s: (-worst_match(s), s["stages"][-1]["edges"]))
+        return sorted(passing, key=lambda s: (s["stages"][-1]["edges"], -worst_match(s),
+                                              -s["lam"]))
+    return sorted(runs, key=lambda s: (-worst_match(s), s["stages"][-1]["edges"], -s["lam"]))
 
 
 @contextmanager
