@@ -1,5 +1,6 @@
 """`rasp extract` (default stage) on the paper's checkpoints: one row per checkpoint with the
-time, the program's printed lines and its held-out match accuracy per length bucket.
+time, the program's statements, side-file tables and opaque MLPs, and its held-out match per
+length bucket.
 
     python bench/extract_suite.py [--only bin_majority,count] [--quick] [--workers 2]
                                   [--out DIR] [--n 1000]
@@ -52,10 +53,10 @@ def main() -> int:
         found = sorted(f for f in args.dir.iterdir() if f.name.startswith(prefix))
         folders += [(f, prefix in GENERALISING) for f in found[:1]]
     args.out.mkdir(parents=True, exist_ok=True)
-    print("| checkpoint | layers | time s | runs | lines | match 0-50 / 51-100 / 101-150 | "
-          "task 0-50 / 51-100 / 101-150 | reached |")
-    print("|---|---|---|---|---|---|---|---|")
-    good, lines = 0, []
+    print("| checkpoint | layers | time s | runs | statements | side-file tables | opaque mlps | "
+          "match 0-50 / 51-100 / 101-150 | task 0-50 / 51-100 / 101-150 | reached |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    good, lines, readable = 0, [], []
     for folder, generalising in folders:
         start = time.perf_counter()
         subject = load_subject(folder)
@@ -79,12 +80,15 @@ def main() -> int:
         match = " / ".join(f"{b['match']:.3f}" for b in buckets.values())
         task = " / ".join(f"{b['task']:.3f}" for b in buckets.values())
         ok = min(b["match"] for b in buckets.values()) >= settings.threshold
-        n_lines = r["program"]["lines"]
+        size = r["program"]
+        n_lines = size["lines"]
         if generalising:
             good += ok and n_lines <= settings.max_lines
             lines.append(n_lines)
+            readable.append((size["side_tables"], size["opaque_mlps"]))
         print(f"| {folder.name} | {subject.model.config.n_layers} | {seconds:.0f} | "
-              f"{len(r['runs'])} | {n_lines} | {match} | {task} | "
+              f"{len(r['runs'])} | {n_lines} | {size['side_tables']} | {size['opaque_mlps']} | "
+              f"{match} | {task} | "
               f"{'yes' if r['reached_threshold'] else 'no'}{'' if same else ' (reread differs!)'} |",
               flush=True)
         if not r["reached_threshold"]:
@@ -95,8 +99,10 @@ def main() -> int:
     total = sum(1 for _, g in folders if g)
     if lines:
         print(f"\n{good}/{total} generalising checkpoints reach match 0.9 in every bucket "
-              f"within 25 lines; printed lines: median {statistics.median(lines)}, "
+              f"within 25 statements; statements: median {statistics.median(lines)}, "
               f"max {max(lines)}")
+        print(f"without a side-file table: {sum(s == 0 for s, _ in readable)}/{total}; "
+              f"without an opaque mlp: {sum(m == 0 for _, m in readable)}/{total}")
     return 0 if total == 0 or good >= min(11, total) else 1
 
 

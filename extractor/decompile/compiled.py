@@ -448,7 +448,7 @@ def _result(subject, program, final, judge, count, N, alphabet, seed, threshold,
                               compared="decoded output (argmax)" if judge.kind == "argmax"
                               else f"first logit within {TOLERANCE:g}"),
         reached_threshold=worst >= threshold, seconds=timings,
-        verdict=f"the {lines}-line program decodes as the model does on {worst:.4f} of the "
+        verdict=f"the {lines}-statement program decodes as the model does on {worst:.4f} of the "
                 f"{count} generated inputs")
     return Extraction(program, report)
 

@@ -37,7 +37,6 @@ from rasp_ir import nodes as ir
 from rasp_ir import passes
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.files import atomic_write_text
-from rasp_ir.printer import pretty
 from rasp_ir.tables import write_program
 
 
@@ -225,10 +224,10 @@ def _pruned_report(subject, settings, lln, runs, tried, chosen, program, reached
                    seconds) -> PrunedReport:
     task = subject.task
     if reached:
-        verdict = (f"a {chosen['lines']}-line program matches the model on at least "
+        verdict = (f"a {chosen['lines']}-statement program matches the model on at least "
                    f"{settings.threshold} of the held-out sequences of every bucket")
     else:
-        verdict = (f"no program below the size limit ({settings.max_lines} lines) reaches "
+        verdict = (f"no program below the size limit ({settings.max_lines} statements) reaches "
                    f"match {settings.threshold} in every bucket; the best found is written")
     return PrunedReport(
         stage="pruned", kind=subject.kind, task=task.name, mode=task.mode,
@@ -308,18 +307,24 @@ def choose_scales(model, task, n: int, seed: int, fit_steps: int = 100,
 # ------------------------------------------------------------------ sizes and writing
 
 def program_size(program: ir.Program) -> dict:
-    """Paths (activation variables), score terms, table entries and bindings of a program."""
-    paths, terms, entries = 2, 0, 0      # token and pos, then one per aggregate and MLP
-    for b in program.bindings:
+    """Paths (activation variables), score terms, table entries and bindings of a program;
+    what a reader cannot see on the page: the side-file tables it references and the opaque
+    `mlp(...)` nodes left."""
+    paths, terms, entries, mlps, side = 2, 0, 0, 0, set()   # token and pos, then one per
+    for b in program.bindings:                               # aggregate and MLP
         if isinstance(b.value, (ir.Aggregate, ir.Mlp)):
             paths += 1
         for node in ir.walk(b.value):
             if isinstance(node, ir.Select):
                 terms += 1
-            if isinstance(node, ir.Matrix):
+            elif isinstance(node, ir.Mlp):
+                mlps += 1
+            elif isinstance(node, ir.Matrix):
                 entries += len(node.rows) * (len(node.cols) if node.cols is not None else 1)
+                if node.name is not None:
+                    side.add(node.name)
     return {"paths": paths, "score_terms": terms, "table_entries": entries,
-            "bindings": len(program.bindings)}
+            "bindings": len(program.bindings), "side_tables": len(side), "opaque_mlps": mlps}
 
 
 def program_summary(program: ir.Program, **extra) -> ProgramSummary:
@@ -327,9 +332,9 @@ def program_summary(program: ir.Program, **extra) -> ProgramSummary:
 
 
 def program_lines(program: ir.Program) -> int:
-    """Printed statement lines: what a reader has to read (no directives, comments, blanks)."""
-    return sum(1 for line in pretty(program).splitlines()
-               if line.strip() and not line.lstrip().startswith(("@", "#")))
+    """Printed statements: what a reader has to read (no directives or comments; a statement
+    printed over several lines, as an inline table is, counts once)."""
+    return len(program.loads) + sum(1 for b in program.bindings if b.origin is None)
 
 
 def write_extraction(extraction: Extraction, output: Path, checkpoint: str | Path,

@@ -32,6 +32,8 @@ class ProgramSummary:
     score_terms: int
     table_entries: int
     bindings: int
+    side_tables: int                  # distinct side-file tables the program references
+    opaque_mlps: int                  # `mlp(...)` nodes left (no reading kept the match)
     lines: int | None = field(default=None, metadata=_OMIT_NONE)    # printed statements
     lam: float | None = field(default=None, metadata=_OMIT_NONE)    # the sweep run it came from
     shape_bound: dict | None = field(default=None, metadata=_OMIT_NONE)

@@ -145,7 +145,9 @@ def _print_report(args, report) -> None:
               f"frontier (edges: worst-bucket match on the choice set): " + ", ".join(
                   f"{p['edges']}: {p['match']:.2f}" for p in report.frontier["products"]))
         ev = report.evaluation
-        print(f"  {report.program.lines}-line program; held-out ({ev.sequences_per_bucket} "
+        size = report.program
+        print(f"  {size.lines}-statement program ({size.side_tables} side-file table(s), "
+              f"{size.opaque_mlps} opaque mlp node(s)); held-out ({ev.sequences_per_bucket} "
               "sequences per bucket, offset 0):")
         for bucket, r in ev.buckets.items():
             print(f"    {bucket:<10} match {r['match']:.4f}   task {r['task']:.4f}")
