@@ -44,6 +44,7 @@ from extractor.decompile.prune import (
     used_paths,
     with_products,
 )
+from extractor.decompile.readback import lookup_replacement, numbered_by_first
 from rasp_ir import agreement as rule
 from rasp_ir import nodes as ir
 from rasp_ir import types as T
@@ -290,29 +291,10 @@ def mlp_table(program: ir.Program, name: str) -> MlpReplacement | None:
     out = hidden @ W_out + b_out.reshape(-1)                                # (combos, D)
     # inputs that write the same vector are one class (rounding only joins float noise)
     keys_round = np.round(out, 9)
-    _, first, classes = np.unique(keys_round, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first)                   # classes numbered by first appearance
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    classes = rank[classes.reshape(-1)]
-    E = np.stack([out[classes == k].mean(0) for k in range(len(order))])
-    if len(order) == 1:
-        return MlpReplacement(name, ir.Primitive("erase", (node.inputs[0],), ()), (1,), E)
-    operand, keys = operands[0], list(bases[0])
-    for other, basis in zip(operands[1:], bases[1:]):
-        operand = ir.Primitive("product", (operand, other), ())
-        keys = [T.product_label(u, v) for u in keys for v in basis]
-    values = tuple(int(k) for k in classes)
-    if len(operands) == 1 and len(order) == len(combos) and \
-            isinstance(operands[0], (ir.Ref, ir.Tokens, ir.Indices)):
-        # one class per value: the input itself, read through the MLP's vectors
-        E_in = np.stack([E[values[i]] for i in range(len(keys))])
-        ref = operands[0]
-        label = ref.name if isinstance(ref, ir.Ref) else \
-            ("token" if isinstance(ref, ir.Tokens) else "pos")
-        return MlpReplacement(label, None, tuple(keys), E_in, ref)
-    return MlpReplacement(name, ir.Lookup(tuple(keys), values, operand),
-                          tuple(range(len(order))), E)
+    _, inverse = np.unique(keys_round, axis=0, return_inverse=True)
+    classes, n = numbered_by_first(inverse.reshape(-1))
+    E = np.stack([out[classes == k].mean(0) for k in range(n)])
+    return lookup_replacement(name, operands, bases, classes, E)
 
 
 def replace_mlps(build, judge, threshold: float, names: list, progress=None) -> dict:
@@ -397,7 +379,7 @@ def _extract(subject, threshold, seed, progress):
     left = replacer.replace_tables()
     replacer.round_tables(left)
     program = passes.simplify(replacer.build())
-    program = passes.descriptive_names(passes.inline_selectors(program))
+    program = passes.inline_tables(passes.descriptive_names(passes.inline_selectors(program)))
     timings["primitives"] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
     final = judge(program)
@@ -418,7 +400,8 @@ def _exact(subject, judge, count, N, alphabet, seed, threshold, paths, timings, 
     say(f"{paths} paths: the exact program, zero paths left out")
     program = full_program(subject.model, subject.tokens, subject.outputs, subject.prediction,
                            bos=subject.bos)
-    program = passes.descriptive_names(passes.inline_selectors(passes.simplify(program)))
+    program = passes.inline_tables(passes.descriptive_names(
+        passes.inline_selectors(passes.simplify(program))))
     timings["pruning"] = round(time.perf_counter() - started - timings["inputs"], 2)
     start = time.perf_counter()
     final = judge(program)
