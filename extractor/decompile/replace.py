@@ -22,6 +22,7 @@ import numpy as np
 from attrs import define, field
 
 from extractor.decompile import primitives as lib
+from extractor.decompile import readback
 from extractor.decompile.circuit_program import (
     DROP,
     MlpReplacement,
@@ -31,6 +32,7 @@ from extractor.decompile.circuit_program import (
 from extractor.decompile.prune import Layout, used_paths
 from rasp_ir import nodes as ir
 from rasp_ir.interpreter import Interpreter, Memo, evaluate
+from rasp_ir.printer import expr
 
 MIN_EXPLAINED = 0.4          # an MLP primitive must explain this share of the output variance
 
@@ -90,7 +92,7 @@ class Replacer:
         out = np.concatenate(evaluate(program, sequences, ir.Ref(name), interpreter=interpreter,
                                       memo=self.memo))                          # (N, D)
         rows, categorical = {}, set()
-        for ref in inputs:
+        for ref in dict.fromkeys(inputs):           # an input read twice is one input
             basis = program_type(program, ref)
             values = evaluate(program, sequences, ref, interpreter=interpreter, memo=self.memo)
             rows[ref] = (_vectors(values, basis), basis)
@@ -139,8 +141,50 @@ class Replacer:
                                  "explained": round(1 - residual / variance, 4)})
                 self.say(f"mlp {L}: {label} (match {worst:.3f})")
                 return
-        self.log.append({"what": f"mlp {L}", "primitive": None})
-        self.say(f"mlp {L}: no primitive keeps the match; it stays an mlp")
+        why = self._read_back(L, index, name, rows, categorical, out, variance)
+        if why is None:
+            return
+        self.log.append({"what": f"mlp {L}", "primitive": None, **why})
+        self.say(f"mlp {L}: no primitive or lookup keeps the match; it stays an mlp ({why})")
+
+    def _read_back(self, L: int, index: int, name: str, rows: dict, categorical: set,
+                   out: np.ndarray, variance: float) -> dict | None:
+        """Read MLP L back as a lookup over its inputs' readings (extractor/decompile/
+        readback.py): None when one keeps the match, else why it stays (the inputs, the
+        combinations they reach on the judge's sequences, the best fit and its match)."""
+        found = []
+        for ref, (X, basis) in rows.items():
+            found += readback.readings(ref, _ref_name(ref), X, basis, ref in categorical, out,
+                                       variance)
+        groups = readback.combinations(found, out, variance)
+        reached = len(np.unique(np.stack([r.codes for r in found], 1), axis=0)) \
+            if found else 0
+        why = {"inputs": {_ref_name(r): len(b) for r, (_, b) in rows.items()},
+               "readings": len(found), "reached": reached}
+        # classes join combinations whose outputs differ by a twentieth of the output's spread
+        tolerance = 0.05 * np.sqrt(variance)
+        for share, group in groups:
+            if share < MIN_EXPLAINED:
+                continue
+            rep = readback.read_back(name, group, out, tolerance)
+            trial = dict(self.mlp_outputs)
+            trial[index] = rep
+            ok, worst = self.accepts(self.build(mlp_outputs=trial))
+            label = " x ".join(expr(r.node) for r in group)
+            if ok:
+                self.mlp_outputs = trial
+                self.log.append({"what": f"mlp {L}", "primitive": f"lookup over {label}",
+                                 "classes": len(rep.basis), "match": worst,
+                                 "explained": round(share, 4)})
+                self.say(f"mlp {L}: lookup over {label}, {len(rep.basis)} classes "
+                         f"(match {worst:.3f})")
+                return None
+            if "best" not in why:
+                # the best-explaining failure's match, for the report (one more judging)
+                why.update(best=label, explained=round(share, 4),
+                           match=round(min(self.judge(self.build(mlp_outputs=trial))
+                                           .values()), 4))
+        return why
 
     # ------------------------------------------------------------ scores and logits
 
