@@ -323,25 +323,65 @@ def _predict(function):
 
 
 def _matrix(el, a, span):
+    """`matrix(rows={label: value, …})` (a vector), `matrix(cols=[…], rows={label: [values],
+    …})` (a matrix), or the positional `matrix(rows=[…], cols=[…], values=[…])`."""
     rows = a.value("rows")
     cols = a.value("cols", None)
-    values = a.value("values")
-    try:
-        rows = tuple(rows)
-        cols = tuple(cols) if cols is not None else None
+    row_spans = None
+    if isinstance(rows, dict):
+        if a.has("values"):
+            raise Issue("E212", "a matrix with labelled rows takes no values=", span,
+                        "write each row's values after its label: rows={label: [...], ...}")
+        rows, values = tuple(rows), list(rows.values())
+        # a grid spans several lines: point at the row at fault, when it is written here
+        tree = a.tree("rows")
+        if isinstance(tree, lark.Tree) and tree.data == "dict":
+            pairs = [pair for pair in tree.children if pair is not None]
+            if len(pairs) != len(rows):     # a dict keeps the last of two equal keys
+                raise Issue("E212", "a row label appears twice in the matrix (1, 1.0 and True "
+                            "are the same key)", span, "label each row once, or use the "
+                            "positional form matrix(rows=[...], cols=[...], values=[...])")
+            row_spans = [el.span(pair) for pair in pairs]
+    else:
+        values = a.value("values")
+    if not isinstance(rows, (list, tuple)) or not isinstance(cols, (list, tuple, type(None))):
+        raise Issue("E212", "matrix rows and cols are lists of labels (or rows a dict from "
+                    "label to values)", span)
+    if not isinstance(values, (list, tuple)):
+        raise Issue("E212", "matrix values must be a list", span)
+    rows = tuple(rows)
+    cols = tuple(cols) if cols is not None else None
+    if len(values) != len(rows):
+        raise Issue("E212", f"matrix values do not match its rows: {len(rows)} row labels, "
+                    f"{len(values)} rows of values", span)
+    table = []
+    for i, (label, row) in enumerate(zip(rows, values)):
+        where = row_spans[i] if row_spans else span
         if cols is None:
-            table = tuple(float(v) for v in values)
-            ok = len(table) == len(rows)
-        else:
-            table = tuple(tuple(float(v) for v in row) for row in values)
-            ok = len(table) == len(rows) and all(len(r) == len(cols) for r in table)
-    except (TypeError, ValueError):
-        raise Issue("E212", "matrix values must be numbers", span) from None
-    if not ok:
-        raise Issue("E212", "matrix values do not match its rows and cols", span)
+            if not _is_number(row):
+                raise Issue("E212", f"matrix values must be numbers; row {_label(label)} of "
+                            "a vector (no cols) is not", where)
+            table.append(float(row))
+            continue
+        if not isinstance(row, (list, tuple)) or not all(_is_number(v) for v in row):
+            raise Issue("E212", f"matrix values must be numbers; row {_label(label)} is not a "
+                        "list of numbers", where)
+        if len(row) != len(cols):
+            raise Issue("E212", f"matrix values do not match its cols: row {_label(label)} has "
+                        f"{len(row)} values for {len(cols)} cols", where)
+        table.append(tuple(float(v) for v in row))
     if not all(is_atom(label) for label in rows + (cols or ())):
         raise Issue("E212", "matrix rows and cols are labelled with constants", span)
-    return ir.Matrix(rows, cols, table, span=span)
+    return ir.Matrix(rows, cols, tuple(table), span=span)
+
+
+def _is_number(value) -> bool:
+    # bools count (as 0 and 1), as they always have: float() accepted them
+    return isinstance(value, (int, float))
+
+
+def _label(label) -> str:
+    return repr(label) if is_atom(label) else "(not a constant)"
 
 
 def _table(el, a, span):

@@ -14,6 +14,8 @@ re-associated; see each pass). Bindings that nothing observable reads may change
 - `rename` / `descriptive_names`: rename bindings consistently.
 - `inline_selectors`: write a selector read by one aggregate inside it (RASP's usual
   `aggregate(select(...), v)`), a choice of style like the names.
+- `inline_tables`: print small tables on the page instead of in the side-file (a choice of
+  style: only table names change).
 - `simplify`: the first three until nothing changes.
 """
 
@@ -643,6 +645,58 @@ def inline_selectors(program: ir.Program) -> ir.Program:
     inlined = _rewrite_program(program, fn)
     kept = tuple(b for b in inlined.bindings if b.name not in chosen)
     return attrs.evolve(inlined, bindings=kept)
+
+
+# ---------------------------------------------------------------- tables on the page
+
+INLINE_LIMIT = 512
+
+
+def table_size(table: ir.Matrix) -> int:
+    """The entries of a table: rows × cols, or rows for a vector."""
+    return len(table.rows) * (len(table.cols) if table.cols is not None else 1)
+
+
+def inline_tables(program: ir.Program, limit: int = INLINE_LIMIT) -> ir.Program:
+    """Unname every table of at most `limit` entries, so the printer writes its numbers on the
+    page (a labelled grid) instead of in the side-file; larger ones keep their names. An
+    MLP's four tables go together: inline only if all of them hold at most `limit` entries
+    in all (half an MLP on the page explains nothing). Values are untouched."""
+    def fn(node, context):
+        if isinstance(node, ir.Mlp):
+            weights = [getattr(node, n) for n in _MLP_TABLES]
+            if sum(table_size(w) for w in weights) > limit:
+                return node
+            return attrs.evolve(node, **{n: _unnamed(w) for n, w in zip(_MLP_TABLES, weights)})
+        changes = {}
+        for name, many in ir.child_fields(type(node)):
+            value = getattr(node, name)
+            if many:
+                new = tuple(_small(v, limit) for v in value)
+                if any(a is not b for a, b in zip(new, value)):
+                    changes[name] = new
+            elif value is not None and _small(value, limit) is not value:
+                changes[name] = _small(value, limit)
+        return attrs.evolve(node, **changes) if changes else node
+
+    program = _rewrite_program(program, fn)
+    # a binding whose whole value is a table (no parent node to unname it)
+    bindings = tuple(_evolve_if(b, value=_small(b.value, limit)) for b in program.bindings)
+    return _evolve_if(program, bindings=bindings)
+
+
+_MLP_TABLES = ("W_in", "b_in", "W_out", "b_out")
+
+
+def _unnamed(table: ir.Matrix) -> ir.Matrix:
+    return attrs.evolve(table, name=None) if table.name is not None else table
+
+
+def _small(node, limit: int):
+    """`node` unnamed when it is a named table of at most `limit` entries (else itself)."""
+    if isinstance(node, ir.Matrix) and node.name is not None and table_size(node) <= limit:
+        return _unnamed(node)
+    return node
 
 
 # ---------------------------------------------------------------- the pipeline

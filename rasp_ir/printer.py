@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextvars
 import math
 
+import numpy as np
+
 from . import nodes as ir
 from . import ops
 
@@ -54,6 +56,7 @@ def _program(program: ir.Program) -> str:
         lines.append("")
     for b in program.bindings:
         if b.origin is None:
+            lines.extend(table_comments(b.value))
             lines.append(f"{b.name} = {expr(b.value)};")
     if program.output is not None or program.expects:
         lines.append("")
@@ -227,13 +230,166 @@ def predicate(node) -> str:
 
 
 def matrix(node: ir.Matrix) -> str:
+    """A table: `table("name")` when named (its numbers live in the side-file), otherwise
+    inline with labelled rows (docs/language.md, Tables)."""
     if node.name is not None:
         return f"table({literal(node.name)})"
-    cols = f", cols={literal(list(node.cols))}" if node.cols is not None else ""
-    return (f"matrix(rows={literal(list(node.rows))}{cols}, "
-            f"values={literal([list(r) if isinstance(r, tuple) else r for r in node.values])})")
+    if not _labels_are_keys(node.rows):
+        # rows such as 1 and True are one dict key: only the positional form keeps both
+        cols = f", cols={literal(list(node.cols))}" if node.cols is not None else ""
+        values = [list(r) if isinstance(r, tuple) else r for r in node.values]
+        return (f"matrix(rows={literal(list(node.rows))}{cols}, "
+                f"values=[{', '.join(_row_text(v) for v in values)}])")
+    if node.cols is None:
+        return _vector(node)
+    return _grid(node)
 
 
+# the width the labelled forms wrap at, and their indent (a table is a statement's argument,
+# so its lines sit one level in, whatever the nesting)
+WIDTH = 100
+_INDENT = "    "
+
+
+def number(value: float) -> str:
+    """A table entry: an integer when it is integral, up to 2**53 (beyond it floats skip
+    integers, and `1e+16` reads better than its seventeen digits), else the shortest repr
+    that reads back to the same float."""
+    if math.isfinite(value) and value == int(value) and abs(value) <= 2 ** 53:
+        return str(int(value))
+    return literal(float(value))
+
+
+def _row_text(row) -> str:
+    if isinstance(row, list):
+        return "[" + ", ".join(number(v) for v in row) + "]"
+    return number(row)
+
+
+def _labels_are_keys(labels) -> bool:
+    """Whether the labels survive as the keys of a dict literal: no two equal as keys (1, 1.0
+    and True are one key), and no NaN (a float key the parser would not find again)."""
+    if any(isinstance(x, float) and math.isnan(x) for x in labels):
+        return False
+    return len(dict.fromkeys(labels)) == len(labels)
+
+
+def _vector(node: ir.Matrix) -> str:
+    """`matrix(rows={label: value, …})` on one line, or one aligned entry after another over
+    several lines when it does not fit."""
+    entries = [f"{literal(r)}: {number(v)}" for r, v in zip(node.rows, node.values)]
+    one_line = f"matrix(rows={{{', '.join(entries)}}})"
+    if len(one_line) <= WIDTH - 20:
+        return one_line
+    cell = max(len(e) for e in entries) + 1      # the comma
+    per_line = max(1, (WIDTH - len(_INDENT)) // (cell + 1))
+    lines = []
+    for start in range(0, len(entries), per_line):
+        chunk = [(e + ",").ljust(cell) for e in entries[start:start + per_line]]
+        lines.append((_INDENT + " ".join(chunk)).rstrip())
+    return "matrix(rows={\n" + "\n".join(lines) + "\n})"
+
+
+def _grid(node: ir.Matrix) -> str:
+    """`matrix(cols=[…], rows={row label: [values], …})` as an aligned grid: one line per row,
+    each column right-aligned under a comment naming its label; a row too wide for a line
+    continues on the next ones, aligned, and then no header is written."""
+    col_labels = [literal(c) for c in node.cols]
+    cells = [[number(v) for v in row] for row in node.values]
+    widths = [max([len(c)] + [len(row[j]) for row in cells]) for j, c in enumerate(col_labels)]
+    row_labels = [literal(r) + ":" for r in node.rows]
+    label_width = max((len(x) for x in row_labels), default=0)
+    start = len(_INDENT) + label_width + 2        # where the first value begins, after " ["
+    # split the columns into runs that fit a line (every row breaks at the same columns)
+    runs, run, used = [], [], start
+    for j, w in enumerate(widths):
+        if run and used + w + 2 > WIDTH:
+            runs.append(run)
+            run, used = [], start
+        run.append(j)
+        used += w + 2
+    if run:
+        runs.append(run)
+    cols = literal(list(node.cols))
+    if len(cols) > WIDTH - 40:
+        cols = "[\n" + _wrap([c + "," for c in col_labels], _INDENT * 2) + "\n" + _INDENT + "]"
+    lines = []
+    if len(runs) == 1 and node.rows and node.cols:
+        header = "  ".join(c.rjust(w) for c, w in zip(col_labels, widths))
+        lines.append((_INDENT + "#").ljust(start) + header)
+    for label, row in zip(row_labels, cells):
+        parts = []
+        for k, r in enumerate(runs):
+            text = ", ".join(row[j].rjust(widths[j]) for j in r)
+            lead = _INDENT + label.ljust(label_width) + " [" if k == 0 else " " * start
+            parts.append(lead + text)
+        lines.append(",\n".join(parts) + "],")
+    return f"matrix(cols={cols}, rows={{\n" + "\n".join(lines) + "\n})"
+
+
+def _wrap(items: list[str], indent: str) -> str:
+    """Items separated by spaces, as many to a line as fit in WIDTH."""
+    lines, line = [], indent
+    for item in items:
+        if line != indent and len(line) + 1 + len(item) > WIDTH:
+            lines.append(line)
+            line = indent
+        line += ("" if line == indent else " ") + item
+    lines.append(line)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- comments on side-file tables
+
+def table_comments(node) -> list[str]:
+    """One `# "name": …` line for each side-file table a statement reads: its shape,
+    what its rows and columns range over, and its entries of largest magnitude (the reader
+    cannot see its numbers on the page). The parser drops comments, so `parse(pretty(p)) == p`
+    holds."""
+    seen, lines = set(), []
+    for table, rows, cols in _table_roles(node):
+        if table.name is None or table.name in seen:
+            continue
+        seen.add(table.name)
+        lines.append(describe_table(table, rows, cols))
+    return lines
+
+
+def _table_roles(node):
+    """(matrix, what its rows range over, what its columns range over) for every matrix of a
+    statement, in the order the statement prints them."""
+    if isinstance(node, ir.Matrix):
+        yield node, "rows", "cols"
+        return
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ir.Select) and isinstance(n.predicate, ir.Matrix):
+            if n.queries is None:       # a key-only score: a vector over the keys
+                yield n.predicate, _short(n.keys, "keys"), None
+            else:
+                yield n.predicate, _short(n.queries, "queries"), _short(n.keys, "keys")
+        elif isinstance(n, ir.Project) and isinstance(n.predicate, ir.Matrix):
+            if n.operand is None:       # a bias over the outputs
+                yield n.predicate, "outputs", None
+            else:
+                yield n.predicate, _short(n.operand, "inputs"), "outputs"
+        elif isinstance(n, ir.Primitive):
+            for a in n.args:
+                if isinstance(a, ir.Matrix):
+                    yield a, _short(n.args[0], "inputs"), "outputs"
+        elif isinstance(n, ir.Mlp):
+            yield n.W_in, "inputs", "hidden units"
+            yield n.b_in, "hidden units", None
+            yield n.W_out, "hidden units", "outputs"
+            yield n.b_out, "outputs", None
+        stack.extend(reversed([c for c in n.children() if not isinstance(c, ir.Matrix)]))
+
+
+def _short(node, fallback: str) -> str:
+    """A side of a table as the reader sees it: the expression when it is short."""
+    text = expr(node)
+    return text if len(text) <= 20 and "\n" not in text else fallback
 def named_tables(program: ir.Program) -> dict[str, ir.Matrix]:
     """The named matrices of a program: what its side-file must hold."""
     out = {}
@@ -242,3 +398,47 @@ def named_tables(program: ir.Program) -> dict[str, ir.Matrix]:
             if isinstance(n, ir.Matrix) and n.name is not None:
                 out[n.name] = n
     return out
+
+
+def describe_table(table: ir.Matrix, rows: str = "rows", cols: str | None = "cols") -> str:
+    """`# "name": R × C, rows × cols; largest: (row, col) value, …` in at most WIDTH characters: the three entries of largest magnitude, fewer (and labels cut
+    short) where they do not fit."""
+    values = np.asarray(table.values, dtype=float)
+    if table.cols is None:
+        shape, over = f"{len(table.rows)}", rows
+    else:
+        shape, over = f"{len(table.rows)} × {len(table.cols)}", f"{rows} × {cols}"
+    # terse, so that three entries fit a line beside a long name: the statement below shows
+    # `table("name")`, the quoted name here matches it
+    head = f"# {literal(table.name)}: {shape}, {over}"
+    finite = np.where(np.isfinite(values), np.abs(values), -1.0).ravel()
+    if values.size == 0:
+        return _fit(head + "; empty")
+    if not (finite > 0).any():
+        return _fit(head + ("; all zero" if (finite == 0).all() else "; no finite entries"))
+    # stable: ties keep the table's order
+    order = [i for i in np.argsort(-finite, kind="stable")[:3] if finite[i] > 0]
+    nonzero = int((finite > 0).sum())
+    for count in (3, 2, 1):
+        for cut in (None, 12, 6):
+            entries = [_entry(table, values, i, cut) for i in order[:count]]
+            text = f"{head}; largest: {', '.join(entries)}"
+            if count < nonzero:
+                text += ", …"
+            if len(text) <= WIDTH:
+                return text
+    return _fit(text)
+
+
+def _entry(table, values, flat: int, cut: int | None) -> str:
+    def label(x):
+        text = literal(x)
+        return text if cut is None or len(text) <= cut else text[:cut - 1] + "…"
+    if table.cols is None:
+        return f"{label(table.rows[flat])} {values[flat]:.3g}"
+    r, c = divmod(flat, len(table.cols))
+    return f"({label(table.rows[r])}, {label(table.cols[c])}) {values[r, c]:.3g}"
+
+
+def _fit(text: str) -> str:
+    return text if len(text) <= WIDTH else text[:WIDTH - 1] + "…"

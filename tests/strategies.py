@@ -53,6 +53,23 @@ numbers = (st.integers(-5, 12) | st.sampled_from(_FLOATS)
 atoms = numbers | string_tokens | st.booleans() | st.none()
 small_floats = st.sampled_from((0.0, 1.0, -1.0, 0.5, -2.5, 2.0, 3.25, -0.125)) | \
     st.floats(-8, 8, allow_nan=False, allow_infinity=False)
+# table entries: integral ones print as integers (up to 2**53, beyond it as floats), the rest
+# in their shortest repr; -0.0 reads back as 0.0, which compares equal
+table_numbers = (small_floats | st.integers(-30, 30).map(float)
+                 | st.sampled_from((-0.0, 0.1, 1e-05, 2.0 ** 53, 2.0 ** 53 + 2, 1e16, -1e16,
+                                    12.345678901234567, 1e300)))
+# table labels of one kind or mixed (1 and True are one dict key: the printer then falls back
+# to the positional form)
+table_labels = st.one_of(string_tokens, int_tokens, st.booleans(),
+                         st.sampled_from((0.5, -2.0, None)))
+
+
+def distinct_labels(min_size=1, max_size=4):
+    """Labels no two of which are equal (equal labels would be one basis value)."""
+    kinds = st.sampled_from([string_tokens, int_tokens, st.booleans(), table_labels])
+    return kinds.flatmap(lambda kind: st.lists(kind, min_size=min_size, max_size=max_size)).map(
+        lambda xs: [x for i, x in enumerate(xs) if x not in xs[:i]]).filter(
+        lambda xs: len(xs) >= min_size)
 
 
 @st.composite
@@ -494,11 +511,20 @@ class _Builder:
         return ir.Tokens(), t, t.values
 
     def matrix(self, rows, cols):
+        """An unnamed table over the given labels (the printer writes it inline, labelled)."""
+        entries = self.draw(st.sampled_from([small_floats, table_numbers,
+                                             st.integers(-9, 9).map(float)]))
         if cols is None:
-            values = tuple(float(self.draw(small_floats)) for _ in rows)
+            values = tuple(float(self.draw(entries)) for _ in rows)
         else:
-            values = tuple(tuple(float(self.draw(small_floats)) for _ in cols) for _ in rows)
+            values = tuple(tuple(float(self.draw(entries)) for _ in cols) for _ in rows)
         return ir.Matrix(tuple(rows), None if cols is None else tuple(cols), values)
+
+    def bias(self, labels):
+        """An MLP bias: a vector, or a 1 × n matrix (both fit)."""
+        if self.coin(0.25):
+            return self.matrix(self.draw(distinct_labels(1, 1)), labels)
+        return self.matrix(labels, None)
 
     def matrix_select(self, depth):
         keys, kt, kb = self.based(depth)
@@ -523,9 +549,7 @@ class _Builder:
             if self.coin(0.5):
                 made = self.check(ir.Primitive("sharpen", (v,), (self.draw(st.integers(1, 4)),)))
             else:
-                labels = self.draw(st.lists(string_tokens | int_tokens, min_size=1, max_size=4,
-                                            unique_by=lambda x: (x, type(x) is str)))
-                labels = [x for i, x in enumerate(labels) if x not in labels[:i]]
+                labels = self.draw(distinct_labels(1, 5))
                 made = self.check(ir.Primitive("lookup", (v, self.matrix(t.basis, labels))))
         if made is None or not isinstance(made[1], T.Vec):
             sel, _ = self.score(depth - 1)
@@ -551,13 +575,14 @@ class _Builder:
                 node, t, basis = self.based(depth - 1)
                 inputs.append(node)
                 width += len(basis)
-        hidden = self.draw(st.integers(1, 3))
-        out = self.draw(st.lists(string_tokens | int_tokens, min_size=1, max_size=3,
-                                 unique_by=lambda x: (x, type(x) is str)))
-        out = [x for i, x in enumerate(out) if x not in out[:i]]
-        node = ir.Mlp(tuple(inputs), self.matrix(range(width), range(hidden)),
-                      self.matrix(range(hidden), None), self.matrix(range(hidden), out),
-                      self.matrix(out, None))
+        hidden = self.draw(distinct_labels(1, 4))
+        if self.coin(0.15):     # labels equal as dict keys: the positional form
+            hidden = [1, True, 1.0][:self.draw(st.integers(2, 3))]
+        out = self.draw(distinct_labels(1, 3))
+        # W_in's rows are the inputs' entries in order: any distinct labels do
+        rows = range(width) if self.coin(0.7) else [f"e{i}" for i in range(width)]
+        node = ir.Mlp(tuple(inputs), self.matrix(rows, hidden), self.bias(hidden),
+                      self.matrix(hidden, out), self.bias(out))
         return self.check(node)
 
     def soft_aggregate(self, depth, want=None):

@@ -199,7 +199,8 @@ def readable_program(subject, linear, base, summary, runs_dir, judge, settings, 
     program, log, judged = replace(circuit, flat, subject.tokens, subject.outputs,
                                    subject.prediction, judge, floor, bos=subject.bos,
                                    progress=say)
-    return passes.descriptive_names(passes.inline_selectors(passes.simplify(program))), log, judged
+    return passes.inline_tables(passes.descriptive_names(
+        passes.inline_selectors(passes.simplify(program)))), log, judged
 
 
 def _pruned_circuit(linear, tensors: dict):

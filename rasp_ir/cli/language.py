@@ -135,10 +135,22 @@ def cmd_check(args) -> int:
     return EXIT_OK
 
 
-_LOSSY = re.compile(r"#|\bdef\b|\bfor\b|\blambda\b")
+_LOSSY = re.compile(r"\bdef\b|\bfor\b|\blambda\b")
+_COMMENT = re.compile(r"#[^\n]*")
 
 
 _STRINGS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
+
+
+def _lossy(original: str, *printed: str) -> bool:
+    """Whether rewriting `original` loses what it holds: functions, loops, lambdas, or a
+    comment the printer did not write (its own, over table grids and side-file tables, are
+    regenerated: they are found in `printed`, the file's program printed)."""
+    code = _STRINGS.sub('""', original)
+    if _LOSSY.search(code):
+        return True
+    kept = {c.strip() for text in printed for c in _COMMENT.findall(_STRINGS.sub('""', text))}
+    return any(c.strip() not in kept for c in _COMMENT.findall(code))
 
 
 def cmd_fmt(args) -> int:
@@ -147,6 +159,7 @@ def cmd_fmt(args) -> int:
     from rasp_ir.tables import write_program
     program = load_program(args.file)
     original = program.source or ""
+    as_read = pretty(program)      # with the comments the printer writes, before --simplify
     if args.simplify:
         from rasp_ir.passes import simplify
         program = simplify(program)
@@ -164,7 +177,7 @@ def cmd_fmt(args) -> int:
     if args.write:
         if text == original:
             return EXIT_OK
-        if _LOSSY.search(_STRINGS.sub('""', original)):
+        if _lossy(original, as_read, text):
             print(f"rasp fmt: refusing to rewrite {args.file}: the canonical form would drop its "
                   "comments, functions or loops. Use `rasp fmt FILE > NEW.rasp` instead.",
                   file=sys.stderr)
