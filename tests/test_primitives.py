@@ -20,6 +20,9 @@ from extractor.decompile.primitives import (
     logit_primitives,
     mlp_pair_primitives,
     mlp_primitives,
+    position_attention_primitives,
+    position_key_primitives,
+    position_logit_primitives,
     with_special_rows,
 )
 from extractor.tasks.vocabulary import Vocabulary
@@ -284,6 +287,133 @@ def test_bias_labels_compute_their_vectors(name, vocab):
     table = table_of(program, "l", list(vocab[:2]))
     np.testing.assert_array_equal(table, np.broadcast_to(p.matrix(None, vocab) * SCALE,
                                                          table.shape))
+
+
+# ---------------------------------------------------------------- primitives over positions
+
+def position_profiles(n):
+    """Vectors over positions 0..n-1 that between them pick every parameter the position
+    primitives read off a table: a spike at each c, a step up and down at each c, and a bump
+    on each residue modulo 2, 3, 4."""
+    k = np.arange(n)
+    profiles = [(k == c) * 1.0 for c in range(n)]
+    profiles += [(k >= c) * 1.0 for c in range(1, n)] + [(k < c) * 1.0 for c in range(1, n)]
+    profiles += [(k % m == r) + 0.01 * k for m in (2, 3, 4) for r in range(m)]
+    return profiles
+
+
+def _distinct(prims):
+    """One primitive per label, in order."""
+    seen = {}
+    for p in prims:
+        seen.setdefault(p.label(), p)
+    return list(seen.values())
+
+
+def _run_labels(text, prims, line, sequence):
+    """Parse `text` + one line per primitive (`line(i, p)`), check that each predicate reads
+    back as the same IR, and return the program."""
+    program = grammar.parse(text + "\n".join(line(i, p) for i, p in enumerate(prims)))
+    for i, p in enumerate(prims):
+        value = program.binding(f"s{i}").value
+        assert value.predicate == p.predicate(), p.name
+    return program
+
+
+@pytest.mark.parametrize("n", [2, 5, 9])
+def test_position_key_labels_compute_their_vectors(n):
+    basis = tuple(range(n))
+    prims = _distinct(p for v in position_profiles(n) for p in position_key_primitives(v, basis))
+    prims = [p for p in prims if p.matrix(None, basis) is not None]
+    assert {"at", "before", "from", "mod"} <= {p.name.rstrip("0123456789_") for p in prims} \
+        or n == 2
+    sequence = ["a"] * n
+    program = _run_labels(header(("a",), n), prims,
+                          lambda i, p: f"s{i} = select(k=pos, op={p.label()});", sequence)
+    for i, p in enumerate(prims):
+        expected = np.broadcast_to(p.matrix(None, basis) * SCALE, (n, n))
+        np.testing.assert_array_equal(table_of(program, f"s{i}", sequence), expected,
+                                      err_msg=p.label())
+
+
+@pytest.mark.parametrize("n", [2, 5, 9])
+def test_position_attention_labels_compute_their_matrices(n):
+    basis = tuple(range(n))
+    rng = np.random.default_rng(n)
+    tables = [np.broadcast_to(v, (n, n)) for v in position_profiles(n)]
+    tables += [rng.normal(size=(n, n)) + 5 * (np.arange(n)[None, :] == np.arange(n)[:, None] - c)
+               for c in range(n)]
+    prims = _distinct(p for m in tables for p in position_attention_primitives(m, basis, basis))
+    prims = [p for p in prims if p.matrix(basis, basis) is not None]
+    assert {"(k < q)", "(k <= q)"} <= {p.label() for p in prims}
+    sequence = ["a"] * n
+    program = _run_labels(header(("a",), n), prims,
+                          lambda i, p: f"s{i} = select(q=pos, k=pos, op={p.label()});",
+                          sequence)
+    for i, p in enumerate(prims):
+        np.testing.assert_array_equal(table_of(program, f"s{i}", sequence),
+                                      p.matrix(basis, basis) * SCALE, err_msg=p.label())
+    if n == 9:      # the offset read off the table, beyond the library's fixed 1 … 3
+        assert {"(k == q - 4)", "(k == q - 5)"} <= {p.label() for p in prims}
+
+
+def test_position_attention_with_token_queries_reads_the_key_alone():
+    vocab, n = VOCABS[0], len(VOCABS[0])
+    basis = tuple(range(n))
+    prims = _distinct(p for v in position_profiles(n)
+                      for p in position_attention_primitives(np.broadcast_to(v, (n, n)),
+                                                             vocab, basis))
+    prims = [p for p in prims if p.matrix(vocab, basis) is not None]
+    assert prims and all(p.name.startswith("key_") for p in prims)
+    program = _run_labels(header(vocab, n), prims,
+                          lambda i, p: f"s{i} = select(q=token, k=pos, op={p.label()});",
+                          list(vocab))
+    for i, p in enumerate(prims):
+        matrix = p.matrix(vocab, basis)
+        assert (matrix == matrix[0]).all()       # the same for every query
+        np.testing.assert_array_equal(table_of(program, f"s{i}", list(vocab)),
+                                      matrix * SCALE, err_msg=p.label())
+    # positions on neither side, or only on the query side: nothing over positions
+    assert position_attention_primitives(np.ones((n, n)), basis, vocab) == []
+    assert position_key_primitives(np.ones(n), vocab) == []
+
+
+@pytest.mark.parametrize("vocab", VOCABS, ids=len)
+def test_position_logit_labels_compute_their_tables(vocab):
+    n = 7
+    basis = tuple(range(n))
+    tables = []
+    for o in range(len(vocab)):
+        for v in position_profiles(n):
+            m = np.zeros((n, len(vocab)))
+            m[:, o] = v
+            tables.append(m)
+    prims = _distinct(p for m in tables for p in position_logit_primitives(m, basis, vocab))
+    prims = [p for p in prims if p.matrix(basis, vocab) is not None]
+    assert len(prims) > 2 * len(vocab)
+    sequence = ["a" if "a" in vocab else "0"] * n
+    program = grammar.parse(header(vocab, n) + "\n".join(
+        f"s{i} = project(inp=pos, op={p.label()});" for i, p in enumerate(prims)))
+    for i, p in enumerate(prims):
+        assert program.binding(f"s{i}").value.predicate == p.predicate(), p.name
+        np.testing.assert_array_equal(table_of(program, f"s{i}", sequence),
+                                      p.matrix(basis, vocab) * SCALE, err_msg=p.label())
+    assert position_logit_primitives(np.ones((len(vocab), len(vocab))), vocab, vocab) == []
+
+
+def test_position_parameters_come_from_the_table():
+    basis = tuple(range(8))
+    k = np.arange(8)
+    labels = [p.label() for p in position_key_primitives((k >= 5) * 2.0 - 1, basis)]
+    assert labels[:2] == ["(k == 5)", "(k >= 5)"]
+    labels = [p.label() for p in position_key_primitives(-k * 1.0, basis)]
+    assert "(k == 0)" not in labels          # `first` is already in key_primitives
+    labels = [p.label() for p in position_key_primitives((k % 3 == 2) * 1.0, basis)]
+    assert "(k % 3 == 2)" in labels
+    table = np.zeros((8, 3))
+    table[:3, 2] = 4.0
+    labels = [p.label() for p in position_logit_primitives(table, basis, ("a", "b", "c"))]
+    assert labels[0] == '(out == "c")' and '(out == "c" and inp < 3)' in labels
 
 
 # ---------------------------------------------------------------- MLP primitives

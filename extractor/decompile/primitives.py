@@ -79,7 +79,8 @@ class _Table:
 
     `rule(row, col, special) -> bool` is the truth in Python (row is None for a vector);
     `body(special) -> ir.Node` is the same predicate as an IR expression over Params.
-    `positions`: the rule applies only to integer bases. `uniform`: the all-zero table, the
+    `positions`: the rule applies only to integer bases (True: both; "rows" or "cols": that
+    side only, for a rule that reads positions on one side). `uniform`: the all-zero table, the
     only one whose table may be all zeros (any other is left out where it selects nothing).
     """
 
@@ -91,7 +92,7 @@ class _Table:
     kind: str
     rule: Callable
     body: Callable
-    positions: bool
+    positions: bool | str
     uniform: bool
     special_rows: bool
 
@@ -112,7 +113,11 @@ class _Table:
         return _TABLES[key]
 
     def _tabulate(self, rows, cols, special):
-        if self.positions and not (_is_positions(cols) and (rows is None or _is_positions(rows))):
+        if self.positions is True and not (_is_positions(cols) and
+                                           (rows is None or _is_positions(rows))):
+            return None
+        if self.positions in ("rows", "cols") and not _is_positions(
+                cols if self.positions == "cols" or rows is None else rows):
             return None
         if self.special_rows and not any(r in special.values for r in rows):
             return None
@@ -168,7 +173,7 @@ class AttentionPrimitive(_Table):
     token_only: bool
     rule: Callable = field(repr=False)
     body: Callable = field(repr=False)
-    positions: bool = False
+    positions: bool | str = False
     uniform: bool = False
     special_rows: bool = False
 
@@ -206,7 +211,7 @@ class LogitPrimitive(_Table):
     token_only: bool
     rule: Callable = field(repr=False)
     body: Callable = field(repr=False)
-    positions: bool = False
+    positions: bool | str = False
     uniform: bool = False
     special_rows: bool = False
 
@@ -340,6 +345,195 @@ def bias_primitives() -> list[LogitPrimitive]:
         LogitPrimitive("to_bos", "bias", True, lambda i, o, sp: o == sp.bos,
                        _special_body("out", "bos")),
     ]
+
+
+# ---------------------------------------------------------------- primitives over positions
+#
+# A table over positions (a key score over `indices`, a projection of `indices`) is matched
+# against 0/1 predicates over the position, with parameters read off the table itself. Each
+# is a printable predicate the interpreter lifts by @hard_scale, like the primitives above.
+# Left out: linear functions of the position or of `length`. A predicate is read as a truth
+# value (its table goes through truthiness), and may only mention `k`, `q` (or `inp`, `out`)
+# and constants (E211), so `op=(0.5 * k)` would score 1 wherever k != 0, and `length` cannot
+# appear at all; a scaled term would need a `ScoreScale` around the select, which the program
+# builder (circuit_program.py) does not write for a replaced table.
+
+MODULI = (2, 3, 4)
+
+
+def _op(op, left, right):
+    return ir.BinaryOp(op, left, right)
+
+
+def _key_rule(op, c):
+    """`k OP c` on the key alone, in Python."""
+    return lambda q, k, sp: ops.COMPARE[op](k, c)
+
+
+def _key_body(param, op, c):
+    return lambda sp: _op(op, _param(param), _const(c))
+
+
+def _mod_rule(m, r):
+    return lambda q, k, sp: k % m == r
+
+
+def _mod_body(param, m, r):
+    return lambda sp: _eq(_op("%", _param(param), _const(m)), _const(r))
+
+
+def _jump(v: np.ndarray) -> tuple[int, bool] | None:
+    """(c, up): where consecutive entries of `v` differ most, c the first index after the
+    jump and `up` whether the entries from c on are the larger; None for fewer than 2."""
+    if len(v) < 2:
+        return None
+    d = np.diff(v)
+    j = int(np.argmax(np.abs(d)))
+    return j + 1, bool(d[j] > 0)
+
+
+def _best_residue(v: np.ndarray, m: int) -> int | None:
+    """The residue r of `k % m == r` whose keys score highest above the others in `v`."""
+    k = np.arange(len(v))
+    gaps = [v[k % m == r].mean() - v[k % m != r].mean() for r in range(m)
+            if (k % m == r).any() and (k % m != r).any()]
+    return int(np.argmax(gaps)) if gaps else None
+
+
+def key_profile(values, rows: tuple | None, cols: tuple) -> np.ndarray:
+    """The query-independent part of a score table over position keys: the vector itself, or
+    each key's mean over the query rows (over queries at or after the key when the queries
+    are positions too, the rows where @causal lets the key be seen)."""
+    m = np.asarray(values, dtype=float)
+    if rows is None:
+        return m
+    if _is_positions(rows) and _is_positions(cols):
+        visible = np.asarray(rows)[:, None] >= np.asarray(cols)[None, :]
+        counts = visible.sum(0)
+        return np.where(counts > 0, (m * visible).sum(0) / np.maximum(counts, 1), m.mean(0))
+    return m.mean(0)
+
+
+def _key_family(kind, profile, cols, param, make, flags) -> list:
+    """`param == c` at the profile's maximum, `param < c` / `param >= c` at its largest jump,
+    and `param % m == r` for m in MODULI with the best-scoring residue, simplest first;
+    `make(name, kind, rule, body, **flags)` builds one."""
+    v, basis = np.asarray(profile, dtype=float), tuple(cols)
+    found = []
+    top = basis[int(np.argmax(v))]
+    if top != 0:           # `k == 0` is `first`, already in the library
+        found.append(make(f"at{top}", kind, _key_rule("==", top), _key_body(param, "==", top),
+                          **flags))
+    jump = _jump(v)
+    if jump is not None:
+        c, up = basis[jump[0]], jump[1]
+        op = ">=" if up else "<"
+        found.append(make(f"{'from' if up else 'before'}{c}", kind, _key_rule(op, c),
+                          _key_body(param, op, c), **flags))
+    if basis == tuple(range(len(basis))):     # residues by index: the basis is 0..n-1
+        for m in MODULI:
+            r = _best_residue(v, m)
+            if r is not None:
+                found.append(make(f"mod{m}_{r}", kind, _mod_rule(m, r), _mod_body(param, m, r),
+                                  **flags))
+    return found
+
+
+def position_key_primitives(values, cols: tuple) -> list[AttentionPrimitive]:
+    """Candidates for a query-independent score vector over position keys (kind "k"), with
+    parameters read from the vector `values`, simplest first (label, 1 where):
+
+    - at{c}: `(k == c)`, the key at position c (the vector's maximum; c = 0 is `first`);
+    - before{c} / from{c}: `(k < c)` or `(k >= c)`, the side of the vector's largest jump
+      between consecutive positions that scores higher;
+    - mod{m}_{r}: `(k % m == r)` for m = 2, 3, 4, r the residue scoring highest.
+
+    Empty where the key basis is not positions."""
+    if not _is_positions(cols):
+        return []
+    return _key_family("k", values, cols, "k",
+                       lambda n, kind, rule, body, **f: _attention(n, kind, rule, body, **f),
+                       {"positions": True})
+
+
+def position_attention_primitives(values, rows: tuple, cols: tuple) -> list[AttentionPrimitive]:
+    """Candidates for a (query × key) score table whose keys are positions, with parameters
+    read from the table `values`, simplest first:
+
+    - on any query basis, the query-independent ones of `position_key_primitives` (a
+      predicate over `k` alone, the same for every query), fitted to `key_profile`: a term
+      that depends on the query alone is a constant per row, which softmax ignores, so
+      deleting it covers that case;
+    - where the queries are positions too: `(k < q)`, every earlier key and not the query
+      itself; `(k <= q)`, every visible key (without @causal: the keys up to the query); and
+      `(k == q - c)` for the offset c > 3 whose diagonal scores highest (1 … 3 are in
+      `attention_primitives`)."""
+    if not _is_positions(cols):
+        return []
+    found = []
+    if _is_positions(rows):
+        found += [_attention("earlier", "qk", lambda q, k, sp: k < q,
+                             lambda sp: _op("<", _param("k"), _param("q")), positions=True),
+                  _attention("visible", "qk", lambda q, k, sp: k <= q,
+                             lambda sp: _op("<=", _param("k"), _param("q")), positions=True)]
+        c = _best_offset(np.asarray(values, dtype=float), rows, cols)
+        if c is not None and c > 3:
+            found.append(_attention(f"offset{c}", "qk", lambda q, k, sp, n=c: k == q - n,
+                                    lambda sp, n=c: _offset(n), positions=True))
+    found += _key_family("qk", key_profile(values, rows, cols), cols, "k",
+                         lambda n, kind, rule, body, **f: _attention(f"key_{n}", kind, rule,
+                                                                     body, **f),
+                         {"positions": "cols"})
+    return found
+
+
+def _best_offset(m: np.ndarray, rows: tuple, cols: tuple) -> int | None:
+    """The offset c ≥ 0 whose entries (q, q - c) score highest above their row's visible
+    mean, over offsets seen by at least 4 queries."""
+    q, k = np.asarray(rows)[:, None], np.asarray(cols)[None, :]
+    visible = k <= q
+    if not visible.any():
+        return None
+    row_mean = (m * visible).sum(1, keepdims=True) / np.maximum(visible.sum(1, keepdims=True), 1)
+    lift = m - row_mean
+    best, gain = None, -np.inf
+    for c in range(int(np.max(rows)) + 1):
+        on = (k == q - c)
+        if on.sum() >= 4 and lift[on].mean() > gain:
+            best, gain = c, float(lift[on].mean())
+    return best
+
+
+def position_logit_primitives(values, rows: tuple, cols: tuple) -> list[LogitPrimitive]:
+    """Candidates for a projection of positions (input basis positions × outputs), with
+    parameters read from the table `values`, simplest first (o an output, label, 1 where):
+
+    - every{o}: `(out == o)`, a vote for o at every position (o the column with the largest
+      mean): a constant;
+    - then for the output o whose column varies most: `(out == o and inp == c)` at the
+      column's maximum, `(out == o and inp < c)` or `(out == o and inp >= c)` on the higher
+      side of its largest jump, `(out == o and inp % m == r)` for m = 2, 3, 4.
+
+    A predicate can only add @hard_scale where it holds, so each names where a column is
+    high. Empty where the input basis is not positions."""
+    if not _is_positions(rows) or not len(cols):
+        return []
+    m = np.asarray(values, dtype=float).reshape(len(rows), len(cols))
+    found = []
+    best = cols[int(np.argmax(m.mean(0)))]
+    found.append(LogitPrimitive(f"every{best}", "table", False,
+                                lambda i, o, sp, b=best: o == b,
+                                lambda sp, b=best: _eq(_param("out"), _const(b))))
+    o = cols[int(np.argmax(np.ptp(m, axis=0)))]
+
+    def make(name, kind, rule, body, **flags):
+        return LogitPrimitive(
+            f"{name}:{o}", kind, False,
+            lambda i, out, sp, rule=rule: out == o and rule(None, i, sp),
+            lambda sp, body=body: _op("and", _eq(_param("out"), _const(o)), body(sp)), **flags)
+
+    found += _key_family("table", m[:, cols.index(o)], rows, "inp", make, {"positions": "rows"})
+    return found
 
 
 # ---------------------------------------------------------------- MLP primitives

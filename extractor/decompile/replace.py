@@ -197,7 +197,10 @@ class Replacer:
             program = self.build()
             term = _term(program, name)
             if isinstance(term, ir.Project) and tuple(self.outputs) != tuple(self.tokens):
-                left.append(name)      # the logit primitives speak of the input vocabulary
+                # a project's predicate ranges `out` over @vocab (the input tokens), not the
+                # table's outputs, so any predicate, a position one included, would give logits
+                # over another vocabulary than the other terms (E232)
+                left.append(name)
                 continue
             accepted = None
             for candidate in _candidates(program, term, name):
@@ -300,18 +303,24 @@ def _term(program: ir.Program, name: str):
 
 
 def _candidates(program: ir.Program, term, name: str) -> list:
-    """The library primitives that apply to a term's bases, simplest first."""
+    """The library primitives that apply to a term's bases, simplest first: the fixed ones,
+    then those over positions whose parameters are read from the table's values."""
     m = term.predicate
     rows = tuple(m.rows)
     cols = tuple(m.cols) if m.cols is not None else None
+    values = np.asarray(m.values, dtype=float)
     if isinstance(term, ir.Select):
-        library = lib.attention_primitives() if term.queries is not None else \
-            lib.key_primitives()
+        if term.queries is not None:
+            library = lib.attention_primitives() + \
+                lib.position_attention_primitives(values, rows, cols)
+        else:
+            library = lib.key_primitives() + lib.position_key_primitives(values, rows)
         return [p for p in library if _applies(p, rows if cols is not None else None,
                                                cols if cols is not None else rows)]
     if term.operand is None:
         return [p for p in lib.bias_primitives() if _applies(p, None, rows)]
-    return [p for p in lib.logit_primitives() if _applies(p, rows, cols)]
+    library = lib.logit_primitives() + lib.position_logit_primitives(values, rows, cols)
+    return [p for p in library if _applies(p, rows, cols)]
 
 
 def _applies(primitive, rows, cols) -> bool:
