@@ -29,7 +29,7 @@ def _data(rng, n=2000):
 
 def test_threshold_reading_is_the_interpreters_exists():
     rng = np.random.default_rng(0)
-    token, X, out = _data(rng)
+    _, X, out = _data(rng)
     variance = float(out.var(0).sum())
     found = rb.readings(ir.Ref("x"), "x", X, ("a", "b"), False, out, variance)
     nodes = {r.node.name: r for r in found}

@@ -133,7 +133,7 @@ def readings(ref: ir.Node, source: str, X: np.ndarray, basis: tuple, categorical
         return found
     for j, v in enumerate(basis):
         tau, _ = _threshold(X[:, j], out, variance)
-        if tau == tau:           # not nan
+        if not np.isnan(tau):
             node = ir.Primitive("exists", (ref,), (v, tau))
             found.append(Reading(node, (False, True), (X[:, j] > tau).astype(int), source))
     return found

@@ -5,6 +5,9 @@ Order (docs/extractor.md, Primitives and replacement):
    first) is applied to the MLP's input variable on the judge's sequences, the write E of the
    new variable is fitted to the MLP's output by least squares (kept only if it explains at
    least 40 % of the output's variance), and the program with the replacement is judged.
+   Where none is kept, the MLP is read back as a lookup over its inputs' readings
+   (extractor/decompile/readback.py: the input, `harden(x)`, a threshold `exists(x, v, τ)`),
+   one reading first, then two, then three; else it stays an `mlp` and the log says why.
 2. Score terms and logit terms, in program order: each library primitive that applies to the
    term's bases (the first being deletion) is tried in its place, at @hard_scale.
 3. What is left is rounded: to integers, else to one decimal, where that keeps the judgement.
