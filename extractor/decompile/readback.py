@@ -89,7 +89,10 @@ def lookup_replacement(name: str, operands: list, bases: list, classes: np.ndarr
 
 # ------------------------------------------------------------------ a trained MLP's readings
 
-MAX_COMBINATIONS = 4_096     # the largest lookup read back (the product of the readings' bases)
+# The largest lookup read back from a trained MLP (the product of the readings' bases): a table
+# a person can read on the page. A larger one (a lookup over every position, say) would count
+# as read back while saying nothing; the MLP then stays, and the log says why.
+MAX_COMBINATIONS = 64
 STEP = 0.05                  # thresholds are multiples of this: a readable constant
 
 
