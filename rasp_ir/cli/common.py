@@ -76,6 +76,8 @@ def rounded(value):
 
 
 def read_inputs(args) -> list[str] | None:
+    """The INPUT arguments, else one input per non-blank line of a piped standard input; None
+    (with a message) when there are none."""
     texts = args.inputs
     if not texts:
         if sys.stdin is None or sys.stdin.isatty():

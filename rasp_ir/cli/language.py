@@ -71,13 +71,9 @@ def cmd_run(args) -> int:
         print("rasp run: give a program FILE or --model DIR", file=sys.stderr)
         return EXIT_ERROR
     program = load_program(args.file)
-    texts = args.inputs
-    if not texts:
-        if sys.stdin is None or sys.stdin.isatty():
-            print("rasp run: give at least one INPUT (or pipe inputs, one per line)",
-                  file=sys.stderr)
-            return EXIT_ERROR
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = read_inputs(args)
+    if texts is None:
+        return EXIT_ERROR
     inputs = [parse_input(t, program.vocab) for t in texts]
     results = run(program, inputs, add_bos=True)
     for r in results:
