@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 from attrs import field, frozen
@@ -74,6 +75,7 @@ def _typed(basis) -> tuple | None:
 _TABLES: dict = {}
 
 
+@frozen(eq=False)
 class _Table:
     """A predicate over (row, column) basis values, or over the column value alone.
 
@@ -84,17 +86,18 @@ class _Table:
     only one whose table may be all zeros (any other is left out where it selects nothing).
     """
 
-    ROW: str
-    COL: str
-    VECTOR: str      # the kind without rows
+    ROW: ClassVar[str]
+    COL: ClassVar[str]
+    VECTOR: ClassVar[str]      # the kind without rows
 
     name: str
     kind: str
-    rule: Callable
-    body: Callable
-    positions: bool | str
-    uniform: bool
-    special_rows: bool
+    token_only: bool
+    rule: Callable = field(repr=False)
+    body: Callable = field(repr=False)
+    positions: bool | str = False
+    uniform: bool = False
+    special_rows: bool = False
 
     def matrix(self, row_basis: tuple | None, col_basis: tuple,
                special: Specials = SPECIALS) -> np.ndarray | None:
@@ -168,15 +171,6 @@ class AttentionPrimitive(_Table):
 
     ROW, COL, VECTOR = "q", "k", "k"
 
-    name: str
-    kind: str
-    token_only: bool
-    rule: Callable = field(repr=False)
-    body: Callable = field(repr=False)
-    positions: bool | str = False
-    uniform: bool = False
-    special_rows: bool = False
-
     def _params(self) -> tuple:
         return ("k", "q")      # the parser's order for select
 
@@ -205,15 +199,6 @@ class LogitPrimitive(_Table):
     `x · matrix × @hard_scale` (the bias: `matrix × @hard_scale`)."""
 
     ROW, COL, VECTOR = "inp", "out", "bias"
-
-    name: str
-    kind: str
-    token_only: bool
-    rule: Callable = field(repr=False)
-    body: Callable = field(repr=False)
-    positions: bool | str = False
-    uniform: bool = False
-    special_rows: bool = False
 
     def project(self, operand: ir.Node | None = None,
                 special: Specials = SPECIALS) -> ir.Project:
