@@ -1,10 +1,9 @@
-"""The `rasp` command line: run (plain and --json), check (exit codes, every diagnostic), fmt
-(--check, --write), and no Python traceback for any user mistake."""
+"""The `rasp` command line: run (plain and --json), check (exit codes, every diagnostic), and no
+Python traceback for any user mistake (fmt: tests/test_fmt.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,7 +11,6 @@ import pytest
 
 import grammar
 from rasp_ir import cli
-from rasp_ir.printer import pretty
 
 from conftest import EXAMPLES, ROOT
 
@@ -163,65 +161,7 @@ def test_check_reports_a_runtime_error_in_an_expectation(capsys, tmp_path):
     assert status == 1 and "R230" in err
 
 
-# ---------------------------------------------------------------- fmt
-
-def test_fmt_prints_the_canonical_form(capsys):
-    status, out, _ = main(capsys, "fmt", REVERSE)
-    assert status == 0
-    assert out == pretty(grammar.load(REVERSE))
-    assert "select(k=indices, q=opp, op=(k == q))" in out
-
-
-def test_fmt_check(capsys, tmp_path):
-    # the shipped example has comments, so it is not in canonical form
-    status, _, err = main(capsys, "fmt", "--check", REVERSE)
-    assert status == 1 and "not in canonical form" in err
-    canonical = tmp_path / "canonical.rasp"
-    canonical.write_text(pretty(grammar.load(REVERSE)))
-    assert main(capsys, "fmt", "--check", canonical)[0] == 0
-
-
-def test_fmt_write_refuses_a_file_with_comments(capsys, tmp_path):
-    target = tmp_path / "commented.rasp"
-    original = REVERSE.read_text()
-    target.write_text(original)
-    status, _, err = main(capsys, "fmt", "--write", target)
-    assert status == 1 and "refusing" in err
-    assert target.read_text() == original
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["commented.rasp"]
-
-
-def test_fmt_write_refuses_a_file_with_functions(capsys, tmp_path):
-    target = tmp_path / "functions.rasp"
-    original = "def f(x) {\n  return x;\n}\ny = f(tokens);\n@output y;\n"
-    target.write_text(original)
-    assert main(capsys, "fmt", "--write", target)[0] == 1
-    assert target.read_text() == original
-
-
-def test_fmt_write_rewrites_atomically(capsys, tmp_path, monkeypatch):
-    target = tmp_path / "messy.rasp"
-    target.write_text('@vocab {"a","b"};\nx=aggregate(select(indices,length-indices-1,==),tokens);'
-                      '\n@output   x;\n@expect x("ab")=="ba";\n')
-    expected = pretty(grammar.load(target))
-    # a write that fails half-way leaves the old file whole and no temporary file behind
-    before = target.read_text()
-
-    def broken_replace(src, dst):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(os, "replace", broken_replace)
-    status, _, err = main(capsys, "fmt", "--write", target)
-    assert status == 1 and "cannot write" in err and "No space left" in err
-    assert target.read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["messy.rasp"]
-    monkeypatch.undo()
-
-    status, out, _ = main(capsys, "fmt", "--write", target)
-    assert status == 0 and out == ""
-    assert target.read_text() == expected
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["messy.rasp"]
-    assert main(capsys, "fmt", "--check", target)[0] == 0
-    assert main(capsys, "check", target)[0] == 0
+# fmt: tests/test_fmt.py
 
 
 # ---------------------------------------------------------------- errors are diagnostics

@@ -43,18 +43,20 @@ def add_commands(sub) -> None:
     check.add_argument("--no-expect", action="store_true", help="skip the @expect lines")
     check.set_defaults(handler=cmd_check)
 
-    fmt = sub.add_parser("fmt", help="print a program in canonical form",
-                         description="Print FILE in canonical form (the IR printed back: "
-                         "functions and loops appear expanded, comments are not kept).")
+    fmt = sub.add_parser("fmt", help="print a program in canonical layout",
+                         description="Print FILE in canonical layout: spaces, indentation, "
+                         "blank lines and comment alignment change; tokens, comments, functions "
+                         "and loops stay as written (docs/language.md, Formatting).")
     mode = fmt.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
-                      help="exit 1 if the file is not in canonical form")
+                      help="exit 1 if the file is not formatted")
     mode.add_argument("--write", action="store_true",
-                      help="rewrite the file in place (refused when that would drop comments, "
-                      "functions or loops)")
+                      help="rewrite the file in place")
     fmt.add_argument("--simplify", action="store_true",
-                     help="simplify first: drop dead bindings and terms that add nothing, fold "
-                     "constants (rasp_ir.passes.simplify); --write rewrites the side-file too")
+                     help="print the simplified IR instead: drop dead bindings and terms that "
+                     "add nothing, fold constants (rasp_ir.passes.simplify); functions, loops "
+                     "and comments are not kept (--write refuses to drop them); --write "
+                     "rewrites the side-file too")
     fmt.add_argument("file", type=Path)
     fmt.set_defaults(handler=cmd_fmt)
 
@@ -155,28 +157,36 @@ def cmd_fmt(args) -> int:
     from rasp_ir.tables import write_program
     program = load_program(args.file)
     original = program.source or ""
-    as_read = pretty(program)      # with the comments the printer writes, before --simplify
     if args.simplify:
         from rasp_ir.passes import simplify
+        as_read = pretty(program)      # with the comments the printer writes
         program = simplify(program)
         missing = _unsaved_tables(program, args.file)
         if missing and not (args.write or args.check):
             print(f"rasp fmt: the simplified program has new tables ({', '.join(missing)}); "
                   "use --write to save them with it", file=sys.stderr)
             return EXIT_ERROR
-    text = pretty(program)
+        text = pretty(program)
+    else:
+        from grammar.formatter import format_source
+        try:
+            text = format_source(original)     # layout only: every token and comment kept
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_ERROR
     if args.check:
         if text != original:
-            print(f"{args.file}: not in canonical form", file=sys.stderr)
+            print(f"{args.file}: not formatted (`rasp fmt --write {args.file}` formats it)",
+                  file=sys.stderr)
             return EXIT_ERROR
         return EXIT_OK
     if args.write:
         if text == original:
             return EXIT_OK
-        if _lossy(original, as_read, text):
-            print(f"rasp fmt: refusing to rewrite {args.file}: the canonical form would drop its "
-                  "comments, functions or loops. Use `rasp fmt FILE > NEW.rasp` instead.",
-                  file=sys.stderr)
+        if args.simplify and _lossy(original, as_read, text):
+            print(f"rasp fmt: refusing to rewrite {args.file}: the simplified form would drop "
+                  "its comments, functions or loops. Use `rasp fmt --simplify FILE > NEW.rasp` "
+                  "instead.", file=sys.stderr)
             return EXIT_ERROR
         try:
             if args.simplify:
