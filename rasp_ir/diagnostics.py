@@ -2,7 +2,8 @@
 
 Codes: E1xx syntax, E2xx types and names, E3xx value sets, R2xx runtime (interpreter),
 C3xx checkpoints (compiler/checkpoint.py), T4xx tasks, training and evaluation (extractor/),
-X5xx extraction, V6xx verification (`rasp equiv`, `rasp verify`), W1xx/W2xx warnings.
+X5xx extraction, V6xx verification (`rasp equiv`, `rasp verify`), D7xx pictures (`rasp report`,
+`rasp draw`, `rasp attention`), W1xx/W2xx warnings.
 `rasp_ir.diagnostics.CODES` lists each with a one-line summary.
 """
 
@@ -87,6 +88,10 @@ CODES = {
     "V603": "outputs of kinds that cannot be compared",
     "V604": "bad option for rasp equiv or rasp verify (lengths, counts, bound, tolerance)",
     "V605": "a program does not fit the checkpoint it is verified against",
+    "D701": "drawing needs matplotlib (the viz extra: pip install 'rasp-ir[viz]')",
+    "D702": "a file a picture reads (report, side-file) is missing or malformed",
+    "D703": "bad output path for a picture",
+    "D704": "an input a picture cannot be drawn on (outside the model's vocabulary, too long)",
     "W101": "RASP 0.1 would read a statement differently (operator precedence)",
     "W222": "a numerical aggregate with a non-zero default",
 }
@@ -103,7 +108,7 @@ class Diagnostic:
 
     @property
     def severity(self) -> str:
-        return {"E": "error", "C": "error", "T": "error", "X": "error", "V": "error",
+        return {"E": "error", "C": "error", "T": "error", "X": "error", "V": "error", "D": "error",
                 "R": "runtime error",
                 "W": "warning"}[self.code[0]]
 

@@ -37,13 +37,15 @@ from rasp_ir import nodes as ir
 from rasp_ir import passes
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.files import atomic_write_text
-from rasp_ir.tables import write_program
+from rasp_ir.tables import write_program, write_tables
 
 
 @frozen
 class Extraction:
     program: ir.Program
     report: Report
+    # "mlp L" -> replace.mlp_view of each MLP a primitive replaced (PROG.mlps.safetensors)
+    mlp_views: dict | None = None
 
 
 @frozen
@@ -72,7 +74,7 @@ def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | N
                     runs_dir: Path, settings: ExtractSettings = ExtractSettings(),
                     executor=None, progress=None) -> Extraction:
     """The short program of a trained checkpoint, and its report. `progress(text)` hears
-    about each step."""
+    about each step, `progress(text, done=i, total=n)` about pruning run i of at most n."""
     say = progress or _silent
     _needs_task(subject)
     clock = _Stopwatch()
@@ -89,11 +91,13 @@ def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | N
     reached = chosen is not None
     chosen = chosen or best_found(tried)
     program = chosen.pop("_program")
+    views = chosen.pop("_views", None)
     for entry in tried:
         entry.pop("_program", None)
+        entry.pop("_views", None)
     clock.lap("total", since_start=True)
     return Extraction(program, _pruned_report(subject, settings, lln, runs, tried, chosen,
-                                              program, reached, clock.seconds))
+                                              program, reached, clock.seconds), views)
 
 
 def _needs_task(subject: Subject) -> None:
@@ -123,16 +127,18 @@ def _sweep(base: RunSpec, runs_dir: Path, settings: ExtractSettings, executor, s
     """Every pruning run's summary (cached ones too), in the order they finished."""
     executor = executor or ProcessExecutor(settings.workers)
     count = [0]
+    most = 3 if settings.quick else settings.max_runs
 
     def heard(summary):
         count[0] += 1
         st = summary["stages"]
-        say(f"run {count[0]}: λ={summary['lam']:.2g} edges "
+        say(f"pruning run: λ={summary['lam']:.2g} edges "
             + "→".join(str(s["edges"]) for s in st)
-            + f", worst-bucket match {min(st[-1]['match'].values()):.3f}")
+            + f", worst-bucket match {min(st[-1]['match'].values()):.3f}",
+            done=count[0], total=max(most, count[0]))
 
     summaries = sweep(base, runs_dir, settings.threshold, executor,
-                      max_runs=3 if settings.quick else settings.max_runs,
+                      max_runs=most,
                       grid=GRID[1:] if settings.quick else GRID, report=heard)
     return summaries
 
@@ -168,13 +174,15 @@ def _choose(order, subject, linear, base, runs_dir, settings, say):
     held_out = Judge.held_out(model, task, settings.n, settings.seed)
     tried = []
     for summary in order[:settings.candidates]:
+        views: dict = {}
         program, log, judged = readable_program(subject, linear, base, summary, runs_dir,
-                                                chooser, settings, say)
+                                                chooser, settings, say, views)
         result = held_out(program, task_accuracy=True)
         lines = program_lines(program)
         worst = min(r["match"] for r in result.values())
         entry = {"lam": summary["lam"], "lines": lines, "buckets": result,
-                 "replacements": log, "programs_judged": judged, "_program": program}
+                 "replacements": log, "programs_judged": judged, "_program": program,
+                 "_views": views}
         tried.append(entry)
         say(f"λ={summary['lam']:.2g}: {lines} lines, held-out worst-bucket match {worst:.3f}")
         if worst >= settings.threshold and lines <= settings.max_lines:
@@ -182,9 +190,11 @@ def _choose(order, subject, linear, base, runs_dir, settings, say):
     return tried, None
 
 
-def readable_program(subject, linear, base, summary, runs_dir, judge, settings, say):
+def readable_program(subject, linear, base, summary, runs_dir, judge, settings, say,
+                     views: dict | None = None):
     """A sweep run's circuit as a program, with primitives, simplified and named:
-    (program, replacements made, programs judged)."""
+    (program, replacements made, programs judged); `views` receives the replaced MLPs'
+    views (replace.mlp_view)."""
     circuit, flat = _pruned_circuit(linear, RunCache(runs_dir).tensors(
         attrs.evolve(base, lam=summary["lam"])))
     program = circuit_program(circuit, flat, subject.tokens, subject.outputs,
@@ -198,7 +208,7 @@ def readable_program(subject, linear, base, summary, runs_dir, judge, settings, 
         f"{min(start.values()):.3f})")
     program, log, judged = replace(circuit, flat, subject.tokens, subject.outputs,
                                    subject.prediction, judge, floor, bos=subject.bos,
-                                   progress=say)
+                                   progress=say, views=views)
     return passes.inline_tables(passes.descriptive_names(
         passes.inline_selectors(passes.simplify(program)))), log, judged
 
@@ -343,15 +353,35 @@ def write_extraction(extraction: Extraction, output: Path, checkpoint: str | Pat
                      progress=None) -> Report:
     """Write the program (and its side-file), run the `--verify` round trip when `verify_n`
     is given, then write PROG.report.json; the report as written."""
-    write_program(extraction.program, output)
+    written = [str(p) for p in write_program(extraction.program, output)]
     roundtrip = None
     if verify_n is not None:
         (progress or _silent)("round trip: compiling the program and comparing")
         roundtrip = round_trip(output, subject, n=verify_n, seed=seed)
-    report = extraction.report.written(str(output), str(checkpoint), roundtrip)
-    atomic_write_text(output.with_suffix(".report.json"),
-                      json.dumps(report.to_json(), indent=2) + "\n")
+    report_file = output.with_suffix(".report.json")
+    report = extraction.report.written(str(output), str(checkpoint), roundtrip,
+                                       files=written + [str(report_file)])
+    atomic_write_text(report_file, json.dumps(report.to_json(), indent=2) + "\n")
     return report
+
+
+def write_mlp_views(views: dict, path: Path) -> None:
+    """Each view as three labelled tables, `mlpL.model`, `mlpL.primitive` (inputs reached ×
+    residual directions) and `mlpL.count`, read by `rasp report`."""
+    if not views:
+        path.unlink(missing_ok=True)
+        return
+    tables = {}
+    for what, view in views.items():
+        key = what.replace(" ", "")
+        labels = tuple(view["labels"])
+        dims = tuple(range(view["model"].shape[1]))
+        for part in ("model", "primitive"):
+            rows = tuple(map(tuple, view[part].tolist()))
+            tables[f"{key}.{part}"] = ir.Matrix(labels, dims, rows, name=f"{key}.{part}")
+        tables[f"{key}.count"] = ir.Matrix(labels, None, tuple(view["count"].tolist()),
+                                           name=f"{key}.count")
+    write_tables(path, tables)
 
 
 def _shape(model, full: bool = False) -> ModelShape:
@@ -374,7 +404,7 @@ class _Stopwatch:
         self.last = now
 
 
-def _silent(text) -> None:
+def _silent(text, done=None, total=None) -> None:
     pass
 
 

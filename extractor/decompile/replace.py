@@ -54,6 +54,8 @@ class Replacer:
     mlp_outputs: dict = field(factory=dict)
     tables: dict = field(factory=dict)
     log: list = field(factory=list)
+    # "mlp L" -> the MLP's output beside its primitive's, over the inputs reached (mlp_view)
+    views: dict = field(factory=dict)
     judged: int = 0
     memo: Memo = field(factory=Memo)      # the MLP fits' values (the judge keeps its own)
 
@@ -139,6 +141,7 @@ class Replacer:
             ok, worst = self.accepts(self.build(mlp_outputs=trial))
             if ok:
                 self.mlp_outputs = trial
+                self.views[f"mlp {L}"] = mlp_view(features, E, out, basis)
                 label = "no line (its input)" if rep.node is None else primitive.label(*names)
                 self.log.append({"what": f"mlp {L}", "primitive": label, "match": worst,
                                  "explained": round(1 - residual / variance, 4)})
@@ -241,13 +244,48 @@ class Replacer:
 
 
 def replace(circuit, flat, tokens, outputs, prediction, judge, floor: dict,
-            bos: str | None = None, progress=None) -> tuple[ir.Program, list, int]:
-    """The program with primitives: (program, decisions, programs judged)."""
+            bos: str | None = None, progress=None,
+            views: dict | None = None) -> tuple[ir.Program, list, int]:
+    """The program with primitives: (program, decisions, programs judged). `views`, when
+    given, receives each replaced MLP's `mlp_view` under "mlp L"."""
     r = Replacer(circuit, flat, tokens, outputs, prediction, judge, floor, bos, progress)
     r.replace_mlps()
     left = r.replace_tables()
     r.round_tables(left)
+    if views is not None:
+        views.update(r.views)
     return r.build(), r.log, r.judged
+
+
+MAX_VIEW_ROWS = 48           # the most frequent inputs a view keeps
+
+
+def mlp_view(features: np.ndarray, E: np.ndarray, out: np.ndarray, basis: tuple) -> dict:
+    """What a person compares to believe a replacement (`rasp report`): over the judge's
+    positions grouped by the primitive's value there (the inputs reached), the MLP's mean
+    output and the primitive's write `features @ E`, each (groups, d_model), with the group
+    labels and how many positions reached each; the most frequent groups first."""
+    keys, inverse, counts = np.unique(np.round(features, 6), axis=0, return_inverse=True,
+                                      return_counts=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(-counts, kind="stable")[:MAX_VIEW_ROWS]
+    sums = np.zeros((len(keys), out.shape[1]))
+    np.add.at(sums, inverse, out)
+    means = sums / counts[:, None]
+    return {"labels": [_view_label(keys[g], basis) for g in order],
+            "model": means[order], "primitive": keys[order] @ E,
+            "count": counts[order].astype(float)}
+
+
+def _view_label(row: np.ndarray, basis: tuple) -> str:
+    """A primitive's value as a label: its basis value when one-hot, else its largest
+    entries."""
+    if len(basis) == len(row):
+        if np.isclose(row.sum(), 1) and np.isclose(row.max(), 1):
+            return str(basis[int(row.argmax())])
+        top = np.argsort(-np.abs(row), kind="stable")[:2]
+        return ", ".join(f"{basis[i]}:{row[i]:.2f}" for i in top)
+    return " ".join(f"{v:.2g}" for v in row[:3])
 
 
 # ------------------------------------------------------------------ helpers

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from rasp_ir.cli import checking, compiling, extraction, language, models
+from rasp_ir.cli import checking, compiling, drawing, extraction, language, models
 from rasp_ir.cli.common import EXIT_ERROR, EXIT_OK, print_diagnostics
 from rasp_ir.diagnostics import RaspError
 
@@ -42,6 +42,6 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="rasp", description="RASP programs and transformers: run, check and format "
         ".rasp files.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for family in (language, compiling, models, extraction, checking):
+    for family in (language, compiling, models, extraction, checking, drawing):
         family.add_commands(sub)
     return parser

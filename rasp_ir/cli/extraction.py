@@ -55,6 +55,9 @@ def add_commands(sub) -> None:
                     help="round trip: compile the written program (to PROG.compiled/) and "
                     "compare it with the interpreter (exact) and with the checkpoint (match "
                     "per bucket on held-out sequences); reported under \"roundtrip\"")
+    ex.add_argument("--html", action="store_true",
+                    help="also write the report as one HTML page, PROG.html (`rasp report`; "
+                    "needs the viz extra)")
     ex.set_defaults(handler=cmd_extract)
 
 
@@ -75,13 +78,23 @@ def cmd_extract(args) -> int:
                                     "in .rasp (its tables go beside it)")])
     if not args.output.parent.is_dir():
         raise RaspError([Diagnostic("X503", f"{args.output.parent}: no such directory")])
+    if args.html:
+        from rasp_ir.viz import matplotlib_figure
+        matplotlib_figure()          # D701 now, not after a long extraction
     torch.set_num_threads(min(2, torch.get_num_threads()))
     subject = load_subject(args.checkpoint, args.task)
     report = _run_stage(args, subject)
+    written = ""
+    if args.html:
+        from rasp_ir.cli.drawing import write_report
+        html = args.output.with_suffix(".html")
+        written = f"wrote {html} ({write_report(args.output, html) / 1e6:.2f} MB)"
     if args.json:
         print(json.dumps(report.to_json()))
         return EXIT_OK
     _print_report(args, report)
+    if written:
+        print(written)
     return EXIT_OK
 
 
