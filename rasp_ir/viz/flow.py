@@ -118,15 +118,16 @@ def _needed(program: ir.Program) -> set[str]:
 
 
 def _parts(node, in_selector: bool = False):
-    """(node, whether it lies inside the selector of an aggregate) for every node."""
+    """(node, whether it lies inside an inline selector of an aggregate, which is drawn as
+    its own grid) for every node; a named selector (a Ref) is read directly."""
     yield node, in_selector
     for name, many in ir.child_fields(type(node)):
         value = getattr(node, name)
-        inside = in_selector or (isinstance(node, (ir.Aggregate, ir.SelectorWidth))
-                                 and name == "selector")
+        inline = isinstance(node, (ir.Aggregate, ir.SelectorWidth)) and name == "selector" \
+            and not isinstance(value, ir.Ref)
         for child in (value if many else (value,)):
             if child is not None:
-                yield from _parts(child, inside)
+                yield from _parts(child, in_selector or inline)
 
 
 def _selector_label(node) -> str:

@@ -193,5 +193,6 @@ SCRIPT = r"""
   var figs=document.querySelectorAll('figure[data-cells]');
   for(var i=0;i<figs.length;i++){figs[i].addEventListener('mousemove',show);
     figs[i].addEventListener('mouseleave',function(){tip.style.display='none';});}
+  document.body.setAttribute('data-ready','1');   // the page's script ran to its end
 })();
 """
