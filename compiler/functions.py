@@ -345,6 +345,20 @@ def predicate(pred: ir.Node) -> Callable:
     return call
 
 
+def numeric(pred: ir.Lambda) -> Callable:
+    """A numeric op (`op=(0.5 * k)`, rasp_ir.types.numeric_op) as `f(key, query)` giving a
+    float; where the op is undefined the score is 0, as a predicate's false."""
+    names = pred.params
+    body = build(pred.body, lambda n: None, {})
+
+    def call(*args):
+        try:
+            return float(body.call({("param", n): a for n, a in zip(names, args)}))
+        except Undefined:
+            return 0.0
+    return call
+
+
 def predicate_table(pred: ir.Node, keys: tuple, queries: tuple | None) -> np.ndarray:
     """A select predicate on every key and query at once: 0/1 of shape (queries, keys), or
     (1, keys) for a predicate of the key alone (`queries` None). `keys` and `queries` are 1-d

@@ -572,15 +572,18 @@ class Planner:
             atoms = self.selector_atoms(sel)
             return [(a.query, a.key, scale * a.table) for a in atoms] if len(atoms) == 1 else \
                 _conjunction_error(sel)
-        if isinstance(sel, ir.Select):     # a predicate over vector bases
+        if isinstance(sel, ir.Select):     # a numeric op, or a predicate over vector bases
             kvar = self._vector_side(sel.keys)
-            pred = F.predicate(sel.predicate)
+            if T.numeric_op(sel.predicate):
+                pred, scale = F.numeric(sel.predicate), factor
+            else:
+                truth = F.predicate(sel.predicate)
+                pred = lambda *a: 1.0 if truth(*a) else 0.0   # noqa: E731
             if sel.queries is None:
-                row = np.array([[1.0 if pred(k) else 0.0 for k in kvar.values]])
+                row = np.array([[pred(k) for k in kvar.values]])
                 return [(None, kvar, scale * row)]
             qvar = self._vector_side(sel.queries)
-            table = np.array([[1.0 if pred(k, q) else 0.0 for k in kvar.values]
-                              for q in qvar.values])
+            table = np.array([[pred(k, q) for k in kvar.values] for q in qvar.values])
             return [(qvar, kvar, scale * table)]
         raise CompileError(sel, f"{type(sel).__name__} in a score")
 
@@ -634,22 +637,30 @@ class Planner:
                 # a table's own labels: a compiled model's program has logits over its
                 # output values, not over its input vocabulary
                 out = pred.cols if pred.cols is not None else pred.rows
+            if not isinstance(pred, ir.Matrix):
+                f, scale = self._op_values(pred)
             if node.operand is None:
                 if isinstance(pred, ir.Matrix):
                     row = np.asarray(pred.values, dtype=np.float64)
                 else:
-                    f = F.predicate(pred)
-                    row = self.program.hard_scale * np.array([1.0 if f(o) else 0.0 for o in out])
+                    row = scale * np.array([f(o) for o in out])
                 return Linear({}, row, len(out))
             var = self._vector_side(node.operand)
             if isinstance(pred, ir.Matrix):
                 matrix = np.asarray(pred.values, dtype=np.float64)
             else:
-                f = F.predicate(pred)
-                matrix = self.program.hard_scale * np.array(
-                    [[1.0 if f(i, o) else 0.0 for o in out] for i in var.values])
+                matrix = scale * np.array([[f(i, o) for o in out] for i in var.values])
             return Linear({var: matrix}, np.zeros(len(out)), len(out))
         raise CompileError(node, f"{type(node).__name__} cannot produce logits")
+
+
+    def _op_values(self, pred) -> tuple:
+        """(f giving an op's value as a float, its scale): a numeric op as written, a
+        predicate's truth lifted by @hard_scale."""
+        if T.numeric_op(pred):
+            return F.numeric(pred), 1.0
+        truth = F.predicate(pred)
+        return (lambda *a: 1.0 if truth(*a) else 0.0), self.program.hard_scale
 
 
 def _onehot(basis, value) -> np.ndarray:

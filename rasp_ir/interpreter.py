@@ -386,7 +386,8 @@ class _Group:
         pred = node.predicate
         key_t = self.interp.type_of(node.keys)
         query_t = self.interp.type_of(node.queries) if node.queries is not None else None
-        if isinstance(pred, ir.Matrix) or isinstance(key_t, T.Vec) or isinstance(query_t, T.Vec):
+        if isinstance(pred, ir.Matrix) or isinstance(key_t, T.Vec) or \
+                isinstance(query_t, T.Vec) or T.numeric_op(pred):
             return self._bilinear(node, keys, queries, key_t, query_t)
         if queries is None:
             # a body without `k` (op=True) is a scalar: broadcast it over the keys
@@ -424,7 +425,15 @@ class _Group:
             self.params = saved
 
     def _table(self, pred, node, row_basis, col_basis, row_name, col_name):
-        """A predicate over two bases as a 0/1 matrix (rows × cols)."""
+        """An op over two bases as a matrix (rows × cols) as the op's users read it: a
+        predicate's truth values lifted by @hard_scale, a numeric op's values as they are."""
+        scale = 1.0 if T.numeric_op(pred) else self.program.hard_scale
+        return self._values_table(pred, node, row_basis, col_basis, row_name, col_name) * scale
+
+    def _values_table(self, pred, node, row_basis, col_basis, row_name, col_name):
+        """The op's values over two bases: 0/1 for a predicate, numbers for a numeric op."""
+        shaped = (lambda v: np.asarray(v, dtype=np.float64)) if T.numeric_op(pred) else \
+            (lambda v: A.truthy(v).astype(np.float64))
         rows = A.to_array(list(row_basis))[:, None]
         if col_basis is None:
             saved = self.params
@@ -434,7 +443,7 @@ class _Group:
             finally:
                 self.params = saved
             # a constant predicate (`op=False`) is one value: the same for every row
-            return A.truthy(np.broadcast_to(vector, (rows.shape[0],))).astype(np.float64)
+            return shaped(np.broadcast_to(vector, (rows.shape[0],)))
         cols = A.to_array(list(col_basis))[None, :]
         if isinstance(pred, ir.Compare):   # key op query: rows are queries, cols keys
             table = self._predicate(pred, node, keys=cols, queries=rows)
@@ -445,7 +454,7 @@ class _Group:
                 table = self.value(pred.body)
             finally:
                 self.params = saved
-        return A.truthy(np.broadcast_to(table, (rows.shape[0], cols.shape[1]))).astype(np.float64)
+        return shaped(np.broadcast_to(table, (rows.shape[0], cols.shape[1])))
 
     def vector(self, value, t) -> np.ndarray:
         """A cat s-op as one-hot rows over its basis; vectors as they are."""
@@ -479,12 +488,10 @@ class _Group:
         if isinstance(pred, ir.Matrix):
             matrix = self.interp.matrix(pred)
         else:
+            # a vector over the key basis when there are no queries
             matrix = self._table(pred, node,
                                  T.basis_of(query_t) if query_t is not None else T.basis_of(key_t),
                                  T.basis_of(key_t) if query_t is not None else None, "q", "k")
-            matrix = matrix * self.program.hard_scale
-            if query_t is None:
-                matrix = matrix  # a vector over the key basis
         if queries is None:
             row = k @ matrix                                      # (b, n_k)
             return np.broadcast_to(row[:, None, :], (self.b, self.n, self.n))
@@ -612,7 +619,7 @@ class _Group:
             if isinstance(pred, ir.Matrix):
                 bias = self.interp.matrix(pred)
             else:
-                bias = self._table(pred, node, out, None, "out", None) * self.program.hard_scale
+                bias = self._table(pred, node, out, None, "out", None)
             return np.broadcast_to(bias, (self.b, self.n, bias.shape[-1])).copy()
         t = self.interp.type_of(node.operand)
         x = self.vector(self.value(node.operand), t)
@@ -620,7 +627,6 @@ class _Group:
             matrix = self.interp.matrix(pred)
         else:
             matrix = self._table(pred, node, T.basis_of(t), out, "inp", "out")
-            matrix = matrix * self.program.hard_scale
         return x @ matrix
 
     def _LogitsSum(self, node):

@@ -98,6 +98,31 @@ def is_selector(t) -> bool:
     return isinstance(t, (Sel, Score))
 
 
+_ARITHMETIC = {"+", "-", "*", "/", "%"}
+
+
+def numeric_op(pred) -> bool:
+    """Whether a select's or project's `op=` expression gives numbers rather than truth values:
+    a number, arithmetic or a negation at its top (`0.5 * k`, `(k == 0) * 3 - q`), or a
+    conditional with such a branch. Such an op is a table of real scores (or logits) used as
+    written; a truth value is lifted by @hard_scale. Decided from the expression's form, so
+    it is known before any basis is (and says the same on every input)."""
+    body = pred.body if isinstance(pred, ir.Lambda) else None
+    return body is not None and _numeric_expr(body)
+
+
+def _numeric_expr(node) -> bool:
+    if isinstance(node, ir.Const):
+        return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+    if isinstance(node, ir.BinaryOp):
+        return node.op in _ARITHMETIC
+    if isinstance(node, ir.UnaryOp):
+        return node.op in ("-", "+")
+    if isinstance(node, ir.Cond):
+        return _numeric_expr(node.then) or _numeric_expr(node.otherwise)
+    return False
+
+
 def a(word: str) -> str:
     """`word` with its indefinite article."""
     return ("an " if word[0] in "aeiou" or word.startswith("s-op") else "a ") + word
@@ -376,10 +401,10 @@ def _select(node, ctx, kids):
         names = pred.params
         bases = [basis_of(key_t)] + ([basis_of(query_t)] if query_t is not None else [])
         _predicate_table(pred, ctx, names, bases)
-    if vector_side:
+    if vector_side or numeric_op(pred):
         if basis_of(key_t) is None or (query_t is not None and basis_of(query_t) is None):
-            raise TypeIssue("E305", "a predicate over a vector needs a known basis",
-                            "declare @vocab and @maxlen")
+            raise TypeIssue("E305", "a numeric op or a predicate over a vector needs a known "
+                            "basis", "declare @vocab and @maxlen")
         return Score()
     return Sel()
 
