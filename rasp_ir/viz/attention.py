@@ -23,6 +23,9 @@ def attention_page(tokens: list, patterns: dict, title: str,
                                            for L in sorted(patterns))
              + ('<a href="#program">program selectors</a>' if program is not None else "")
              + "</nav>")
+    # the model's heads on the left, the program's selectors beside them (they wrap below
+    # on a narrow window)
+    page.add('<div class="row"><div class="col">')
     for L in sorted(patterns):
         heads = np.asarray(patterns[L])
         page.heading(f"Layer {L}", f"layer-{L}")
@@ -32,6 +35,7 @@ def attention_page(tokens: list, patterns: dict, title: str,
                     anchor=f"a{L}-h{h}", scale=None,
                     caption=f"the model's attention, layer {L} head {h}")
         page.add("</div>")
+    page.add('</div><div class="col">')
     if program is not None:
         from rasp_ir.viz.flow import flow_items
         seq, items = flow_items(program, tokens)
@@ -48,4 +52,5 @@ def attention_page(tokens: list, patterns: dict, title: str,
             heatmap(page, item.values, prog_labels, prog_labels, item.label, "query", "key",
                     anchor=f"selector-{k + 1}", caption=esc(item.detail))
         page.add("</div>")
+    page.add("</div></div>")
     return page.html()

@@ -165,7 +165,7 @@ figure.flow{overflow-x:auto}figure.flow svg.pic{max-width:none}
 figcaption{font-size:.86em;color:#56606b;max-width:720px}
 figure.heatmap:target,figure.plot:target{outline:2px solid #f0b400;outline-offset:3px}
 .back{font-size:.8em;margin-left:6px}
-.row{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
+.row{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}.col{min-width:0}
 #tip{position:fixed;pointer-events:none;background:#1d232a;color:#fff;font:12px/1.35
 ui-monospace,monospace;padding:4px 7px;border-radius:4px;display:none;z-index:10;
 white-space:pre}
