@@ -3,8 +3,13 @@
 - `"model_type": "rasp-ir"`: our own format. The config holds the TransformerConfig fields and
   `extra` (the compiler's vocabulary and input/output encoding); the weights use the
   TransformerLens names of `Transformer.state_dict()`.
+  It also names, for Hugging Face, the modeling file written beside it (`auto_map`,
+  compiler/hf_modeling.py), and its `activation_function` makes GPT2LMHeadModel refuse it
+  rather than load a random GPT-2.
 - `"model_type": "gpt2"`: a Hugging Face GPT-2 checkpoint, read without `transformers`. Conv1D
   weights are [in, out] like ours, so converting only splits heads out of `c_attn` and `c_proj`.
+- `"model_type": "transformer-lens"` (or a bare dump of HookedTransformerConfig's fields): a
+  HookedTransformer's state dict of the GPT-2 kind (compiler/tl_format.py).
 
 Only JSON and safetensors are read, never pickles. Every problem found in a checkpoint is
 reported at once, in one CheckpointError with one C3xx diagnostic per problem.
@@ -26,9 +31,19 @@ from safetensors.torch import save
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.files import atomic_write_bytes, atomic_write_text
 
+from . import tl_format
 from .transformer import ACTIVATIONS, Transformer, TransformerConfig
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
+MODELING = "modeling_rasp_ir.py"            # Hugging Face's remote code (compiler/hf_modeling.py)
+# GPT2LMHeadModel.from_pretrained reads this as an activation name and fails with it in the
+# message: a rasp-ir directory never loads as a randomly initialised GPT-2.
+NOT_GPT2 = ("not-gpt2: a rasp-ir model; load it with AutoModelForCausalLM.from_pretrained(DIR, "
+            "trust_remote_code=True)")
+# What Hugging Face writes or reads in a config.json beside our fields; loading ignores them.
+_HF_FIELDS = {"architectures", "auto_map", "torch_dtype", "dtype", "transformers_version",
+              "activation_function", "bos_token_id", "eos_token_id", "pad_token_id",
+              "_name_or_path"}
 FORMAT_VERSION = 1
 PREFIX = "transformer."                                   # HF's GPT2LMHeadModel key prefix
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # old causal-mask buffers, not weights
@@ -58,11 +73,20 @@ def save_model(model: Transformer, directory: str | os.PathLike,
     Each file is written to a temporary name in the same directory and renamed into place, so a
     reader never sees a half-written file. Returns the directory.
     """
-    config = {"model_type": "rasp-ir", "format_version": FORMAT_VERSION,
-              **model.config.to_dict(), "extra": dict(extra or {})}
-    text = json.dumps(config, indent=2) + "\n"   # a non-JSON `extra` fails here, before any write
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    return _write(Path(directory), tensors, text)
+    config = {"model_type": "rasp-ir", "format_version": FORMAT_VERSION,
+              **model.config.to_dict(), "extra": dict(extra or {}),
+              "architectures": ["RaspIrForCausalLM"],
+              "auto_map": {"AutoConfig": "modeling_rasp_ir.RaspIrConfig",
+                           "AutoModelForCausalLM": "modeling_rasp_ir.RaspIrForCausalLM"},
+              "torch_dtype": str(tensors["embed.W_E"].dtype).removeprefix("torch."),
+              "activation_function": NOT_GPT2}
+    text = json.dumps(config, indent=2) + "\n"   # a non-JSON `extra` fails here, before any write
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    modeling = (Path(__file__).parent / "hf_modeling.py").read_text(encoding="utf-8")
+    atomic_write_text(directory / MODELING, modeling)
+    return _write(directory, tensors, text)
 
 
 def save_hf_gpt2(model: Transformer, directory: str | os.PathLike) -> Path:
@@ -123,11 +147,12 @@ def load_model(directory: str | os.PathLike,
                dtype: torch.dtype | None = None) -> tuple[Transformer, dict]:
     """Load a rasp-ir or Hugging Face GPT-2 checkpoint directory, in eval mode.
 
-    Returns (model, metadata) with metadata = {"model_type": "rasp-ir" | "gpt2", "config_json":
-    the raw config.json, "extra": the rasp-ir `extra` dict ({} for GPT-2)}. dtype defaults to
-    float64 for float64 weights and float32 otherwise. Raises CheckpointError listing every
-    problem: missing files, bad JSON, unreadable safetensors, bad config fields, missing,
-    unexpected or misshapen weights.
+    Returns (model, metadata) with metadata = {"model_type": "rasp-ir" | "gpt2" |
+    "transformer-lens", "config_json": the raw config.json (a bare TransformerLens config is
+    wrapped as {"model_type": ..., "cfg": ...}), "extra": the `extra` dict ({} for GPT-2)}.
+    dtype defaults to float64 for float64 weights and float32 otherwise. Raises
+    CheckpointError listing every problem: missing files, bad JSON, unreadable safetensors, bad
+    config fields, missing, unexpected or misshapen weights.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -137,34 +162,48 @@ def load_model(directory: str | os.PathLike,
     raw = _read_config(config_path, problems)
     header = _read_header(weights_path, problems)
     kind = None if raw is None else raw.get("model_type")
+    if raw is not None and tl_format.looks_like_tl(raw):
+        kind, raw = tl_format.MODEL_TYPE, {"model_type": tl_format.MODEL_TYPE, "cfg": raw}
     config = tied = None
+    how: dict = {}
     if kind == "gpt2":
         config, tied = _gpt2_config(raw, config_path, problems)
     elif kind == "rasp-ir":
         config = _rasp_ir_config(raw, config_path, problems)
+    elif kind == tl_format.MODEL_TYPE:
+        config, how = _tl_config(raw, config_path, problems)
     elif raw is not None:
         found = f"model_type is {json.dumps(kind)}" if "model_type" in raw else "no model_type"
         problems.append(_problem("C304", config_path, found, hint='expected "gpt2" (Hugging '
-                                 'Face GPT-2) or "rasp-ir" (saved by this project)'))
+                                 'Face GPT-2), "rasp-ir" (saved by this project) or '
+                                 '"transformer-lens" (rasp export --to transformer-lens)'))
     # names: our key for each tensor to read -> its name in the file
     names = {}
     if header is not None:
-        names = (_gpt2_names(header, weights_path, problems) if kind == "gpt2"
-                 else {name: name for name in header})
+        if kind == "gpt2":
+            names = _gpt2_names(header, weights_path, problems)
+        else:
+            drop = tl_format.BUFFER if kind == tl_format.MODEL_TYPE else None
+            names = {name: name for name in header if not (drop and drop.fullmatch(name))}
     if config is not None and header is not None:
+        required, optional = _expected_shapes(config, kind, tied)
+        for name in tl_format.synthesized(config, how):
+            required.pop(name, None)
         _check_weights({key: header[name] for key, name in names.items()},
-                       *_expected_shapes(config, kind, tied), names, weights_path, problems)
+                       required, optional, names, weights_path, problems)
     _fail_if(problems)
 
     tensors = _read_tensors(weights_path, names)
     if kind == "gpt2":
         tensors = _from_gpt2(tensors, config, tied, weights_path)
+    elif kind == tl_format.MODEL_TYPE:
+        tensors = tl_format.completed(tensors, config, how)
     if dtype is None:
         dtype = torch.float64 if tensors["embed.W_E"].dtype == torch.float64 else torch.float32
     with torch.device("meta"):      # no memory, no random init: the tensors are assigned below
         model = Transformer(config)
     model.load_state_dict({k: t.to(dtype).contiguous() for k, t in tensors.items()}, assign=True)
-    extra = raw.get("extra", {}) if kind == "rasp-ir" else {}
+    extra = raw.get("extra", {}) if kind in ("rasp-ir", tl_format.MODEL_TYPE) else {}
     return model.eval(), {"model_type": kind, "config_json": raw, "extra": extra}
 
 
@@ -340,8 +379,8 @@ def _rasp_ir_config(raw: dict, path: Path, problems: list) -> TransformerConfig 
                                  f"supported", hint=f"this rasp-ir reads version {FORMAT_VERSION}"))
     if not isinstance(raw.get("extra", {}), dict):
         problems.append(_problem("C305", path, "field 'extra' is not a JSON object"))
-    for name in sorted(raw.keys() - _RASP_IR_FIELDS.keys() - {"model_type", "format_version",
-                                                              "extra"}):
+    for name in sorted(raw.keys() - _RASP_IR_FIELDS.keys() - _HF_FIELDS
+                       - {"model_type", "format_version", "extra"}):
         problems.append(_problem("C305", path, f"unknown field '{name}'"))
     fields = {}
     for name, (kind, required) in _RASP_IR_FIELDS.items():
@@ -356,6 +395,20 @@ def _rasp_ir_config(raw: dict, path: Path, problems: list) -> TransformerConfig 
     except (TypeError, ValueError) as exc:
         problems.append(_problem("C306", path, f"inconsistent fields: {exc}"))
         return None
+
+
+def _tl_config(raw: dict, path: Path, problems: list) -> tuple[TransformerConfig | None, dict]:
+    cfg = raw.get("cfg")
+    if not isinstance(cfg, dict):
+        problems.append(_problem("C305", path, "field 'cfg' (the HookedTransformerConfig "
+                                 "fields) is missing or not a JSON object"))
+        return None, {}
+    if not isinstance(raw.get("extra", {}), dict):
+        problems.append(_problem("C305", path, "field 'extra' is not a JSON object"))
+    config, how, found = tl_format.config_from_tl(cfg)
+    problems += [_problem("C306" if "supported" in p or "inconsistent" in p else "C305",
+                          path, p) for p in found]
+    return config, how
 
 
 # ---------------------------------------------------------------------------- GPT-2 layout

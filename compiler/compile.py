@@ -137,7 +137,8 @@ def _transformer(weights: Weights, activation: str, causal: bool, dtype) -> Tran
 
 
 def save_compiled(compiled: CompiledModel, directory) -> None:
-    """Write a compiled model directory: weights, config and the encoding to run it."""
+    """Write a compiled model directory: weights, config and the encoding to run it, the
+    Hugging Face modeling file and the tokenizer files."""
     from .checkpoint import save_model
     extra = {"compiled": {
         "vocab": compiled.vocab, "output_kind": compiled.output_kind,
@@ -145,6 +146,14 @@ def save_compiled(compiled: CompiledModel, directory) -> None:
         "residual_labels": compiled.residual_labels,
         "output_function": compiled.output_function}}
     save_model(compiled.model, directory, extra=extra)
+    from .tokenizer import write_tokenizer
+    words = [str(t) for t in compiled.vocab]
+    # id 0 is the compiler's BOS, which every input starts with. A program extracted from a
+    # compiled model has that token in its own @vocab too: one word for two ids, which a
+    # tokenizer cannot say, so such a directory has no tokenizer files.
+    if len(set(words)) == len(words):
+        write_tokenizer(directory, compiled.vocab, {"bos_token": BOS_TOKEN},
+                        compiled.maxlen + 1)
 
 
 def load_compiled(directory) -> CompiledModel:

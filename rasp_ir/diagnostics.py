@@ -73,6 +73,8 @@ CODES = {
     "C310": "a weight is not a floating-point tensor",
     "C311": "a tied lm_head.weight differs from wte.weight",
     "C312": "the model cannot be saved in the requested format",
+    "C313": "a tokenizer file (tokenizer.json, special_tokens_map.json) is unreadable or malformed",
+    "C314": "an optional package is not installed (TransformerLens: the tl extra)",
     "T401": "unknown task",
     "T402": "a task file (JSON Lines or Python) is malformed",
     "T403": "a checkpoint does not fit the task (vocabulary, mode or positions)",

@@ -177,7 +177,8 @@ def test_save_model_round_trip(tmp_path, overrides, dtype):
     save_model(model, tmp_path / "m", extra=extra)
     save_model(model, tmp_path / "m", extra=extra)      # overwriting works
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
-    assert files == ["config.json", "model.safetensors"]      # no temporary files left behind
+    # no temporary files left behind; Hugging Face's modeling file beside the config
+    assert files == ["config.json", "model.safetensors", "modeling_rasp_ir.py"]
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["model_type"] == "rasp-ir" and config["extra"] == extra
     loaded, metadata = load_model(tmp_path / "m")

@@ -3,6 +3,10 @@
 A checkpoint trained by `rasp train` carries `task.json` (the task, its mode and vocabulary,
 training record and accuracy). The paper's checkpoints carry nothing, but their folder names
 start with the task: `bce_tomita4-@2l2h16d3lr01drop` is tomita4 in next-token-set mode.
+
+Token ids follow the task's layout (extractor/tasks/vocabulary.py) unless the checkpoint has a
+`tokenizer.json`: then its vocabulary says which id each of the task's tokens has, and a
+different order is mapped onto the task's by permuting the embedding and unembedding.
 """
 
 from __future__ import annotations
@@ -149,8 +153,52 @@ def task_for(model, metadata: dict, directory: Path, spec: str | None = None) ->
     if spec is None:
         spec, recorded = task_spec(directory, metadata["config_json"])
     task = get_task(spec)
+    map_tokenizer(model, task, directory)
     check_fits(model, task, directory, recorded)
     return task
+
+
+def map_tokenizer(model, task: Task, directory: Path) -> bool:
+    """Put the model's token ids in the task's order when DIR/tokenizer.json orders them
+    differently (rows of W_E, columns of W_U and b_U permuted in place). True if it did.
+    Raises RaspError T403 naming the tokens the tokenizer and the task do not share, and C313
+    for an unreadable tokenizer file."""
+    import torch
+
+    from compiler.tokenizer import TOKENIZER, read_vocabulary
+    vocab = read_vocabulary(directory)
+    if vocab is None:
+        return False
+    path = Path(directory) / TOKENIZER
+    tokens = list(task.vocab.tokens)
+    missing = [t for t in tokens if t not in vocab]
+    extra = sorted((t for t in vocab if t not in set(tokens)), key=vocab.get)
+    problems = []
+    if missing:
+        problems.append(f"task {task.name}'s tokens {missing} are not in the tokenizer's "
+                        "vocabulary")
+    if extra:
+        problems.append(f"the tokenizer's tokens {extra} are not in task {task.name}'s "
+                        f"vocabulary ({_preview(tokens)})")
+    c = model.config
+    beyond = sorted(t for t, i in vocab.items() if i >= min(c.vocab_size, c.d_vocab_out))
+    if beyond:
+        problems.append(f"the tokenizer gives {beyond} ids beyond the model's "
+                        f"{min(c.vocab_size, c.d_vocab_out)} tokens")
+    if problems:
+        hint = ("special tokens are matched by role (special_tokens_map.json: bos_token, "
+                "sep_token, eos_token, pad_token); a tokenizer-only token such as [UNK] can be "
+                "added to a JSON Lines task's header vocab")
+        raise RaspError([Diagnostic("T403", f"{path}: {p}", hint=hint) for p in problems])
+    order = [vocab[t] for t in tokens]          # the model's id of the task's token i
+    if order == list(range(len(tokens))) or len(tokens) != c.vocab_size:
+        return False                            # a size mismatch is check_fits' to report
+    index = torch.tensor(order)
+    with torch.no_grad():
+        model.embed.W_E.copy_(model.embed.W_E[index].clone())
+        model.unembed.W_U.copy_(model.unembed.W_U[:, index].clone())
+        model.unembed.b_U.copy_(model.unembed.b_U[index].clone())
+    return True
 
 
 def write_task_file(directory: Path, task: Task, record: dict) -> Path:

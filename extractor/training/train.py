@@ -146,7 +146,8 @@ def train(task: Task, config: TrainConfig, buckets: list[Bucket] | None = None,
 
 def save_trained(result: TrainResult, task: Task, config: TrainConfig, directory: Path) -> Path:
     """Write the checkpoint (config.json + model.safetensors, loadable by
-    transformers.GPT2LMHeadModel), task.json and the paper's acc.txt to `directory`."""
+    transformers.GPT2LMHeadModel), task.json, the paper's acc.txt and the tokenizer files
+    (tokenizer.json, special_tokens_map.json, tokenizer_config.json) to `directory`."""
     from compiler.checkpoint import save_hf_gpt2
     from extractor.tasks.checkpoint import write_task_file
     directory = Path(directory)
@@ -165,7 +166,17 @@ def save_trained(result: TrainResult, task: Task, config: TrainConfig, directory
               "accuracy": result.accuracy}
     write_task_file(directory, task, record)
     atomic_write_text(directory / "acc.txt", acc_line(result, config) + "\n")
+    write_task_tokenizer(directory, task.vocab, result.model.config.n_positions)
     return directory
+
+
+def write_task_tokenizer(directory: Path, vocab, max_length: int | None = None) -> None:
+    """The tokenizer files of a task's vocabulary (compiler/tokenizer.py)."""
+    from compiler.tokenizer import write_tokenizer
+    from extractor.tasks.vocabulary import BOS, EOS, PAD, SEP
+    write_tokenizer(directory, list(vocab.tokens), {"bos_token": BOS, "sep_token": SEP,
+                                                    "eos_token": EOS, "pad_token": PAD},
+                    max_length)
 
 
 def acc_line(result: TrainResult, config: TrainConfig) -> str:
