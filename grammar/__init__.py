@@ -63,18 +63,33 @@ class Session:
         self.source = ""
         self.elaborator = _elaborator("", file)
 
-    def run(self, text: str) -> list:
-        """Elaborate more statements; raise RaspError with their diagnostics on error."""
-        self.source += text + "\n"
-        self.elaborator.source = text
-        compat = self.elaborator.directives.get("compat") is not None or None
-        tree = parse_tree(text, self.file, compat)
-        before = len(self.elaborator.diagnostics)
-        values = self.elaborator.run(tree)
-        new = self.elaborator.diagnostics[before:]
+    def run(self, text: str, file: str | None = None) -> list:
+        """Elaborate more statements; raise RaspError with their diagnostics on error.
+        The session's lines are numbered on from its earlier input (`self.source`), so a
+        diagnostic names the line where its text was typed, this time or before; with `file`,
+        the statements are that file's, numbered as in it (a file loaded into the session)."""
+        el = self.elaborator
+        if file is None:
+            padded = "\n" * self.source.count("\n") + text
+            self.source += text + "\n"
+            shown, name, search = self.source, self.file, el.search_dirs
+        else:
+            padded = shown = text
+            name, search = file, (str(Path(file).parent),)
+        compat = el.directives.get("compat") is not None or None
+        tree = parse_tree(padded, name, compat)
+        before = len(el.diagnostics)
+        el.source = self.source
+        saved = el.current_file, el.search_dirs
+        el.current_file, el.search_dirs = name, search
+        try:
+            values = el.run(tree)
+        finally:
+            el.current_file, el.search_dirs = saved
+        new = el.diagnostics[before:]
         errors = [d for d in new if d.severity != "warning"]   # runtime errors (R…) too
         if errors:
-            raise RaspError(errors, text)
+            raise RaspError(errors, shown)
         return values
 
     def program(self) -> ir.Program:
