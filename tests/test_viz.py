@@ -219,3 +219,23 @@ def test_mlp_view_groups_positions_by_the_primitive_value():
     view = mlp_view(features, E, out, ("a", "b", "c"))
     assert sorted(view["labels"]) == ["a", "b", "c"] and view["count"].sum() == 400
     assert np.abs(view["model"] - view["primitive"]).max() < 0.01
+
+
+def test_repl_draw_writes_the_picture(tmp_path, monkeypatch):
+    import io
+
+    from rasp_ir.cli import drawing
+    from rasp_ir.cli.repl import repl
+    monkeypatch.setenv("RASP_DRAW_DIR", str(tmp_path / "pictures"))
+    monkeypatch.setattr(drawing, "_PICTURES", [])
+    out = io.StringIO()
+    assert repl(None, stdin=io.StringIO('flip = select(indices, length - indices - 1, ==);\n'
+                                        'reverse = aggregate(flip, tokens);\n'
+                                        'draw(reverse, "abc");\n'), stdout=out) == 0
+    text = out.getvalue()
+    assert "  reverse  [c, b, a] (strings)" in text          # the text drawing stays
+    page = tmp_path / "pictures" / "draw-1.html"
+    assert f"picture: {page}" in text
+    html = page.read_text()
+    offline(html)
+    assert 'id="flow"' in html and "reverse" in html

@@ -162,3 +162,33 @@ def _write(output: Path, text: str, write) -> None:
     except OSError as exc:        # the old file, if any, is left whole (rasp_ir/files.py)
         raise RaspError([Diagnostic("D703", f"cannot write {output}: "
                                     f"{exc.strerror or exc}")]) from None
+
+
+_PICTURES: list = []          # the folder the REPL's pictures go to, made on the first one
+
+
+def repl_picture(program, tokens) -> str:
+    """The REPL's `draw(x, "input")` as a picture too: `rasp draw`'s page of `program` (x as
+    its @output) on the input, written to $RASP_DRAW_DIR or a temporary folder; the line that
+    says where, or why there is none (no matplotlib: how to install it)."""
+    import os
+    import tempfile
+
+    from rasp_ir.files import atomic_write_text
+    try:
+        from rasp_ir.viz.flow import flow_page
+        if not _PICTURES:
+            folder = os.environ.get("RASP_DRAW_DIR") or tempfile.mkdtemp(prefix="rasp-draw-")
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            _PICTURES.append(Path(folder))
+        path = _PICTURES[0] / f"draw-{len(list(_PICTURES[0].glob('draw-*.html'))) + 1}.html"
+        atomic_write_text(path, flow_page(program, tokens, "draw on " + " ".join(
+            map(str, tokens))))
+    except RaspError as exc:
+        d = exc.diagnostics[0]
+        if d.code == "D701":
+            return f"  (a picture of it needs the viz extra: {d.hint.split(': ', 1)[-1]})"
+        return f"  (no picture: {d.severity}[{d.code}]: {d.message})"
+    except OSError as exc:
+        return f"  (no picture: cannot write it: {exc.strerror or exc})"
+    return f"  picture: {path}"

@@ -194,7 +194,9 @@ class Repl:
         from grammar.values import Builtin, Function, Term
         for term, given, result in self.drawn:
             if result is value:
-                return draw(_snapshot(self.session.elaborator, term), given)
+                program = _snapshot(self.session.elaborator, term)
+                from rasp_ir.cli.drawing import repl_picture     # the picture, as rasp draw's
+                return draw(program, given) + "\n" + repl_picture(program, _tokens(given))
         for term, given, result in self.applied:
             if result is value:
                 if isinstance(term.type, (T.Sel, T.Score)):
