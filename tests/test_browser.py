@@ -103,3 +103,35 @@ def test_attention_page(tmp_path, shots):
     dom = look(page, shots / "attention.png", tmp_path, height=1400)
     assert 'id="a0-h0"' in dom and 'id="selector-1"' in dom
     assert len(re.findall(r"<svg\b", dom)) == 2
+
+
+# dispatched after the page's own script: the pointer over the centre of a heatmap's cell
+HOVER = """<script>
+(function(){
+  var f=document.getElementById('%s'),svg=f.querySelector('svg');
+  var r=svg.getBoundingClientRect(),b=f.getAttribute('data-box').split(' ').map(Number);
+  var d=JSON.parse(document.getElementById(f.getAttribute('data-cells')).textContent);
+  var nr=d.values.length,nc=d.values[0].length,row=%d,col=%d;
+  var x=r.left+r.width*(b[0]+(b[2]-b[0])*(col+0.5)/nc);
+  var y=r.top+r.height*(b[1]+(b[3]-b[1])*(row+0.5)/nr);
+  f.dispatchEvent(new MouseEvent('mousemove',{clientX:x,clientY:y,bubbles:true}));
+  document.body.setAttribute('data-tip',document.getElementById('tip').textContent);
+})();
+</script>"""
+
+
+def test_hover_shows_a_cell(tmp_path):
+    """The pointer over cell (<sep>, <sep>) of the projection (inp == out) shows its row,
+    column and value."""
+    for f in DATA.glob("bin_majority.*"):
+        shutil.copy(f, tmp_path / f.name)
+    page = tmp_path / "report.html"
+    rasp("report", tmp_path / "bin_majority.rasp", "-o", page)
+    text = page.read_text(encoding="utf-8")
+    page.write_text(text.replace("</body>", HOVER % ("table-2", 3, 3) + "</body>"),
+                    encoding="utf-8")
+    dom = chromium(page, tmp_path / "profile", "--window-size=1280,2400", "--dump-dom")
+    tip = re.search(r'data-tip="([^"]*)"', dom.stdout)
+    assert tip, dom.stderr[-2000:]
+    assert tip.group(1).split("\n") == ["input: mean_token &lt;sep&gt;", "output &lt;sep&gt;",
+                                         "value 1"], tip.group(1)
