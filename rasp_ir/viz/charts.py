@@ -15,7 +15,7 @@ def buckets_chart(page: Page, buckets: dict, threshold: float | None, title: str
     names = list(buckets)
     has_task = any("task" in b for b in buckets.values())
     with drawing() as Figure:
-        fig, ax = _figure(Figure, min(9.0, 2.6 + 0.9 * len(names)), 2.7)
+        fig, ax = _figure(Figure, min(9.0, max(4.2, 2.6 + 0.9 * len(names))), 2.7)
         width = 0.38 if has_task else 0.6
         xs = range(len(names))
         match = [buckets[n]["match"] for n in names]

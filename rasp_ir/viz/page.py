@@ -151,8 +151,8 @@ pre.program{background:#f6f8fa;border:1px solid #d8dde3;border-radius:6px;paddin
 overflow-x:auto;font:12.5px/1.5 ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
 pre.program .stmt{display:block;padding:0 12px}pre.program .stmt:target{background:#fff6d6}
 pre.program .stmt:hover{background:#eef3f9}
-.links{float:right;font:11px system-ui,sans-serif;margin-left:12px}
-.links a{margin-left:6px;color:#0b62c4}
+.links{font:11px system-ui,sans-serif;color:#56606b}
+.links a{margin-right:8px;color:#0b62c4}
 .kw{color:#8a3ab9;font-weight:600}.fn{color:#0b62c4}.str{color:#0a7a3e}.num{color:#b5530b}
 .com{color:#7b8590;font-style:italic}.dir{color:#a3214a;font-weight:600}.name{font-weight:700}
 table.data{border-collapse:collapse;font-size:.9em;margin:6px 0 12px}

@@ -163,7 +163,7 @@ def _accuracy(page: Page, report: dict, buckets_chart) -> None:
         page.add(table_html(header, rows))
         held = (f"{ev['sequences_per_bucket']} held-out sequences per bucket"
                 if ev.get("sequences_per_bucket") else ev.get("compared", ""))
-        buckets_chart(page, buckets, threshold, "the written program against the model",
+        buckets_chart(page, buckets, threshold, "the program against the model",
                       "accuracy-chart", esc(f"match: the program makes the model's prediction "
                                             f"at every scored position; {held}"))
     lln = report.get("lln_a")

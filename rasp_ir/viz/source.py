@@ -101,8 +101,9 @@ def program_html(text: str, links: dict[str, list[tuple[str, str]]] | None = Non
         body = re.sub(rf"^({re.escape(esc(name))})(\s*=)", r'<span class="name">\1</span>\2',
                       body, count=1, flags=re.M) if not lines[0].lstrip().startswith("#") \
             else body
-        targets = "".join(f'<a href="#{esc(fig)}">{esc(label)}</a>'
-                          for fig, label in links.get(name, []))
-        side = f'<span class="links">{targets}</span>' if targets else ""
-        parts.append(f'<span class="stmt" id="{esc(prefix + name)}">{side}{body}</span>')
+        targets = " ".join(f'<a href="#{esc(fig)}">{esc(label)}</a>'
+                           for fig, label in links.get(name, []))
+        # the links on a line of their own under the statement (long lines scroll)
+        under = f'\n<span class="links">↳ pictures: {targets}</span>' if targets else ""
+        parts.append(f'<span class="stmt" id="{esc(prefix + name)}">{body}{under}</span>')
     return '<pre class="program">' + "".join(parts) + "</pre>"
