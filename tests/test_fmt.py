@@ -32,7 +32,6 @@ def test_shipped_examples_are_formatted(path, capsys):
     assert fmt(capsys, "--check", path)[0] == 0
 
 
-@pytest.mark.xfail(strict=False, reason="`rasp fmt` takes one file until issue 18's first item")
 def test_fmt_check_gates_every_shipped_example_at_once(capsys):
     status, _, err = fmt(capsys, "--check", *SHIPPED)
     assert status == 0, err
