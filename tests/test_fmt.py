@@ -124,13 +124,27 @@ def test_a_table_keeps_its_layout():
 
 # ---------------------------------------------------------------- the printer's output
 
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(programs())
-def test_the_printers_output_is_formatted(program):
+_SETTINGS = dict(deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def check_printed_is_formatted(program):
     text = pretty(program)
     note(text)
     assert format_source(text) == text
+
+
+@settings(max_examples=80, **_SETTINGS)
+@given(programs())
+def test_the_printers_output_is_formatted(program):
+    check_printed_is_formatted(program)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, **_SETTINGS)
+@given(programs())
+def test_the_printers_output_is_formatted_thoroughly(program):
+    check_printed_is_formatted(program)
 
 
 def test_an_extracted_program_with_tables_is_formatted(tmp_path):
