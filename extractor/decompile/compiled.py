@@ -45,6 +45,7 @@ from extractor.decompile.prune import (
     with_products,
 )
 from extractor.decompile.readback import lookup_replacement, numbered_by_first
+from extractor.decompile.replace import MAX_VIEW_ROWS
 from rasp_ir import agreement as rule
 from rasp_ir import nodes as ir
 from rasp_ir import types as T
@@ -260,10 +261,12 @@ def _cut(flat, sets, match, threshold, layout, derive) -> torch.Tensor:
 # ------------------------------------------------------------------ MLPs as tables
 
 
-def mlp_table(program: ir.Program, name: str) -> MlpReplacement | None:
+def mlp_table(program: ir.Program, name: str,
+              view: dict | None = None) -> MlpReplacement | None:
     """The MLP bound to `name` as a table over every combination of its inputs' values, or
     None when an input is not categorical (an aggregate is read through `harden`) or the
-    combinations number more than MAX_COMBINATIONS."""
+    combinations number more than MAX_COMBINATIONS. `view`, when given, receives the MLP's
+    output beside the table's write per combination (replace.mlp_view's keys)."""
     node = next(b.value for b in program.bindings if b.name == name)
     interp = Interpreter(program)
     operands, bases = [], []
@@ -294,19 +297,26 @@ def mlp_table(program: ir.Program, name: str) -> MlpReplacement | None:
     _, inverse = np.unique(keys_round, axis=0, return_inverse=True)
     classes, n = numbered_by_first(inverse.reshape(-1))
     E = np.stack([out[classes == k].mean(0) for k in range(n)])
+    if view is not None:
+        rows = list(range(min(len(combos), MAX_VIEW_ROWS)))
+        view.update(labels=[", ".join(str(b[c]) for b, c in zip(bases, combos[i])) for i in rows],
+                    model=out[rows], primitive=E[classes[rows]], count=np.ones(len(rows)))
     return lookup_replacement(name, operands, bases, classes, E)
 
 
-def replace_mlps(build, judge, threshold: float, names: list, progress=None) -> dict:
+def replace_mlps(build, judge, threshold: float, names: list, progress=None,
+                 views: dict | None = None) -> dict:
     """{MLP path index: MlpReplacement} for each MLP whose table keeps the match; `build`
-    makes the program from such a dict, `names` is [(path index, binding name)] in order."""
+    makes the program from such a dict, `names` is [(path index, binding name)] in order.
+    `views` receives, under the binding's name, each kept table's view (`mlp_table`)."""
     say = progress or (lambda text: None)
     chosen = {}
     for index, name in names:
         program = build(chosen)
         if not any(b.name == name for b in program.bindings):
             continue
-        rep = mlp_table(program, name)
+        view: dict = {}
+        rep = mlp_table(program, name, view)
         if rep is None:
             say(f"{name}: an input is not categorical; it stays an mlp")
             continue
@@ -314,6 +324,8 @@ def replace_mlps(build, judge, threshold: float, names: list, progress=None) -> 
         trial[index] = rep
         if min(judge(build(trial)).values()) >= threshold:
             chosen = trial
+            if views is not None:
+                views[name] = view
             say(f"{name}: read back as a table of {len(rep.basis)} classes")
         else:
             say(f"{name}: its table changes the output; it stays an mlp")
@@ -372,7 +384,8 @@ def _extract(subject, threshold, seed, progress):
     used = used_paths(layout, flat, True)
     mlps = [(g.mlp_path(L), g.paths[g.mlp_path(L)].name) for L in range(c.n_layers)
             if used[g.mlp_path(L)]]
-    tables = replace_mlps(build, chooser, threshold, mlps, say)
+    views: dict = {}
+    tables = replace_mlps(build, chooser, threshold, mlps, say, views)
     replacer = Replacer(circuit, flat, subject.tokens, subject.outputs, subject.prediction,
                         chooser, {chooser.bucket: threshold}, subject.bos, say,
                         mlp_outputs=tables)
@@ -388,8 +401,10 @@ def _extract(subject, threshold, seed, progress):
     pruning = {"method": "greedy causal cuts", "ablation": "path means", "stages": stages}
     extra = {"mlp_tables": sorted(r.name for r in tables.values()),
              "replacements": replacer.log, "programs_judged": replacer.judged}
+    # the views under "mlp L" (the path's name is mL), as a trained extraction keys them
+    views = {f"mlp {name[1:]}": v for name, v in views.items()}
     return _result(subject, program, final, judge, len(inputs), N, alphabet, seed, threshold,
-                   pruning, extra, timings)
+                   pruning, extra, timings, views)
 
 
 def _exact(subject, judge, count, N, alphabet, seed, threshold, paths, timings, started, say):
@@ -414,7 +429,7 @@ def _exact(subject, judge, count, N, alphabet, seed, threshold, paths, timings, 
 
 
 def _result(subject, program, final, judge, count, N, alphabet, seed, threshold, pruning,
-            extra, timings):
+            extra, timings, views=None):
     from extractor.decompile.extract import Extraction, program_lines, program_summary
     from extractor.decompile.report import CompiledReport, Evaluation, ModelShape
     c = subject.model.config
@@ -433,7 +448,7 @@ def _result(subject, program, final, judge, count, N, alphabet, seed, threshold,
         reached_threshold=worst >= threshold, seconds=timings,
         verdict=f"the {lines}-statement program decodes as the model does on {worst:.4f} of the "
                 f"{count} generated inputs")
-    return Extraction(program, report)
+    return Extraction(program, report, views)
 
 
 def _exhaustive_length(k: int, max_len: int) -> int:

@@ -352,25 +352,26 @@ def write_extraction(extraction: Extraction, output: Path, checkpoint: str | Pat
                      subject: Subject, verify_n: int | None = None, seed: int = 0,
                      progress=None) -> Report:
     """Write the program (and its side-file), run the `--verify` round trip when `verify_n`
-    is given, then write PROG.report.json; the report as written."""
-    written = [str(p) for p in write_program(extraction.program, output)]
+    is given, then write PROG.report.json; the report as written. The replaced MLPs' views go
+    to PROG.mlps.safetensors (an older one is removed when there are none)."""
+    write_program(extraction.program, output)
+    write_mlp_views(extraction.mlp_views or {}, output.with_suffix(".mlps.safetensors"))
     roundtrip = None
     if verify_n is not None:
         (progress or _silent)("round trip: compiling the program and comparing")
         roundtrip = round_trip(output, subject, n=verify_n, seed=seed)
-    report_file = output.with_suffix(".report.json")
-    report = extraction.report.written(str(output), str(checkpoint), roundtrip,
-                                       files=written + [str(report_file)])
-    atomic_write_text(report_file, json.dumps(report.to_json(), indent=2) + "\n")
+    report = extraction.report.written(str(output), str(checkpoint), roundtrip)
+    atomic_write_text(output.with_suffix(".report.json"),
+                      json.dumps(report.to_json(), indent=2) + "\n")
     return report
 
 
-def write_mlp_views(views: dict, path: Path) -> None:
+def write_mlp_views(views: dict, path: Path) -> bool:
     """Each view as three labelled tables, `mlpL.model`, `mlpL.primitive` (inputs reached ×
-    residual directions) and `mlpL.count`, read by `rasp report`."""
+    residual directions) and `mlpL.count`, read by `rasp report`; whether there were any."""
     if not views:
         path.unlink(missing_ok=True)
-        return
+        return False
     tables = {}
     for what, view in views.items():
         key = what.replace(" ", "")
@@ -382,6 +383,7 @@ def write_mlp_views(views: dict, path: Path) -> None:
         tables[f"{key}.count"] = ir.Matrix(labels, None, tuple(view["count"].tolist()),
                                            name=f"{key}.count")
     write_tables(path, tables)
+    return True
 
 
 def _shape(model, full: bool = False) -> ModelShape:

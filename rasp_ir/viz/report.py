@@ -247,8 +247,10 @@ def _mlps(page: Page, report: dict, views: dict, program, heatmap) -> None:
     if not entries and not views and not opaque:
         page.para("No MLP reaches the output in this program (pruned away, or none).", "note")
         return
+    drawn = set()
     for r in entries:
         what = r["what"]
+        drawn.add(what)
         if r.get("primitive") is None:
             why = {k: v for k, v in r.items() if k not in ("what", "primitive")}
             page.para(f"{what}: stays an mlp node; no primitive or read-back kept the match "
@@ -262,31 +264,45 @@ def _mlps(page: Page, report: dict, views: dict, program, heatmap) -> None:
         page.para("; ".join(f for f in facts if f), "note")
         view = views.get(what)
         if view and "model" in view and "primitive" in view:
-            model, prim = view["model"], view["primitive"]
-            scale = float(max(np.abs(np.asarray(model.values)).max(),
-                              np.abs(np.asarray(prim.values)).max()) or 1.0)
-            page.add('<div class="row">')
-            heatmap(page, model.values, model.rows, model.cols, f"{what}: the MLP's output",
-                    "input reached", "residual direction", scale=scale,
-                    caption="mean output over the positions reaching each input")
-            heatmap(page, prim.values, prim.rows, prim.cols, f"{r['primitive']}: its write",
-                    "input reached", "residual direction", scale=scale,
-                    caption="the primitive's value written back by its fitted map")
-            if "count" in view:
-                counts = np.asarray(view["count"].values)
-                heatmap(page, counts[:, None], view["count"].rows, ["positions"],
-                        "positions reaching each input", "input reached", "",
-                        caption="on the judge's sequences")
-            page.add("</div>")
+            _view(page, heatmap, what, r["primitive"], view)
         else:
             page.para("(no record of the MLP's outputs beside this report: extractions "
                       "write one to PROG.mlps.safetensors)", "note")
-    for r in _compiled_tables(report):
-        page.para(f"{r}: read back exactly as a table over its inputs' values (compiled "
-                  "model)")
+    for what, view in views.items():
+        if what in drawn or "model" not in view or "primitive" not in view:
+            continue
+        # a compiled model's MLP read back as a table over every combination of its inputs
+        page.heading(f"{what} → a table over its inputs' values", _mlp_anchor(what), level=3)
+        _view(page, heatmap, what, "the table", view, "combination of input values",
+              "the MLP's output on each combination", "the class the table gives it")
+    tables = [t for t in _compiled_tables(report) if not views]
+    if tables:
+        page.para(f"{', '.join(tables)}: read back exactly as tables over their inputs' "
+                  "values (compiled model)", "note")
     if opaque:
         page.para(f"Opaque mlp node(s) left in the program: {', '.join(opaque)} (their "
                   "weights are not drawn).", "note")
+
+
+def _view(page: Page, heatmap, what: str, primitive: str, view: dict,
+          rows: str = "input reached",
+          model_caption: str = "mean output over the positions reaching each input",
+          primitive_caption: str = "the primitive's value written back by its fitted map"):
+    """An MLP's output beside what replaced it, on one colour scale (residual directions
+    across), and how many positions reached each row."""
+    model, prim = view["model"], view["primitive"]
+    scale = float(max(np.abs(np.asarray(model.values)).max(),
+                      np.abs(np.asarray(prim.values)).max()) or 1.0)
+    page.add('<div class="row">')
+    heatmap(page, model.values, model.rows, model.cols, f"{what}: the MLP's output", rows,
+            "residual direction", scale=scale, caption=model_caption)
+    heatmap(page, prim.values, prim.rows, prim.cols, f"{primitive}: its write", rows,
+            "residual direction", scale=scale, caption=primitive_caption)
+    counts = np.asarray(view["count"].values) if "count" in view else None
+    if counts is not None and not np.all(counts == 1):
+        heatmap(page, counts[:, None], view["count"].rows, ["positions"],
+                "positions reaching each input", rows, "", caption="on the judge's sequences")
+    page.add("</div>")
 
 
 def _compiled_tables(report: dict) -> list:
