@@ -34,7 +34,7 @@ def heatmap(page: Page, values, rows, cols, title: str, row_name: str, col_name:
     top = scale if scale is not None else (float(np.abs(finite).max()) if finite.size else 1.0)
     top = top or 1.0
     with drawing() as Figure:
-        fig, ax, bar_ax = _axes(Figure, n_rows, n_cols, rows, cols, size)
+        fig, ax, bar_ax, pads = _axes(Figure, n_rows, n_cols, rows, cols, size)
         if signed or scale is not None:
             image = ax.imshow(values, cmap="RdBu_r", vmin=-top, vmax=top, aspect="auto",
                               interpolation="nearest")
@@ -42,8 +42,8 @@ def heatmap(page: Page, values, rows, cols, title: str, row_name: str, col_name:
             image = ax.imshow(values, cmap="Blues", vmin=0, vmax=top, aspect="auto",
                               interpolation="nearest")
         _ticks(ax, rows, cols)
-        ax.set_xlabel(col_name)
-        ax.set_ylabel(row_name)
+        ax.set_xlabel(col_name, labelpad=pads[1])
+        ax.set_ylabel(row_name, labelpad=pads[0])
         ax.set_title(title if len(title) <= 70 else title[:67] + "...", loc="left")
         ax.spines[:].set_visible(False)
         if n_rows <= CELL_TEXT and n_cols <= CELL_TEXT:
@@ -51,7 +51,9 @@ def heatmap(page: Page, values, rows, cols, title: str, row_name: str, col_name:
                 for j in range(n_cols):
                     v = values[i, j]
                     dark = abs(v) > 0.55 * top
-                    ax.text(j, i, compact(v), ha="center", va="center", fontsize=7.5,
+                    text = compact(v)
+                    ax.text(j, i, text, ha="center", va="center",
+                            fontsize=7.5 if len(text) <= 5 else 6,
                             color="white" if dark else "#1d232a")
         fig.colorbar(image, cax=bar_ax)
         bar_ax.tick_params(labelsize=7, length=2)
@@ -80,9 +82,9 @@ def _axes(Figure, n_rows: int, n_cols: int, rows: list, cols: list, size=None):
     grid_w = min(7.5, max(1.2, n_cols * cell_w))
     grid_h = min(7.0, max(0.35, n_rows * cell_h))
     shown_rows, shown_cols = rows[:TICKS], cols[:TICKS]
-    left = 0.45 + min(1.8, 0.075 * max((len(r) for r in shown_rows), default=1))
+    left = 0.5 + min(1.8, 0.075 * max((len(r) for r in shown_rows), default=1))
     longest = max((len(c) for c in shown_cols), default=1)
-    bottom = 0.45 + (min(1.4, 0.062 * longest) if longest > 3 else 0.12)
+    bottom = 0.45 + (min(1.6, 0.085 * longest) if longest > 3 else 0.2)
     top, right, bar = 0.32, 0.45, 0.12
     width = max(3.0, left + grid_w + 0.12 + bar + right)
     height = bottom + grid_h + top
@@ -90,7 +92,8 @@ def _axes(Figure, n_rows: int, n_cols: int, rows: list, cols: list, size=None):
     ax = fig.add_axes((left / width, bottom / height, grid_w / width, grid_h / height))
     bar_ax = fig.add_axes(((left + grid_w + 0.12) / width, bottom / height, bar / width,
                            grid_h / height))
-    return fig, ax, bar_ax
+    # the axis titles sit beyond the labels (points: the margins less the titles' own room)
+    return fig, ax, bar_ax, ((left - 0.4) * 72, (bottom - 0.4) * 72)
 
 
 def _cell(n: int) -> float:
@@ -100,17 +103,29 @@ def _cell(n: int) -> float:
 
 
 def _ticks(ax, rows: list, cols: list) -> None:
-    for labels, axis, rotate in ((cols, ax.xaxis, True), (rows, ax.yaxis, False)):
+    """Row and column labels as plain text beside the cells: matplotlib's ticks would make
+    five artists per label and cost more than the rest of the figure."""
+    from matplotlib.transforms import blended_transform_factory, offset_copy
+    ax.set_xticks([])
+    ax.set_yticks([])
+    # 3 points off the cells, whatever the figure's size
+    below = offset_copy(blended_transform_factory(ax.transData, ax.transAxes), ax.figure,
+                        y=-3, units="points")
+    left = offset_copy(blended_transform_factory(ax.transAxes, ax.transData), ax.figure,
+                       x=-3, units="points")
+    for labels, rotate in ((cols, True), (rows, False)):
         # a label every 0.22 inch at most (about a label's height)
         inches = len(labels) * _cell(len(labels))
         most = max(2, min(TICKS, int(inches / 0.22)))
         step = max(1, -(-len(labels) // most))
         at = list(range(0, len(labels), step))
-        axis.set_ticks(at, [labels[i] for i in at])
-        if rotate and max((len(labels[i]) for i in at), default=0) > 3:
-            # long labels stand at an angle, anchored at their tick
-            for t in axis.get_ticklabels():
-                t.set_rotation(60)
-                t.set_ha("right")
-                t.set_rotation_mode("anchor")
-    ax.tick_params(length=2, labelsize=8)
+        slanted = rotate and max((len(labels[i]) for i in at), default=0) > 3
+        for i in at:
+            if rotate:
+                ax.text(i, 0, labels[i], transform=below, fontsize=8, va="top",
+                        ha="right" if slanted else "center", rotation=60 if slanted else 0,
+                        rotation_mode="anchor")
+            else:
+                ax.text(0, i, labels[i], transform=left, fontsize=8, va="center",
+                        ha="right")
+
