@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
+import os
 import re
+import sys
+from pathlib import Path
 
 import lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -26,14 +31,61 @@ _CLOSERS = {")": "(", "]": "[", "}": "{"}
 _COMPAT = re.compile(r'^[ \t]*@compat[ \t]+"rasp0\.1"[ \t]*;', re.M)
 
 
+_OPTIONS = dict(parser="lalr", lexer="contextual", propagate_positions=True,
+                maybe_placeholders=True)
+
+
 @functools.cache
 def _parser(compat: bool = False) -> lark.Lark:
     """The LALR parser, its tables built once per process; with `compat`, the variant grammar
-    rasp01.lark, which imports rasp.lark and overrides its operator rules with RASP 0.1's."""
+    rasp01.lark, which imports rasp.lark and overrides its operator rules with RASP 0.1's.
+
+    Building the tables takes about half a second, so they are kept on disk (`_cache_file`)
+    and read back by later processes; a missing, stale or unreadable cache is rebuilt, and an
+    unwritable cache directory only costs the time."""
+    name = "rasp01.lark" if compat else "rasp.lark"
+    cache = _cache_file(name)
+    if cache is not None:
+        try:
+            with open(cache, "rb") as f:
+                return lark.Lark.load(f)
+        except Exception:       # absent, truncated or from another Lark: build it again
+            pass
     # read from the package, so that rasp01.lark's `%import .rasp` finds its neighbour
-    return lark.Lark.open_from_package(
-        "grammar", "rasp01.lark" if compat else "rasp.lark", ("",), parser="lalr",
-        lexer="contextual", propagate_positions=True, maybe_placeholders=True)
+    parser = lark.Lark.open_from_package("grammar", name, ("",), **_OPTIONS)
+    if cache is not None:
+        try:
+            from rasp_ir.files import atomic_write_bytes
+            buffer = io.BytesIO()
+            parser.save(buffer)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(cache, buffer.getvalue())
+        except OSError:
+            pass
+    return parser
+
+
+def _cache_file(name: str) -> Path | None:
+    """Where the tables of grammar `name` are kept: $RASP_IR_CACHE, else $XDG_CACHE_HOME/rasp-ir,
+    else ~/.cache/rasp-ir; the file name holds a hash of both grammar files, the Lark version,
+    the options and the Python version, so an edited grammar or a new Lark gets new tables.
+    None when RASP_IR_CACHE is empty (no cache) or no home directory is known."""
+    root = os.environ.get("RASP_IR_CACHE")
+    if root == "":
+        return None
+    if root is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                 ".cache")
+        if base.startswith("~"):
+            return None
+        root = os.path.join(base, "rasp-ir")
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for part in ("rasp.lark", "rasp01.lark"):
+        digest.update((here / part).read_bytes())
+    digest.update(repr((lark.__version__, sorted(_OPTIONS.items()),
+                        sys.version_info[:2])).encode())
+    return Path(root) / f"{name}.{digest.hexdigest()[:16]}.lalr"
 
 
 def declares_compat(text: str) -> bool:

@@ -178,10 +178,11 @@ def _shown(view, outcome) -> list | str:
 def equivalent(a: ir.Program, b: ir.Program, max_len: int | None = None,
                bound: int = DEFAULT_BOUND, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
                tolerance: float = TOLERANCE, hypothesis_examples: int | None = None,
-               names: tuple[str, str] = ("A", "B")) -> Equivalence:
+               names: tuple[str, str] = ("A", "B"), progress=None) -> Equivalence:
     """Whether programs `a` and `b` agree on every input up to `max_len` (see the module
     docstring). `examples` random inputs (and `hypothesis_examples`, default examples // 10,
-    Hypothesis inputs) are tried at the lengths beyond the exhaustive bound."""
+    Hypothesis inputs) are tried at the lengths beyond the exhaustive bound. `progress`: as
+    rasp_ir.search.search's."""
     if bound < 0 or examples < 0 or tolerance < 0:
         raise RaspError([Diagnostic("V604", "--bound, --examples and --tolerance must not be "
                                     "negative")])
@@ -190,7 +191,7 @@ def equivalent(a: ir.Program, b: ir.Program, max_len: int | None = None,
     if hypothesis_examples is None:
         hypothesis_examples = min(examples // 10, 500)
     result = search(space, batched(pair.agree_group), bound, examples, hypothesis_examples,
-                    seed, stop_at_first=True)
+                    seed, stop_at_first=True, progress=progress)
     equal = result.counterexample is None
     found = None if equal else pair.counterexample(result.counterexample)
     return Equivalence(equal, equal and result.exhaustive, space.max_len, pair.comparison(),

@@ -185,14 +185,17 @@ class SearchResult:
 
 def search(space: InputSpace, agree: Agree, bound: int, examples: int,
            hypothesis_examples: int, seed: int = 0, stop_at_first: bool = True,
-           shrink_found: bool = True) -> SearchResult:
+           shrink_found: bool = True, progress=None) -> SearchResult:
     """Check `agree` exhaustively up to the longest length `bound` allows, then on `examples`
     random and up to `hypothesis_examples` Hypothesis-generated longer inputs; shrink the
     least disagreement found. With stop_at_first, stop at the first disagreeing length (the
-    tally then covers what was checked); otherwise check everything (for accuracy figures)."""
+    tally then covers what was checked); otherwise check everything (for accuracy figures).
+    `progress(text, done=None, total=None)` hears about each stage and exhaustive block."""
+    say = progress or (lambda text, done=None, total=None: None)
     limit = space.exhaustive_limit(bound)
     result = SearchResult(space, bound, limit, {})
     failures: list[list] = []
+    exhaustive_total = space.total(hi=limit) if limit >= space.min_len else 0
 
     def note(sequences, ok):
         for seq, good in zip(sequences, ok.tolist()):
@@ -203,6 +206,7 @@ def search(space: InputSpace, agree: Agree, bound: int, examples: int,
         for block in space.all_of_length(n):
             ok = agree(block)
             note(block, ok)
+            say(f"exhaustive inputs: length {n}", done=result.checked, total=exhaustive_total)
             if not ok.all() and not failures:
                 failures.append(block[int(np.flatnonzero(~ok)[0])])
                 result.found_by = "exhaustive"
@@ -217,6 +221,7 @@ def search(space: InputSpace, agree: Agree, bound: int, examples: int,
             return result
     lo, hi = max(limit + 1, space.min_len), space.max_len
     if lo <= hi and examples > 0:
+        say(f"{examples:,} random inputs of lengths {lo}-{hi}")
         rng = np.random.default_rng(seed)
         sample = space.sample(rng, examples, lo, hi)
         ok = agree(sample)
@@ -226,12 +231,14 @@ def search(space: InputSpace, agree: Agree, bound: int, examples: int,
             failures.append(min((s for s, g in zip(sample, ok) if not g), key=space.key))
             result.found_by = "random"
     if lo <= hi and hypothesis_examples > 0 and not failures:
+        say(f"up to {hypothesis_examples:,} Hypothesis inputs of lengths {lo}-{hi}")
         found, tried = _hypothesis_find(space, agree, lo, hi, hypothesis_examples, seed)
         result.hypothesis_inputs = tried
         if found is not None:
             failures.append(found)
             result.found_by = "hypothesis"
     if failures and result.found_by != "exhaustive":
+        say("shrinking the difference found")
         result.found = failures[0]
         result.counterexample, result.shrink_rounds = (
             shrink(space, failures[0], agree) if shrink_found else (failures[0], 0))

@@ -50,12 +50,16 @@ def write_tables(path: Path, tables: dict[str, ir.Matrix]) -> None:
     atomic_write_bytes(path, data)
 
 
-def write_program(program: ir.Program, path: Path) -> None:
+def write_program(program: ir.Program, path: Path) -> list[Path]:
     """Save a program as canonical text, with its named tables in the side-file beside it.
-    The side-file is written first, so a reader never sees text naming missing tables."""
+    The side-file is written first, so a reader never sees text naming missing tables.
+    The files written: the side-file (only when the program has named tables), the text."""
     from .printer import named_tables, pretty
     path = Path(path)
     tables = named_tables(program)
+    written = []
     if tables:
         write_tables(side_file(path), tables)
+        written.append(side_file(path))
     atomic_write_text(path, pretty(program))
+    return written + [path]

@@ -59,7 +59,7 @@ def test_run_prints_numbers_as_json_lists(capsys):
 def test_json_has_one_object_per_input(capsys):
     status, out, _ = main(capsys, "run", REVERSE, "hello", '["a","b","c"]', "--json")
     assert status == 0
-    records = [json.loads(line) for line in out.splitlines()]
+    records = [json.loads(line)["result"] for line in out.splitlines()]
     assert records == [
         {"input": list("hello"), "output": list("olleh")},
         {"input": ["a", "b", "c"], "output": ["c", "b", "a"]},
@@ -69,27 +69,28 @@ def test_json_has_one_object_per_input(capsys):
 def test_json_keeps_none_and_numbers(capsys):
     status, out, _ = main(capsys, "run", EXAMPLES / "induction.rasp", "abcab", "--json")
     assert status == 0
-    assert json.loads(out) == {"input": list("abcab"),
-                               "output": [None, None, None, "b", "c"]}
+    assert json.loads(out)["result"] == {"input": list("abcab"),
+                                         "output": [None, None, None, "b", "c"]}
     status, out, _ = main(capsys, "run", EXAMPLES / "sort.rasp", "[2,4,1,2]", "--json")
-    assert json.loads(out) == {"input": [2, 4, 1, 2], "output": [1, 2, 2, 4]}
+    assert json.loads(out)["result"] == {"input": [2, 4, 1, 2], "output": [1, 2, 2, 4]}
 
 
-def test_json_of_a_drasp_program_has_logits_over_the_vocabulary(capsys):
+def test_json_of_a_drasp_program_has_probs_over_the_vocabulary(capsys):
     program = grammar.load(DRASP)
     vocab = list(program.vocab)
     # rasp run prepends the BOS token the program declares
     status, out, _ = main(capsys, "run", DRASP, '["a","c","<sep>","a"]',
                           '["<bos>","b","<sep>"]', "--json")
     assert status == 0
-    first, second = [json.loads(line) for line in out.splitlines()]
+    first, second = [json.loads(line)["result"] for line in out.splitlines()]
     assert first["input"] == ["<bos>", "a", "c", "<sep>", "a"]
     assert first["output"] == ["<bos>", "<bos>", "<bos>", "a", "c"]
     assert second["input"] == ["<bos>", "b", "<sep>"]
     assert second["output"] == ["<bos>", "<bos>", "b"]
     for record in (first, second):
-        assert len(record["logits"]) == len(record["input"])
-        for row, best in zip(record["logits"], record["output"]):
+        assert "logits" not in record             # softmax(...): probabilities
+        assert len(record["probs"]) == len(record["input"])
+        for row, best in zip(record["probs"], record["output"]):
             assert len(row) == len(vocab)
             assert vocab[row.index(max(row))] == best      # output is the argmax per position
             assert abs(sum(row) - 1) < 1e-6                 # softmax(...): a distribution
@@ -97,7 +98,7 @@ def test_json_of_a_drasp_program_has_logits_over_the_vocabulary(capsys):
 
 def test_json_of_a_hard_program_has_no_logits(capsys):
     _, out, _ = main(capsys, "run", EXAMPLES / "histogram.rasp", "abac", "--json")
-    assert "logits" not in json.loads(out)
+    assert {"logits", "probs"}.isdisjoint(json.loads(out)["result"])
 
 
 # ---------------------------------------------------------------- check
@@ -181,23 +182,23 @@ def test_errors_are_diagnostics_not_tracebacks(args, code):
     if code is None:
         assert status == 0
     else:
-        assert status == 1 and code in err
+        assert status == 2 and code in err
 
 
 def test_runtime_errors_are_diagnostics(tmp_path):
     prog = tmp_path / "mean.rasp"
     prog.write_text('@vocab {"a", "b"};\nx = aggregate(select(1, 1, ==), tokens);\n@output x;\n')
     status, _, err = rasp("run", prog, "ab")
-    assert status == 1 and "runtime error[R230]" in err and "Traceback" not in err
+    assert status == 2 and "runtime error[R230]" in err and "Traceback" not in err
     bad = tmp_path / "bad.rasp"
     bad.write_text(BAD)
     for command in (["run", bad, "ab"], ["fmt", bad], ["fmt", "--check", bad]):
         status, _, err = rasp(*command)
-        assert status == 1 and "E224" in err and "Traceback" not in err
+        assert status == 2 and "E224" in err and "Traceback" not in err
     status, _, err = rasp("check", tmp_path / "missing.rasp")
-    assert status == 1 and "Traceback" not in err
+    assert status == 2 and "Traceback" not in err
 
 
 def test_no_command_prints_help():
     status, out, err = rasp()
-    assert status == 1 and "run" in out and "Traceback" not in err
+    assert status == 2 and "run" in err and "Traceback" not in err

@@ -218,7 +218,7 @@ def test_command_exit_status_and_json(tmp_path, capsys):
     assert out.startswith("equal:") and "exhaustive: all 1,364 inputs" in out
     broken = HIST_B.replace("q == k", "q != k")
     assert main(["equiv", source, write(tmp_path, "bad.rasp", broken), "--json"]) == 1
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)["result"]
     assert report["equal"] is False and report["mode"] == "exhaustive"
     assert report["counterexample"] == {"input": ["a"], "a": [1], "b": [0], "differs_at": [0],
                                         "found_by": "exhaustive", "found_length": 1,

@@ -101,7 +101,7 @@ def run_cli(capsys, *argv):
 def test_eval_json_on_the_shipped_example(capsys):
     code, out, _ = run_cli(capsys, "eval", EXAMPLE, "--n", 200, "--json")
     assert code == 0
-    assert json.loads(out) == {"0-50": 1.0, "51-100": 1.0, "101-150": 1.0}
+    assert json.loads(out)["result"]["buckets"] == {"0-50": 1.0, "51-100": 1.0, "101-150": 1.0}
 
 
 def test_eval_text_and_lengths(capsys):
@@ -121,22 +121,22 @@ def test_eval_reads_the_task_from_the_folder_name(capsys):
 def test_a_checkpoint_that_does_not_fit_the_task(capsys):
     code, _, err = run_cli(capsys, "eval", CHECKPOINTS / "sort-@1l1h256d3lr01drop",
                            "--task", "bin_majority", "--n", 5)
-    assert code == 1 and "error[T403]" in err and "154 tokens" in err and "has 6" in err
+    assert code == 2 and "error[T403]" in err and "154 tokens" in err and "has 6" in err
     # same vocabulary size, but task.json records other token names
     code, _, err = run_cli(capsys, "eval", EXAMPLE, "--task", "tomita4", "--n", 5)
-    assert code == 1 and "error[T403]" in err and "trained in mode 'lm'" in err
+    assert code == 2 and "error[T403]" in err and "trained in mode 'lm'" in err
     code, _, err = run_cli(capsys, "eval", EXAMPLE, "--task", "repeat_copy", "--n", 5)
-    assert code == 1 and "differs from task repeat_copy's (a, b, <bos>" in err
+    assert code == 2 and "differs from task repeat_copy's (a, b, <bos>" in err
     assert "at id 0" in err
 
 
 def test_unknown_task_and_bad_buckets(capsys):
     code, _, err = run_cli(capsys, "eval", EXAMPLE, "--task", "tomita9x")
-    assert code == 1 and "error[T401]: unknown task 'tomita9x'" in err
+    assert code == 2 and "error[T401]: unknown task 'tomita9x'" in err
     code, _, err = run_cli(capsys, "eval", EXAMPLE, "--lengths", "0-200")
-    assert code == 1 and "error[T404]" in err and "beyond length 150" in err
+    assert code == 2 and "error[T404]" in err and "beyond length 150" in err
     code, _, err = run_cli(capsys, "eval", EXAMPLE, "--lengths", "x")
-    assert code == 1 and "error[T404]: bad length bucket 'x'" in err
+    assert code == 2 and "error[T404]: bad length bucket 'x'" in err
 
 
 def test_a_checkpoint_without_a_task(tmp_path, capsys):
@@ -144,19 +144,19 @@ def test_a_checkpoint_without_a_task(tmp_path, capsys):
     shutil.copytree(EXAMPLE, folder)
     (folder / "task.json").unlink()
     code, _, err = run_cli(capsys, "eval", folder)
-    assert code == 1 and "error[T405]" in err and "pass --task" in err
+    assert code == 2 and "error[T405]" in err and "pass --task" in err
     code, out, _ = run_cli(capsys, "eval", folder, "--task", "bin_majority", "--n", 20)
     assert code == 0 and "1.0000" in out
     # same vocabulary size, but the task's sequences are longer than the model's positions
     code, _, err = run_cli(capsys, "eval", folder, "--task", "repeat_copy", "--n", 20)
-    assert code == 1 and "error[T403]" in err and "the model has only 154 positions" in err
+    assert code == 2 and "error[T403]" in err and "the model has only 154 positions" in err
     # the paper's plain formal-language names mean recognition mode, which is not built
     renamed = tmp_path / "tomita4-@1l1h16d3lr00drop"
     folder.rename(renamed)
     code, _, err = run_cli(capsys, "eval", renamed)
-    assert code == 1 and "error[T405]" in err and "recognition mode" in err
+    assert code == 2 and "error[T405]" in err and "recognition mode" in err
     code, _, err = run_cli(capsys, "eval", tmp_path / "absent")
-    assert code == 1 and "error[C301]" in err
+    assert code == 2 and "error[C301]" in err
 
 
 def test_eval_of_a_jsonl_task(tmp_path, capsys):
@@ -169,11 +169,11 @@ def test_eval_of_a_jsonl_task(tmp_path, capsys):
     path = tmp_path / "maj.jsonl"
     path.write_text(json.dumps({"vocab": ["0", "1"]}) + "\n" + "\n".join(lines) + "\n")
     code, out, _ = run_cli(capsys, "eval", EXAMPLE, "--task", path, "--json")
-    assert code == 0 and json.loads(out) == {"1-9": 1.0}
+    assert code == 0 and json.loads(out)["result"]["buckets"] == {"1-9": 1.0}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": ["0"], "target": ["1"]}\n{"input": ["0"]\n')
     code, _, err = run_cli(capsys, "eval", EXAMPLE, "--task", bad)
-    assert code == 1 and f"error[T402]: {bad}:2: not JSON" in err
+    assert code == 2 and f"error[T402]: {bad}:2: not JSON" in err
 
 
 def test_evaluation_sets_are_fixed():

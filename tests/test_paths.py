@@ -171,7 +171,7 @@ def test_extract_command_on_the_shipped_example(tmp_path, capsys):
     assert set(report["lln_a"]["faithfulness"]) == {"0-50", "51-100", "101-150"}
     # the written program runs and predicts what the model predicts
     assert main(["run", str(out), "<bos> 1 1 0 <sep>", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = json.loads(capsys.readouterr().out)["result"]
     assert result["output"][-1] == "1"
 
 
@@ -184,14 +184,14 @@ def test_extract_command_on_a_compiled_model(tmp_path, capsys):
     assert "exact rewrite" in capsys.readouterr().out
     bos = compiled.vocab[0]
     assert main(["run", str(out), json.dumps([bos, "a", "b", "c"]), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["output"][1:] == ["c", "b", "a"]
+    assert json.loads(capsys.readouterr().out)["result"]["output"][1:] == ["c", "b", "a"]
 
 
 def test_extract_without_fitting_keeps_the_estimated_scales(tmp_path, capsys):
     out = tmp_path / "p.rasp"
     assert main(["extract", str(EXAMPLES / "bin_majority"), "--stage", "full", "-o", str(out),
                  "--n", "50", "--fit-steps", "0", "--quiet", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)["result"]
     assert report["lln_a"]["method"] == "estimated"
     assert report["lln_a"]["scales"] == report["lln_a"]["estimated_scales"]
 

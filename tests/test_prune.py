@@ -239,7 +239,7 @@ def test_extract_quick_on_the_shipped_example(tmp_path, capsys):
     out = tmp_path / "majority.rasp"
     assert main(["extract", str(EXAMPLES / "bin_majority"), "--quick", "--workers", "1",
                  "-o", str(out), "--quiet", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)["result"]
     assert report["reached_threshold"]
     assert report["program"]["lines"] <= 6
     for bucket in report["evaluation"]["buckets"].values():
@@ -247,7 +247,7 @@ def test_extract_quick_on_the_shipped_example(tmp_path, capsys):
     assert set(report["frontier"]) == {"components", "paths", "products"}
     assert (tmp_path / "majority.runs").is_dir()
     assert main(["run", str(out), "1 1 0 1 <sep>", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["output"][-1] == "1"
+    assert json.loads(capsys.readouterr().out)["result"]["output"][-1] == "1"
 
 
 def test_a_no_op_mlp_keeps_its_own_tables_through_the_side_file(tmp_path):

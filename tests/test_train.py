@@ -32,7 +32,7 @@ def test_tiny_run_writes_a_checkpoint_that_transformers_loads(tmp_path, capsys):
     out_dir = tmp_path / "bm"
     code, out, _ = run_cli(capsys, "train", "bin_majority", *TINY, "-o", out_dir, "--json")
     assert code == 0
-    result = json.loads(out)
+    result = json.loads(out)["result"]
     assert result["arch"] == "1l1h8d3lr00drop" and result["steps"] == 20
     assert set(result["accuracy"]) == {"0-50", "51-100", "101-150"}
     assert {p.name for p in out_dir.iterdir()} >= {"config.json", "model.safetensors",
@@ -125,7 +125,7 @@ def test_training_on_a_jsonl_file_and_a_python_class(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "train", path, *TINY, "-o", tmp_path / "m1")
     assert code == 0 and "1-5" in out
     code, out, _ = run_cli(capsys, "eval", tmp_path / "m1", "--json")
-    assert code == 0 and set(json.loads(out)) == {"1-5"}
+    assert code == 0 and set(json.loads(out)["result"]["buckets"]) == {"1-5"}
 
     source = tmp_path / "tasks.py"
     source.write_text("from extractor.tasks.base import PromptAnswerTask\n"
@@ -150,13 +150,13 @@ def test_training_on_a_jsonl_file_and_a_python_class(tmp_path, capsys):
 ])
 def test_bad_options_are_coded_errors(tmp_path, capsys, options, words):
     code, _, err = run_cli(capsys, "train", "bin_majority", *options, "-o", tmp_path / "x")
-    assert code == 1 and ("error[T406]" in err or "error[T404]" in err) and words in err
+    assert code == 2 and ("error[T406]" in err or "error[T404]" in err) and words in err
     assert not (tmp_path / "x").exists()
 
 
 def test_unknown_task(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "bin_majoriti", *TINY, "-o", tmp_path / "x")
-    assert code == 1 and "error[T401]" in err and "did you mean bin_majority" in err
+    assert code == 2 and "error[T401]" in err and "did you mean bin_majority" in err
 
 
 def test_the_shipped_example_was_trained_by_this_command():

@@ -158,7 +158,7 @@ def test_command_on_a_compiled_model(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "compiled model" in out and "no difference found" in out and "match 1.0000" in out
     assert main(["verify", source, str(directory), "--json", "--examples", "50"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)["result"]
     assert report["matches"] and report["search"]["mode"] == "exhaustive"
     assert report["search"]["max_len"] == 4
 
@@ -170,7 +170,7 @@ def test_command_on_a_trained_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     status = main(["verify", str(out), str(EXAMPLES / "bin_majority"), "--n", "30",
                    "--max-len", "6", "--examples", "50", "--json"])
-    report = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)["result"]
     assert status == (0 if report["matches"] else 1)
     assert set(report["task_data"]) == {"0-50", "51-100", "101-150"}
     assert report["task"] == "bin_majority" and report["mode"] == "lm"

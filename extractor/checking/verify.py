@@ -5,10 +5,17 @@ Two sources of inputs, each giving a match accuracy per length bucket:
 * task data (trained checkpoints): the fixed evaluation sets of the checkpoint's task
   (`evaluation_sets`, position offset 0), compared at the scored positions with the paper's
   metric: the same argmax ("lm") or the same sign of every entry ("bce");
-* any sequence over the vocabulary (every checkpoint): `<bos>` then tokens of the task's
-  vocabulary (`<pad>` left out), checked exhaustively at short lengths and on random and
-  Hypothesis-generated inputs beyond (rasp_ir/search.py), compared at every position (for
-  next-token sets, every position whose token is not `<eos>`).
+* generated sequences (every checkpoint), checked exhaustively at short lengths and on random
+  and Hypothesis-generated inputs beyond (rasp_ir/search.py), compared where the task scores,
+  as the extraction judges: for a next-token task ("lm", `<bos> prompt <sep> answer`) the
+  inputs are `<bos> PROMPT <sep>` with PROMPT over the task's symbols, compared at the `<sep>`
+  (the first answer position, the one every such task scores whatever its answer); for a
+  next-token-set task ("bce"), `<bos>` then any tokens, compared at every position whose token
+  is not `<eos>` or `<pad>`.
+
+With `all_positions`, task data are compared at every position but padding, and generated
+inputs are `<bos>` then any tokens but `<pad>`, compared at every position: the BOS and prompt
+positions included, which a task never scores and an extraction never judges.
 
 A model directory written by `rasp compile` has no task; its decoded outputs are compared with
 the program's at every position. The program may be the compiled source (same vocabulary) or a
@@ -27,7 +34,7 @@ from attrs import define
 
 from extractor.tasks.batches import collate
 from extractor.tasks.evaluate import evaluation_sets
-from extractor.tasks.vocabulary import BOS, EOS, PAD
+from extractor.tasks.vocabulary import BOS, EOS, PAD, SEP
 from rasp_ir import agreement as rule
 from rasp_ir import nodes as ir
 from rasp_ir.agreement import TOLERANCE
@@ -104,9 +111,12 @@ class Verification:
 def verify(program: ir.Program, directory: str | Path, task_spec: str | None = None,
            n: int = DEFAULT_N, seed: int = 0, max_len: int | None = None,
            bound: int = DEFAULT_BOUND, examples: int = DEFAULT_EXAMPLES,
-           hypothesis_examples: int | None = None) -> Verification:
+           hypothesis_examples: int | None = None,
+           all_positions: bool = False, progress=None) -> Verification:
     """Compare `program` with the checkpoint or compiled model in `directory` (see the module
-    docstring). Raises RaspError (C3xx, T4xx, V6xx) naming what does not fit."""
+    docstring; `all_positions` compares every position, not only those the task scores).
+    `progress(text, done=None, total=None)` hears about each stage (rasp_ir.search.search's).
+    Raises RaspError (C3xx, T4xx, V6xx) naming what does not fit."""
     if n < 0 or seed < 0 or bound < 0 or examples < 0 or (max_len is not None and max_len < 1):
         raise RaspError([Diagnostic("V604", "--n, --seed, --bound and --examples must not be "
                                     "negative, --max-len must be at least 1")])
@@ -118,13 +128,13 @@ def verify(program: ir.Program, directory: str | Path, task_spec: str | None = N
     torch.set_num_threads(1)
     try:
         return _verify(program, Path(directory), task_spec, n, seed, max_len, bound, examples,
-                       hypothesis_examples)
+                       hypothesis_examples, all_positions, progress)
     finally:
         torch.set_num_threads(threads)
 
 
 def _verify(program, directory, task_spec, n, seed, max_len, bound, examples,
-            hypothesis_examples) -> Verification:
+            hypothesis_examples, all_positions, progress) -> Verification:
     from compiler.checkpoint import load_model
     model, metadata = load_model(directory)
     model.eval()
@@ -138,19 +148,23 @@ def _verify(program, directory, task_spec, n, seed, max_len, bound, examples,
     else:
         from extractor.tasks.checkpoint import task_for
         side = _TrainedSide(program, model, task_for(model, metadata, directory, task_spec),
-                            max_len)
+                            max_len, all_positions)
+        if n and progress:
+            progress(f"task data: {n} sequences per bucket")
         buckets = side.task_data(n, seed) if n else {}
     with torch.inference_mode():
         result = search(side.space, batched(side.agree_group, 512), bound, examples,
-                        hypothesis_examples, seed, stop_at_first=False)
+                        hypothesis_examples, seed, stop_at_first=False, progress=progress)
         candidates = []
         if result.counterexample is not None:
             candidates.append((result.counterexample, result.found_by))
         task_failure = getattr(side, "first_failure", None)
         if task_failure is not None:
-            shrunk, _ = shrink(side.space, task_failure, batched(side.agree_group, 512))
-            candidates.append((shrunk, "task data"))
-        found = min(candidates, key=lambda c: side.space.key(c[0])) if candidates else None
+            start = side.searchable(task_failure)
+            if start is not None:
+                task_failure, _ = shrink(side.space, start, batched(side.agree_group, 512))
+            candidates.append((task_failure, "task data"))
+        found = min(candidates, key=lambda c: side.key(c[0])) if candidates else None
         counterexample = side.counterexample(found[0]) if found else None
     return Verification(side.kind, side.task_name, side.mode, side.comparison, buckets, result,
                         counterexample, found[1] if found else None)
@@ -176,8 +190,12 @@ class _TrainedSide:
 
     kind = "trained"
 
-    def __init__(self, program: ir.Program, model, task, max_len: int | None):
+    def __init__(self, program: ir.Program, model, task, max_len: int | None,
+                 all_positions: bool = False):
         self.program, self.model, self.task = program, model, task
+        self.all_positions = all_positions
+        # next-token tasks: generated inputs are prompts, run as `<bos> PROMPT <sep>`
+        self.prompts = task.mode == "lm" and not all_positions
         self.task_name, self.mode = task.name, task.mode
         tokens = tuple(task.vocab.tokens)
         self.tokens = tokens
@@ -207,12 +225,25 @@ class _TrainedSide:
                 raise RaspError([Diagnostic("V605", f"the program predicts entries the task "
                                             f"does not have: {unknown[:10]}")])
         self.model_view = View("set", tokens, rule.LOGIT) if task.mode == "bce" else View("value")
-        self.comparison = ("the sign of every entry at every scored position" if task.mode ==
-                           "bce" else "the predicted token (argmax) at every scored position")
+        what = ("the sign of every entry" if task.mode == "bce"
+                else "the predicted token (argmax)")
+        if all_positions:
+            where = "at every position (--all-positions)"
+        elif self.prompts:
+            where = ("at the scored positions (task data: the answer; generated "
+                     "<bos> PROMPT <sep>: the <sep>)")
+        else:
+            where = "at the scored positions (those not at <eos> or <pad>)"
+        self.comparison = f"{what} {where}"
         length = _check_length(max_len, {"the program's @maxlen": program.maxlen,
                                          "the model's positions": model.config.n_positions})
-        alphabet = tuple(t for t in tokens if t not in (BOS, PAD))
-        self.space = InputSpace(alphabet, length, BOS)
+        if self.prompts:
+            shortest = 1 + max(task.min_length, 1)
+            self.space = InputSpace(tuple(task.vocab.symbols), max(length - 1, shortest), BOS,
+                                    min_len=shortest)
+        else:
+            alphabet = tuple(t for t in tokens if t not in (BOS, PAD))
+            self.space = InputSpace(alphabet, length, BOS)
         self.first_failure = None
         self._labels = np.array(tokens, dtype=object)
 
@@ -223,7 +254,29 @@ class _TrainedSide:
             return Outcome(rule.token_sets(logits, rule.LOGIT), [None] * len(logits))
         return Outcome(self._labels[rule.tokens(logits)], [None] * len(logits))
 
+    def full(self, seq: list) -> list:
+        """The sequence run for an input of the search space: a prompt gets its `<sep>`."""
+        return list(seq) + [SEP] if self.prompts and SEP not in seq else list(seq)
+
+    def searchable(self, failure: list) -> list | None:
+        """A failing task sequence as an input of the search space, to shrink from; None when
+        it is not one (its difference lies beyond the first answer position)."""
+        if not self.prompts:
+            return failure
+        prompt = failure[:failure.index(SEP)] if SEP in failure else failure
+        if len(prompt) < self.space.min_len or self.agree_group([prompt])[0]:
+            return None
+        return prompt
+
+    def key(self, seq: list) -> tuple:
+        """Shortlex order, for choosing the least counterexample (task data included)."""
+        try:
+            return self.space.key(seq)
+        except KeyError:                 # a task sequence beyond the search space
+            return (len(seq), (len(self.space.alphabet),))
+
     def agree_group(self, batch: list[list], scored: np.ndarray | None = None) -> np.ndarray:
+        batch = [self.full(seq) for seq in batch]
         ids = torch.tensor([self.task.vocab.ids(seq) for seq in batch])
         positions = torch.arange(ids.shape[1]).expand_as(ids)
         if scored is None:
@@ -232,9 +285,13 @@ class _TrainedSide:
                                  self.model_outcome(ids, positions), TOLERANCE, scored)
 
     def _scored(self, batch):
+        tokens = np.array(batch, dtype=object)
+        if self.all_positions:
+            return tokens != PAD
         if self.mode == "bce":     # the paper does not score what follows <eos> or <pad>
-            return ~np.isin(np.array(batch, dtype=object), [EOS, PAD])
-        return np.ones((len(batch), len(batch[0])), dtype=bool)
+            return ~np.isin(tokens, [EOS, PAD])
+        at_sep = tokens == SEP     # the first answer position: the first <sep>
+        return at_sep & (np.cumsum(at_sep, axis=1) == 1)
 
     def task_data(self, n: int, seed: int) -> dict:
         """{bucket: {"match", "sequences"}} on the task's evaluation sets (scored positions)."""
@@ -254,8 +311,10 @@ class _TrainedSide:
                     names = [self.task.vocab.names(e.tokens) for e in chunk]
                     outcome = self.runner.run(names)
                     model = self.model_outcome(batch.tokens, batch.positions)
+                    scored = (batch.tokens != self.task.vocab.pad).numpy() \
+                        if self.all_positions else batch.scored.numpy()
                     ok = outcome_agreement(self.runner.view, outcome, self.model_view, model,
-                                           TOLERANCE, batch.scored.numpy())
+                                           TOLERANCE, scored)
                     right += int(ok.sum())
                     failures += [names[i] for i in np.flatnonzero(~ok)[:1]]
                 out[name] = {"match": right / max(len(examples), 1),
@@ -265,6 +324,7 @@ class _TrainedSide:
         return out
 
     def counterexample(self, seq: list) -> Counterexample:
+        seq = self.full(seq)
         ids = torch.tensor([self.task.vocab.ids(seq)])
         model = self.model_outcome(ids, torch.arange(len(seq))[None])
         mine = self.runner.run([seq])
@@ -373,6 +433,9 @@ class _CompiledSide:
             labels[:] = self.compiled.output_values
             decoded = labels[rule.tokens(scores)]
         return Outcome(decoded, [None] * len(batch))
+
+    def key(self, seq: list) -> tuple:
+        return self.space.key(seq)
 
     def agree_group(self, batch: list[list]) -> np.ndarray:
         return outcome_agreement(self.runner.view, self._program_outcome(batch),

@@ -354,15 +354,18 @@ def write_extraction(extraction: Extraction, output: Path, checkpoint: str | Pat
     """Write the program (and its side-file), run the `--verify` round trip when `verify_n`
     is given, then write PROG.report.json; the report as written. The replaced MLPs' views go
     to PROG.mlps.safetensors (an older one is removed when there are none)."""
-    write_program(extraction.program, output)
-    write_mlp_views(extraction.mlp_views or {}, output.with_suffix(".mlps.safetensors"))
+    written = [str(p) for p in write_program(extraction.program, output)]
+    views = output.with_suffix(".mlps.safetensors")
+    if write_mlp_views(extraction.mlp_views or {}, views):
+        written.append(str(views))
     roundtrip = None
     if verify_n is not None:
         (progress or _silent)("round trip: compiling the program and comparing")
         roundtrip = round_trip(output, subject, n=verify_n, seed=seed)
-    report = extraction.report.written(str(output), str(checkpoint), roundtrip)
-    atomic_write_text(output.with_suffix(".report.json"),
-                      json.dumps(report.to_json(), indent=2) + "\n")
+    report_file = output.with_suffix(".report.json")
+    report = extraction.report.written(str(output), str(checkpoint), roundtrip,
+                                       files=written + [str(report_file)])
+    atomic_write_text(report_file, json.dumps(report.to_json(), indent=2) + "\n")
     return report
 
 

@@ -62,15 +62,18 @@ class Report:
     seconds: dict                     # step name -> seconds
     checkpoint: str | None = field(default=None, metadata=_OMIT_NONE)
     roundtrip: dict | None = field(default=None, metadata=_OMIT_NONE)   # `--verify`
+    files: list | None = field(default=None, metadata=_OMIT_NONE)       # written, in order
 
     def to_json(self) -> dict:
         """The report as written to PROG.report.json."""
         return attrs.asdict(self, filter=lambda a, v: not (a.metadata.get("omit_none")
                                                            and v is None))
 
-    def written(self, program_file: str, checkpoint: str, roundtrip: dict | None = None):
-        """This report once its program is written to `program_file`."""
-        return attrs.evolve(self, checkpoint=checkpoint, roundtrip=roundtrip,
+    def written(self, program_file: str, checkpoint: str, roundtrip: dict | None = None,
+                files: list | None = None):
+        """This report once its program is written to `program_file`; `files`: every file
+        this extraction wrote (the side-file only when there is one), the report last."""
+        return attrs.evolve(self, checkpoint=checkpoint, roundtrip=roundtrip, files=files,
                             program=attrs.evolve(self.program, file=program_file))
 
 

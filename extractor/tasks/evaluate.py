@@ -84,10 +84,11 @@ def accuracy(model, task: Task, examples: list[Example], progress=None) -> float
 
 
 def evaluate(model, task: Task, buckets: list[Bucket] | None = None, n: int = 2000,
-             seed: int = 0, progress: bool = False) -> dict[str, float]:
+             seed: int = 0, progress=False) -> dict[str, float]:
     """{bucket name: accuracy} on n fixed examples per bucket (the paper's buckets by default).
 
-    progress=True draws a progress bar on stderr.
+    progress: True draws a progress bar on stderr; a display object (see `progress_bar`) draws
+    its own.
     """
     sets = evaluation_sets(task, buckets or task.test_buckets, n, seed, model.config.n_positions)
     model.eval()
@@ -99,8 +100,12 @@ def evaluate(model, task: Task, buckets: list[Bucket] | None = None, n: int = 20
         bar.close()
 
 
-def progress_bar(total: int, description: str, enabled: bool = True, unit: str = "seq"):
-    """A tqdm bar on stderr (a do-nothing bar when disabled)."""
+def progress_bar(total: int, description: str, enabled=True, unit: str = "seq"):
+    """A progress bar: `enabled` is True (a tqdm bar on stderr), False (a do-nothing bar) or a
+    display with a `bar(total, description, unit)` method, such as the command line's
+    (rasp_ir/cli/progress.py: log lines when stderr is not a terminal)."""
+    if hasattr(enabled, "bar"):
+        return enabled.bar(total, description, unit)
     from tqdm import tqdm
     return tqdm(total=total, desc=description, file=sys.stderr, disable=not enabled,
                 leave=False, dynamic_ncols=True, unit=unit)

@@ -103,8 +103,9 @@ def _optimizer(model: Transformer, config: TrainConfig) -> torch.optim.Optimizer
 
 
 def train(task: Task, config: TrainConfig, buckets: list[Bucket] | None = None,
-          progress: bool = False, threads: int | None = 2) -> TrainResult:
-    """Train a model on the task; returns it with its per-bucket accuracy (in eval mode)."""
+          progress=False, threads: int | None = 2) -> TrainResult:
+    """Train a model on the task; returns it with its per-bucket accuracy (in eval mode).
+    progress: as evaluate's (extractor.tasks.evaluate.progress_bar)."""
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(config.seed)           # dropout masks

@@ -1,7 +1,13 @@
 """The `rasp` command line: one module per command family, each adding its subcommands.
 
-Commands parse arguments, call the library and print; heavy modules are imported inside
-commands so that `rasp --help` is instant."""
+A family module has one function, `add_commands(sub)`, that registers each of its commands
+with `common.add_command(sub, name, handler, help=...)`; adding a family is one entry in
+FAMILIES below. Every subcommand then takes its options anywhere among its positionals, reports
+a usage error with its own usage (exit 2) and has `--json` (docs/cli.md).
+
+Commands parse arguments, call the library and print; heavy modules (torch, numpy, the
+grammar) are imported inside commands so that `rasp --help` is instant.
+"""
 
 from __future__ import annotations
 
@@ -10,38 +16,65 @@ import os
 import sys
 
 from rasp_ir.cli import checking, compiling, drawing, extraction, language, models
-from rasp_ir.cli.common import EXIT_ERROR, EXIT_OK, print_diagnostics
-from rasp_ir.diagnostics import RaspError
+from rasp_ir.cli.common import (EXIT_INPUT, EXIT_OK, CommandParser, emit_json,
+                                print_diagnostics)
+
+FAMILIES = (language, compiling, models, extraction, checking, drawing)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+    """Run `rasp` with `argv` (default: the process's arguments); the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:            # --help and --version (0), usage errors (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
     if not getattr(args, "command", None):
-        parser.print_help()
-        return EXIT_ERROR
+        parser.print_help(sys.stderr)
+        return EXIT_INPUT
     try:
         return args.handler(args)
-    except RaspError as exc:
-        print_diagnostics(exc.diagnostics, exc.source)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return EXIT_OK
-    except Exception as exc:           # a bug of ours: say so plainly (RASP_DEBUG=1 shows it)
-        if os.environ.get("RASP_DEBUG"):
+    except Exception as exc:
+        from rasp_ir.diagnostics import RaspError
+        if isinstance(exc, RaspError):
+            print_diagnostics(exc.diagnostics, exc.source)
+            if getattr(args, "json", False):
+                emit_json(args.command, None, status="error", diagnostics=exc.diagnostics)
+            return EXIT_INPUT
+        if os.environ.get("RASP_DEBUG"):     # a bug of ours: say so plainly
             raise
         print(f"rasp: internal error ({type(exc).__name__}: {exc}). This is a bug in rasp-ir; "
               "rerun with RASP_DEBUG=1 for the traceback and report it.", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
 
 
-def _build_parser() -> argparse.ArgumentParser:
+class _Version(argparse.Action):
+    """--version, read from the installed package's metadata only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="print the version of rasp-ir and exit"):
+        super().__init__(option_strings, dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from rasp_ir import version
+        print(f"rasp {version()}")
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`rasp`'s parser with every family's subcommands."""
     parser = argparse.ArgumentParser(
         prog="rasp", description="RASP programs and transformers: run, check and format "
-        ".rasp files.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for family in (language, compiling, models, extraction, checking, drawing):
+        ".rasp files; compile them to weights; train, evaluate and extract checkpoints.",
+        epilog="Exit status: 0 success, 1 a finding (a difference, a failed check, an unmet "
+        "threshold), 2 a usage or input error. `rasp COMMAND --help` describes a command; "
+        "docs/cli.md has the reference and the --json contract.")
+    parser.add_argument("--version", action=_Version)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
+    for family in FAMILIES:
         family.add_commands(sub)
     return parser

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from rasp_ir.cli.common import EXIT_DIFFERENT, EXIT_OK, failed, tokens_text
-from rasp_ir.diagnostics import RaspError
+from rasp_ir.cli.common import (EXIT_DIFFERENT, EXIT_OK, add_command, emit_json, progress_for,
+                                tokens_text)
 
 
 def add_commands(sub) -> None:
-    eq = sub.add_parser("equiv", help="check whether two programs agree on every input",
-                        description="Decide whether programs A and B give the same output on "
+    eq = add_command(sub, "equiv", cmd_equiv, quiet=True,
+                     help="check whether two programs agree on every input",
+                     json_help="one JSON envelope; result: equal, proven, the search and the "
+                     "counterexample (status \"finding\" when they differ)",
+                     description="Decide whether programs A and B give the same output on "
                         "every input of lengths 1..N over their (common) vocabulary, after "
                         "their BOS token if they declare one. Every input is run where all of "
                         "them number at most --bound (a proof up to N); beyond that, longer "
@@ -20,7 +22,7 @@ def add_commands(sub) -> None:
                         "Categorical outputs compare exactly, numbers and vectors within "
                         "--tolerance x max(1, |value|), logits and softmax predictions by the "
                         "decoded token, sigmoid predictions by the set above 1/2. Exit status: "
-                        "0 equal, 1 different, 2 error.")
+                        "0 no difference found, 1 different, 2 error.")
     eq.add_argument("a", type=Path, metavar="A.rasp")
     eq.add_argument("b", type=Path, metavar="B.rasp")
     eq.add_argument("--max-len", type=int, metavar="N",
@@ -33,18 +35,23 @@ def add_commands(sub) -> None:
     eq.add_argument("--tolerance", type=float, default=None,
                     help="relative tolerance for numbers and vectors (default 1e-6)")
     eq.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    eq.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    eq.set_defaults(handler=cmd_equiv)
 
-    ve = sub.add_parser("verify", help="compare a program with a checkpoint",
-                        description="Compare PROGRAM with CHECKPOINT (a trained GPT-2 "
-                        "checkpoint, or a directory written by `rasp compile`): match accuracy "
-                        "per length bucket on the task's evaluation sets (trained checkpoints; "
-                        "the paper's metric at the scored positions) and on any sequence over "
-                        "the vocabulary of lengths 1..N (exhaustive up to --bound inputs, then "
-                        "random and Hypothesis-generated; every position), and the least "
-                        "input found on which they differ, shrunk, with both outputs. Exit "
-                        "status: 0 no difference found, 1 a difference, 2 error.")
+    ve = add_command(sub, "verify", cmd_verify, quiet=True,
+                     help="compare a program with a checkpoint",
+                     json_help="one JSON envelope; result: match per bucket on task data and "
+                     "generated inputs, the search and the counterexample (status \"finding\" "
+                     "when they differ)",
+                     description="Compare PROGRAM with CHECKPOINT (a trained GPT-2 "
+                     "checkpoint, or a directory written by `rasp compile`): match accuracy "
+                     "per length bucket on the task's evaluation sets (trained checkpoints) and "
+                     "on generated inputs of lengths 1..N (exhaustive up to --bound inputs, "
+                     "then random and Hypothesis-generated), and the least input found on "
+                     "which they differ, shrunk, with both outputs. A trained checkpoint is "
+                     "compared where its task scores, as `rasp extract` judges: for "
+                     "next-token tasks the answer positions of task data and the <sep> of "
+                     "generated `<bos> PROMPT <sep>` inputs; --all-positions compares every "
+                     "position of any sequence instead. A compiled model is compared at every "
+                     "position. Exit status: 0 no difference found, 1 a difference, 2 error.")
     ve.add_argument("program", type=Path, metavar="PROGRAM")
     ve.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
     ve.add_argument("--task", metavar="TASK",
@@ -60,8 +67,9 @@ def add_commands(sub) -> None:
                     "many, at most 200, are Hypothesis-generated)")
     ve.add_argument("--bound", type=int, metavar="M", default=None,
                     help="most generated inputs run exhaustively (default 20,000)")
-    ve.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    ve.set_defaults(handler=cmd_verify)
+    ve.add_argument("--all-positions", action="store_true",
+                    help="compare every position (BOS and prompt included) on task data and on "
+                    "generated sequences of any tokens, not only those the task scores")
 
 
 def _search_text(s) -> str:
@@ -105,18 +113,20 @@ def _print_counterexample(c, found_by: str | None, found, rounds: int,
 def cmd_equiv(args) -> int:
     import grammar
     from rasp_ir import equiv
+    a, b = grammar.load(args.a), grammar.load(args.b)
+    options = {k: v for k, v in (("bound", args.bound), ("examples", args.examples),
+                                 ("tolerance", args.tolerance)) if v is not None}
+    progress = progress_for(args, "equiv")
     try:
-        a, b = grammar.load(args.a), grammar.load(args.b)
-        options = {k: v for k, v in (("bound", args.bound), ("examples", args.examples),
-                                     ("tolerance", args.tolerance)) if v is not None}
         result = equiv.equivalent(a, b, args.max_len, seed=args.seed,
-                                  names=(str(args.a), str(args.b)), **options)
-    except RaspError as exc:
-        return failed(exc)
+                                  names=(str(args.a), str(args.b)), progress=progress,
+                                  **options)
+    finally:
+        progress.close()
     status = EXIT_OK if result.equal else EXIT_DIFFERENT
     if args.json:
-        print(json.dumps(dict(result.summary(), a=str(args.a), b=str(args.b)),
-                         ensure_ascii=False, default=str))
+        emit_json("equiv", dict(result.summary(), a=str(args.a), b=str(args.b)),
+                  status="ok" if result.equal else "finding")
         return status
     s = result.search
     if result.proven:
@@ -137,19 +147,22 @@ def cmd_equiv(args) -> int:
 
 def cmd_verify(args) -> int:
     import grammar
+    from extractor.checking import verify
+    program = grammar.load(args.program)
+    options = {k: v for k, v in (("bound", args.bound), ("examples", args.examples))
+               if v is not None}
+    progress = progress_for(args, "verify")
     try:
-        from extractor.checking import verify
-        program = grammar.load(args.program)
-        options = {k: v for k, v in (("bound", args.bound), ("examples", args.examples))
-                   if v is not None}
         result = verify.verify(program, args.checkpoint, args.task, n=args.n, seed=args.seed,
-                               max_len=args.max_len, **options)
-    except RaspError as exc:
-        return failed(exc)
+                               max_len=args.max_len, all_positions=args.all_positions,
+                               progress=progress, **options)
+    finally:
+        progress.close()
     status = EXIT_OK if result.matches else EXIT_DIFFERENT
     if args.json:
-        print(json.dumps(dict(result.summary(), program=str(args.program),
-                              checkpoint=str(args.checkpoint)), ensure_ascii=False, default=str))
+        emit_json("verify", dict(result.summary(), program=str(args.program),
+                                 checkpoint=str(args.checkpoint)),
+                  status="ok" if result.matches else "finding")
         return status
     what = f"{result.kind} model" + (f", task {result.task} ({result.mode})" if result.task
                                      else "")
@@ -163,7 +176,10 @@ def cmd_verify(args) -> int:
             else:
                 print(f"    {bucket:<10} match {value['match']:.4f}")
     s = result.search
-    print(f"  any sequence over the vocabulary ({_search_text(s)}):")
+    prompts = result.kind == "trained" and result.mode == "lm" and not args.all_positions
+    what = ("generated <bos> PROMPT <sep> inputs, lengths without the <sep>" if prompts
+            else "generated sequences over the vocabulary")
+    print(f"  {what} ({_search_text(s)}):")
     for bucket, value in result.generated_buckets().items():
         print(f"    {bucket:<10} match {value['match']:.4f}   ({value['sequences']:,} inputs)")
     if result.counterexample is None:

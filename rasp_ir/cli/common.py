@@ -1,21 +1,144 @@
-"""What every command shares: exit codes, diagnostics, reading programs and inputs, printing."""
+"""What every command shares: exit codes, registering a subcommand, diagnostics, reading
+programs and inputs, the JSON envelope, printing.
+
+Exit codes (docs/cli.md): 0 success, 1 a finding (a difference, a failed check, an unmet
+threshold), 2 a usage or input error (argparse's own code for usage errors; also a file that
+cannot be read or parsed, an input outside the vocabulary, an internal error).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
-from rasp_ir.diagnostics import Diagnostic, RaspError
+EXIT_OK, EXIT_FINDING, EXIT_INPUT = 0, 1, 2
+EXIT_DIFFERENT = EXIT_FINDING          # equiv/verify: a difference found
+EXIT_FAILED = EXIT_INPUT               # the command could not do its job
+EXIT_ERROR = EXIT_FINDING              # older name of EXIT_FINDING (check and fmt --check)
 
-# Exit codes: 0 success, 1 a finding or an error in the input, 2 a failure to run.
-EXIT_OK, EXIT_ERROR = 0, 1
-EXIT_DIFFERENT, EXIT_FAILED = 1, 2
+JSON_SCHEMA_VERSION = 1                # docs/cli.schema.json; raised when a field changes meaning
+STDIN = "-"                            # a program read from standard input
 
 
+# ------------------------------------------------------------------ registering subcommands
 
-def print_diagnostics(diagnostics: list[Diagnostic], source: str | None = None,
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser. Options may come anywhere among the positionals (`rasp run FILE
+    --json INPUT`, parsed with argparse's intermixed parsing), and an argument it does not know
+    is reported with this subcommand's usage, exit status 2 (argparse would otherwise pass it up
+    to `rasp`'s own parser, whose usage says nothing about the subcommand).
+
+    `rasp`'s subparsers use this class, so every `sub.add_parser(...)` gets it; `add_command`
+    adds the options every command shares."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:            # the inner passes of parse_known_intermixed_args
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            namespace, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
+def add_command(sub, name: str, handler, *, help: str, description: str | None = None,
+                json_help: str | None = None, quiet: bool = False) -> argparse.ArgumentParser:
+    """Register subcommand `name` of `rasp` and return its parser, to which the caller adds
+    the command's own arguments. Every command module has an `add_commands(sub)` function that
+    calls this once per command; `rasp_ir/cli/__init__.py` lists the modules.
+
+    handler(args) -> exit status: 0 success, 1 a finding, 2 a usage or input error (raise
+    RaspError for the latter: `rasp` prints its diagnostics, and with --json an error
+    envelope). Every command gets `--json` (print `emit_json(name, result)` instead of text;
+    json_help says what the result holds); quiet=True adds `-q/--quiet` for commands that show
+    progress (`progress_for(args, name)`)."""
+    parser = sub.add_parser(name, help=help, description=description or help)
+    parser.add_argument("--json", action="store_true",
+                        help=json_help or "print the result as one JSON object (docs/cli.md)")
+    if quiet:
+        parser.add_argument("-q", "--quiet", action="store_true",
+                            help="no progress display on standard error")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def progress_for(args, command: str):
+    """The progress display of a long command (rasp_ir/cli/progress.py): tqdm bars on a
+    terminal, plain log lines otherwise, nothing with --quiet."""
+    from rasp_ir.cli.progress import Progress
+    return Progress(command, quiet=getattr(args, "quiet", False))
+
+
+# ------------------------------------------------------------------ the JSON envelope
+
+def json_safe(value):
+    """`value` as standard JSON data: NaN becomes null, +-infinity the strings "inf" and
+    "-inf" (JSON has neither), numpy scalars and arrays plain numbers and lists, tuples and
+    sets lists, paths strings, mapping keys strings."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return [json_safe(v) for v in sorted(value, key=str)]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):                 # numpy arrays and scalars, torch tensors
+        return json_safe(value.tolist())
+    if hasattr(value, "to_json"):
+        return json_safe(value.to_json())
+    return str(value)
+
+
+def diagnostic_json(d) -> dict:
+    """One diagnostic in the envelope's `diagnostics` list (docs/cli.md)."""
+    s = d.span
+    return {"code": d.code, "severity": d.severity, "message": d.message,
+            "file": s.file if s else None, "line": s.line if s else None,
+            "column": s.column if s else None, "end_line": s.end_line if s else None,
+            "end_column": s.end_column if s else None, "hint": d.hint, "note": d.note}
+
+
+STATUS_OF_EXIT = {EXIT_OK: "ok", EXIT_FINDING: "finding", EXIT_INPUT: "error"}
+
+
+def envelope(command: str, result=None, *, status: str = "ok", diagnostics=()) -> dict:
+    """The one shape of every command's --json output (docs/cli.schema.json): schema version,
+    command, status ("ok", "finding" or "error", as exit status 0, 1, 2), the command's
+    result (null when it has none, as on an error) and diagnostics."""
+    return {"schema": JSON_SCHEMA_VERSION, "command": command, "status": status,
+            "result": json_safe(result), "diagnostics": [diagnostic_json(d) for d in diagnostics]}
+
+
+def emit_json(command: str, result=None, *, status: str = "ok", diagnostics=()) -> None:
+    """Print one envelope (`envelope`) as one line of standard JSON on standard output."""
+    text = json.dumps(envelope(command, result, status=status, diagnostics=diagnostics),
+                      ensure_ascii=False, allow_nan=False)
+    print(text, flush=True)
+
+
+# ------------------------------------------------------------------ diagnostics, programs, inputs
+
+def print_diagnostics(diagnostics: list, source: str | None = None,
                        sources: dict | None = None) -> None:
+    """Each diagnostic as text on standard error, with its source line when the text is known
+    (`source`, else `sources[file]`, else the file read again)."""
     for d in diagnostics:
         text = source
         if d.span is not None and sources is not None:
@@ -29,8 +152,43 @@ def print_diagnostics(diagnostics: list[Diagnostic], source: str | None = None,
         print(file=sys.stderr)
 
 
+_stdin_text: str | None = None
+
+
+def read_stdin_program() -> str:
+    """The program text on standard input (read once per process)."""
+    global _stdin_text
+    if _stdin_text is None:
+        _stdin_text = sys.stdin.read() if sys.stdin is not None else ""
+    return _stdin_text
+
+
+def program_name(path) -> str:
+    """The name diagnostics give a program: its path, or <stdin> for `-`."""
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+def read_program_text(path) -> str:
+    """The text of a program file, or of standard input for `-`; RaspError (E252, E106) when it
+    cannot be read."""
+    from rasp_ir.diagnostics import Diagnostic, RaspError
+    if str(path) == STDIN:
+        return read_stdin_program()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RaspError([Diagnostic("E252", f"cannot read {path}: {exc.strerror or exc}")]) \
+            from None
+    except UnicodeDecodeError as exc:
+        raise RaspError([Diagnostic("E106", f"{path} is not UTF-8 text (byte {exc.start})")]) \
+            from None
+
+
 def load_program(path: Path):
+    """The program in a .rasp file, or on standard input for `-`."""
     import grammar
+    if str(path) == STDIN:
+        return grammar.parse(read_stdin_program(), "<stdin>")
     return grammar.load(path)
 
 
@@ -38,6 +196,7 @@ def parse_input(text: str, vocab: tuple | None) -> list:
     """A command-line input: a JSON list of tokens; else, where the vocabulary has tokens longer
     than one character, tokens separated by spaces; else a string of characters. Tokens are
     matched to the vocabulary's spelling (3 -> "3" when the vocabulary holds strings)."""
+    from rasp_ir.diagnostics import Diagnostic, RaspError
     tokens = None
     if text.lstrip().startswith("["):
         try:
@@ -119,7 +278,7 @@ def status_line(args):
     return show
 
 
-def failed(exc: RaspError) -> int:
+def failed(exc) -> int:
     print_diagnostics(exc.diagnostics, exc.source)
     return EXIT_FAILED
 

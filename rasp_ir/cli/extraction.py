@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from rasp_ir.cli.common import EXIT_OK, status_line
+from rasp_ir.cli.common import EXIT_OK, add_command, emit_json, progress_for
 from rasp_ir.diagnostics import Diagnostic, RaspError
 
 
 def add_commands(sub) -> None:
-    ex = sub.add_parser("extract", help="rewrite a checkpoint as a short RASP program",
-                        description="Rewrite CHECKPOINT as a D-RASP program. Default stage "
+    ex = add_command(sub, "extract", cmd_extract, quiet=True,
+                     help="rewrite a checkpoint as a short RASP program",
+                     json_help="one JSON envelope; result: the report as written to "
+                     "PROG.report.json (docs/report.md)",
+                     description="Rewrite CHECKPOINT as a D-RASP program. Default stage "
                         "`pruned`: LayerNorm is linearised (LLN-A), pruning runs at several "
                         "sparsity weights find the smallest circuit whose predictions match the "
                         "model's on THRESHOLD of the sequences of every length bucket, its tables "
@@ -49,8 +51,6 @@ def add_commands(sub) -> None:
     ex.add_argument("--max-entries", type=int, default=None, metavar="N",
                     help="full stage: refuse programs whose tables hold more numbers "
                     "(default 20,000,000)")
-    ex.add_argument("--json", action="store_true", help="print the report as JSON")
-    ex.add_argument("--quiet", action="store_true", help="no progress display")
     ex.add_argument("--verify", action="store_true",
                     help="round trip: compile the written program (to PROG.compiled/) and "
                     "compare it with the interpreter (exact) and with the checkpoint (match "
@@ -58,7 +58,6 @@ def add_commands(sub) -> None:
     ex.add_argument("--html", action="store_true",
                     help="also write the report as one HTML page, PROG.html (`rasp report`; "
                     "needs the viz extra)")
-    ex.set_defaults(handler=cmd_extract)
 
 
 def cmd_extract(args) -> int:
@@ -90,7 +89,7 @@ def cmd_extract(args) -> int:
         html = args.output.with_suffix(".html")
         written = f"wrote {html} ({write_report(args.output, html) / 1e6:.2f} MB)"
     if args.json:
-        print(json.dumps(report.to_json()))
+        emit_json("extract", report.to_json())
         return EXIT_OK
     _print_report(args, report)
     if written:
@@ -105,7 +104,7 @@ def _run_stage(args, subject):
     from extractor.decompile.extract import (ExtractSettings, extract_full, extract_program,
                                              write_extraction)
     from extractor.decompile.paths import MAX_ENTRIES
-    bar = status_line(args)
+    bar = progress_for(args, "extract")
     try:
         if args.stage == "full":
             result = extract_full(subject, n=args.n or 2000, seed=args.seed,
@@ -128,7 +127,7 @@ def _run_stage(args, subject):
         return write_extraction(result, args.output, args.checkpoint, subject,
                                 verify_n if args.verify else None, args.seed, progress=bar)
     finally:
-        bar(None)
+        bar.close()
 
 
 def _runs_dir(args) -> Path:
@@ -189,10 +188,13 @@ def _print_full(args, report) -> None:
 
 
 def _beside(args, report) -> str:
-    """The files written beside the program: its tables only when it has a side-file."""
-    tables = args.output.with_suffix(".tables.safetensors")
-    parts = [f"tables: {tables.name}"] if tables.exists() else []
-    return ", ".join(parts + [f"report: {args.output.with_suffix('.report.json').name}"])
+    """The files this extraction wrote beside the program, as the report lists them (a
+    side-file left by an earlier extraction is not one of them)."""
+    written = {Path(f).name for f in report.files or ()}
+    tables = args.output.with_suffix(".tables.safetensors").name
+    report_file = args.output.with_suffix(".report.json").name
+    parts = [f"tables: {tables}"] if tables in written else []
+    return ", ".join(parts + [f"report: {report_file}"])
 
 
 def round_trip_lines(report: dict) -> list[str]:

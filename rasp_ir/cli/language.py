@@ -9,44 +9,55 @@ from pathlib import Path
 
 from rasp_ir.cli.common import (
     EXIT_ERROR,
+    EXIT_FINDING,
+    EXIT_INPUT,
     EXIT_OK,
+    STDIN,
+    add_command,
+    emit_json,
     load_program,
     parse_input,
     plain,
     print_diagnostics,
-    print_result,
+    program_name,
     read_inputs,
+    read_program_text,
 )
 
 
 def add_commands(sub) -> None:
-    run = sub.add_parser("run", help="evaluate a program's @output on inputs",
-                         description="Evaluate the @output of FILE on each INPUT. A plain "
-                         "INPUT is a sequence of characters; a JSON list such as '[3,1,2]' or "
-                         "'[\"<bos>\",\"0\"]' is a sequence of tokens. Without INPUT, one input "
-                         "per line is read from standard input. With @bos, the BOS token is "
-                         "prepended to inputs that lack it.")
+    run = add_command(
+        sub, "run", cmd_run, help="evaluate a program's @output on inputs",
+        description="Evaluate the @output of FILE on each INPUT. A plain INPUT is a sequence "
+        "of characters; a JSON list such as '[3,1,2]' or '[\"<bos>\",\"0\"]' is a sequence of "
+        "tokens. Without INPUT, one input per line is read from standard input. With @bos, the "
+        "BOS token is prepended to inputs that lack it. An input that fails is reported and the "
+        "next one is run; the exit status is then 2.",
+        json_help='one JSON envelope per input (JSON Lines); its result holds "input" and '
+        '"output", and "probs" (softmax or sigmoid outputs) or "logits" (raw logits)')
     run.add_argument("file", type=Path, nargs="?",
-                     help="the program (leave out with --model)")
+                     help="the program, - for standard input (leave out with --model)")
     run.add_argument("inputs", nargs="*", metavar="INPUT")
     run.add_argument("--model", type=Path, metavar="DIR",
                      help="run a model compiled by `rasp compile` instead of a program")
-    run.add_argument("--json", action="store_true",
-                     help='one JSON object per input: {"input": [...], "output": [...]} '
-                     '(+ "logits" for logits or distribution outputs)')
-    run.set_defaults(handler=cmd_run)
 
-    check = sub.add_parser("check", help="type-check a program and run its @expect lines",
-                           description="Report every diagnostic of FILE; exit 1 if there is "
-                           "an error or a failing @expect.")
-    check.add_argument("file", type=Path)
+    check = add_command(
+        sub, "check", cmd_check, help="type-check programs and run their @expect lines",
+        description="Report every diagnostic of each FILE (- reads standard input); exit 1 if "
+        "there is an error or a failing @expect in any of them.",
+        json_help="one JSON envelope: result.files lists each file, diagnostics every "
+        "diagnostic (code, file, line, column, message, hint)")
+    check.add_argument("files", type=Path, nargs="+", metavar="FILE")
     check.add_argument("--no-expect", action="store_true", help="skip the @expect lines")
-    check.set_defaults(handler=cmd_check)
 
-    fmt = sub.add_parser("fmt", help="print a program in canonical layout",
-                         description="Print FILE in canonical layout: spaces, indentation, "
-                         "blank lines and comment alignment change; tokens, comments, functions "
-                         "and loops stay as written (docs/language.md, Formatting).")
+    fmt = add_command(
+        sub, "fmt", cmd_fmt, help="print a program in canonical layout",
+        description="Print FILE in canonical layout: spaces, indentation, "
+        "blank lines and comment alignment change; tokens, comments, functions "
+        "and loops stay as written (docs/language.md, Formatting). Several FILEs are "
+        "formatted one after the other; - reads standard input.",
+        json_help='one JSON envelope: result.files lists each file with its exit status and, '
+        'without --check or --write, its formatted "text"')
     mode = fmt.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
                       help="exit 1 if the file is not formatted")
@@ -57,8 +68,7 @@ def add_commands(sub) -> None:
                      "add nothing, fold constants (rasp_ir.passes.simplify); functions, loops "
                      "and comments are not kept (--write refuses to drop them); --write "
                      "rewrites the side-file too")
-    fmt.add_argument("file", type=Path)
-    fmt.set_defaults(handler=cmd_fmt)
+    fmt.add_argument("files", type=Path, nargs="+", metavar="FILE")
 
     repl = sub.add_parser("repl", help="an interactive RASP session")
     repl.add_argument("file", type=Path, nargs="?", help="a file to load first")
@@ -66,27 +76,26 @@ def add_commands(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    from rasp_ir.interpreter import run
     if args.model is not None:
         return cmd_run_model(args)
     if args.file is None:
         print("rasp run: give a program FILE or --model DIR", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_INPUT
+    if str(args.file) == STDIN and not args.inputs:
+        print("rasp run: the program is read from standard input, so give the INPUTs as "
+              "arguments", file=sys.stderr)
+        return EXIT_INPUT
+    from rasp_ir import types as T
     program = load_program(args.file)
     texts = read_inputs(args)
     if texts is None:
-        return EXIT_ERROR
-    inputs = [parse_input(t, program.vocab) for t in texts]
-    results = run(program, inputs, add_bos=True)
-    for r in results:
-        if args.json:
-            record = {"input": list(r.input), "output": r.output}
-            if r.logits is not None:
-                record["logits"] = r.logits
-            print(json.dumps(record, ensure_ascii=False))
-        else:
-            print(plain(r.output))
-    return EXIT_OK
+        return EXIT_INPUT
+    scores = "logits" if isinstance(T.output_type(program), T.Logits) else "probs"
+
+    def evaluate(inputs):
+        from rasp_ir.interpreter import run
+        return [(r.input, r.output, r.logits) for r in run(program, inputs, add_bos=True)]
+    return _run_each(args, texts, program.vocab, evaluate, scores)
 
 
 def cmd_run_model(args) -> int:
@@ -96,41 +105,107 @@ def cmd_run_model(args) -> int:
     compiled = load_compiled(args.model)
     texts = read_inputs(args)
     if texts is None:
-        return EXIT_ERROR
-    vocab = tuple(compiled.vocab[1:])
-    inputs = [parse_input(t, vocab) for t in texts]
-    logits = compiled.logits(inputs)
-    for seq, scores, decoded in zip(inputs, logits, compiled.run(inputs)):
-        record = {"input": list(seq), "output": decoded}
-        if compiled.output_kind == "logits":
-            record["logits"] = scores.tolist()
-        print_result(record, args.json)
-    return EXIT_OK
+        return EXIT_INPUT
+    scores = "probs" if compiled.output_function else "logits"
+
+    def evaluate(inputs):
+        logits = compiled.logits(inputs)
+        keep = compiled.output_kind == "logits"
+        return [(seq, decoded, values.tolist() if keep else None)
+                for seq, values, decoded in zip(inputs, logits, compiled.run(inputs))]
+    return _run_each(args, texts, tuple(compiled.vocab[1:]), evaluate, scores)
+
+
+def _run_each(args, texts: list[str], vocab, evaluate, scores: str) -> int:
+    """Run every input, in one batch when they all succeed, else one at a time so that each
+    failing input is reported (a diagnostic, or with --json an error envelope) and the rest
+    still run. `evaluate(inputs)` -> [(input, output, scores or None)]; `scores` names the
+    scores in JSON ("probs" or "logits"). Exit status 2 when any input failed."""
+    from rasp_ir.diagnostics import RaspError
+    parsed: list = []
+    for text in texts:
+        try:
+            parsed.append(parse_input(text, vocab))
+        except RaspError as exc:
+            parsed.append(exc)
+    good = [p for p in parsed if not isinstance(p, RaspError)]
+    try:
+        results = iter(evaluate(good)) if good else iter(())
+        outcomes = [p if isinstance(p, RaspError) else next(results) for p in parsed]
+    except RaspError:
+        outcomes = [p if isinstance(p, RaspError) else _one(evaluate, p) for p in parsed]
+    status = EXIT_OK
+    for text, outcome in zip(texts, outcomes):
+        if isinstance(outcome, RaspError):
+            status = EXIT_INPUT
+            print(f"rasp run: input {text!r}:", file=sys.stderr)
+            print_diagnostics(outcome.diagnostics, outcome.source)
+            if args.json:
+                emit_json("run", {"input": text}, status="error",
+                          diagnostics=outcome.diagnostics)
+            continue
+        seq, output, values = outcome
+        if args.json:
+            record = {"input": list(seq), "output": output}
+            if values is not None:
+                record[scores] = values
+            emit_json("run", record)
+        else:
+            print(plain(output), flush=True)
+    return status
+
+
+def _one(evaluate, tokens):
+    from rasp_ir.diagnostics import RaspError
+    try:
+        return evaluate([tokens])[0]
+    except RaspError as exc:
+        return exc
 
 
 def cmd_check(args) -> int:
     import grammar
     from rasp_ir import types as T
+    from rasp_ir.diagnostics import RaspError
     from rasp_ir.expects import check_expects
-    try:
-        text = args.file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        print(f"rasp check: cannot read {args.file}: {reason}", file=sys.stderr)
-        return EXIT_ERROR
-    program, diagnostics = grammar.elaborate(text, str(args.file))
-    if program is not None and not args.no_expect:
-        diagnostics = diagnostics + check_expects(program)
-    print_diagnostics(diagnostics, text, {str(args.file): text})
-    errors = [d for d in diagnostics if d.severity != "warning"]
-    if errors:
-        print(f"{args.file}: {len(errors)} error(s)", file=sys.stderr)
-        return EXIT_ERROR
-    output = T.output_type(program)
-    expects = "" if args.no_expect else f", {len(program.expects)} @expect line(s) hold"
-    print(f"ok: {args.file}: {len(program.bindings)} binding(s), output "
-          f"{output if output is not None else '(none)'}{expects}")
-    return EXIT_OK
+    files, everything, status = [], [], EXIT_OK
+    for path in args.files:
+        name = program_name(path)
+        try:
+            text = read_program_text(path)
+        except RaspError as exc:
+            print_diagnostics(exc.diagnostics)
+            everything += exc.diagnostics
+            files.append({"file": name, "ok": False, "errors": len(exc.diagnostics),
+                          "warnings": 0})
+            status = EXIT_INPUT
+            continue
+        program, diagnostics = grammar.elaborate(text, name)
+        if program is not None and not args.no_expect:
+            diagnostics = diagnostics + check_expects(program)
+        print_diagnostics(diagnostics, text, {name: text})
+        everything += diagnostics
+        errors = [d for d in diagnostics if d.severity != "warning"]
+        entry = {"file": name, "ok": not errors, "errors": len(errors),
+                 "warnings": len(diagnostics) - len(errors)}
+        files.append(entry)
+        if errors:
+            print(f"{name}: {len(errors)} error(s)", file=sys.stderr)
+            status = max(status, EXIT_FINDING)
+            continue
+        output = T.output_type(program)
+        entry.update(bindings=len(program.bindings),
+                     output=None if output is None else str(output),
+                     expects=None if args.no_expect else len(program.expects))
+        expects = "" if args.no_expect else f", {len(program.expects)} @expect line(s) hold"
+        if not args.json:
+            print(f"ok: {name}: {len(program.bindings)} binding(s), output "
+                  f"{output if output is not None else '(none)'}{expects}")
+    if args.json:
+        emit_json("check", {"files": files},
+                  status={EXIT_OK: "ok", EXIT_FINDING: "finding"}.get(status, "error"),
+                  diagnostics=everything)
+    return status
 
 
 _LOSSY = re.compile(r"\bdef\b|\bfor\b|\blambda\b")
@@ -152,6 +227,37 @@ def _lossy(original: str, *printed: str) -> bool:
 
 
 def cmd_fmt(args) -> int:
+    """Each file in turn (`_fmt_file`); the worst exit status. With --json the text each
+    prints is collected into one envelope."""
+    import contextlib
+    import io
+    if args.write and any(str(f) == STDIN for f in args.files):
+        print("rasp fmt: --write cannot rewrite standard input", file=sys.stderr)
+        return EXIT_INPUT
+    from rasp_ir.diagnostics import RaspError
+    status, files, diagnostics = EXIT_OK, [], []
+    for path in args.files:
+        args.file = path
+        out = io.StringIO() if args.json else None
+        try:
+            with contextlib.redirect_stdout(out) if out else contextlib.nullcontext():
+                code = _fmt_file(args)
+        except RaspError as exc:         # this file cannot be read or parsed: the next one
+            print_diagnostics(exc.diagnostics, exc.source)
+            diagnostics += exc.diagnostics
+            code = EXIT_INPUT
+        entry = {"file": program_name(path), "status": code}
+        if out is not None and not (args.check or args.write) and code == EXIT_OK:
+            entry["text"] = out.getvalue()
+        files.append(entry)
+        status = max(status, code)
+    if args.json:
+        emit_json("fmt", {"files": files}, diagnostics=diagnostics,
+                  status={EXIT_OK: "ok", EXIT_FINDING: "finding"}.get(status, "error"))
+    return status
+
+
+def _fmt_file(args) -> int:
     from rasp_ir.printer import pretty
     from rasp_ir.files import atomic_write_text
     from rasp_ir.tables import write_program

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from rasp_ir.cli.common import EXIT_OK, print_buckets, progress_enabled
+from rasp_ir.cli.common import EXIT_OK, add_command, emit_json, print_buckets, progress_for
 from rasp_ir.diagnostics import Diagnostic, RaspError
 
 
 def add_commands(sub) -> None:
     lengths_help = ("comma-separated length buckets LO-HI (default: the task's, for the "
                     "paper's tasks 0-50,51-100,101-150)")
-    ev = sub.add_parser("eval", help="accuracy of a checkpoint per length bucket",
-                        description="Evaluate CHECKPOINT (a Hugging Face GPT-2 or rasp-ir "
+    ev = add_command(sub, "eval", cmd_eval, help="accuracy of a checkpoint per length bucket",
+                     quiet=True, json_help='one JSON envelope; result.buckets maps each length '
+                     'bucket to the accuracy, result.recorded to the acc.txt value if any',
+                     description="Evaluate CHECKPOINT (a Hugging Face GPT-2 or rasp-ir "
                         "directory) on fixed sets of its task, per length bucket, with the "
                         "D-RASP paper's metric: a sequence counts when every scored "
                         "prediction is right (for next-token-set tasks: every vocabulary "
@@ -27,13 +28,9 @@ def add_commands(sub) -> None:
     ev.add_argument("--n", type=int, default=2000, metavar="N",
                     help="sequences per bucket (default 2000)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the evaluation sets")
-    ev.add_argument("--json", action="store_true",
-                    help='print one JSON object {"0-50": accuracy, ...}')
-    ev.add_argument("--quiet", action="store_true", help="no progress bar")
-    ev.set_defaults(handler=cmd_eval)
 
-    tr = sub.add_parser("train", help="train a small GPT-2 model on a task",
-                        description="Train a GPT-2-style model on TASK on the CPU with the "
+    tr = add_command(sub, "train", cmd_train, help="train a small GPT-2 model on a task",
+                     quiet=True, description="Train a GPT-2-style model on TASK on the CPU with the "
                         "D-RASP paper's recipe (AdamW, weight decay 0.01, clipping 1.0, linear "
                         "decay, batches of 64, random position offsets), stopping early once "
                         "the in-distribution bucket is entirely right. Writes DIR/config.json "
@@ -60,15 +57,12 @@ def add_commands(sub) -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     tr.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
-    tr.add_argument("--json", action="store_true",
-                    help="print the result as one JSON object")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    tr.set_defaults(handler=cmd_train)
 
-    ts = sub.add_parser("tasks", help="list the tasks `rasp train` and `rasp eval` know",
-                        description="List the registered tasks: name, mode (lm: next token; "
-                        "bce: next-token sets), vocabulary size and a description.")
-    ts.set_defaults(handler=cmd_tasks)
+    add_command(sub, "tasks", cmd_tasks, help="list the tasks `rasp train` and `rasp eval` know",
+                description="List the registered tasks: name, mode (lm: next token; bce: "
+                "next-token sets), vocabulary size and a description.",
+                json_help="one JSON envelope; result.tasks lists name, mode, vocab_size and "
+                "description")
 
 
 def cmd_eval(args) -> int:
@@ -81,9 +75,15 @@ def cmd_eval(args) -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model, task = load_with_task(args.checkpoint, args.task)
     buckets = parse_buckets(args.lengths, task.test_buckets)
-    accuracy = evaluate(model, task, buckets, args.n, args.seed, progress=progress_enabled(args))
+    progress = progress_for(args, "eval")
+    try:
+        accuracy = evaluate(model, task, buckets, args.n, args.seed, progress=progress)
+    finally:
+        progress.close()
     if args.json:
-        print(json.dumps(accuracy))
+        emit_json("eval", {"checkpoint": str(args.checkpoint), "task": task.name,
+                           "mode": task.mode, "sequences_per_bucket": args.n, "seed": args.seed,
+                           "buckets": accuracy, "recorded": recorded_accuracy(args.checkpoint)})
         return EXIT_OK
     print(f"{args.checkpoint}: task {task.name} ({task.mode}), up to {args.n} sequences per "
           f"bucket, seed {args.seed}")
@@ -110,13 +110,17 @@ def cmd_train(args) -> int:
         raise RaspError([Diagnostic("T406", "--threads must be at least 1")])
     buckets = parse_buckets(args.lengths, task.test_buckets)
     check_buckets(task, buckets + [tuple(task.train_lengths)])
-    result = train(task, config, buckets, progress=progress_enabled(args), threads=args.threads)
+    progress = progress_for(args, "train")
+    try:
+        result = train(task, config, buckets, progress=progress, threads=args.threads)
+    finally:
+        progress.close()
     save_trained(result, task, config, args.output)
     if args.json:
-        print(json.dumps({"task": task.name, "arch": config.arch_name, "steps": result.steps,
-                          "seconds": round(result.seconds, 2),
-                          "stopped_early": result.stopped_early,
-                          "accuracy": result.accuracy, "output": str(args.output)}))
+        emit_json("train", {"task": task.name, "arch": config.arch_name, "steps": result.steps,
+                            "seconds": round(result.seconds, 2),
+                            "stopped_early": result.stopped_early,
+                            "accuracy": result.accuracy, "output": str(args.output)})
         return EXIT_OK
     ended = ("in-distribution accuracy reached 1.0" if result.stopped_early
              else "step limit reached")
@@ -129,7 +133,12 @@ def cmd_train(args) -> int:
 
 def cmd_tasks(args) -> int:
     from extractor.tasks.registry import get_task, task_names
-    for name in task_names():
-        task = get_task(name)
-        print(f"{name:<24} {task.mode:<4} {len(task.vocab):>4} tokens  {task.description}")
+    tasks = [get_task(name) for name in task_names()]
+    if args.json:
+        emit_json("tasks", {"tasks": [{"name": t.name, "mode": t.mode,
+                                       "vocab_size": len(t.vocab),
+                                       "description": t.description} for t in tasks]})
+        return EXIT_OK
+    for task in tasks:
+        print(f"{task.name:<24} {task.mode:<4} {len(task.vocab):>4} tokens  {task.description}")
     return EXIT_OK

@@ -1,0 +1,95 @@
+"""Start-up time of the command line: the median wall time of whole `rasp` processes.
+
+    python bench/startup.py [--runs N] [--json]
+
+Each command is run once to warm the caches (the parser tables in ~/.cache/rasp-ir, the
+operating system's file cache), then N times (default 15); the median, minimum and maximum
+wall times are printed with the target each must meet, and the median CPU time (user + system),
+which other processes' load disturbs less. Exit status 1 when a median is over its
+target. Run it on an idle machine: other processes' load shows up directly in the times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (label, arguments after `rasp`, target median in seconds)
+COMMANDS = [
+    ("rasp --help", ["--help"], 0.2),
+    ("rasp --version", ["--version"], 0.2),
+    ("rasp run examples/reverse.rasp hello", ["run", "examples/reverse.rasp", "hello"], 0.3),
+    ("rasp check examples/reverse.rasp", ["check", "examples/reverse.rasp"], 0.3),
+]
+
+
+def rasp_command() -> list[str]:
+    """The installed `rasp` script beside this Python, else `python -m rasp_ir`."""
+    script = Path(sys.executable).parent / "rasp"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("rasp")
+    return [found] if found else [sys.executable, "-m", "rasp_ir"]
+
+
+def timed(argv: list[str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run of `argv`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed (exit {done.returncode}):\n"
+                         f"{done.stderr.decode(errors='replace')}")
+    return elapsed, cpu
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15, help="timed runs per command (>= 10)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--module", action="store_true",
+                        help="time `python -m rasp_ir` (honours PYTHONPATH) instead of `rasp`")
+    parser.add_argument("--only", metavar="TEXT", help="only the commands containing TEXT")
+    args = parser.parse_args()
+    base = [sys.executable, "-m", "rasp_ir"] if args.module else rasp_command()
+    results, over = [], False
+    for label, argv, target in COMMANDS:
+        if args.only and args.only not in label:
+            continue
+        timed(base + argv)                          # warm-up: fills the parser cache
+        runs = [timed(base + argv) for _ in range(args.runs)]
+        times = [wall for wall, _ in runs]
+        median = statistics.median(times)
+        over |= median > target
+        results.append({"command": label, "median_s": round(median, 4),
+                        "min_s": round(min(times), 4), "max_s": round(max(times), 4),
+                        "cpu_median_s": round(statistics.median(c for _, c in runs), 4),
+                        "runs": args.runs, "target_s": target, "ok": median <= target})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+              f"{args.runs} runs each; seconds")
+        print(f"{'command':<40} {'median':>7} {'min':>7} {'max':>7} {'cpu':>7} {'target':>7}")
+        for r in results:
+            mark = "" if r["ok"] else "  OVER"
+            print(f"{r['command']:<40} {r['median_s']:>7.3f} {r['min_s']:>7.3f} "
+                  f"{r['max_s']:>7.3f} {r['cpu_median_s']:>7.3f} {r['target_s']:>7.2f}{mark}")
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
