@@ -23,6 +23,8 @@ _ON_VECTORS = {
                "computes a continuous function of its input",
     "diff": "diff (a difference of two entries rounded to steps of 1/m) is a staircase, and an "
             "MLP computes a continuous function of its input",
+    "tally": "tally (a difference of two entries times the number of positions, rounded) "
+             "multiplies by the position and rounds; no MLP computes it exactly",
     "product": "product multiplies the entries of two vectors; no MLP computes a product of "
                "two continuous inputs exactly",
     "lookup": "lookup of a vector (a linear map) is not folded into the reading block's weights "
@@ -42,6 +44,8 @@ def primitive_problem(node: ir.Primitive, type_of) -> str | None:
     constant; the others compile on categorical arguments only (`type_of(arg)`)."""
     if node.name == "erase":
         return None
+    if node.name == "tally":      # it reads the position, on any argument
+        return _ON_VECTORS["tally"]
     if node.name not in _ON_VECTORS:
         return f"unknown primitive {node.name}"
     kinds = [type_of(arg) for arg in node.args[:2 if node.name == "product" else 1]]

@@ -266,6 +266,20 @@ def _diff(el, a, span):
     return el.typed(ir.Primitive("diff", (x.node,), (first, second, bins), span=span), span)
 
 
+def _tally(el, a, span):
+    x = _vector_term(a)
+    first, second = _basis_value(a, "a"), _basis_value(a, "b")
+    low, high = a.value("low"), a.value("high")
+    for bound in (low, high):
+        if isinstance(bound, bool) or not isinstance(bound, int):
+            raise Issue("E205", f"tally's bounds must be whole numbers, got "
+                        f"{describe_value(bound)}", span, "tally(x, a, b, 0, 3): 0 … 3")
+    if low > high:
+        raise Issue("E205", f"tally's `low` ({low}) is above its `high` ({high})", span)
+    node = ir.Primitive("tally", (x.node,), (first, second, low, high), span=span)
+    return el.typed(node, span)
+
+
 def _erase(el, a, span):
     return el.typed(ir.Primitive("erase", (_vector_term(a).node,), span=span), span)
 
@@ -426,6 +440,7 @@ def builtin_env() -> Env:
         _builtin("is_pure", ("x", "threshold"), _is_pure),
         _builtin("balance", ("x", "a", "b", "tolerance"), _balance),
         _builtin("diff", ("x", "a", "b", "bins"), _diff),
+        _builtin("tally", ("x", "a", "b", "low", "high"), _tally),
         _builtin("erase", ("x",), _erase),
         _builtin("product", ("x", "y"), _product),
         _builtin("mlp", ("*inputs", "W_in", "b_in", "W_out", "b_out", "activation"), _mlp),

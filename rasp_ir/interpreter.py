@@ -596,7 +596,12 @@ class _Group:
         y = None
         if node.name == "product":
             y = self.vector(self.value(node.args[1]), self.interp.type_of(node.args[1]))
-        out = P.apply(node.name, node.params, x, T.basis_of(t), y)
+        seen = None
+        if node.name == "tally":
+            # the positions a causal mean at each position averages: its own and those before
+            seen = np.broadcast_to(np.arange(1, self.n + 1) if self.program.causal
+                                   else np.full(self.n, self.n), (self.b, self.n))
+        out = P.apply(node.name, node.params, x, T.basis_of(t), y, seen=seen)
         out_t = self.interp.type_of(node)
         if node.name in P.CATEGORICAL:
             return A.to_array(list(T.basis_of(out_t)))[out]

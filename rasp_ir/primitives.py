@@ -20,6 +20,10 @@ Semantics (x[v] the entry for basis value v), name(params): output basis, value:
 - balance(a, b, tol): (-1, 0, 1), 0 where |x[a] − x[b]| ≤ tol, else the sign of x[a] − x[b];
 - diff(a, b, m): −m … m, floor(m·(x[a] − x[b]) + ½) clipped to ±m: the difference in steps
   of 1/m, halves rounded up;
+- tally(a, b, low, high): low … high, floor(seen·(x[a] − x[b]) + ½) clipped (x[a] alone when b
+  is None), where `seen` is the number of positions a causal mean at this position averages
+  (its index + 1; the length without @causal): for a uniform mean of a one-hot value, how many
+  more positions held a than b;
 - erase(): (1,), 1 everywhere;
 - product(y): the pairs "u,v" (u in x's basis, v in y's), x[u]·y[v]; categorical when both
   inputs are (its rows are then one-hot, and the interpreter reads the pair off them);
@@ -33,7 +37,7 @@ import numpy as np
 from .types import product_label
 
 # the primitives whose output is a value of a finite basis (codes), not a vector (rows)
-CATEGORICAL = frozenset({"harden", "exists", "is_pure", "balance", "diff", "erase"})
+CATEGORICAL = frozenset({"harden", "exists", "is_pure", "balance", "diff", "tally", "erase"})
 NAMES = CATEGORICAL | {"sharpen", "product", "lookup"}
 
 
@@ -56,6 +60,9 @@ def output_basis(name: str, params: tuple, basis, basis_y=None) -> tuple:
     if name == "diff":
         bins = params[2]
         return tuple(range(-bins, bins + 1))
+    if name == "tally":
+        low, high = params[2:4]
+        return tuple(range(low, high + 1))
     if name == "erase":
         return (1,)
     if name == "product":
@@ -106,6 +113,17 @@ def diff(x: np.ndarray, basis, first, second, bins: int) -> np.ndarray:
     return np.clip(np.floor(bins * d + 0.5), -bins, bins).astype(np.int64) + bins
 
 
+def tally(x: np.ndarray, basis, first, second, low: int, high: int,
+          seen: np.ndarray) -> np.ndarray:
+    """Codes into low … high: seen · (x[first] − x[second]) (x[first] alone when `second` is
+    None) to the nearest whole number (halves up), clipped; `seen` (x's shape without the
+    basis axis) is how many positions the mean x averaged."""
+    d = _column(x, basis, first)
+    if second is not None:
+        d = d - _column(x, basis, second)
+    return np.clip(np.floor(seen * d + 0.5), low, high).astype(np.int64) - low
+
+
 def erase(x: np.ndarray) -> np.ndarray:
     """Codes into (1,): the one value everywhere."""
     return np.zeros(x.shape[:-1], dtype=np.int64)
@@ -121,9 +139,11 @@ def lookup(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     return x @ table
 
 
-def apply(name: str, params: tuple, x: np.ndarray, basis, y: np.ndarray | None = None):
-    """`name` on rows `x` over `basis` (and `y`: product's second rows, lookup's table):
-    codes into the output basis where `name` is in CATEGORICAL, rows over it otherwise."""
+def apply(name: str, params: tuple, x: np.ndarray, basis, y: np.ndarray | None = None,
+          seen: np.ndarray | None = None):
+    """`name` on rows `x` over `basis` (and `y`: product's second rows, lookup's table;
+    `seen`: tally's positions averaged): codes into the output basis where `name` is in
+    CATEGORICAL, rows over it otherwise."""
     if name == "harden":
         return harden(x)
     if name == "sharpen":
@@ -136,6 +156,8 @@ def apply(name: str, params: tuple, x: np.ndarray, basis, y: np.ndarray | None =
         return balance(x, basis, *params)
     if name == "diff":
         return diff(x, basis, *params)
+    if name == "tally":
+        return tally(x, basis, *params, seen=seen)
     if name == "erase":
         return erase(x)
     if name == "product":

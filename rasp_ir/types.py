@@ -507,6 +507,16 @@ def _primitive(node, ctx, kids):
             return Cat((-1, 0, 1))
         bins = node.params[2]
         return Cat(tuple(range(-bins, bins + 1)))
+    if name == "tally":
+        first, second, low, high = node.params
+        for value in (first, second):
+            if value is not None and value not in basis:
+                raise TypeIssue("E201", f"tally: {value!r} is not in the basis "
+                                f"{_show_values(basis)}", f"pick basis values of {t}")
+        if first == second:
+            raise TypeIssue("E201", f"tally compares two different basis values, got "
+                            f"{first!r} twice")
+        return Cat(tuple(range(low, high + 1)))
     if name == "erase":
         return Cat((1,))
     if name == "product":

@@ -27,6 +27,8 @@ from extractor.decompile.circuit import Circuit
 from extractor.decompile.circuit_program import circuit_program
 from extractor.decompile.paths import MAX_ENTRIES, full_program, size
 from extractor.decompile.prune import PruneSettings
+from extractor.decompile.primitives import SPECIALS
+from extractor.decompile.readout import read_out
 from extractor.decompile.replace import replace
 from extractor.decompile.report import (Evaluation, FullReport, ModelShape, ProgramSummary,
                                         PrunedReport, Report)
@@ -209,8 +211,40 @@ def readable_program(subject, linear, base, summary, runs_dir, judge, settings, 
     program, log, judged = replace(circuit, flat, subject.tokens, subject.outputs,
                                    subject.prediction, judge, floor, bos=subject.bos,
                                    progress=say, views=views)
+    program = passes.simplify(program)
+    program, judged = _read_out(program, judge, floor, log, judged, say)
     return passes.inline_tables(passes.descriptive_names(
-        passes.inline_selectors(passes.simplify(program)))), log, judged
+        passes.inline_selectors(program))), log, judged
+
+
+def _unreadable(program: ir.Program) -> int:
+    """What a reader cannot see on the page: opaque MLPs and side-file tables."""
+    size = program_size(passes.inline_tables(program))
+    return size["opaque_mlps"] + size["side_tables"]
+
+
+def _read_out(program, judge, floor, log, judged, say):
+    """Where an opaque MLP or a side-file table is left, try the logits as one table over a
+    few counts and readings (extractor/decompile/readout.py); kept when the judge accepts it
+    and less is left unreadable. (program, programs judged)."""
+    if _unreadable(program) == 0:
+        return program, judged
+    count = [0]
+
+    def accepts(candidate):
+        count[0] += 1
+        result = judge.passes(candidate, floor)
+        return result is not None, (min(result.values()) if result is not None else None)
+
+    sequences = [r[0] for rows in judge.sets.values() for r in rows]
+    found, entry = read_out(program, sequences, SPECIALS.values, accepts)
+    if found is not None and _unreadable(found) < _unreadable(program):
+        say(f"logits: {entry['primitive']} (match {entry['match']:.3f})")
+        program = found
+    elif found is not None:
+        entry = {**entry, "kept": False, "why": "no easier to read"}
+    log.append(entry)
+    return program, judged + count[0]
 
 
 def _pruned_circuit(linear, tensors: dict):

@@ -1,0 +1,129 @@
+"""`tally` (counts read off a uniform mean) and the logits read out as one table over counts
+(extractor/decompile/readout.py)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import grammar
+from extractor.decompile.readout import read_out
+from rasp_ir import nodes as ir
+from rasp_ir import passes
+from rasp_ir.diagnostics import RaspError
+from rasp_ir.interpreter import Interpreter, evaluate, run
+from rasp_ir.printer import pretty
+
+HEAD = '''@vocab {"a", "b", "<bos>"};
+@maxlen 24;
+@causal;
+@bos "<bos>";
+@attention "softmax";
+'''
+
+TALLY = HEAD + '''frac = aggregate(s=select(k=tokens, op=False), v=tokens);
+depth = tally(frac, "a", "b", 0, 2);
+n_a = tally(frac, "a", None, 0, 5);
+@output depth;
+'''
+
+
+def parse(text):
+    return grammar.parse(text, "readout.rasp")
+
+
+def words(draw_lengths=st.integers(0, 20)):
+    return st.lists(st.sampled_from(["a", "b"]), max_size=20).map(lambda w: ["<bos>"] + w)
+
+
+@settings(max_examples=60, deadline=None)
+@given(words())
+def test_tally_counts_what_the_uniform_mean_averaged(word):
+    program = parse(TALLY)
+    depth = run(program, [word])[0].output
+    n_a = run(program, [word], ir.Ref("n_a"))[0].output
+    for i in range(len(word)):
+        seen = word[:i + 1]
+        assert depth[i] == min(max(seen.count("a") - seen.count("b"), 0), 2)
+        assert n_a[i] == min(seen.count("a"), 5)
+
+
+def test_tally_round_trips_and_is_not_compiled():
+    program = parse(TALLY)
+    assert parse(pretty(program)) == program
+    from compiler.validate import validate
+    problems = validate(program, 24)
+    assert any("tally" in p.message for p in problems)
+
+
+@pytest.mark.parametrize("call, code", [
+    ('tally(frac, "c", "b", 0, 2)', "E201"),     # not a basis value
+    ('tally(frac, "a", "a", 0, 2)', "E201"),     # the same value twice
+    ('tally(frac, "a", "b", 2, 0)', "E205"),     # low above high
+    ('tally(frac, "a", "b", 0.5, 2)', "E205"),   # not a whole number
+])
+def test_tally_errors(call, code):
+    with pytest.raises(RaspError) as info:
+        parse(HEAD + f"frac = aggregate(s=select(k=tokens, op=False), v=tokens);\n"
+              f"x = {call};\n@output x;\n")
+    assert code in str(info.value)
+
+
+# a "model": a head that is not quite uniform, and logits from a table over its rows that
+# say which brackets may come next (the Dyck-2 rule over depth 0 … 2)
+MODEL = HEAD + '''h = aggregate(s=select(k=tokens, op=matrix(rows={"a": 0.02, "b": -0.01, "<bos>": 0})),
+              v=tokens);
+depth = tally(aggregate(s=select(k=tokens, op=False), v=tokens), "a", "b", 0, 2);
+logits = project(inp=depth, op=matrix(cols=["a", "b", "<bos>"], rows={
+    0: [5, -5, -5],
+    1: [5, 5, -5],
+    2: [-5, 5, -5],
+})) + project(inp=h, op=matrix(cols=["a", "b", "<bos>"], rows={
+    "a": [0.1, 0, 0], "b": [0, 0.1, 0], "<bos>": [0, 0, 0.1]}));
+prediction = sigmoid(logits);
+@output prediction;
+'''
+
+
+def dyck_words(n, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        word, depth = ["<bos>"], 0
+        for _ in range(rng.integers(1, 20)):
+            if depth == 0 or (depth < 2 and rng.random() < 0.5):
+                word.append("a")
+                depth += 1
+            else:
+                word.append("b")
+                depth -= 1
+        out.append(word)
+    return out
+
+
+def test_read_out_finds_the_table_over_the_count():
+    model = parse(MODEL)
+    sequences = dyck_words(200)
+    want = [r.output for r in run(model, sequences)]
+
+    def accepts(candidate):
+        got = [r.output for r in run(candidate, sequences)]
+        same = sum(g == w for g, w in zip(got, want)) / len(want)
+        return same == 1.0, same
+
+    found, entry = read_out(model, sequences, ("<bos>",), accepts)
+    assert found is not None, entry
+    assert "tally" in entry["primitive"]
+    # the aggregate `h` the logits no longer need is gone, and the table fits the page
+    text = pretty(passes.inline_tables(found))
+    assert "h" not in {b.name for b in found.bindings} and "tally(" in text
+    assert parse(text) == passes.inline_tables(found)
+    held_out = dyck_words(100, seed=1)
+    assert [r.output for r in run(found, held_out)] == [r.output for r in run(model, held_out)]
+
+
+def test_read_out_says_why_when_nothing_is_accepted():
+    model = parse(MODEL)
+    found, entry = read_out(model, dyck_words(50), ("<bos>",), lambda c: (False, None))
+    assert found is None
+    assert entry["readings"] > 0 and "best" in entry
