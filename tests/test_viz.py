@@ -239,3 +239,18 @@ def test_repl_draw_writes_the_picture(tmp_path, monkeypatch):
     html = page.read_text()
     offline(html)
     assert 'id="flow"' in html and "reverse" in html
+
+
+def test_a_large_table_is_sampled_and_hover_data_has_a_budget():
+    from rasp_ir.viz import heatmap as H
+    from rasp_ir.viz.page import Page
+    page = Page("t")
+    values = np.arange(700 * 40, dtype=float).reshape(700, 40)
+    H.heatmap(page, values, list(range(700)), list(range(40)), "big", "r", "c")
+    html = page.html()
+    assert "one row in 3 and every column of 700 × 40 drawn" in html
+    cells = json.loads(re.search(r'id="fig1-cells">(.*?)</script>', html).group(1))
+    assert len(cells["values"]) == 234 and cells["rows"][1] == "3"
+    page.hover_bytes = H.HOVER_BUDGET
+    H.heatmap(page, values[:5, :5], list(range(5)), list(range(5)), "small", "r", "c")
+    assert 'id="fig2-cells"' not in page.html() and "budget" in page.html()

@@ -11,6 +11,7 @@ from rasp_ir.viz.page import Page, compact
 CELL_TEXT = 16             # values are printed in the cells of tables at most this wide/tall
 TICKS = 40                 # at most this many labels per axis (every k-th beyond)
 HOVER_BUDGET = 1_500_000   # bytes of hover data per page; larger tables beyond it only draw
+MAX_SIDE = 300             # rows or columns drawn at most (a larger table is sampled)
 
 
 def label(value) -> str:
@@ -28,6 +29,13 @@ def heatmap(page: Page, values, rows, cols, title: str, row_name: str, col_name:
     if values.ndim == 1:            # a vector: one row, its labels along the columns
         values, cols, rows, col_name, row_name = values[None, :], rows, [""], row_name, ""
     rows, cols = [label(r) for r in rows], [label(c) for c in cols]
+    if max(values.shape) > MAX_SIDE:
+        # every k-th row and column: the picture stays a few hundred kilobytes
+        k_r, k_c = -(-values.shape[0] // MAX_SIDE), -(-values.shape[1] // MAX_SIDE)
+        note = (f"({_every(k_r, 'row')} and {_every(k_c, 'column')} of "
+                f"{values.shape[0]} × {values.shape[1]} drawn)")
+        values, rows, cols = values[::k_r, ::k_c], rows[::k_r], cols[::k_c]
+        caption = f"{caption} {note}" if caption else note
     n_rows, n_cols = values.shape
     finite = values[np.isfinite(values)]
     signed = finite.size and finite.min() < 0
@@ -94,6 +102,10 @@ def _axes(Figure, n_rows: int, n_cols: int, rows: list, cols: list, size=None):
                            grid_h / height))
     # the axis titles sit beyond the labels (points: the margins less the titles' own room)
     return fig, ax, bar_ax, ((left - 0.4) * 72, (bottom - 0.4) * 72)
+
+
+def _every(k: int, what: str) -> str:
+    return f"every {what}" if k == 1 else f"one {what} in {k}"
 
 
 def _cell(n: int) -> float:
