@@ -15,11 +15,12 @@ import argparse
 import os
 import sys
 
-from rasp_ir.cli import checking, compiling, drawing, extraction, language, models
+from rasp_ir.cli import (checking, compiling, drawing, exporting, extraction, language, models,
+                         predicting)
 from rasp_ir.cli.common import (EXIT_INPUT, EXIT_OK, CommandParser, emit_json,
                                 print_diagnostics)
 
-FAMILIES = (language, compiling, models, extraction, checking, drawing)
+FAMILIES = (language, compiling, models, extraction, checking, drawing, exporting, predicting)
 
 
 def main(argv: list[str] | None = None) -> int:
