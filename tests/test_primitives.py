@@ -299,6 +299,7 @@ def position_profiles(n):
     profiles = [(k == c) * 1.0 for c in range(n)]
     profiles += [(k >= c) * 1.0 for c in range(1, n)] + [(k < c) * 1.0 for c in range(1, n)]
     profiles += [(k % m == r) + 0.01 * k for m in (2, 3, 4) for r in range(m)]
+    profiles += [0.5 * k - 1, -0.25 * k]          # ramps: numeric labels
     return profiles
 
 
@@ -331,7 +332,7 @@ def test_position_key_labels_compute_their_vectors(n):
     program = _run_labels(header(("a",), n), prims,
                           lambda i, p: f"s{i} = select(k=pos, op={p.label()});", sequence)
     for i, p in enumerate(prims):
-        expected = np.broadcast_to(p.matrix(None, basis) * SCALE, (n, n))
+        expected = np.broadcast_to(p.scores(None, basis, SCALE), (n, n))
         np.testing.assert_array_equal(table_of(program, f"s{i}", sequence), expected,
                                       err_msg=p.label())
 
@@ -352,7 +353,7 @@ def test_position_attention_labels_compute_their_matrices(n):
                           sequence)
     for i, p in enumerate(prims):
         np.testing.assert_array_equal(table_of(program, f"s{i}", sequence),
-                                      p.matrix(basis, basis) * SCALE, err_msg=p.label())
+                                      p.scores(basis, basis, SCALE), err_msg=p.label())
     if n == 9:      # the offset read off the table, beyond the library's fixed 1 … 3
         assert {"(k == q - 4)", "(k == q - 5)"} <= {p.label() for p in prims}
 
@@ -372,7 +373,7 @@ def test_position_attention_with_token_queries_reads_the_key_alone():
         matrix = p.matrix(vocab, basis)
         assert (matrix == matrix[0]).all()       # the same for every query
         np.testing.assert_array_equal(table_of(program, f"s{i}", list(vocab)),
-                                      matrix * SCALE, err_msg=p.label())
+                                      p.scores(vocab, basis, SCALE), err_msg=p.label())
     # positions on neither side, or only on the query side: nothing over positions
     assert position_attention_primitives(np.ones((n, n)), basis, vocab) == []
     assert position_key_primitives(np.ones(n), vocab) == []
@@ -397,7 +398,7 @@ def test_position_logit_labels_compute_their_tables(vocab):
     for i, p in enumerate(prims):
         assert program.binding(f"s{i}").value.predicate == p.predicate(), p.name
         np.testing.assert_array_equal(table_of(program, f"s{i}", sequence),
-                                      p.matrix(basis, vocab) * SCALE, err_msg=p.label())
+                                      p.scores(basis, vocab, SCALE), err_msg=p.label())
     assert position_logit_primitives(np.ones((len(vocab), len(vocab))), vocab, vocab) == []
 
 
@@ -414,6 +415,18 @@ def test_position_parameters_come_from_the_table():
     table[:3, 2] = 4.0
     labels = [p.label() for p in position_logit_primitives(table, basis, ("a", "b", "c"))]
     assert labels[0] == '(out == "c")' and '(out == "c" and inp < 3)' in labels
+
+
+def test_linear_position_labels_are_fitted_and_readable():
+    basis = tuple(range(10))
+    k = np.arange(10)
+    ramps = [p for p in position_key_primitives(0.123456 * k + 3, basis) if p.numeric]
+    assert [p.label() for p in ramps] == ["(0.12 * k)"]
+    np.testing.assert_allclose(ramps[0].scores(None, basis, SCALE), 0.12 * k)
+    table = np.stack([0.5 * k - 20, np.full(10, 3.0), np.zeros(10)], 1)
+    lines = [p for p in position_logit_primitives(table, basis, ("a", "b", "c")) if p.numeric]
+    assert [p.label() for p in lines] == ['((out == "a") * (0.5 * inp - 20.0) + (out == "b") * 3.0)']
+    np.testing.assert_allclose(lines[0].scores(basis, ("a", "b", "c"), SCALE), table, atol=1e-9)
 
 
 # ---------------------------------------------------------------- MLP primitives

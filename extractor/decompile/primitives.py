@@ -98,6 +98,7 @@ class _Table:
     positions: bool | str = False
     uniform: bool = False
     special_rows: bool = False
+    numeric: bool = False      # rule and body give numbers, used as written (not lifted)
 
     def matrix(self, row_basis: tuple | None, col_basis: tuple,
                special: Specials = SPECIALS) -> np.ndarray | None:
@@ -124,11 +125,12 @@ class _Table:
             return None
         if self.special_rows and not any(r in special.values for r in rows):
             return None
+        value = float if self.numeric else bool
         try:
             if rows is None:
-                table = np.array([bool(self.rule(None, c, special)) for c in cols], dtype=float)
+                table = np.array([value(self.rule(None, c, special)) for c in cols], dtype=float)
             else:
-                table = np.array([[bool(self.rule(r, c, special)) for c in cols] for r in rows],
+                table = np.array([[value(self.rule(r, c, special)) for c in cols] for r in rows],
                                  dtype=float).reshape(len(rows), len(cols))
         except TypeError:           # e.g. `q - 1` on strings: the label would fail to run
             return None
@@ -136,6 +138,13 @@ class _Table:
             return None
         table.setflags(write=False)
         return table
+
+    def scores(self, row_basis: tuple | None, col_basis: tuple, hard_scale: float,
+               special: Specials = SPECIALS) -> np.ndarray | None:
+        """What the interpreter computes from the label: a numeric table as it is, a 0/1
+        table times @hard_scale."""
+        m = self.matrix(row_basis, col_basis, special)
+        return None if m is None else m * (1.0 if self.numeric else hard_scale)
 
     def predicate(self, special: Specials = SPECIALS) -> ir.Node:
         """The `op=` of the select or project, as the parser builds it from `label()`."""
@@ -337,11 +346,9 @@ def bias_primitives() -> list[LogitPrimitive]:
 # A table over positions (a key score over `indices`, a projection of `indices`) is matched
 # against 0/1 predicates over the position, with parameters read off the table itself. Each
 # is a printable predicate the interpreter lifts by @hard_scale, like the primitives above.
-# Left out: linear functions of the position or of `length`. A predicate is read as a truth
-# value (its table goes through truthiness), and may only mention `k`, `q` (or `inp`, `out`)
-# and constants (E211), so `op=(0.5 * k)` would score 1 wherever k != 0, and `length` cannot
-# appear at all; a scaled term would need a `ScoreScale` around the select, which the program
-# builder (circuit_program.py) does not write for a replaced table.
+# Linear functions of the position are numeric ops (`op=(0.25 * k)`, docs/language.md): their
+# tables are the numbers as written, not truth values lifted by @hard_scale. Left out: anything
+# over `length`, which an op (a table over the two bases) cannot read.
 
 MODULI = (2, 3, 4)
 
@@ -365,6 +372,30 @@ def _mod_rule(m, r):
 
 def _mod_body(param, m, r):
     return lambda sp: _eq(_op("%", _param(param), _const(m)), _const(r))
+
+
+def readable(x: float) -> float:
+    """`x` to two significant digits: a constant a reader takes in at a glance."""
+    return float(f"{x:.2g}")
+
+
+def _slope(basis: tuple, v: np.ndarray) -> float:
+    """The least-squares slope of `v` over the positions `basis`, readable; 0.0 for fewer
+    than three positions (a line through two points says nothing)."""
+    if len(basis) < 3:
+        return 0.0
+    return readable(float(np.polyfit(np.asarray(basis, dtype=float), v, 1)[0]))
+
+
+def _line(o, slope: float, offset: float):
+    """`(out == o) * (slope * inp + offset)` as an IR expression (`(out == o) * offset`
+    without a slope)."""
+    if not slope:
+        return _op("*", _eq(_param("out"), _const(o)), _const(offset))
+    inner = _op("*", _const(slope), _param("inp"))
+    if offset:
+        inner = _op("+" if offset > 0 else "-", inner, _const(abs(offset)))
+    return _op("*", _eq(_param("out"), _const(o)), inner)
 
 
 def _jump(v: np.ndarray) -> tuple[int, bool] | None:
@@ -415,6 +446,11 @@ def _key_family(kind, profile, cols, param, make, flags) -> list:
         op = ">=" if up else "<"
         found.append(make(f"{'from' if up else 'before'}{c}", kind, _key_rule(op, c),
                           _key_body(param, op, c), **flags))
+    slope = _slope(basis, v)
+    if slope:
+        found.append(make(f"ramp{slope}", kind, lambda q, k, sp, s=slope: s * k,
+                          lambda sp, s=slope: _op("*", _const(s), _param(param)),
+                          **flags, numeric=True))
     if basis == tuple(range(len(basis))):     # residues by index: the basis is 0..n-1
         for m in MODULI:
             r = _best_residue(v, m)
@@ -517,7 +553,32 @@ def position_logit_primitives(values, rows: tuple, cols: tuple) -> list[LogitPri
             lambda i, out, sp, rule=rule: out == o and rule(None, i, sp),
             lambda sp, body=body: _op("and", _eq(_param("out"), _const(o)), body(sp)), **flags)
 
-    found += _key_family("table", m[:, cols.index(o)], rows, "inp", make, {"positions": "rows"})
+    found += [p for p in _key_family("table", m[:, cols.index(o)], rows, "inp", make,
+                                     {"positions": "rows"}) if not p.numeric]
+    # every column as a line in the position: the projection a position embedding read
+    # through the unembedding often is (a constant per output where the slope rounds to 0)
+    lines, scale = [], float(np.abs(m).max()) or 1.0
+    for j, out in enumerate(cols):
+        slope, offset = np.polyfit(np.asarray(rows, dtype=float), m[:, j], 1) \
+            if len(rows) >= 3 else (0.0, float(m[:, j].mean()))
+        # a hundredth of the table's largest entry, over all positions, is no slope
+        slope = readable(float(slope)) if abs(slope) * len(rows) > 0.01 * scale else 0.0
+        offset = readable(float(offset)) if abs(offset) > 0.01 * scale else 0.0
+        if slope or offset:
+            lines.append((out, slope, offset))
+    if lines and any(slope for _, slope, _ in lines):
+        def rule(i, out, sp, lines=tuple(lines)):
+            return sum(s * i + c for o2, s, c in lines if o2 == out)
+
+        def body(sp, lines=tuple(lines)):
+            terms = [_line(o2, s, c) for o2, s, c in lines]
+            node = terms[0]
+            for t in terms[1:]:
+                node = _op("+", node, t)
+            return node
+        # the name carries the fitted constants: tables are cached by name
+        found.append(LogitPrimitive(f"lines{lines}", "table", False, rule, body,
+                                    positions="rows", numeric=True))
     return found
 
 
