@@ -7,14 +7,12 @@ The Python API (`rasp_ir.load`, `rasp_ir.run`, `rasp_ir.compile`, `rasp_ir.extra
 
 from __future__ import annotations
 
+__version__ = "0.1.0"           # the one place the version is written (pyproject reads it)
+
 
 def version() -> str:
-    """The installed version of rasp-ir ("unknown" when it is run from a bare checkout)."""
-    from importlib import metadata
-    try:
-        return metadata.version("rasp-ir")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    """The version of rasp-ir (`rasp --version`)."""
+    return __version__
 
 
 _API = ("load", "parse", "run", "compile", "extract", "equivalent", "verify")

@@ -72,8 +72,9 @@ def test_a_usage_error_shows_the_subcommands_usage():
 
 
 def test_version_and_python_dash_m():
+    from importlib import metadata
     status, out, _ = rasp("--version")
-    assert status == 0 and out.startswith("rasp ") and out.split()[1][0].isdigit()
+    assert status == 0 and out == f"rasp {metadata.version('rasp-ir')}\n"
     assert rasp("run", REVERSE, "hello")[:2] == (0, "olleh\n")
     assert rasp("run", REVERSE, "hello", module="rasp_ir.cli")[:2] == (0, "olleh\n")
 
@@ -195,6 +196,15 @@ def test_every_command_has_json_that_fits_the_schema(capsys, tmp_path):
     # every command but the interactive REPL (and those other modules add, tested there)
     assert {"run", "check", "fmt", "compile", "tasks", "eval", "train", "extract", "equiv",
             "verify"} <= seen <= commands
+
+
+def test_every_registered_command_has_json_and_long_ones_quiet():
+    """Commands other modules add go through the same registration (common.add_command)."""
+    for name, parser in cli.build_parser()._subparsers._group_actions[0].choices.items():
+        options = {o for action in parser._actions for o in action.option_strings}
+        assert name == "repl" or "--json" in options, name
+        if name in ("extract", "train", "eval", "verify", "equiv"):
+            assert {"-q", "--quiet"} <= options, name
 
 
 def test_json_is_standard(capsys):

@@ -17,7 +17,6 @@ from pathlib import Path
 EXIT_OK, EXIT_FINDING, EXIT_INPUT = 0, 1, 2
 EXIT_DIFFERENT = EXIT_FINDING          # equiv/verify: a difference found
 EXIT_FAILED = EXIT_INPUT               # the command could not do its job
-EXIT_ERROR = EXIT_FINDING              # older name of EXIT_FINDING (check and fmt --check)
 
 JSON_SCHEMA_VERSION = 1                # docs/cli.schema.json; raised when a field changes meaning
 STDIN = "-"                            # a program read from standard input
@@ -247,40 +246,12 @@ def read_inputs(args) -> list[str] | None:
     return texts
 
 
-def print_result(record: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(record, ensure_ascii=False))
-    else:
-        print(plain(record["output"]))
-
-
-def progress_enabled(args) -> bool:
-    return not args.quiet and sys.stderr is not None and sys.stderr.isatty()
-
-
 def print_buckets(accuracy: dict, recorded: dict | None = None) -> None:
     for bucket, value in accuracy.items():
         extra = ""
         if recorded and bucket in recorded:
             extra = f"   (acc.txt {recorded[bucket]:.4f}, diff {value - recorded[bucket]:+.4f})"
         print(f"  {bucket:<10} {value:.4f}{extra}")
-
-
-def status_line(args):
-    """A one-line progress display on stderr: call with text to update, None to clear."""
-    enabled = progress_enabled(args)
-
-    def show(text):
-        if not enabled:
-            return
-        sys.stderr.write("\r\033[K" + (f"extract: {text}" if text else ""))
-        sys.stderr.flush()
-    return show
-
-
-def failed(exc) -> int:
-    print_diagnostics(exc.diagnostics, exc.source)
-    return EXIT_FAILED
 
 
 def tokens_text(tokens) -> str:

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from rasp_ir.cli.common import (
-    EXIT_ERROR,
     EXIT_FINDING,
     EXIT_INPUT,
     EXIT_OK,
@@ -271,7 +270,7 @@ def _fmt_file(args) -> int:
         if missing and not (args.write or args.check):
             print(f"rasp fmt: the simplified program has new tables ({', '.join(missing)}); "
                   "use --write to save them with it", file=sys.stderr)
-            return EXIT_ERROR
+            return EXIT_FINDING
         text = pretty(program)
     else:
         from grammar.formatter import format_source
@@ -279,12 +278,12 @@ def _fmt_file(args) -> int:
             text = format_source(original)     # layout only: every token and comment kept
         except ValueError as exc:
             print(exc, file=sys.stderr)
-            return EXIT_ERROR
+            return EXIT_INPUT
     if args.check:
         if text != original:
             print(f"{args.file}: not formatted (`rasp fmt --write {args.file}` formats it)",
                   file=sys.stderr)
-            return EXIT_ERROR
+            return EXIT_FINDING
         return EXIT_OK
     if args.write:
         if text == original:
@@ -293,7 +292,7 @@ def _fmt_file(args) -> int:
             print(f"rasp fmt: refusing to rewrite {args.file}: the simplified form would drop "
                   "its comments, functions or loops. Use `rasp fmt --simplify FILE > NEW.rasp` "
                   "instead.", file=sys.stderr)
-            return EXIT_ERROR
+            return EXIT_FINDING
         try:
             if args.simplify:
                 write_program(program, args.file)      # the side-file first, then the text
@@ -301,7 +300,7 @@ def _fmt_file(args) -> int:
                 atomic_write_text(args.file, text)
         except OSError as exc:     # the old file is left whole (see rasp_ir/files.py)
             print(f"rasp fmt: cannot write {args.file}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_ERROR
+            return EXIT_INPUT
         return EXIT_OK
     sys.stdout.write(text)
     return EXIT_OK
