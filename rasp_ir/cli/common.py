@@ -58,7 +58,11 @@ def add_command(sub, name: str, handler, *, help: str, description: str | None =
     RaspError for the latter: `rasp` prints its diagnostics, and with --json an error
     envelope). Every command gets `--json` (print `emit_json(name, result)` instead of text;
     json_help says what the result holds); quiet=True adds `-q/--quiet` for commands that show
-    progress (`progress_for(args, name)`)."""
+    progress (`progress_for(args, name)`).
+
+    `rasp --help` imports every command module: keep their top-level imports to the standard
+    library and this module, and import the rest (rasp_ir.diagnostics included, which brings
+    attrs) inside the handler."""
     parser = sub.add_parser(name, help=help, description=description or help)
     parser.add_argument("--json", action="store_true",
                         help=json_help or "print the result as one JSON object (docs/cli.md)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from rasp_ir.cli.common import EXIT_OK, add_command, emit_json, print_buckets, progress_for
-from rasp_ir.diagnostics import Diagnostic, RaspError
 
 
 def add_commands(sub) -> None:
@@ -70,6 +69,7 @@ def cmd_eval(args) -> int:
 
     from extractor.tasks.checkpoint import load_with_task, recorded_accuracy
     from extractor.tasks.evaluate import evaluate, parse_buckets
+    from rasp_ir.diagnostics import Diagnostic, RaspError
     if args.n < 1 or args.seed < 0:
         raise RaspError([Diagnostic("T404", "--n must be at least 1 and --seed at least 0")])
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -92,6 +92,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from rasp_ir.diagnostics import Diagnostic, RaspError
     from extractor.tasks.evaluate import check_buckets, parse_buckets
     from extractor.tasks.registry import get_task
     from extractor.training.train import TrainConfig, save_trained, train
