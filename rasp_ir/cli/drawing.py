@@ -3,17 +3,20 @@ files, drawn by rasp_ir/viz with matplotlib (the `viz` extra, imported inside th
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from rasp_ir.cli.common import EXIT_OK, load_program, parse_input
+from rasp_ir.cli.common import EXIT_OK, add_command, emit_json, load_program, parse_input
 from rasp_ir.diagnostics import Diagnostic, RaspError
 
 
+JSON_HELP = ('one JSON envelope; result: {"output": the file written, "bytes": its size, '
+             '"seconds": the time taken}')
+
+
 def add_commands(sub) -> None:
-    rp = sub.add_parser("report", help="an extraction's report as one HTML page",
-                        description="Write the report of the extraction that wrote PROG (its "
+    rp = add_command(sub, "report", cmd_report, help="an extraction's report as one HTML page",
+                     json_help=JSON_HELP, description="Write the report of the extraction that wrote PROG (its "
                         "PROG.report.json, the tables of PROG.tables.safetensors and, where "
                         "there is one, PROG.mlps.safetensors) as one self-contained HTML file: "
                         "the program, coloured, each statement linked to its pictures; match "
@@ -24,12 +27,11 @@ def add_commands(sub) -> None:
     rp.add_argument("program", type=Path, metavar="PROG.rasp")
     rp.add_argument("-o", "--output", type=Path, default=None, metavar="FILE.html",
                     help="where to write the page (default: PROG.html beside the program)")
-    rp.add_argument("--json", action="store_true",
-                    help="print what was written as one JSON object")
-    rp.set_defaults(handler=cmd_report)
 
-    dr = sub.add_parser("draw", help="the computation-flow graph of a program on one input",
-                        description="Draw PROG on INPUT: a box per binding with its value at "
+
+    dr = add_command(sub, "draw", cmd_draw,
+                     help="the computation-flow graph of a program on one input",
+                     json_help=JSON_HELP, description="Draw PROG on INPUT: a box per binding with its value at "
                         "every position, an arrow per read, each selector as its attention "
                         "grid on that input. FILE.svg is the picture alone; FILE.html a page "
                         "holding it and a table of the values. INPUT as for `rasp run`.")
@@ -37,12 +39,11 @@ def add_commands(sub) -> None:
     dr.add_argument("input", metavar="INPUT")
     dr.add_argument("-o", "--output", type=Path, default=None, metavar="FILE.svg|FILE.html",
                     help="where to write it (default: PROG.flow.html beside the program)")
-    dr.add_argument("--json", action="store_true",
-                    help="print what was written as one JSON object")
-    dr.set_defaults(handler=cmd_draw)
 
-    at = sub.add_parser("attention", help="a model's attention per layer and head on one "
-                        "input", description="Run CHECKPOINT (a trained checkpoint or a "
+
+    at = add_command(sub, "attention", cmd_attention,
+                     help="a model's attention per layer and head on one input",
+                     json_help=JSON_HELP, description="Run CHECKPOINT (a trained checkpoint or a "
                         "`rasp compile` directory) on INPUT and draw each layer's attention "
                         "pattern per head (queries down, keys across), beside the selectors "
                         "of PROG on the same input when --program is given. The BOS token is "
@@ -56,9 +57,7 @@ def add_commands(sub) -> None:
     at.add_argument("-o", "--output", type=Path, default=None, metavar="FILE.html",
                     help="where to write the page (default: NAME.attention.html in the "
                     "current folder, NAME the checkpoint's folder name)")
-    at.add_argument("--json", action="store_true",
-                    help="print what was written as one JSON object")
-    at.set_defaults(handler=cmd_attention)
+
 
 
 def cmd_report(args) -> int:
@@ -137,12 +136,7 @@ def cmd_attention(args) -> int:
 def _done(args, output: Path, size: int, seconds: float) -> int:
     record = {"output": str(output), "bytes": size, "seconds": round(seconds, 2)}
     if args.json:
-        from rasp_ir.cli import common
-        emit = getattr(common, "emit_json", None)      # the shared envelope, where there is one
-        if emit is not None:
-            emit(args.command, record)
-        else:
-            print(json.dumps(record))
+        emit_json(args.command, record)
     else:
         print(f"wrote {output} ({size / 1e6:.2f} MB) in {seconds:.1f} s")
     return EXIT_OK
