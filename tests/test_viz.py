@@ -254,3 +254,14 @@ def test_a_large_table_is_sampled_and_hover_data_has_a_budget():
     page.hover_bytes = H.HOVER_BUDGET
     H.heatmap(page, values[:5, :5], list(range(5)), list(range(5)), "small", "r", "c")
     assert 'id="fig2-cells"' not in page.html() and "budget" in page.html()
+
+
+def test_draw_as_dot_needs_no_matplotlib(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    out = tmp_path / "reverse.dot"
+    assert run_cli("draw", EXAMPLES / "reverse.rasp", "abc", "-o", out) == 0
+    dot = out.read_text()
+    assert dot.startswith("digraph flow {") and '"flip" -> "reverse";' in dot
+    assert '"reverse" [label="reverse\\nc b a"' in dot           # DOT's own \n
+    assert '"flip" [label="flip\\n0: 2\\n1: 1\\n2: 0"' in dot    # query: the keys it reads

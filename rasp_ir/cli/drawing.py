@@ -15,39 +15,40 @@ JSON_HELP = ('one JSON envelope; result: {"output": the file written, "bytes": i
 
 
 def add_commands(sub) -> None:
-    rp = add_command(sub, "report", cmd_report, help="an extraction's report as one HTML page",
-                     json_help=JSON_HELP, description="Write the report of the extraction that wrote PROG (its "
-                        "PROG.report.json, the tables of PROG.tables.safetensors and, where "
-                        "there is one, PROG.mlps.safetensors) as one self-contained HTML file: "
-                        "the program, coloured, each statement linked to its pictures; match "
-                        "and task accuracy per length bucket; the pruning frontier of each "
-                        "stage; a heatmap of every score, selector and projection table; each "
-                        "replaced MLP's output beside its primitive's; the replacements; times "
-                        "and settings. Needs the viz extra (pip install 'rasp-ir[viz]').")
+    rp = add_command(
+        sub, "report", cmd_report, help="an extraction's report as one HTML page",
+        json_help=JSON_HELP,
+        description="Write the report of the extraction that wrote PROG (its PROG.report.json, "
+        "the tables of PROG.tables.safetensors and, where there is one, PROG.mlps.safetensors) "
+        "as one self-contained HTML file: the program, coloured, each statement linked to its "
+        "pictures; match and task accuracy per length bucket; the pruning frontier of each "
+        "stage; a heatmap of every score, selector and projection table; each replaced MLP's "
+        "output beside its primitive's; the replacements; times and settings. Needs the viz "
+        "extra (pip install 'rasp-ir[viz]').")
     rp.add_argument("program", type=Path, metavar="PROG.rasp")
     rp.add_argument("-o", "--output", type=Path, default=None, metavar="FILE.html",
                     help="where to write the page (default: PROG.html beside the program)")
 
-
-    dr = add_command(sub, "draw", cmd_draw,
-                     help="the computation-flow graph of a program on one input",
-                     json_help=JSON_HELP, description="Draw PROG on INPUT: a box per binding with its value at "
-                        "every position, an arrow per read, each selector as its attention "
-                        "grid on that input. FILE.svg is the picture alone; FILE.html a page "
-                        "holding it and a table of the values. INPUT as for `rasp run`.")
+    dr = add_command(
+        sub, "draw", cmd_draw, help="the computation-flow graph of a program on one input",
+        json_help=JSON_HELP,
+        description="Draw PROG on INPUT: a box per binding with its value at every position, "
+        "an arrow per read, each selector as its attention grid on that input. FILE.svg is the "
+        "picture alone; FILE.html a page holding it and a table of the values; FILE.dot the "
+        "graph as Graphviz text (no matplotlib needed). INPUT as for `rasp run`.")
     dr.add_argument("program", type=Path, metavar="PROG")
     dr.add_argument("input", metavar="INPUT")
-    dr.add_argument("-o", "--output", type=Path, default=None, metavar="FILE.svg|FILE.html",
+    dr.add_argument("-o", "--output", type=Path, default=None,
+                    metavar="FILE.svg|FILE.html|FILE.dot",
                     help="where to write it (default: PROG.flow.html beside the program)")
 
-
-    at = add_command(sub, "attention", cmd_attention,
-                     help="a model's attention per layer and head on one input",
-                     json_help=JSON_HELP, description="Run CHECKPOINT (a trained checkpoint or a "
-                        "`rasp compile` directory) on INPUT and draw each layer's attention "
-                        "pattern per head (queries down, keys across), beside the selectors "
-                        "of PROG on the same input when --program is given. The BOS token is "
-                        "prepended where the input lacks it.")
+    at = add_command(
+        sub, "attention", cmd_attention,
+        help="a model's attention per layer and head on one input", json_help=JSON_HELP,
+        description="Run CHECKPOINT (a trained checkpoint or a `rasp compile` directory) on "
+        "INPUT and draw each layer's attention pattern per head (queries down, keys across), "
+        "beside the selectors of PROG on the same input when --program is given. The BOS token "
+        "is prepended where the input lacks it.")
     at.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
     at.add_argument("input", metavar="INPUT")
     at.add_argument("--program", type=Path, default=None, metavar="PROG",
@@ -57,7 +58,6 @@ def add_commands(sub) -> None:
     at.add_argument("-o", "--output", type=Path, default=None, metavar="FILE.html",
                     help="where to write the page (default: NAME.attention.html in the "
                     "current folder, NAME the checkpoint's folder name)")
-
 
 
 def cmd_report(args) -> int:
@@ -84,11 +84,14 @@ def write_report(program_path: Path, output: Path) -> int:
 def cmd_draw(args) -> int:
     started = time.perf_counter()
     output = args.output or args.program.with_suffix(".flow.html")
-    _check_output(output, (".svg", ".html"))
+    _check_output(output, (".svg", ".html", ".dot"))
     program = load_program(args.program)
     tokens = parse_input(args.input, program.vocab)
     from rasp_ir.files import atomic_write_text
-    if output.suffix == ".svg":
+    if output.suffix == ".dot":            # Graphviz text: no matplotlib needed
+        from rasp_ir.viz.flow import flow_dot
+        text = flow_dot(program, tokens, f"{args.program.name} on {args.input}")
+    elif output.suffix == ".svg":
         from rasp_ir.viz.flow import flow_svg
         text = flow_svg(program, tokens, f"{args.program.name} on {args.input}")
     else:

@@ -324,6 +324,36 @@ def flow_svg(program: ir.Program, tokens, title: str | None = None) -> str:
     return buffer.getvalue()
 
 
+def flow_dot(program: ir.Program, tokens, title: str | None = None) -> str:
+    """The flow graph as Graphviz DOT text (no matplotlib needed; `dot -Tsvg` lays it out):
+    a record per binding with its values, a selector's rows as `q: keys it attends`."""
+    seq, items = flow_items(program, tokens)
+
+    def quoted(*lines) -> str:
+        """A DOT string of `lines` (escaped, then joined by DOT's own \\n)."""
+        escaped = [str(t).replace("\\", "\\\\").replace('"', '\\"') for t in lines]
+        return '"' + "\\n".join(escaped) + '"'
+
+    lines = ["digraph flow {", "  rankdir=LR;",
+             '  node [shape=box, style="rounded,filled", fontname="monospace", fontsize=10];']
+    if title:
+        lines.append(f"  label={quoted(title)}; labelloc=t;")
+    for item in items:
+        if item.kind == "grid":
+            text = [item.label] + [f"{q}: " + " ".join(str(k) for k in np.flatnonzero(row > 1e-9))
+                                   for q, row in enumerate(np.asarray(item.values))]
+        else:
+            values = item.values[0] if item.kind == "vec" else item.values
+            text = [item.label, " ".join(_cell(v) for v in values)]
+        colour = COLOURS["output"] if item.output else COLOURS[item.kind]
+        lines.append(f"  {quoted(item.key)} [label={quoted(*text)}, fillcolor={quoted(colour)}];")
+    for item in items:
+        for r in item.reads:
+            lines.append(f"  {quoted(r)} -> {quoted(item.key)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def flow_page(program: ir.Program, tokens, title: str) -> str:
     """The flow graph in a self-contained page, with the input and a legend."""
     seq, items = flow_items(program, tokens)
