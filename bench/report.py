@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -91,8 +92,10 @@ def main() -> int:
               f"| {row['figures']} | {row['seconds']:.2f} | {row['cpu']:.2f} "
               f"| {row['bytes'] / 1e6:.2f}"
               f"{' (over)' if over else ''} |")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"limits: {LIMIT_SECONDS:.0f} s and {LIMIT_BYTES / 1e6:.0f} MB per report; "
-          f"{slow} over")
+          f"{slow} over; load average {load} on {os.cpu_count()} cores (wall seconds count "
+          "the other processes' work, CPU seconds do not)")
     return 1 if slow else 0
 
 
