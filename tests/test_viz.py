@@ -265,3 +265,24 @@ def test_draw_as_dot_needs_no_matplotlib(tmp_path, monkeypatch):
     assert dot.startswith("digraph flow {") and '"flip" -> "reverse";' in dot
     assert '"reverse" [label="reverse\\nc b a"' in dot           # DOT's own \n
     assert '"flip" [label="flip\\n0: 2\\n1: 1\\n2: 0"' in dot    # query: the keys it reads
+
+
+def test_read_back_view_puts_the_lookup_beside_the_mlp():
+    from extractor.decompile import readback as rb
+    from extractor.decompile.replace import read_back_view
+    from rasp_ir import nodes as ir
+    rng = np.random.default_rng(1)
+    token = rng.integers(0, 2, 600)
+    flag = rng.integers(0, 2, 600)
+    # the output depends on the token only where the flag holds
+    out = np.stack([np.where(flag == 1, token, 0.5), 1 - flag], 1) + 0.01 * rng.normal(
+        size=(600, 2))
+    tok = rb.Reading(ir.Tokens(), ("a", "b"), token, "token")
+    above = rb.Reading(ir.Primitive("exists", (ir.Ref("x"),), ("a", 0.5)), (False, True),
+                       flag, "x")
+    rep = rb.read_back("m0", (tok, above), out, 0.1)
+    view = read_back_view(rep, (tok, above), out)
+    assert sorted(view["labels"]) == ["a, False", "a, True", "b, False", "b, True"]
+    assert view["count"].sum() == 600
+    # the lookup writes its class's mean: within the noise of the MLP's own mean
+    assert np.abs(view["model"] - view["primitive"]).max() < 0.05

@@ -179,6 +179,7 @@ class Replacer:
             label = " x ".join(expr(r.node) for r in group)
             if ok:
                 self.mlp_outputs = trial
+                self.views[f"mlp {L}"] = read_back_view(rep, group, out)
                 self.log.append({"what": f"mlp {L}", "primitive": f"lookup over {label}",
                                  "classes": len(rep.basis), "match": worst,
                                  "explained": round(share, 4)})
@@ -274,6 +275,31 @@ def mlp_view(features: np.ndarray, E: np.ndarray, out: np.ndarray, basis: tuple)
     means = sums / counts[:, None]
     return {"labels": [_view_label(keys[g], basis) for g in order],
             "model": means[order], "primitive": keys[order] @ E,
+            "count": counts[order].astype(float)}
+
+
+def read_back_view(rep, group: tuple, out: np.ndarray) -> dict:
+    """`mlp_view` of an MLP read back as a lookup over readings (readback.read_back): the
+    positions grouped by their readings' combination, the MLP's mean output beside the
+    lookup's write (the vector of the class the combination is given)."""
+    index = np.zeros(len(out), dtype=np.int64)
+    for r in group:
+        index = index * len(r.basis) + r.codes         # row-major, as read_back numbers them
+    if isinstance(rep.node, ir.Lookup):
+        write = rep.E[np.asarray(rep.node.values, dtype=np.int64)[index]]
+    elif len(rep.E) == 1:                                  # one class: a constant
+        write = np.repeat(rep.E, len(out), axis=0)
+    else:                                                  # the reading itself, per value
+        write = rep.E[group[0].codes]
+    keys, first, inverse, counts = np.unique(index, return_index=True, return_inverse=True,
+                                             return_counts=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(-counts, kind="stable")[:MAX_VIEW_ROWS]
+    sums = np.zeros((len(keys), out.shape[1]))
+    np.add.at(sums, inverse, out)
+    means = sums / counts[:, None]
+    labels = [", ".join(str(r.basis[r.codes[first[g]]]) for r in group) for g in order]
+    return {"labels": labels, "model": means[order], "primitive": write[first[order]],
             "count": counts[order].astype(float)}
 
 
