@@ -255,18 +255,22 @@ def test_eval_progress_goes_to_stderr_only(capsys):
 # ---------------------------------------------------------------- true messages (extract)
 
 def test_the_final_line_names_only_files_written(tmp_path):
+    import inspect
+
     from rasp_ir.cli.extraction import _beside
+    output = tmp_path / "p.rasp"
 
-    class Args:
-        output = tmp_path / "p.rasp"
-
+    class Args:                       # `_beside(args, report)` or `_beside(output, report)`
+        pass
+    Args.output = output
+    first = Args if next(iter(inspect.signature(_beside).parameters)) == "args" else output
     (tmp_path / "p.tables.safetensors").write_bytes(b"left by an earlier extraction")
 
     class Report:
-        files = [str(tmp_path / "p.rasp"), str(tmp_path / "p.report.json")]
-    assert _beside(Args, Report) == "report: p.report.json"
+        files = [str(output), str(tmp_path / "p.report.json")]
+    assert _beside(first, Report) == "report: p.report.json"
     Report.files = [str(tmp_path / "p.tables.safetensors")] + Report.files
-    assert _beside(Args, Report) == "tables: p.tables.safetensors, report: p.report.json"
+    assert _beside(first, Report) == "tables: p.tables.safetensors, report: p.report.json"
 
 
 def test_extract_lists_the_files_it_wrote(capsys, tmp_path):
