@@ -85,6 +85,8 @@ CODES = {
     "X502": "a model with LayerNorm needs task data for its LLN-A scales",
     "X503": "bad output path for an extracted program",
     "X504": "sweep pruning needs task data (a compiled model has none)",
+    "X505": "a device torch cannot use here (--device cuda without a GPU torch sees)",
+    "X506": "bad --executor, its package missing, or its cluster unreachable",
     "V601": "a program cannot be checked: it has no @vocab",
     "V602": "two programs (or a program and a model) have different vocabularies or BOS tokens",
     "V603": "outputs of kinds that cannot be compared",

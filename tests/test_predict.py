@@ -73,3 +73,20 @@ def test_bad_inputs_are_input_errors(capsys, reverse):
     assert code == 2 and "R233" in err and "'2'" in err
     code, _, err = run(capsys, "predict", reverse, "h" * 40)
     assert code == 2 and "R233" in err
+
+
+def test_predict_and_export_json_fit_the_schema(capsys, reverse, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    from conftest import ROOT
+    validator = jsonschema.Draft202012Validator(
+        json.loads((ROOT / "docs" / "cli.schema.json").read_text()))
+    cases = [("predict", [EXAMPLES / "bin_majority", "1 0 <sep>"]),
+             ("predict", [reverse, "abc", "--program", EXAMPLES / "reverse.rasp"]),
+             ("export", [reverse, "--to", "transformer-lens", "-o", tmp_path / "tl"]),
+             ("export", [EXAMPLES / "bin_majority", "--to", "hugging-face", "-o",
+                         tmp_path / "hf"])]
+    for command, args in cases:
+        code, out, _ = run(capsys, command, *args, "--json")
+        record = json.loads(out)
+        assert code == 0 and record["command"] == command
+        validator.validate(record)
