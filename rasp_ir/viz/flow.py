@@ -188,6 +188,7 @@ def _shown(program, interpreter, node, value):
 CELL = 0.36          # inches per position in a value row
 HEAD = 0.3           # the node's title line
 GAP_X, GAP_Y = 0.75, 0.28
+SAG = 0.3            # how far below its ends an arrow over several columns bows
 
 
 def _box_size(item: Item, n: int) -> tuple[float, float]:
@@ -220,7 +221,7 @@ def _layout(items: list[Item], n: int):
             y += h + GAP_Y
         heights.append(y)
         x += width + GAP_X
-    return places, x - GAP_X + 0.2, max(heights) + 0.05
+    return places, x - GAP_X + 0.2, max(heights) + 0.05 + SAG
 
 
 def flow_figure(items: list[Item], seq: list, title: str | None = None):
@@ -252,15 +253,22 @@ def flow_figure(items: list[Item], seq: list, title: str | None = None):
                 _grid(ax, Rectangle, item, x, y, w, n)
             else:
                 _row(ax, Rectangle, item, x, y)
+        depth = {item.key: item.depth for item in items}
         for item in items:
             x, y, w, h = places[item.key]
             for r in item.reads:
                 rx, ry, rw, rh = places[r]
                 start = (rx + rw, ry + top + HEAD / 2 + 0.1)
                 end = (x, y + top + HEAD / 2 + 0.1)
-                bend = 0.0 if abs(start[1] - end[1]) < 0.05 else 0.12
+                # an arrow over several columns bows (under the boxes it passes: they are
+                # drawn over the arrows)
+                long = item.depth - depth[r] > 1
+                span = max(1e-6, float(np.hypot(end[0] - start[0], end[1] - start[1])))
+                # sagging SAG inches at most (a quadratic arc sags rad * span / 2)
+                bend = 2 * SAG / span if long else (
+                    0.0 if abs(start[1] - end[1]) < 0.05 else 0.12)
                 ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=9,
-                                             color="#56606b", linewidth=0.8,
+                                             color="#56606b", linewidth=0.8, zorder=0.5,
                                              connectionstyle=f"arc3,rad={bend}"))
         return fig
 
@@ -366,14 +374,17 @@ def flow_page(program: ir.Program, tokens, title: str) -> str:
                 "each query gives each key; arrows are reads. The output is pink.",
                 cls="plot wide flow")
     rows = []
+    label = {item.key: item.label for item in items}
     for item in items:
         if item.kind == "grid":
             continue
         values = item.values[0] if item.kind == "vec" else item.values
+        reads = ", ".join(label[r] for r in item.reads)
         rows.append(f"<tr><th>{esc(item.label)}</th><td>{esc(item.detail)}</td><td><code>"
-                    f"{esc(' '.join(_cell(v) for v in values))}</code></td></tr>")
+                    f"{esc(' '.join(_cell(v) for v in values))}</code></td>"
+                    f"<td><code>{esc(reads)}</code></td></tr>")
     page.add('<table class="data"><thead><tr><th>binding</th><th>type</th><th>values</th>'
-             f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+             f'<th>reads</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
     return page.html()
 
 

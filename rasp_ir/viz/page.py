@@ -161,7 +161,7 @@ table.data th{background:#f0f3f6}td.good{color:#0a7a3e}td.bad{color:#b3261e}
 figure{margin:10px 0 18px;display:inline-block;vertical-align:top;max-width:100%;
 position:relative}figure.wide{display:block}
 figure svg.pic{max-width:100%;height:auto;display:block}
-figure.flow{overflow-x:auto}figure.flow svg.pic{max-width:none}
+figure.flow svg.pic{min-width:min(100%,900px)}
 figcaption{font-size:.86em;color:#56606b;max-width:720px}
 figure.heatmap:target,figure.plot:target{outline:2px solid #f0b400;outline-offset:3px}
 .back{font-size:.8em;margin-left:6px}
