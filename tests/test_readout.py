@@ -127,3 +127,21 @@ def test_read_out_says_why_when_nothing_is_accepted():
     found, entry = read_out(model, dyck_words(50), ("<bos>",), lambda c: (False, None))
     assert found is None
     assert entry["readings"] > 0 and "best" in entry
+
+
+def test_score_tables_the_read_out_does_not_need_are_dropped():
+    # the head's token table only blurs `h`, which the logits no longer read once they read
+    # the count: the read-out drops it (judged), and with it `h`
+    model = parse(MODEL.replace('op=matrix(rows={"a": 0.02, "b": -0.01, "<bos>": 0})',
+                                'op=matrix(rows={"a": 0.02, "b": -0.01, "<bos>": 0}))'
+                                ' + select(k=tokens, q=tokens, op=matrix(cols=["a", "b", '
+                                '"<bos>"], rows={"a": [0, 1, 0], "b": [1, 0, 0], '
+                                '"<bos>": [0, 0, 0]})'))
+    from extractor.decompile.readout import drop_table_terms
+    sequences = dyck_words(100)
+    want = [r.output for r in run(model, sequences)]
+    # a stand-in judge: the model's decisions everywhere, and `h` is then not needed
+    dropped_model, dropped = drop_table_terms(model, lambda c: (
+        [r.output for r in run(c, sequences)] == want, 1.0))
+    assert len(dropped) >= 1
+    assert [r.output for r in run(dropped_model, sequences)] == want

@@ -174,11 +174,55 @@ def read_out(program: ir.Program, sequences: list, specials: tuple, accepts) -> 
                 if good:
                     candidate, worst = rounded, w
                     break
-            return candidate, {"what": "logits", "primitive": f"table over {label}",
-                               "agreement": round(agreement, 4), "match": worst}
+            candidate, dropped = drop_table_terms(candidate, accepts)
+            entry = {"what": "logits", "primitive": f"table over {label}",
+                     "agreement": round(agreement, 4), "match": worst}
+            if dropped:
+                entry["dropped"] = dropped
+            return candidate, entry
         why.setdefault("best", label)
         why.setdefault("agreement", round(agreement, 4))
     return None, why
+
+
+def drop_table_terms(program: ir.Program, accepts) -> tuple[ir.Program, list]:
+    """Score terms held as tables, tried without, largest first: what the logits read now
+    may need less of a head than the MLP did. (program, the tables dropped)."""
+    dropped = []
+    terms = []
+    for b in program.bindings:
+        for node in ir.walk(b.value):
+            if isinstance(node, ir.ScoreSum):
+                terms += [(np.asarray(t.predicate.values).size, t) for t in node.terms
+                          if isinstance(t, ir.Select) and isinstance(t.predicate, ir.Matrix)]
+    for _, term in sorted(terms, key=lambda x: -x[0]):
+        trial = _without_term(program, term)
+        if trial is not None and accepts(trial)[0]:
+            program = trial
+            m = term.predicate
+            dropped.append(m.name or f"an inline {len(m.rows)} x {len(m.cols or (1,))} score "
+                           f"table over {expr(term.keys)}")
+    return program, dropped
+
+
+def _without_term(program: ir.Program, term) -> ir.Program | None:
+    """`program` with the score term `term` left out of the sum that holds it (None when the
+    sum would be empty or does not hold it)."""
+    found = []
+
+    def drop(node, context):
+        if isinstance(node, ir.ScoreSum) and any(t is term or t == term for t in node.terms):
+            kept = tuple(t for t in node.terms if not (t is term or t == term))
+            if kept:
+                found.append(node)
+                return attrs.evolve(node, terms=kept) if len(kept) > 1 else kept[0]
+        return node
+
+    bindings = tuple(ir.Binding(b.name, passes.rewrite(b.value, drop), b.origin)
+                     for b in program.bindings)
+    if not found:
+        return None
+    return passes.simplify(ir.Program(**{**_fields(program), "bindings": bindings}))
 
 
 def _fields(program: ir.Program) -> dict:
