@@ -129,7 +129,10 @@ def read_out(program: ir.Program, sequences: list, specials: tuple, accepts) -> 
     seen = np.concatenate([np.arange(1, len(s) + 1) for s in sequences]).astype(float)
     # the uniform means of the tokens, beside the program's own bindings
     taken = {b.name for b in program.bindings}
-    means = {_fresh(f"mean_{a}", taken): a for a in _token_aggregates(program)}
+    means = {}
+    for a in _token_aggregates(program):
+        means[_fresh("mean_token", taken)] = a
+        taken |= set(means)
     added = tuple(ir.Binding(m, ir.Aggregate(uniform_mean(), ir.Tokens())) for m in means)
     at = next(i for i, b in enumerate(program.bindings) if b.name == name)
     probe = ir.Program(**{**_fields(program), "bindings": program.bindings[:at] + added
