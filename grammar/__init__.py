@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
+from rasp_ir import limits
 from rasp_ir import nodes as ir
 from rasp_ir.diagnostics import Diagnostic, RaspError
 
@@ -11,19 +14,27 @@ from .elaborate import Elaborator
 from .library import base_environment, load_library
 from .parser import parse_tree, precedence_warnings
 
-__all__ = ["parse", "load", "elaborate", "Session"]
+__all__ = ["parse", "load", "elaborate", "read_source", "Session"]
 
 
 def elaborate(text: str, file: str = "<string>") -> tuple[ir.Program | None, list[Diagnostic]]:
     """Every diagnostic of `text`, and the program when there is no error."""
-    try:
-        tree = parse_tree(text, file)
-    except RaspError as exc:
-        return None, exc.diagnostics
-    el = _elaborator(text, file)
-    el.run(tree)
-    if el.directives.get("compat") is None:
-        el.diagnostics += precedence_warnings(tree, text, file)
+    too_big = size_problem(text, file)
+    if too_big is not None:
+        return None, [too_big]
+    with deep_stack():
+        try:
+            tree = parse_tree(text, file)
+        except RaspError as exc:
+            return None, exc.diagnostics
+        el = _elaborator(text, file)
+        try:
+            el.run(tree)
+        except RecursionError:       # a safety net: the caps in rasp_ir/limits.py come first
+            return None, [Diagnostic("E111", "the program nests too deeply to elaborate",
+                                     note="rasp_ir/limits.py; docs/limits.md")]
+        if el.directives.get("compat") is None:
+            el.diagnostics += precedence_warnings(tree, text, file)
     errors = [d for d in el.diagnostics if d.severity != "warning"]
     return (None if errors else el.program()), el.diagnostics
 
@@ -39,14 +50,60 @@ def parse(text: str, file: str = "<string>") -> ir.Program:
 def load(path) -> ir.Program:
     """The program in a .rasp file (its side-file of tables, if any, is read on demand)."""
     path = Path(path)
+    return parse(read_source(path), str(path))
+
+
+def read_source(path, stream=None) -> str:
+    """The text of a program file (or of the binary `stream`, e.g. standard input), read up to
+    limits.MAX_PROGRAM_BYTES: RaspError E111 past it (so `/dev/zero` is refused, not read
+    forever), E252 when it cannot be read, E106 when it is not UTF-8."""
+    cap = limits.MAX_PROGRAM_BYTES
     try:
-        text = path.read_text(encoding="utf-8")
+        if stream is not None:
+            data = stream.read(cap + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(cap + 1)
     except OSError as exc:
-        raise RaspError([Diagnostic("E252", f"cannot read {path}: {exc.strerror}")]) from None
+        raise RaspError([Diagnostic("E252", f"cannot read {path}: {exc.strerror or exc}")]) \
+            from None
+    if len(data) > cap:
+        raise RaspError([_too_big(str(path))])
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RaspError([Diagnostic("E106", f"{path} is not UTF-8 text (byte {exc.start})")]) \
             from None
-    return parse(text, str(path))
+
+
+def size_problem(text: str, file: str) -> Diagnostic | None:
+    """E111 when `text` is longer than limits.MAX_PROGRAM_BYTES (in UTF-8), else None."""
+    cap = limits.MAX_PROGRAM_BYTES
+    if len(text) <= cap // 4 or len(text.encode("utf-8", "surrogatepass")) <= cap:
+        return None
+    return _too_big(file)
+
+
+def _too_big(file: str) -> Diagnostic:
+    cap = limits.MAX_PROGRAM_BYTES
+    return Diagnostic("E111", f"{file} is larger than {cap:,} bytes, the limit on a program",
+                      note="rasp_ir/limits.py MAX_PROGRAM_BYTES; docs/limits.md",
+                      hint="split it into libraries (`load`), or keep large tables in a "
+                      "side-file (`table(\"name\")`)")
+
+
+@contextlib.contextmanager
+def deep_stack():
+    """Python's recursion limit raised to limits.RECURSION_LIMIT while the front end walks a
+    program (the depth caps of rasp_ir/limits.py keep inside it), then put back."""
+    before = sys.getrecursionlimit()
+    if before < limits.RECURSION_LIMIT:
+        sys.setrecursionlimit(limits.RECURSION_LIMIT)
+    try:
+        yield
+    finally:
+        if sys.getrecursionlimit() == limits.RECURSION_LIMIT and before < limits.RECURSION_LIMIT:
+            sys.setrecursionlimit(before)
 
 
 def _elaborator(text: str, file: str) -> Elaborator:
@@ -77,15 +134,22 @@ class Session:
             padded = shown = text
             name, search = file, (str(Path(file).parent),)
         compat = el.directives.get("compat") is not None or None
-        tree = parse_tree(padded, name, compat)
+        too_big = size_problem(padded, name)
+        if too_big is not None:
+            raise RaspError([too_big])
         before = len(el.diagnostics)
-        el.source = self.source
-        saved = el.current_file, el.search_dirs
-        el.current_file, el.search_dirs = name, search
-        try:
-            values = el.run(tree)
-        finally:
-            el.current_file, el.search_dirs = saved
+        with deep_stack():
+            tree = parse_tree(padded, name, compat)
+            el.source = self.source
+            saved = el.current_file, el.search_dirs
+            el.current_file, el.search_dirs = name, search
+            try:
+                values = el.run(tree)
+            except RecursionError:
+                raise RaspError([Diagnostic("E111", "the input nests too deeply to elaborate",
+                                            note="rasp_ir/limits.py; docs/limits.md")]) from None
+            finally:
+                el.current_file, el.search_dirs = saved
         new = el.diagnostics[before:]
         errors = [d for d in new if d.severity != "warning"]   # runtime errors (R…) too
         if errors:

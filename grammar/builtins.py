@@ -184,6 +184,15 @@ def _meta_only(fn):
     return handler
 
 
+def _range(el, a: Args, span):
+    """range(...) as a list, counted against limits.MAX_EXPANSION before it is built."""
+    def build(*r):
+        numbers = range(*r)
+        el.grow(len(numbers), span)
+        return list(numbers)
+    return _meta_only(build)(el, a, span)
+
+
 def _meta_params(a: Args):
     return [n for n in ("a", "b", "c") if n in a.trees]
 
@@ -430,7 +439,7 @@ def builtin_env() -> Env:
         _builtin("aggregate", ("sel", "values", "default"), _aggregate),
         _builtin("selector_width", ("sel",), _selector_width),
         _builtin("len", ("a",), _meta_only(len)),
-        _builtin("range", ("a", "b", "c"), _meta_only(lambda *r: list(range(*r)))),
+        _builtin("range", ("a", "b", "c"), _range),
         _builtin("zip", ("*items",), _zip),
         _builtin("draw", ("x", "input"), _draw),
         _builtin("harden", ("x",), _harden),

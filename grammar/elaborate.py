@@ -16,6 +16,7 @@ from typing import Callable
 import attrs
 import lark
 
+from rasp_ir import limits
 from rasp_ir import nodes as ir
 from rasp_ir import ops
 from rasp_ir import types as T
@@ -58,6 +59,7 @@ class Elaborator:
         self.call_stack: list[tuple[Function, Span | None]] = []
         self.side_tables = None
         self.started = False
+        self.expanded = 0           # loop iterations and built elements (limits.MAX_EXPANSION)
         self.current_file = file    # the file whose tree is being elaborated (changes in calls)
 
     # ------------------------------------------------------------ top level
@@ -125,6 +127,11 @@ class Elaborator:
     def typed(self, node: ir.Node, span: Span | None = None) -> Term:
         """Wrap a new node with its type, turning a failed typing rule into an Issue."""
         try:
+            hash(node)
+        except TypeError:           # a list or dict where a builtin takes a constant
+            raise Issue("E205", "an argument that must be a constant (a number, a string, "
+                        "True/False/None) is a list, a dict or a set", span) from None
+        try:
             return Term(node, T.type_of(node, self.ctx))
         except T.TypeIssue as issue:
             where = getattr(issue.node, "span", None) or span
@@ -172,6 +179,10 @@ class Elaborator:
             else:
                 value = _vocab_tokens(self.meta(self.expr(body, self.env), span, "@vocab"), span)
             vocab = tuple(_unique(value))
+            if len(vocab) > limits.MAX_VOCAB:
+                raise Issue("E243", f"@vocab has {len(vocab):,} tokens; the limit is "
+                            f"{limits.MAX_VOCAB:,}", span,
+                            note="rasp_ir/limits.py MAX_VOCAB; docs/limits.md")
             d["vocab"] = self.ctx.vocab = vocab
             return
         if body.data == "dir_assign":
@@ -334,7 +345,19 @@ class Elaborator:
             for stmt in body:
                 self.statement(stmt, env, top)
 
+    def grow(self, count: int, span, what: str = "elements"):
+        """Count `count` more loop iterations or built elements against limits.MAX_EXPANSION
+        (for the whole program), before they are built; E243 past it."""
+        self.expanded += count
+        if self.expanded > limits.MAX_EXPANSION:
+            raise Issue("E243", f"the program builds more than {limits.MAX_EXPANSION:,} "
+                        f"{what} while it is elaborated ({count:,} here)", span,
+                        "loops and comprehensions are expanded in full before the program runs",
+                        "rasp_ir/limits.py MAX_EXPANSION; docs/limits.md")
+
     def iterate(self, value, span):
+        if isinstance(value, (dict, list, tuple, str, range)):
+            self.grow(len(value), span, "loop iterations and elements")
         if isinstance(value, Term):
             raise Issue("E242", "cannot loop over an s-op; its value is only known per input",
                         span, "loop over a list, a dict or range(...)")
@@ -393,7 +416,7 @@ class Elaborator:
         return value
 
     def x_int(self, tree, env):
-        return int(tree.children[0].value)
+        return _integer(tree.children[0], self.span(tree))
 
     def x_float(self, tree, env):
         return float(tree.children[0].value)
@@ -402,9 +425,11 @@ class Elaborator:
         return _string_literal(tree.children[0], self.span(tree))
 
     def x_list(self, tree, env):
+        self.grow(len(tree.children), self.span(tree))
         return [self.expr(c, env) for c in tree.children if c is not None]
 
     def x_set(self, tree, env):
+        self.grow(len(tree.children), self.span(tree))
         return _unique(self.expr(c, env) for c in tree.children if c is not None)
 
     def x_dict(self, tree, env):
@@ -419,7 +444,8 @@ class Elaborator:
         return out
 
     def x_range_lit(self, tree, env):
-        low, high = (int(t.value) for t in tree.children)
+        low, high = (_integer(t, self.span(tree)) for t in tree.children)
+        self.grow(len(range(low, high + 1)), self.span(tree))
         return list(range(low, high + 1))
 
     def comprehension(self, comp_for, env, make):
@@ -600,6 +626,10 @@ class Elaborator:
         if len(args) != len(fn.params):
             raise Issue("E240", f"wrong number of arguments for {fn.name}: expected "
                         f"{len(fn.params)}, got {len(args)}", span)
+        if len(self.call_stack) >= limits.MAX_CALL_DEPTH:
+            raise Issue("E243", f"functions expand more than {limits.MAX_CALL_DEPTH} calls deep "
+                        f"(here {fn.name})", span, "functions are macros, expanded at each call",
+                        "rasp_ir/limits.py MAX_CALL_DEPTH; docs/limits.md")
         if any(active is fn for active, _ in self.call_stack):
             raise Issue("E241", f"{fn.name} calls itself; functions are macros and cannot "
                         "recurse", span, "unroll the recursion with a for loop")
@@ -658,6 +688,13 @@ class Elaborator:
 
     def binary(self, op, left, right, span):
         if not isinstance(left, Term) and not isinstance(right, Term):
+            if op in ("*", "+"):
+                sized = [v for v in (left, right) if isinstance(v, (str, list, tuple))]
+                counts = [v for v in (left, right) if isinstance(v, int)]
+                if op == "*" and len(sized) == 1 and counts:
+                    self.grow(len(sized[0]) * max(0, counts[0]), span)
+                elif op == "+" and len(sized) == 2:
+                    self.grow(len(left) + len(right), span)
             try:
                 return ops.binary(op, left, right)
             except ZeroDivisionError:
@@ -775,11 +812,32 @@ def _is_data(value) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
+def _integer(token, span) -> int:
+    """An INT token's value; E111 past limits.MAX_LITERAL_DIGITS digits (Python refuses to
+    convert more than 4,300, and arithmetic on such numbers is slow)."""
+    digits = len(token.value.lstrip("+-"))
+    if digits > limits.MAX_LITERAL_DIGITS:
+        raise Issue("E111", f"an integer of {digits:,} digits; the limit is "
+                    f"{limits.MAX_LITERAL_DIGITS:,}", span,
+                    note="rasp_ir/limits.py MAX_LITERAL_DIGITS; docs/limits.md")
+    return int(token.value)
+
+
 def _unique(values) -> list:
-    out = []
+    """The values in order, each once (1 and True and 1.0 are different values here). Linear:
+    hashable values are looked up by (type, value), the rest compared one by one."""
+    out, seen, unhashable = [], set(), []
     for v in values:
-        if not any(v == o and type(v) is type(o) for o in out):
-            out.append(v)
+        try:
+            key = (type(v), v)
+            if key in seen:
+                continue
+            seen.add(key)
+        except TypeError:
+            if any(v == o and type(v) is type(o) for o in unhashable):
+                continue
+            unhashable.append(v)
+        out.append(v)
     return out
 
 

@@ -7,6 +7,7 @@ import functools
 from importlib import resources
 from pathlib import Path
 
+from rasp_ir import limits
 from rasp_ir.diagnostics import RaspError
 
 from .builtins import builtin_env
@@ -45,8 +46,22 @@ def load_library(name: str, search_dirs: tuple, span) -> tuple[dict, list]:
         where = ", ".join(str(d) for d in (*search_dirs, packaged_library_dir()))
         raise Issue("E252", f"cannot find library {name!r}", span,
                     f"looked for {name}.rasp in {where}")
+    if path in _LOADING:
+        chain = " -> ".join(p.name for p in (*_LOADING, path))
+        raise Issue("E244", f"library {name!r} loads itself ({chain})", span,
+                    "remove the `load` that closes the cycle")
+    if len(_LOADING) >= limits.MAX_LOAD_DEPTH:
+        raise Issue("E243", f"libraries load each other more than {limits.MAX_LOAD_DEPTH} deep",
+                    span, note="rasp_ir/limits.py MAX_LOAD_DEPTH; docs/limits.md")
     base, library = base_environment()
-    return _elaborate_library(name, path, base, library)
+    _LOADING.append(path)
+    try:
+        return _elaborate_library(name, path, base, library)
+    finally:
+        _LOADING.pop()
+
+
+_LOADING: list[Path] = []      # the libraries being elaborated, outermost first
 
 
 @functools.cache
@@ -62,7 +77,8 @@ def _elaborate_library(name, path, base, library):
 
 
 def _run(name, path, base, library):
-    text = path.read_text(encoding="utf-8")
+    from grammar import read_source
+    text = read_source(path)
     tree = parse_tree(text, str(path))
     el = Elaborator(str(path), text, base, origin=name, search_dirs=(str(path.parent),),
                     library=library, loader=load_library)

@@ -24,6 +24,7 @@ CODES = {
     "E108": "chained comparison",
     "E109": "invalid assignment target",
     "E110": "unknown or malformed directive",
+    "E111": "a program past a size limit: bytes, nesting depth, digits of a literal (limits.py)",
     "E201": "incompatible operand types",
     "E202": "mixing a selector and an s-op in and/or/not",
     "E203": "branches or condition of `if … else` of different kinds",
@@ -46,6 +47,8 @@ CODES = {
     "E240": "wrong number of arguments",
     "E241": "recursion (functions are macros and cannot call themselves)",
     "E242": "loop over an s-op",
+    "E243": "a loop, comprehension, list, vocabulary or function expansion past its limit",
+    "E244": "a library that loads itself (a load cycle)",
     "E250": "undefined name",
     "E251": "assignment to a reserved name",
     "E252": "library or side-file not found",
@@ -54,6 +57,7 @@ CODES = {
     "E270": "@expect is malformed or its input is outside @vocab",
     "E271": "@expect does not hold",
     "E305": "a value set that is not finite where one is required",
+    "E306": "a one-hot basis, selector or table too large to build (checked before allocating)",
     "E401": "a construct the compiler cannot compile exactly",
     "R201": "runtime type error",
     "R230": "a categorical aggregate averaged different values",
@@ -75,12 +79,15 @@ CODES = {
     "C312": "the model cannot be saved in the requested format",
     "C313": "a tokenizer file (tokenizer.json, special_tokens_map.json) is unreadable or malformed",
     "C314": "an optional package is not installed (TransformerLens: the tl extra)",
+    "C315": "a weight holds NaN or infinite values",
+    "C316": "an output directory holds another kind of artefact or an earlier run's (--force)",
     "T401": "unknown task",
     "T402": "a task file (JSON Lines or Python) is malformed",
     "T403": "a checkpoint does not fit the task (vocabulary, mode or positions)",
     "T404": "bad length buckets or lengths outside what the task supports",
     "T405": "the task of a checkpoint cannot be determined",
     "T406": "bad training options",
+    "T407": "a checkpoint's task.json names a Python task file (only --task may run code)",
     "X501": "the full program of a model would be too large (paths multiply with depth)",
     "X502": "a model with LayerNorm needs task data for its LLN-A scales",
     "X503": "bad output path for an extracted program",
@@ -117,24 +124,54 @@ class Diagnostic:
                 "W": "warning"}[self.code[0]]
 
     def render(self, source: str | None = None) -> str:
-        """The rustc-style text: header, location, source line with carets, hint."""
-        lines = [f"{self.severity}[{self.code}]: {self.message}"]
+        """The rustc-style text: header, location, source line with carets, hint. Control
+        characters are shown escaped (`\\x1b`), never sent to the terminal as they are, and a
+        long source line is cut to a window around the caret."""
+        lines = [f"{self.severity}[{self.code}]: {visible(self.message)}"]
         if self.span is not None:
             s = self.span
-            lines.append(f"  --> {s.file}:{s.line}:{s.column}")
+            lines.append(f"  --> {visible(s.file)}:{s.line}:{s.column}")
             text = _source_line(source, s.line)
             if text is not None:
                 width = len(str(s.line))
                 end = s.end_column if s.end_line == s.line else len(text) + 1
-                carets = "^" * max(1, end - s.column)
-                pad = " " * (s.column - 1)
-                lines += [f" {' ' * width} |", f" {s.line} | {text}",
-                          f" {' ' * width} | {pad}{carets}"]
+                shown, pad, carets = _window(text, s.column - 1, max(s.column, end) - 1)
+                lines += [f" {' ' * width} |", f" {s.line} | {shown}",
+                          f" {' ' * width} | {' ' * pad}{'^' * carets}"]
         if self.note:
-            lines.append(f"   = note: {self.note}")
+            lines.append(f"   = note: {visible(self.note)}")
         if self.hint:
-            lines.append(f"   = hint: {self.hint}")
+            lines.append(f"   = hint: {visible(self.hint)}")
         return "\n".join(lines)
+
+
+_SHOWN_WIDTH = 120          # characters of a source line shown around the caret
+
+
+def visible(text: str) -> str:
+    """`text` with control characters (escape sequences, bells, carriage returns, C1 codes)
+    written as Python escapes, so that a file cannot drive the terminal it is reported on."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else
+                   ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _window(text: str, start: int, end: int) -> tuple[str, int, int]:
+    """(the part of `text` to show, spaces before the carets, number of carets) for the
+    characters start..end, the line cut to about _SHOWN_WIDTH characters around them."""
+    start = min(max(0, start), len(text))
+    end = max(start + 1, end)
+    left = max(0, start - _SHOWN_WIDTH // 3)
+    right = min(len(text), max(end, left + _SHOWN_WIDTH))
+    before, marked, after = (visible(text[left:start]), visible(text[start:end]),
+                             visible(text[end:right]))
+    if len(marked) > _SHOWN_WIDTH:
+        marked, after = marked[:_SHOWN_WIDTH] + "…", ""
+    prefix = "…" if left > 0 else ""
+    suffix = "…" if right < len(text) else ""
+    return (prefix + before + marked + after + suffix, len(prefix) + len(before),
+            max(1, len(marked)))
 
 
 def _source_line(source: str | None, line: int) -> str | None:

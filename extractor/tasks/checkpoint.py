@@ -18,7 +18,7 @@ from pathlib import Path
 from attrs import frozen
 
 from extractor.tasks.base import Task
-from extractor.tasks.registry import get_task
+from extractor.tasks.registry import get_task, recorded_task
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.files import atomic_write_text
 
@@ -84,6 +84,8 @@ def task_spec(directory: Path, config_json: dict) -> tuple[str, dict | None]:
         return recorded["task"], recorded
     prefix = directory.resolve().name.split("-")[0]
     try:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", prefix):   # a name, never a file to read or run
+            raise RaspError([])
         task = get_task(prefix)
     except RaspError:
         raise RaspError([Diagnostic(
@@ -150,9 +152,12 @@ def task_for(model, metadata: dict, directory: Path, spec: str | None = None) ->
     """The task of a checkpoint already loaded by `load_model`, checked against the model
     (see `load_with_task`)."""
     recorded = read_task_file(directory)
-    if spec is None:
+    if spec is None:      # named by the directory, not by the user: no code runs (T407)
         spec, recorded = task_spec(directory, metadata["config_json"])
-    task = get_task(spec)
+        where = directory / TASK_FILE if recorded is not None else f"{directory}'s name"
+        task = recorded_task(spec, directory, str(where))
+    else:
+        task = get_task(spec)
     map_tokenizer(model, task, directory)
     check_fits(model, task, directory, recorded)
     return task

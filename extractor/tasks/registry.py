@@ -5,6 +5,10 @@ A task spec is one of
   languages work too (`bce_tomita4`, `Tomita4`, `D_12`, `zot_z_t`): they name the BCE task;
 - a JSON Lines file: `my_task.jsonl` (extractor/tasks/jsonl_tasks.py);
 - a Python class in a file: `my_tasks.py:MyTask` (a `Task` subclass built without arguments).
+
+Only a spec the user typed may name a Python file: running it runs its code. A spec read from a
+checkpoint's task.json or folder name goes through `recorded_task`, which takes registered
+names and JSON Lines files (data) and refuses Python files (T407).
 """
 
 from __future__ import annotations
@@ -88,6 +92,24 @@ def get_task(spec: str) -> Task:
     raise RaspError([Diagnostic("T401", f"unknown task '{spec}'", hint=hint,
                                 note="a task is a registered name, a FILE.jsonl or "
                                 "a FILE.py:CLASS")])
+
+
+def recorded_task(spec: str, directory: Path, source: str) -> Task:
+    """The task a checkpoint directory names (`source`: its task.json, or its folder name):
+    a registered name or a JSON Lines file (a relative path is looked for in `directory`
+    first, then in the current directory), never a Python file, whose code would run just
+    because a directory was read. RaspError T407 for a Python file, else as `get_task`."""
+    if ".py:" in spec or spec.endswith(".py"):
+        raise RaspError([Diagnostic(
+            "T407", f"{source} names the Python task {spec!r}; rasp does not run code named by "
+            "a checkpoint", note="a task.json may name a registered task or a JSON Lines file",
+            hint=f"if you trust that file, name it yourself: --task {spec}")])
+    if spec.endswith((".jsonl", ".json")):
+        path = Path(spec)
+        if not path.is_absolute() and (Path(directory) / path).is_file():
+            path = Path(directory) / path
+        return get_task(str(path))
+    return get_task(spec)
 
 
 def _task_from_python(spec: str) -> Task:

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_INPUT
+    from rasp_ir.limits import RECURSION_LIMIT
+    # the passes walk a statement's tree recursively; limits.MAX_NESTING keeps it within this
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     try:
         return args.handler(args)
     except KeyboardInterrupt:
