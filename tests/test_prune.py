@@ -197,18 +197,17 @@ def test_the_best_found_when_nothing_passes_ranks_worst_then_mean_then_size():
 
 def test_sweep_runs_are_cached_and_resumed(tmp_path, monkeypatch):
     import extractor.decompile.sweep as sweep_module
+    from safetensors.torch import save
     calls = []
 
     def fake_run(job):
-        spec, directory = job
+        spec = job.spec
         calls.append(spec.lam)
         out = {"lam": spec.lam, "stages": [{"stage": "products", "edges": int(10 / spec.lam),
                                             "match": {"0-50": 1.0 if spec.lam < 0.05 else 0.0}}]}
-        RunCache(directory).put(spec, out, {"flat": torch.zeros(1)})
-        return out
+        return out, save({"flat": torch.zeros(1)})
 
-    monkeypatch.setattr(sweep_module, "run_job",
-                        lambda job: RunCache(job[1]).get(job[0]) or fake_run(job))
+    monkeypatch.setattr(sweep_module, "run_job", fake_run)
     base = RunSpec(str(EXAMPLES / "bin_majority"), None, {}, {}, 0, 0.0)
     first = sweep(base, tmp_path, 0.9, SerialExecutor(), max_runs=5)
     assert len(calls) == 5 and len(first) == 5

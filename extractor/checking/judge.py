@@ -15,6 +15,8 @@ so no choice is made on the sequences that measure it.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -30,16 +32,21 @@ class Judge:
 
     CHUNK = 20            # sequences evaluated between two looks at the running counts
 
-    def __init__(self, model, task, sets: dict[str, list[Example]]):
+    def __init__(self, model, task, sets: dict[str, list[Example]], device: str = "cpu"):
+        """`device`: where the model's predictions are computed (the program runs on the
+        CPU, in the interpreter)."""
         self.task = task
         self.sets = {}
         vocab = task.vocab
+        if device != "cpu":
+            model = copy.deepcopy(model).to(device)
         for name, examples in sets.items():
             rows = []
             for chunk in length_sorted_chunks(examples, MAX_TOKENS):
                 batch = collate(chunk, vocab.pad, task.mode)
                 with torch.no_grad():
-                    logits = model(batch.tokens, position_ids=batch.positions).double().numpy()
+                    logits = model(batch.tokens.to(device), position_ids=batch.positions.to(
+                        device)).double().cpu().numpy()
                 for i, e in enumerate(chunk):
                     n = len(e.tokens)
                     rows.append((vocab.names(e.tokens), decide(logits[i, :n], task.mode),
@@ -56,18 +63,18 @@ class Judge:
                                  for i in range(0, len(order), self.CHUNK)]
 
     @classmethod
-    def held_out(cls, model, task, n: int, seed: int) -> "Judge":
+    def held_out(cls, model, task, n: int, seed: int, device: str = "cpu") -> "Judge":
         """The evaluation sets of `rasp eval --n n --seed seed`."""
         return cls(model, task, evaluation_sets(task, task.test_buckets, n, seed,
-                                                model.config.n_positions))
+                                                model.config.n_positions), device)
 
     @classmethod
-    def selection(cls, model, task, n: int, seed: int) -> "Judge":
+    def selection(cls, model, task, n: int, seed: int, device: str = "cpu") -> "Judge":
         """n sequences per bucket from a stream of their own (for choices, not reports)."""
         rng = np.random.default_rng([seed, 4242])
         return cls(model, task, {f"{lo}-{hi}": [task.sample(rng, lo, hi, offset=False)
                                                 for _ in range(n)]
-                                 for lo, hi in task.test_buckets})
+                                 for lo, hi in task.test_buckets}, device)
 
     def __call__(self, program, task_accuracy: bool = False) -> dict:
         """{bucket: match} (with task_accuracy: {bucket: {"match": …, "task": …}})."""

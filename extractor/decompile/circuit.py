@@ -99,6 +99,11 @@ class Masks:
             return self.qk, self.kb
         return self.q[..., :, None] * self.k[..., None, :], self.k
 
+    def to(self, device) -> "Masks":
+        """The same masks on `device`."""
+        return Masks(*(None if m is None else m.to(device) for m in
+                       (self.q, self.k, self.v, self.mlp, self.out, self.qk, self.kb)))
+
 
 def full_masks(graph: Graph, dtype=torch.float32) -> Masks:
     """Every available edge kept."""
@@ -183,9 +188,11 @@ class Circuit(nn.Module):
         B, T = tokens.shape
         am = masks
         X = [self.W_E[tokens], self.W_pos[positions]]                  # paths: (B, T, D) each
-        C = torch.zeros(1, c.d_model, dtype=self.W_E.dtype)            # constant of the stream
+        C = torch.zeros(1, c.d_model, dtype=self.W_E.dtype,            # constant of the stream
+                        device=self.W_E.device)
         qk, kb = masks.products()
-        causal = torch.ones(T, T, dtype=torch.bool).tril() if c.causal else None
+        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril() \
+            if c.causal else None
         for L in range(c.n_layers):
             n = g.before_heads[L]
             stack = torch.stack(X[:n])                                 # (n, B, T, D)

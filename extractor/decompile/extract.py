@@ -32,8 +32,8 @@ from extractor.decompile.readout import read_out
 from extractor.decompile.replace import replace
 from extractor.decompile.report import (Evaluation, FullReport, ModelShape, ProgramSummary,
                                         PrunedReport, Report)
-from extractor.decompile.sweep import (GRID, ProcessExecutor, RunCache, RunSpec, frontier,
-                                       sweep, worst_match)
+from extractor.decompile.sweep import (RunCache, RunSpec, Search, capacity, frontier, grid_for,
+                                       local_executor, sweep_all, worst_match)
 from extractor.tasks.checkpoint import Subject
 from rasp_ir import nodes as ir
 from rasp_ir import passes
@@ -63,6 +63,7 @@ class ExtractSettings:
     candidates: int = 3          # sweep runs taken through replacement before giving up
     margin: float = 0.02         # replacements keep the choice set's match this far above
     quick: bool = False          # fewer, shorter runs (the README's example)
+    device: str = "cpu"          # where pruning runs and the model's predictions compute
 
     def prune_settings(self) -> PruneSettings:
         if self.quick:
@@ -76,16 +77,69 @@ def extract_program(subject: Subject, checkpoint: str | Path, task_spec: str | N
                     runs_dir: Path, settings: ExtractSettings = ExtractSettings(),
                     executor=None, progress=None) -> Extraction:
     """The short program of a trained checkpoint, and its report. `progress(text)` hears
-    about each step, `progress(text, done=i, total=n)` about pruning run i of at most n."""
+    about each step, `progress(text, done=i, total=n)` about pruning run i of at most n.
+    `executor`: any concurrent.futures.Executor for the pruning runs (default: a local
+    process pool of `settings.workers`)."""
+    target = Target(subject, checkpoint, task_spec, runs_dir)
+    return extract_programs([target], settings, executor, progress)[0]
+
+
+@frozen
+class Target:
+    """One checkpoint of `extract_programs`: its subject, where it is, its task spec (None:
+    its own) and its run cache."""
+    subject: Subject
+    checkpoint: str | Path
+    task_spec: str | None
+    runs_dir: Path
+
+
+def extract_programs(targets: list[Target], settings: ExtractSettings = ExtractSettings(),
+                     executor=None, progress=None) -> list[Extraction]:
+    """Several checkpoints in one sweep: LLN-A for each, then all their pruning runs on one
+    executor (as many at once as it has workers), then each one's primitives and held-out
+    judgement. Progress lines name the checkpoint when there are several."""
+    prepared = []
+    for target in targets:
+        say = _named(progress, target, len(targets))
+        _needs_task(target.subject)
+        clock = _Stopwatch()
+        scales, linear, lln = _linearise(target.subject, settings, say)
+        clock.lap("lln_a")
+        base = RunSpec(str(Path(target.checkpoint).resolve()), target.task_spec, scales,
+                       _plain(settings.prune_settings().to_dict()), settings.seed, 0.0,
+                       settings.device)
+        prepared.append((target, say, clock, linear, lln, base))
+    started = time.perf_counter()
+    all_runs = _sweep([p[5] for p in prepared], [t.runs_dir for t in targets], settings,
+                      executor, [p[1] for p in prepared])
+    pruning = round(time.perf_counter() - started, 2)
+    out = []
+    for (target, say, clock, linear, lln, base), runs in zip(prepared, all_runs):
+        clock.seconds["pruning"] = pruning        # the shared sweep's time
+        clock.last = time.perf_counter()
+        out.append(_finish(target.subject, settings, say, clock, linear, lln, base, runs,
+                           target.runs_dir))
+    return out
+
+
+def _named(progress, target: Target, count: int):
+    """`progress` with the checkpoint's name before each line when there are several."""
     say = progress or _silent
-    _needs_task(subject)
-    clock = _Stopwatch()
-    scales, linear, lln = _linearise(subject, settings, say)
-    clock.lap("lln_a")
-    base = RunSpec(str(Path(checkpoint).resolve()), task_spec, scales,
-                   _plain(settings.prune_settings().to_dict()), settings.seed, 0.0)
-    runs = _sweep(base, runs_dir, settings, executor, say)
-    clock.lap("pruning")
+    if count == 1:
+        return say
+    name = Path(target.checkpoint).name
+
+    def named(text, done=None, total=None):
+        if done is None:
+            say(f"{name}: {text}")
+        else:
+            say(f"{name}: {text}", done=done, total=total)
+    return named
+
+
+def _finish(subject, settings, say, clock, linear, lln, base, runs, runs_dir) -> Extraction:
+    """The sweep's runs through primitives and judgement: the extraction of one checkpoint."""
     with _one_torch_thread():
         tried, chosen = _choose(candidate_order(runs, settings.threshold), subject, linear,
                                 base, runs_dir, settings, say)
@@ -125,24 +179,33 @@ def _linearise(subject: Subject, settings: ExtractSettings, say):
                             "note": "the scales are learned further, per reader, while pruning"}
 
 
-def _sweep(base: RunSpec, runs_dir: Path, settings: ExtractSettings, executor, say) -> list:
-    """Every pruning run's summary (cached ones too), in the order they finished."""
-    executor = executor or ProcessExecutor(settings.workers)
-    count = [0]
+def _sweep(bases: list[RunSpec], runs_dirs: list[Path], settings: ExtractSettings, executor,
+           says: list) -> list[list]:
+    """Per checkpoint, every pruning run's summary (cached ones too), in the order they
+    finished. The first round has as many λ as the executor has workers (at least the grid's
+    three; quick: two), and so has every later one (at least two)."""
+    own = executor is None
+    executor = executor or local_executor(settings.workers)
+    workers = capacity(executor)
     most = 3 if settings.quick else settings.max_runs
+    grid = grid_for(workers, settings.quick, most)
+    searches = [Search(base, runs_dir, settings.threshold, most, grid, max(2, workers))
+                for base, runs_dir in zip(bases, runs_dirs)]
+    count = [0] * len(searches)
 
-    def heard(summary):
-        count[0] += 1
+    def heard(i, summary):
+        count[i] += 1
         st = summary["stages"]
-        say(f"pruning run: λ={summary['lam']:.2g} edges "
-            + "→".join(str(s["edges"]) for s in st)
-            + f", worst-bucket match {min(st[-1]['match'].values()):.3f}",
-            done=count[0], total=max(most, count[0]))
+        says[i](f"pruning run: λ={summary['lam']:.2g} edges "
+                + "→".join(str(s["edges"]) for s in st)
+                + f", worst-bucket match {min(st[-1]['match'].values()):.3f}",
+                done=count[i], total=max(most, count[i]))
 
-    summaries = sweep(base, runs_dir, settings.threshold, executor,
-                      max_runs=most,
-                      grid=GRID[1:] if settings.quick else GRID, report=heard)
-    return summaries
+    try:
+        return sweep_all(searches, executor, heard)
+    finally:
+        if own:
+            executor.shutdown(cancel_futures=True)
 
 
 def candidate_order(runs: list[dict], threshold: float) -> list[dict]:
@@ -172,8 +235,8 @@ def _choose(order, subject, linear, base, runs_dir, settings, say):
     """Take the sweep's runs in `order` through primitives and simplification until one
     matches the model on the held-out sets; (every candidate tried, the chosen one or None)."""
     model, task = subject.model, subject.task
-    chooser = Judge.selection(model, task, settings.selection, settings.seed)
-    held_out = Judge.held_out(model, task, settings.n, settings.seed)
+    chooser = Judge.selection(model, task, settings.selection, settings.seed, settings.device)
+    held_out = Judge.held_out(model, task, settings.n, settings.seed, settings.device)
     tried = []
     for summary in order[:settings.candidates]:
         views: dict = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 
+import attrs
 import numpy as np
 import torch
 from attrs import asdict, frozen
@@ -238,9 +239,10 @@ def sample_masks(theta: torch.Tensor, B: int, generator: torch.Generator) -> tor
 class Data:
     """Seeded training batches with the original model's logits cached, and a selection set
     (its own seed) for judging hard masks. Neither overlaps the evaluation sets, which use
-    other seeds."""
+    other seeds. The batches live on the model's device."""
 
     def __init__(self, model, task, settings: PruneSettings, seed: int):
+        device = model.embed.W_E.device
         rng = np.random.default_rng([seed, 2718])
         top = min(settings.max_length or task.max_length, task.max_length)
         examples = [task.sample(rng, task.min_length, top, offset=False)
@@ -248,7 +250,8 @@ class Data:
         examples.sort(key=lambda e: len(e.tokens))        # similar lengths: little padding
         chunks = [examples[i:i + settings.batch] for i in range(0, len(examples), settings.batch)]
         order = np.random.default_rng([seed, 31]).permutation(len(chunks))
-        self.batches = [collate(chunks[i], task.vocab.pad, task.mode) for i in order]
+        self.batches = [on_device(collate(chunks[i], task.vocab.pad, task.mode), device)
+                        for i in order]
         self.mode = task.mode
         with torch.no_grad():
             self.targets = [model(b.tokens, position_ids=b.positions).float()
@@ -259,10 +262,19 @@ class Data:
             chosen = sorted((task.sample(srng, lo, hi, offset=False)
                              for _ in range(settings.selection)), key=lambda e: len(e.tokens))
             parts = [chosen[i:i + 32] for i in range(0, len(chosen), 32)]
-            batches = [collate(p, task.vocab.pad, task.mode) for p in parts]
+            batches = [on_device(collate(p, task.vocab.pad, task.mode), device) for p in parts]
             with torch.no_grad():
                 targets = [model(b.tokens, position_ids=b.positions).float() for b in batches]
             self.selection[f"{lo}-{hi}"] = list(zip(batches, targets))
+
+
+def on_device(batch, device: torch.device):
+    """The batch's tensors on `device` (the batch itself on the CPU)."""
+    if device.type == "cpu":
+        return batch
+    return attrs.evolve(batch, tokens=batch.tokens.to(device),
+                        positions=batch.positions.to(device),
+                        targets=batch.targets.to(device), scored=batch.scored.to(device))
 
 
 def answers_from(batch) -> int:
@@ -283,6 +295,7 @@ def match(circuit: Circuit, masks: Masks, data: Data) -> dict[str, float]:
     """Per selection bucket: the fraction of sequences whose prediction equals the original's
     at every scored position."""
     out = {}
+    masks = masks.to(circuit.W_E.device)
     for name, pairs in data.selection.items():
         same = total = 0
         for batch, target in pairs:
@@ -306,6 +319,7 @@ def run_stage(circuit: Circuit, layout: Layout, stage: Stage, data: Data, lam: f
     if G == 0:
         return stage.fixed.clone()
     generator = torch.Generator().manual_seed(seed)
+    device = circuit.W_E.device
     theta = torch.nn.Parameter(torch.full((G,), settings.init_logit))
     scales = [p for n, p in circuit.named_parameters() if n.endswith("log_scale")
               and p.requires_grad]
@@ -317,12 +331,13 @@ def run_stage(circuit: Circuit, layout: Layout, stage: Stage, data: Data, lam: f
     for step in range(steps):
         i = step % len(data.batches)
         batch, target = data.batches[i], data.targets[i]
+        # the masks are drawn on the CPU (the same draws on every device), used on the model's
         group = sample_masks(theta, batch.tokens.shape[0], generator)
-        masks = layout.masks(stage.expand(group), stage.products)
+        masks = layout.masks(stage.expand(group).to(device), stage.products)
         start = answers_from(batch)
         logits = circuit(batch.tokens, batch.positions, masks, start)
         kl = loss_kl(target, logits, batch, data.mode, start)
-        loss = kl + lam * torch.sigmoid(theta).sum()
+        loss = kl + lam * torch.sigmoid(theta).sum().to(device)
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([theta], 5.0)
@@ -355,9 +370,10 @@ def prune(original, linear, task, lam: float, settings: PruneSettings = PruneSet
           seed: int = 0, progress=None, data: Data | None = None) -> tuple[Circuit, PruneResult]:
     """The three stages at sparsity weight λ, starting from `linear` (the model under LLN-A, or
     the model itself without LayerNorm) and judged against `original`; the trained circuit
-    and its hard masks."""
+    and its hard masks. It computes on the models' device (`linear` and `original` on the
+    same one); the masks and the result are on the CPU."""
     torch.manual_seed(seed)
-    circuit = Circuit(linear)
+    circuit = Circuit(linear).to(linear.embed.W_E.device)
     layout = Layout(circuit.graph)
     data = data or Data(original, task, settings, seed)
     flat = layout.flatten({k: layout.part(layout.valid.float(), k) for k in KINDS})
@@ -374,5 +390,5 @@ def prune(original, linear, task, lam: float, settings: PruneSettings = PruneSet
         results.append(StageResult(stage.name, len(kept),
                                    match(circuit, layout.masks(flat, True), data),
                                    round(time.perf_counter() - start, 2)))
-    state = {n: p.detach().clone() for n, p in circuit.named_parameters()}
+    state = {n: p.detach().cpu().clone() for n, p in circuit.named_parameters()}
     return circuit, PruneResult(lam, seed, flat, results, state)

@@ -1,15 +1,23 @@
 """The sparsity sweep: pruning runs at several λ, cached on disk, traced as a frontier.
 
-A run is `extractor.decompile.prune.prune` at one λ; it is a pure function of its inputs, so its result is
-kept under a key made of everything it depends on (checkpoint, task, LLN-A scales, settings,
-seed, λ) and never computed twice: an interrupted sweep resumes where it stopped. Runs go
-through an `Executor`: the default is a local process pool; anything with the same `map`
-(a Ray or Dask wrapper) can take its place.
+A run is `extractor.decompile.prune.prune` at one λ; it is a pure function of its inputs, so its
+result is kept under a key made of everything it depends on (checkpoint, task, LLN-A scales,
+settings, seed, λ, device) and never computed twice: an interrupted sweep resumes where it
+stopped.
+
+Runs go through any `concurrent.futures.Executor`: by default a local process pool, or a
+cluster's (extractor/decompile/cluster.py: Ray, Dask). A job carries what it needs, the
+checkpoint's files as bytes under their content address (`Payload`), so a worker needs no shared
+file system; it sends back the run's summary and tensors, and the cache is written here, on the
+machine that runs the sweep.
 
 The search (docs/extractor.md, The sparsity sweep; local and deterministic): λ sets the price of an
-edge, so programs shrink as λ grows. Starting from a fixed grid, it brackets the largest λ whose
+edge, so programs shrink as λ grows. Starting from a grid, it brackets the largest λ whose
 program still matches the model on at least `threshold` of the selection sequences in every
-length bucket, by geometric bisection, and the smallest such program wins.
+length bucket, by geometric bisection, and the smallest such program wins. Each round proposes
+as many λ as the executor has workers (at least two), and a round is proposed only when the
+previous one is complete, so the runs chosen never depend on the order in which they finish.
+Several checkpoints' searches share one executor (`sweep_all`).
 """
 
 from __future__ import annotations
@@ -19,8 +27,9 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import attrs
@@ -30,9 +39,13 @@ from safetensors.torch import load_file, save
 
 from extractor.decompile.prune import PruneSettings
 from extractor.tasks.checkpoint import load_subject
+from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.files import atomic_write_bytes, atomic_write_text
 
 GRID = (1e-3, 1e-2, 1e-1)
+QUICK_GRID = GRID[1:]
+# the files of a checkpoint directory a worker receives: config, weights, task and tokenizer
+CHECKPOINT_SUFFIXES = (".json", ".safetensors")
 
 
 @frozen
@@ -44,11 +57,14 @@ class RunSpec:
     settings: dict               # PruneSettings.to_dict()
     seed: int
     lam: float
+    device: str = "cpu"          # where the run computes ("cuda" when asked for)
 
     def key(self) -> str:
-        text = json.dumps([Path(self.checkpoint).name, _fingerprint(self.checkpoint),
-                           self.task, self.scales, self.settings, self.seed, repr(self.lam)],
-                          sort_keys=True)
+        parts = [Path(self.checkpoint).name, _fingerprint(self.checkpoint), self.task,
+                 self.scales, self.settings, self.seed, repr(self.lam)]
+        if self.device != "cpu":     # CPU runs keep the keys they had before devices
+            parts.append(self.device)
+        text = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def with_lam(self, lam: float) -> RunSpec:
@@ -76,39 +92,201 @@ def _digest(path: str, mtime_ns: int) -> str:
     return h.hexdigest()[:16]
 
 
-class Executor:
-    """Runs jobs; yields (item, result) as each finishes."""
+# ------------------------------------------------------------------ what a job carries
 
-    def map(self, fn: Callable, items: Iterable) -> Iterator:
-        raise NotImplementedError
+@frozen
+class Payload:
+    """A checkpoint as bytes, so that a worker on another machine can run it: the directory's
+    config, weights, task and tokenizer files, and the task file when the task is one
+    (`my_task.jsonl`, `tasks.py:MyTask`). `digest` is their content address: a worker unpacks
+    them once per address into its temporary folder."""
+    name: str                    # the directory's name (the paper's names say the task)
+    files: dict                  # file name -> bytes
+    task: str | None             # the task spec, with a task file's path as its bare name
+    task_file: tuple | None      # (file name, bytes) of a task file
+    digest: str
 
+    @classmethod
+    def of(cls, checkpoint: str | Path, task: str | None) -> Payload:
+        directory = Path(checkpoint)
+        files = {p.name: p.read_bytes() for p in sorted(directory.iterdir())
+                 if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES}
+        task_file = None
+        path, rest = _task_path(task)
+        if path is not None and path.is_file():
+            task_file = (path.name, path.read_bytes())
+            task = path.name + rest
+        h = hashlib.sha256(directory.resolve().name.encode())
+        for name, data in [*sorted(files.items()), *([task_file] if task_file else [])]:
+            h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        return cls(directory.resolve().name, files, task, task_file, h.hexdigest()[:20])
+
+    def unpack(self, root: Path) -> tuple[Path, str | None]:
+        """The checkpoint directory and task spec on this machine, written under
+        root/<digest>/ unless an earlier job wrote them there."""
+        home = Path(root) / self.digest
+        directory = home / self.name
+        if not (home / "complete").exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            for name, data in self.files.items():
+                atomic_write_bytes(directory / name, data)
+            if self.task_file is not None:
+                atomic_write_bytes(home / self.task_file[0], self.task_file[1])
+            atomic_write_text(home / "complete", self.digest)
+        task = self.task
+        if self.task_file is not None:
+            task = str(home / self.task)
+        return directory, task
+
+
+def _task_path(task: str | None) -> tuple[Path | None, str]:
+    """(the file a task spec names, what follows it: ":Class" or ""), or (None, "")."""
+    if task is None:
+        return None, ""
+    if task.endswith((".jsonl", ".json")):
+        return Path(task), ""
+    if ".py:" in task:
+        path, name = task.rsplit(":", 1)
+        return Path(path), ":" + name
+    return None, ""
+
+
+@frozen
+class Job:
+    """One pruning run as sent to a worker."""
+    spec: RunSpec
+    payload: Payload
+    threads: int | None = None   # torch threads for the run (None: leave the worker's)
+
+
+def run_job(job: Job) -> tuple[dict, bytes]:
+    """One pruning run in a worker: its summary and its tensors (the hard mask and the learned
+    state, as safetensors bytes). Nothing is written but the unpacked checkpoint."""
+    if isinstance(job, tuple):
+        return _run_by_path(*job)
+    spec = job.spec
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    directory, task = job.payload.unpack(Path(tempfile.gettempdir()) / "rasp-ir-jobs")
+    return _prune_run(spec, directory, task)
+
+
+def _run_by_path(spec, directory) -> dict:
+    """The job of a sweep started before jobs carried their checkpoint, (spec, cache
+    directory): a local pool spawns its workers afresh, so they import this module as it is
+    now. Reads the checkpoint by path and writes the cache itself, as such a sweep expects."""
+    spec = RunSpec(spec.checkpoint, spec.task, spec.scales, spec.settings, spec.seed, spec.lam)
+    cache = RunCache(directory)
+    cached = cache.get(spec)
+    if cached is not None:
+        return cached
+    summary, tensors = _prune_run(spec, Path(spec.checkpoint), spec.task)
+    cache.put_bytes(spec, summary, tensors)
+    return summary
+
+
+def _prune_run(spec: RunSpec, directory: Path, task: str | None) -> tuple[dict, bytes]:
+    device = check_device(spec.device)
+    from extractor.decompile.linearise import linearised
+    from extractor.decompile.prune import prune
+    subject = load_subject(directory, task)
+    model = subject.model.to(device)
+    linear = linearised(model, spec.scales) if spec.scales else model
+    settings = PruneSettings(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in spec.settings.items()})
+    circuit, result = prune(model, linear, subject.task, spec.lam, settings, spec.seed)
+    summary = {"lam": spec.lam, "seed": spec.seed,
+               "stages": [{"stage": s.name, "edges": s.edges, "match": s.match,
+                           "seconds": s.seconds} for s in result.stages]}
+    tensors = {"flat": result.flat, **{f"state.{k}": v for k, v in result.state.items()}}
+    return summary, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+
+
+def check_device(name: str) -> torch.device:
+    """The torch device `name` ("cpu", "cuda", "cuda:1"); RaspError X505 when torch cannot use
+    it here."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise RaspError([Diagnostic("X505", f"unknown device {name!r}",
+                                    hint="use cpu or cuda (cuda:N for the N-th GPU)")]) from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise RaspError([Diagnostic("X505", f"device {name!r}: only cpu and cuda are supported")])
+    if not torch.cuda.is_available():
+        built = torch.version.cuda
+        raise RaspError([Diagnostic(
+            "X505", f"--device {name}: torch sees no CUDA device on this machine",
+            note=(f"this torch {torch.__version__} is built for CUDA {built}, but no GPU is "
+                  "visible (CUDA_VISIBLE_DEVICES, drivers)") if built else
+            f"this torch {torch.__version__} is a CPU-only build",
+            hint="leave out --device (the CPU is the default), or install a CUDA build of "
+            "torch on a machine with a GPU")])
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise RaspError([Diagnostic("X505", f"--device {name}: torch sees "
+                                    f"{torch.cuda.device_count()} CUDA device(s)")])
+    return device
+
+
+# ------------------------------------------------------------------ executors
 
 class SerialExecutor(Executor):
-    def map(self, fn, items):
-        for item in items:
-            yield item, fn(item)
+    """Runs each job in this process, when it is submitted."""
+    workers = 1
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:      # noqa: BLE001 -- handed to whoever waits on it
+            future.set_exception(exc)
+        return future
 
 
-class ProcessExecutor(Executor):
-    """A local process pool; each worker uses cores // workers torch threads."""
+class LocalPool(ProcessPoolExecutor):
+    """A local process pool (spawned: no forked torch state); each worker uses cores //
+    workers torch threads."""
 
     def __init__(self, workers: int):
-        self.workers = workers
-
-    def map(self, fn, items):
-        items = list(items)
-        if self.workers <= 1 or len(items) <= 1:
-            yield from SerialExecutor().map(fn, items)
-            return
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
         import multiprocessing
-        context = multiprocessing.get_context("spawn")      # no forked torch state
-        with ProcessPoolExecutor(min(self.workers, len(items)), mp_context=context,
-                                 initializer=torch.set_num_threads,
-                                 initargs=(threads,)) as pool:
-            futures = {pool.submit(fn, item): item for item in items}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+        self.workers = workers
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        super().__init__(workers, mp_context=multiprocessing.get_context("spawn"),
+                         initializer=torch.set_num_threads, initargs=(self.threads,))
+
+
+def local_executor(workers: int) -> Executor:
+    """The default executor: this process for one worker, else a local process pool."""
+    return SerialExecutor() if workers <= 1 else LocalPool(workers)
+
+
+def capacity(executor: Executor) -> int:
+    """How many runs the executor computes at once: its `workers` (this module's executors,
+    cluster.py's) or `_max_workers` (the standard library's pools); 2 when it does not say."""
+    for name in ("workers", "_max_workers"):
+        n = getattr(executor, name, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return 2
+
+
+def job_threads(executor: Executor) -> int | None:
+    """Torch threads per run: a local pool sets its own; a cluster's worker slot is one CPU."""
+    if isinstance(executor, (SerialExecutor, LocalPool)):
+        return None
+    return getattr(executor, "threads", 1)
+
+
+def grid_for(workers: int, quick: bool = False, max_runs: int | None = None) -> tuple:
+    """The first round's λ: 1e-3, 1e-2, 1e-1 (quick: 1e-2, 1e-1), or, for more workers than
+    that, as many λ evenly spaced in log between the same ends (at most `max_runs`)."""
+    base = QUICK_GRID if quick else GRID
+    n = max(len(base), min(workers, max_runs or workers))
+    if n == len(base):
+        return base
+    low, high = base[0], base[-1]
+    return tuple(float(f"{low * (high / low) ** (i / (n - 1)):.4g}") for i in range(n))
 
 
 class RunCache:
@@ -120,7 +298,7 @@ class RunCache:
 
     def get(self, spec: RunSpec) -> dict | None:
         path = self.directory / f"{spec.key()}.json"
-        if not path.exists():
+        if not path.exists() or not self._tensors_path(spec).exists():
             return None
         try:
             return json.loads(path.read_text())
@@ -128,38 +306,20 @@ class RunCache:
             return None                 # a damaged entry is recomputed
 
     def tensors(self, spec: RunSpec) -> dict:
-        return load_file(self.directory / f"{spec.key()}.safetensors")
+        return load_file(self._tensors_path(spec))
+
+    def _tensors_path(self, spec: RunSpec) -> Path:
+        return self.directory / f"{spec.key()}.safetensors"
 
     def put(self, spec: RunSpec, summary: dict, tensors: dict) -> None:
+        self.put_bytes(spec, summary, save({k: v.contiguous() for k, v in tensors.items()}))
+
+    def put_bytes(self, spec: RunSpec, summary: dict, tensors: bytes) -> None:
+        """Store a run whose tensors are already safetensors bytes (as run_job returns them)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        key = spec.key()
         # the tensors first: a summary on disk always has its tensors beside it
-        atomic_write_bytes(self.directory / f"{key}.safetensors",
-                           save({k: v.contiguous() for k, v in tensors.items()}))
-        atomic_write_text(self.directory / f"{key}.json", json.dumps(summary, indent=1))
-
-
-def run_job(job: tuple) -> dict:
-    """One pruning run in a worker: (spec, cache directory) → its summary (also cached)."""
-    spec, directory = job
-    cache = RunCache(directory)
-    cached = cache.get(spec)
-    if cached is not None:
-        return cached
-    from extractor.decompile.linearise import linearised
-    from extractor.decompile.prune import prune
-    subject = load_subject(spec.checkpoint, spec.task)
-    model = subject.model
-    linear = linearised(model, spec.scales) if spec.scales else model
-    settings = PruneSettings(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in spec.settings.items()})
-    circuit, result = prune(model, linear, subject.task, spec.lam, settings, spec.seed)
-    summary = {"lam": spec.lam, "seed": spec.seed,
-               "stages": [{"stage": s.name, "edges": s.edges, "match": s.match,
-                           "seconds": s.seconds} for s in result.stages]}
-    tensors = {"flat": result.flat, **{f"state.{k}": v for k, v in result.state.items()}}
-    cache.put(spec, summary, tensors)
-    return summary
+        atomic_write_bytes(self._tensors_path(spec), tensors)
+        atomic_write_text(self.directory / f"{spec.key()}.json", json.dumps(summary, indent=1))
 
 
 def worst_match(summary: dict) -> float:
@@ -171,27 +331,104 @@ def final_edges(summary: dict) -> int:
     return summary["stages"][-1]["edges"]
 
 
-def sweep(base: RunSpec, directory: Path, threshold: float, executor: Executor,
+# ------------------------------------------------------------------ the search
+
+class Search:
+    """The λ search of one checkpoint: its runs so far and the next round."""
+
+    def __init__(self, base: RunSpec, directory: Path, threshold: float, max_runs: int = 8,
+                 grid: tuple = GRID, per_round: int = 2):
+        self.base, self.cache = base, RunCache(directory)
+        self.threshold, self.max_runs, self.grid = threshold, max_runs, tuple(grid)
+        self.per_round = per_round
+        self.done: dict[float, dict] = {}
+        self.started = False
+        self.in_flight = 0
+
+    def proposal(self) -> list[float]:
+        """The next round's λ not yet run (the grid first, whatever `max_runs`)."""
+        if not self.started:
+            self.started = True
+            lams = list(self.grid)
+        elif len(self.done) >= self.max_runs:
+            return []
+        else:
+            lams = _next_lams(self.done, self.threshold, self.per_round,
+                              self.max_runs - len(self.done))
+        return [lam for lam in lams if lam not in self.done]
+
+    @functools.cached_property
+    def payload(self) -> Payload:
+        return Payload.of(self.base.checkpoint, self.base.task)
+
+
+def sweep_all(searches: list[Search], executor: Executor,
+              report: Callable[[int, dict], None] | None = None) -> list[list[dict]]:
+    """Run every search on one executor, each round as soon as the search's previous one is
+    complete; per search, every summary (cached ones included) in the order they finished.
+    `report(i, summary)` hears of each run of search i."""
+    threads = job_threads(executor)
+    pending: dict[Future, tuple[int, RunSpec]] = {}
+
+    def record(i: int, summary: dict) -> None:
+        searches[i].done[summary["lam"]] = summary
+        if report:
+            report(i, summary)
+
+    def advance(i: int) -> None:
+        """Submit search i's next round; a round all in the cache is taken as it is."""
+        search = searches[i]
+        while lams := search.proposal():
+            fresh = []
+            for lam in lams:
+                spec = search.base.with_lam(lam)
+                cached = search.cache.get(spec)
+                if cached is not None:
+                    record(i, {**cached, "lam": lam})
+                else:
+                    fresh.append(spec)
+            for spec in fresh:
+                future = executor.submit(run_job, Job(spec, search.payload, threads))
+                pending[future] = (i, spec)
+            search.in_flight = len(fresh)
+            if fresh:
+                return
+
+    try:
+        for i in range(len(searches)):
+            advance(i)
+        while pending:
+            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for future in finished:
+                i, spec = pending.pop(future)
+                summary, tensors = future.result()
+                searches[i].cache.put_bytes(spec, summary, tensors)
+                record(i, summary)
+                searches[i].in_flight -= 1
+                if searches[i].in_flight == 0:
+                    advance(i)
+    finally:
+        for future in pending:
+            future.cancel()
+    return [list(s.done.values()) for s in searches]
+
+
+def sweep(base: RunSpec, directory: Path, threshold: float, executor: Executor | None = None,
           max_runs: int = 8, grid: tuple = GRID, report: Callable[[dict], None] | None = None,
-          per_round: int = 2) -> list[dict]:
-    """Run the λ search; every summary (cached ones included), in the order they finished."""
-    cache_dir = Path(directory)
-    done: dict[float, dict] = {}
-
-    def launch(lams: list[float]) -> None:
-        specs = [base.with_lam(lam) for lam in lams if lam not in done]
-        for (spec, _), summary in executor.map(run_job, [(s, cache_dir) for s in specs]):
-            done[spec.lam] = summary
-            if report:
-                report(summary)
-
-    launch(list(grid))
-    while len(done) < max_runs:
-        proposal = _next_lams(done, threshold, per_round, max_runs - len(done))
-        if not proposal:
-            break
-        launch(proposal)
-    return list(done.values())
+          per_round: int | None = None) -> list[dict]:
+    """The λ search of one checkpoint (`sweep_all` with one search); every summary, cached
+    ones included, in the order they finished. Without an executor, runs go through a local
+    pool of two workers."""
+    own = executor is None
+    executor = executor or local_executor(2)
+    try:
+        search = Search(base, directory, threshold, max_runs, grid,
+                        per_round or max(2, capacity(executor)))
+        return sweep_all([search], executor,
+                         (lambda i, summary: report(summary)) if report else None)[0]
+    finally:
+        if own:
+            executor.shutdown(cancel_futures=True)
 
 
 def _next_lams(done: dict, threshold: float, per_round: int, left: int) -> list[float]:

@@ -24,18 +24,31 @@ def add_commands(sub) -> None:
                         "path (also for models written by `rasp compile`). Writes PROG, its "
                         "tables beside it (PROG.tables.safetensors) and a report "
                         "(PROG.report.json); pruning runs are cached in PROG.runs/ and an "
-                        "interrupted extraction resumes from them.")
-    ex.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+                        "interrupted extraction resumes from them. Several checkpoints (with "
+                        "-o DIR/) share one sweep: their pruning runs go to the executor "
+                        "together, and each program is written to DIR/NAME.rasp.")
+    ex.add_argument("checkpoint", type=Path, nargs="+", metavar="CHECKPOINT")
     ex.add_argument("--task", metavar="TASK",
                     help="the task of a trained checkpoint (default: its task.json or folder name)")
     ex.add_argument("--stage", choices=["pruned", "full"], default="pruned",
                     help="pruned: the short program (default); full: the exact program")
-    ex.add_argument("-o", "--output", type=Path, required=True, metavar="PROG.rasp")
+    ex.add_argument("-o", "--output", required=True, metavar="PROG.rasp|DIR/",
+                    help="the program's file, or a directory (a trailing / or an existing one) "
+                    "to write NAME.rasp into per checkpoint (needed for several)")
     ex.add_argument("--threshold", type=float, default=None, metavar="T",
                     help="match accuracy wanted in every length bucket (default 0.9; 1.0 for "
                     "a compiled model, whose extraction is judged on every generated input)")
     ex.add_argument("--workers", type=int, default=None, metavar="N",
                     help="pruning runs at once (default: 2, or 1 on a one-core machine)")
+    ex.add_argument("--executor", default="local", metavar="local|ray[:ADDR]|dask[:ADDR]",
+                    help="where pruning runs compute: local processes (default, --workers of "
+                    "them), a Ray cluster (ray:auto, ray:HOST:PORT; the ray extra) or a Dask "
+                    "scheduler (dask:tcp://HOST:8786; the dask extra); as many runs at once as "
+                    "it has workers. Jobs carry the checkpoint's bytes; results are cached "
+                    "here, in PROG.runs/")
+    ex.add_argument("--device", default="cpu", metavar="cpu|cuda[:N]",
+                    help="where pruning runs and the model's predictions compute (default "
+                    "cpu; cuda needs a GPU torch can see)")
     ex.add_argument("--quick", action="store_true",
                     help="fewer and shorter pruning runs (a first look in about a minute on "
                     "small models)")
@@ -63,6 +76,8 @@ def add_commands(sub) -> None:
 def cmd_extract(args) -> int:
     import torch
 
+    from extractor.decompile.cluster import parse
+    from extractor.decompile.sweep import check_device
     from extractor.tasks.checkpoint import load_subject
     if (args.n is not None and args.n < 1) or args.seed < 0 or args.fit_steps < 0 or (
             args.max_entries is not None and args.max_entries < 1):
@@ -72,76 +87,130 @@ def cmd_extract(args) -> int:
             args.workers is not None and args.workers < 1):
         raise RaspError([Diagnostic("T404", "--threshold must be in (0, 1], --max-runs and "
                                     "--workers at least 1")])
-    if args.output.suffix != ".rasp":
-        raise RaspError([Diagnostic("X503", f"{args.output}: the program's file name must end "
-                                    "in .rasp (its tables go beside it)")])
-    if not args.output.parent.is_dir():
-        raise RaspError([Diagnostic("X503", f"{args.output.parent}: no such directory")])
+    parse(args.executor)             # X506 before anything is loaded
+    check_device(args.device)        # X505: --device cuda without a GPU
+    outputs = _outputs(args.output, args.checkpoint)
     if args.html:
         from rasp_ir.viz import matplotlib_figure
         matplotlib_figure()          # D701 now, not after a long extraction
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    subject = load_subject(args.checkpoint, args.task)
-    report = _run_stage(args, subject)
-    written = ""
+    subjects = [load_subject(c, args.task) for c in args.checkpoint]
+    reports = _run_stages(args, subjects, outputs)
+    written = []
     if args.html:
         from rasp_ir.cli.drawing import write_report
-        html = args.output.with_suffix(".html")
-        written = f"wrote {html} ({write_report(args.output, html) / 1e6:.2f} MB)"
+        for output in outputs:
+            html = output.with_suffix(".html")
+            written.append(f"wrote {html} ({write_report(output, html) / 1e6:.2f} MB)")
     if args.json:
-        emit_json("extract", report.to_json())
+        if len(reports) == 1:
+            emit_json("extract", reports[0].to_json())
+        else:
+            emit_json("extract", {"extractions": [r.to_json() for r in reports]})
         return EXIT_OK
-    _print_report(args, report)
-    if written:
-        print(written)
+    for checkpoint, output, report in zip(args.checkpoint, outputs, reports):
+        _print_report(checkpoint, output, report)
+    for line in written:
+        print(line)
     return EXIT_OK
 
 
-def _run_stage(args, subject):
-    """Extract as the options say, write the program, its tables and its report (after the
-    `--verify` round trip); the report as written."""
+def _outputs(output: str, checkpoints: list[Path]) -> list[Path]:
+    """The program file of each checkpoint: -o PROG.rasp for one, DIR/NAME.rasp (NAME: the
+    checkpoint's folder) when -o is a directory: an existing one or one ending in /, made
+    when its parent exists."""
+    path = Path(output)
+    if not (output.endswith(("/", os.sep)) or path.is_dir()):
+        if len(checkpoints) > 1:
+            raise RaspError([Diagnostic("X503", f"{output}: several checkpoints are written "
+                                        "into a directory", hint=f"-o {output}/ writes "
+                                        "NAME.rasp there for each checkpoint")])
+        if path.suffix != ".rasp":
+            raise RaspError([Diagnostic("X503", f"{output}: the program's file name must end "
+                                        "in .rasp (its tables go beside it)")])
+        if not path.parent.is_dir():
+            raise RaspError([Diagnostic("X503", f"{path.parent}: no such directory")])
+        return [path]
+    names = [c.resolve().name for c in checkpoints]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RaspError([Diagnostic("X503", f"two checkpoints are named {', '.join(twice)}: "
+                                    f"their programs would both be {path}/NAME.rasp",
+                                    hint="extract them into different directories")])
+    if not path.is_dir():
+        if not path.parent.is_dir():
+            raise RaspError([Diagnostic("X503", f"{path.parent}: no such directory")])
+        path.mkdir()
+    return [path / f"{name}.rasp" for name in names]
+
+
+def _run_stages(args, subjects, outputs) -> list:
+    """Extract as the options say, write each program, its tables and its report (after the
+    `--verify` round trip); the reports as written, in the checkpoints' order. The trained
+    checkpoints' pruning runs share one sweep."""
+    from extractor.decompile.cluster import open_executor
     from extractor.decompile.compiled import extract_compiled
-    from extractor.decompile.extract import (ExtractSettings, extract_full, extract_program,
-                                             write_extraction)
+    from extractor.decompile.extract import (ExtractSettings, Target, extract_full,
+                                             extract_programs, write_extraction)
     from extractor.decompile.paths import MAX_ENTRIES
     bar = progress_for(args, "extract")
+    results: dict[int, tuple] = {}
     try:
-        if args.stage == "full":
-            result = extract_full(subject, n=args.n or 2000, seed=args.seed,
-                                  limit=args.max_entries or MAX_ENTRIES,
-                                  fit_steps=args.fit_steps, progress=bar)
-            verify_n = args.n or 500
-        elif subject.kind == "compiled":
-            result = extract_compiled(subject, 1.0 if args.threshold is None else args.threshold,
-                                      args.seed, progress=bar)
-            verify_n = args.n or 200
-        else:
+        swept = []
+        for i, subject in enumerate(subjects):
+            say = bar if len(subjects) == 1 else _named(bar, args.checkpoint[i])
+            if args.stage == "full":
+                results[i] = (extract_full(subject, n=args.n or 2000, seed=args.seed,
+                                           limit=args.max_entries or MAX_ENTRIES,
+                                           fit_steps=args.fit_steps, progress=say),
+                              args.n or 500)
+            elif subject.kind == "compiled":
+                results[i] = (extract_compiled(
+                    subject, 1.0 if args.threshold is None else args.threshold, args.seed,
+                    progress=say), args.n or 200)
+            else:
+                swept.append(i)
+        if swept:
             settings = ExtractSettings(
                 threshold=0.9 if args.threshold is None else args.threshold,
                 workers=args.workers or min(2, os.cpu_count() or 1), seed=args.seed,
                 n=args.n or (200 if args.quick else 1000), quick=args.quick,
-                max_runs=args.max_runs)
-            result = extract_program(subject, args.checkpoint, args.task, _runs_dir(args),
-                                     settings, progress=bar)
-            verify_n = settings.n
-        return write_extraction(result, args.output, args.checkpoint, subject,
-                                verify_n if args.verify else None, args.seed, progress=bar)
+                max_runs=args.max_runs, device=args.device)
+            targets = [Target(subjects[i], args.checkpoint[i], args.task,
+                              _runs_dir(outputs[i])) for i in swept]
+            executor = open_executor(args.executor, settings.workers)
+            try:
+                extracted = extract_programs(targets, settings, executor, progress=bar)
+            finally:
+                executor.shutdown(cancel_futures=True)
+            for i, result in zip(swept, extracted):
+                results[i] = (result, settings.n)
+        return [write_extraction(results[i][0], outputs[i], args.checkpoint[i], subjects[i],
+                                 results[i][1] if args.verify else None, args.seed,
+                                 progress=bar)
+                for i in range(len(subjects))]
     finally:
         bar.close()
 
 
-def _runs_dir(args) -> Path:
-    return args.output.with_suffix(".runs")
+def _named(bar, checkpoint: Path):
+    def named(text, done=None, total=None):
+        bar(f"{checkpoint.name}: {text}", done=done, total=total)
+    return named
 
 
-def _print_report(args, report) -> None:
+def _runs_dir(output: Path) -> Path:
+    return output.with_suffix(".runs")
+
+
+def _print_report(checkpoint: Path, output: Path, report) -> None:
     from extractor.decompile.report import CompiledReport, FullReport
     m = report.model
     if isinstance(report, FullReport):
-        _print_full(args, report)
+        _print_full(checkpoint, output, report)
     elif isinstance(report, CompiledReport):
         inputs = report.inputs
-        print(f"{args.checkpoint}: compiled model, {m.layers} layers x {m.heads} heads")
+        print(f"{checkpoint}: compiled model, {m.layers} layers x {m.heads} heads")
         print(f"  {inputs['count']:,} generated inputs of lengths 1-{inputs['max_len']} (all of "
               f"them up to length {inputs['exhaustive_up_to']})")
         stages = report.pruning.get("stages")
@@ -149,10 +218,10 @@ def _print_report(args, report) -> None:
                                                for st in stages)
               if stages else f"  pruning: {report.pruning['method']}")
         print(f"  {report.verdict}")
-        print(f"wrote {args.output} ({_beside(args, report)}) in "
+        print(f"wrote {output} ({_beside(output, report)}) in "
               f"{report.seconds['total']:.0f} s")
     else:
-        print(f"{args.checkpoint}: {m.layers} layers x {m.heads} heads, task {report.task}")
+        print(f"{checkpoint}: {m.layers} layers x {m.heads} heads, task {report.task}")
         print(f"  {len(report.runs)} pruning runs in {report.seconds['pruning']:.0f} s; "
               f"frontier (edges: worst-bucket match on the choice set): " + ", ".join(
                   f"{p['edges']}: {p['match']:.2f}" for p in report.frontier["products"]))
@@ -164,15 +233,15 @@ def _print_report(args, report) -> None:
         for bucket, r in ev.buckets.items():
             print(f"    {bucket:<10} match {r['match']:.4f}   task {r['task']:.4f}")
         print(f"  {report.verdict}")
-        print(f"wrote {args.output} ({_beside(args, report)}, runs: {_runs_dir(args).name}/) "
+        print(f"wrote {output} ({_beside(output, report)}, runs: {_runs_dir(output).name}/) "
               f"in {report.seconds['total']:.0f} s")
     if report.roundtrip is not None:
         print("\n".join(round_trip_lines(report.roundtrip)))
 
 
-def _print_full(args, report) -> None:
+def _print_full(checkpoint: Path, output: Path, report) -> None:
     m, size, lln = report.model, report.program, report.lln_a
-    print(f"{args.checkpoint}: {report.kind} model, {m.layers} layers x {m.heads} heads"
+    print(f"{checkpoint}: {report.kind} model, {m.layers} layers x {m.heads} heads"
           + (f", task {report.task}" if report.task else ""))
     if lln is None:
         print("  no LayerNorm: the program is an exact rewrite of the model")
@@ -184,15 +253,15 @@ def _print_full(args, report) -> None:
             print(f"    {bucket:<10} match {f['match']:.4f}   KL {f['kl']:.2e}")
     print(f"  program: {size.paths} paths, {size.score_terms} score terms, "
           f"{size.table_entries:,} table entries; built in {report.seconds['build']:.2f} s")
-    print(f"wrote {args.output} ({_beside(args, report)})")
+    print(f"wrote {output} ({_beside(output, report)})")
 
 
-def _beside(args, report) -> str:
+def _beside(output, report) -> str:
     """The files this extraction wrote beside the program, as the report lists them (a
     side-file left by an earlier extraction is not one of them)."""
     written = {Path(f).name for f in report.files or ()}
-    tables = args.output.with_suffix(".tables.safetensors").name
-    report_file = args.output.with_suffix(".report.json").name
+    tables = output.with_suffix(".tables.safetensors").name
+    report_file = output.with_suffix(".report.json").name
     parts = [f"tables: {tables}"] if tables in written else []
     return ", ".join(parts + [f"report: {report_file}"])
 
