@@ -68,8 +68,8 @@ def format_source(text: str) -> str:
 
 
 def _tokens(text: str) -> list[_Token]:
-    from grammar.parser import _parser
-    raw = [t for t in _parser().lex(text, dont_ignore=True) if t.type != "WS"]
+    from grammar.parser import lark_parser
+    raw = [t for t in lark_parser().lex(text, dont_ignore=True) if t.type != "WS"]
     out: list[_Token] = []
     previous_end = 0
     i = 0

@@ -13,6 +13,9 @@ from pathlib import Path
 import lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+import attrs
+
+from rasp_ir import limits
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.nodes import Span
 
@@ -36,7 +39,7 @@ _OPTIONS = dict(parser="lalr", lexer="contextual", propagate_positions=True,
 
 
 @functools.cache
-def _parser(compat: bool = False) -> lark.Lark:
+def lark_parser(compat: bool = False) -> lark.Lark:
     """The LALR parser, its tables built once per process; with `compat`, the variant grammar
     rasp01.lark, which imports rasp.lark and overrides its operator rules with RASP 0.1's.
 
@@ -99,25 +102,65 @@ def parse_tree(text: str, file: str = "<string>", compat: bool | None = None) ->
     if compat is None:
         compat = declares_compat(text)
     unbalanced = _bracket_problem(text, file)
+    if unbalanced is not None and unbalanced.code == "E111":
+        raise RaspError([unbalanced], text)
     try:
-        return _parser(compat).parse(text)
+        tree = lark_parser(compat).parse(text)
     except UnexpectedInput as exc:
         if unbalanced:
             raise RaspError([unbalanced], text) from None
         diagnostics = _every_syntax_error(text, file, compat) or [_classify(exc, text, file)]
         raise RaspError(diagnostics, text) from None
+    deep = _too_deep(tree, file)
+    if deep:
+        raise RaspError(deep, text)
+    return tree
+
+
+def _too_deep(tree: lark.Tree, file: str) -> list[Diagnostic]:
+    """E111 for each statement whose syntax tree is deeper than limits.MAX_NESTING (measured
+    without recursion, so that the recursive walks after it stay within Python's stack)."""
+    out = []
+    for statement in tree.children:
+        if not isinstance(statement, lark.Tree):
+            continue
+        stack = [(statement, 1)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > limits.MAX_NESTING:
+                meta = statement.meta
+                out.append(Diagnostic(
+                    "E111", f"this statement nests more than {limits.MAX_NESTING} levels deep",
+                    Span(file, meta.line, meta.column, meta.line, meta.column + 1),
+                    "name the parts (`a = …; b = a + …;`): each name starts a new statement",
+                    "rasp_ir/limits.py MAX_NESTING; docs/limits.md"))
+                break
+            stack.extend((c, depth + 1) for c in node.children if isinstance(c, lark.Tree))
+    return out
+
+
+# the operators whose precedence or grouping differs between the two tables; a statement
+# without any of them reads the same under both
+_PRECEDENCE_SENSITIVE = re.compile(r"\b(?:and|or|in|not|if|lambda)\b|\^|\*\*|%")
 
 
 def precedence_warnings(tree: lark.Tree, text: str, file: str) -> list[Diagnostic]:
-    """W101 for each statement that RASP 0.1's operator table would read differently."""
-    try:
-        legacy = _parser(True).parse(text)
-    except UnexpectedInput:
-        return []
+    """W101 for each statement that RASP 0.1's operator table would read differently. Only the
+    statements holding an operator the tables disagree on are parsed again (the second parse
+    of the whole file doubled the front end's time)."""
     out = []
-    for ours, theirs in zip(tree.children, legacy.children):
+    for ours in tree.children:
+        meta = getattr(ours, "meta", None)
+        if meta is None or getattr(meta, "empty", True):
+            continue
+        piece = text[meta.start_pos:meta.end_pos]
+        if not _PRECEDENCE_SENSITIVE.search(piece):
+            continue
+        try:
+            theirs = lark_parser(True).parse(piece).children[0]
+        except UnexpectedInput:
+            continue
         if ours != theirs:
-            meta = ours.meta
             out.append(Diagnostic(
                 "W101", "RASP 0.1 would read this statement differently: its operator "
                 "precedence is not Python's", Span(file, meta.line, meta.column, meta.end_line,
@@ -127,17 +170,33 @@ def precedence_warnings(tree: lark.Tree, text: str, file: str) -> list[Diagnosti
 
 
 def _every_syntax_error(text: str, file: str, compat: bool = False) -> list[Diagnostic]:
-    """Parse each top-level statement on its own (blanked elsewhere so positions hold), so a
-    file with several syntax errors reports each of them."""
+    """Parse each top-level statement on its own and move its diagnostics to where the
+    statement is, so a file with several syntax errors reports each of them (in time linear in
+    the file's length)."""
     out = []
+    line, line_start, seen = 1, 0, 0
     for start, end in _statements(text):
-        blank = "".join(ch if ch == "\n" else " " for ch in text[:start])
-        rest = "".join(ch if ch == "\n" else " " for ch in text[end:])
+        line += text.count("\n", seen, start)
+        line_start = text.rfind("\n", 0, start) + 1
+        seen = start
+        piece = text[start:end]
         try:
-            _parser(compat).parse(blank + text[start:end] + rest)
+            lark_parser(compat).parse(piece)
         except UnexpectedInput as exc:
-            out.append(_classify(exc, blank + text[start:end] + rest, file))
+            out.append(_moved(_classify(exc, piece, file), line, start - line_start))
     return out
+
+
+def _moved(d: Diagnostic, line: int, column: int) -> Diagnostic:
+    """`d` found in a statement parsed alone, placed where the statement starts in its file
+    (line `line`, `column` characters into it)."""
+    s = d.span
+    if s is None:
+        return d
+    shift = lambda ln, col: (ln + line - 1, col + column if ln == 1 else col)  # noqa: E731
+    (sl, sc), (el, ec) = shift(s.line, s.column), shift(s.end_line, s.end_column)
+    return attrs.evolve(d, span=attrs.evolve(s, line=sl, column=sc, end_line=el,
+                                             end_column=ec))
 
 
 def _statements(text: str):
@@ -199,6 +258,10 @@ def _bracket_problem(text: str, file: str) -> Diagnostic | None:
             continue
         if ch in "([{":
             stack.append((ch, i))
+            if len(stack) > limits.MAX_NESTING:
+                return Diagnostic("E111", f"brackets nest more than {limits.MAX_NESTING} deep",
+                                  _span_at(text, file, i), "name the inner parts",
+                                  "rasp_ir/limits.py MAX_NESTING; docs/limits.md")
         elif ch in ")]}":
             if not stack or stack[-1][0] != _CLOSERS[ch]:
                 hint = (f"it closes `{stack[-1][0]}` from line "

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import grammar
-from grammar.parser import _parser
+from grammar.parser import lark_parser
 from rasp_ir.names import KEYWORDS
 from rasp_ir.printer import pretty
 
@@ -60,15 +60,15 @@ def _rules(parser):
 
 
 def test_rasp01_grammar_shares_everything_but_the_operator_rules():
-    ours, theirs = _parser(False), _parser(True)
+    ours, theirs = lark_parser(False), lark_parser(True)
     assert _rules(ours) == _rules(theirs)
     assert {(t.name, repr(t.pattern)) for t in ours.terminals} == \
         {(t.name, repr(t.pattern)) for t in theirs.terminals}
-    assert set(ours.ignore_tokens) == set(theirs.ignore_tokens) == {"WS", "COMMENT"}
-    assert _parser(True) is theirs           # the tables are built once per process
+    assert set(ours.lexer_conf.ignore) == set(theirs.lexer_conf.ignore) == {"WS", "COMMENT"}
+    assert lark_parser(True) is theirs           # the tables are built once per process
 
 
 def test_the_keywords_are_the_grammars_words():
-    words = {t.pattern.value for t in _parser(False).terminals
+    words = {t.pattern.value for t in lark_parser(False).terminals
              if t.pattern.type == "str" and t.pattern.value.isidentifier()}
     assert words == KEYWORDS
