@@ -275,9 +275,10 @@ def test_the_final_line_names_only_files_written(tmp_path):
 
 def test_extract_lists_the_files_it_wrote(capsys, tmp_path):
     model = tmp_path / "model"
-    assert main(capsys, "compile", REVERSE, "-o", model)[0] == 0
+    assert main(capsys, "compile", REVERSE, "-o", model, "--max-len", "4")[0] == 0
     out = tmp_path / "x.rasp"
-    status, text, _ = main(capsys, "extract", model, "-o", out, "--quiet", "--json")
+    status, text, _ = main(capsys, "extract", model, "--stage", "full", "-o", out, "--quiet",
+                           "--json")
     assert status == 0
     report = envelopes(text)[0]["result"]
     assert all(Path(f).exists() for f in report["files"])
