@@ -69,6 +69,8 @@ def read_source(path, stream=None) -> str:
             from None
     if len(data) > cap:
         raise RaspError([_too_big(str(path))])
+    if isinstance(data, str):          # a text stream (a test's StringIO)
+        return data
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -162,7 +162,11 @@ def read_stdin_program() -> str:
     """The program text on standard input (read once per process)."""
     global _stdin_text
     if _stdin_text is None:
-        _stdin_text = sys.stdin.read() if sys.stdin is not None else ""
+        if sys.stdin is None:
+            _stdin_text = ""
+        else:           # read up to limits.MAX_PROGRAM_BYTES: E111 past it
+            from grammar import read_source
+            _stdin_text = read_source("<stdin>", getattr(sys.stdin, "buffer", sys.stdin))
     return _stdin_text
 
 
@@ -173,18 +177,11 @@ def program_name(path) -> str:
 
 def read_program_text(path) -> str:
     """The text of a program file, or of standard input for `-`; RaspError (E252, E106) when it
-    cannot be read."""
-    from rasp_ir.diagnostics import Diagnostic, RaspError
+    cannot be read, E111 past limits.MAX_PROGRAM_BYTES (`/dev/zero` is not read forever)."""
+    from grammar import read_source
     if str(path) == STDIN:
         return read_stdin_program()
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RaspError([Diagnostic("E252", f"cannot read {path}: {exc.strerror or exc}")]) \
-            from None
-    except UnicodeDecodeError as exc:
-        raise RaspError([Diagnostic("E106", f"{path} is not UTF-8 text (byte {exc.start})")]) \
-            from None
+    return read_source(path)
 
 
 def load_program(path: Path):
