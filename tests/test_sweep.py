@@ -181,7 +181,11 @@ def test_several_checkpoints_write_one_program_each(tmp_path, capsys):
     out = tmp_path / "programs"
     assert main(["extract", str(MAJORITY), str(other), "--stage", "full", "--n", "20",
                  "--fit-steps", "0", "-o", f"{out}/", "--quiet", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)["result"]
+    envelope = json.loads(capsys.readouterr().out)
+    import jsonschema
+    schema = json.loads((EXAMPLES.parent / "docs" / "cli.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(envelope)
+    result = envelope["result"]
     assert [r["stage"] for r in result["extractions"]] == ["full", "full"]
     assert (out / "bin_majority.rasp").is_file() and (out / "majority_copy.rasp").is_file()
     assert (out / "bin_majority.report.json").is_file()
