@@ -78,11 +78,14 @@ class Extracted(NamedTuple):
 def extract(checkpoint: str | Path, output: str | Path, *, stage: str = "pruned",
             task: str | None = None, quick: bool = False, threshold: float | None = None,
             n: int | None = None, seed: int = 0, workers: int | None = None,
-            max_runs: int = 8, progress=None) -> Extracted:
+            max_runs: int = 8, executor=None, device: str = "cpu",
+            progress=None) -> Extracted:
     """`rasp extract CHECKPOINT -o OUTPUT`: rewrite a trained checkpoint (or a model written
     by `rasp compile`) as a RASP program, written to `output` (a .rasp path) with its tables
     and report beside it; pruning runs are cached in OUTPUT.runs/. stage "pruned" (the short
     program) or "full" (the exact program of every path); the other options are the command's.
+    `executor`: "local", "ray[:ADDRESS]", "dask[:ADDRESS]" (as --executor) or any
+    concurrent.futures.Executor, which the caller keeps and shuts down.
     `progress(text, done=None, total=None)` hears about each step."""
     import os
 
@@ -102,12 +105,21 @@ def extract(checkpoint: str | Path, output: str | Path, *, stage: str = "pruned"
         result = extract_compiled(subject, 1.0 if threshold is None else threshold, seed,
                                   progress=progress)
     else:
+        from extractor.decompile.cluster import open_executor
+        from extractor.decompile.sweep import check_device
+        check_device(device)
         settings = ExtractSettings(
             threshold=0.9 if threshold is None else threshold,
             workers=workers or min(2, os.cpu_count() or 1), seed=seed,
-            n=n or (200 if quick else 1000), quick=quick, max_runs=max_runs)
-        result = extract_program(subject, checkpoint, task, output.with_suffix(".runs"),
-                                 settings, progress=progress)
+            n=n or (200 if quick else 1000), quick=quick, max_runs=max_runs, device=device)
+        own = executor is None or isinstance(executor, str)
+        pool = open_executor(executor or "local", settings.workers) if own else executor
+        try:
+            result = extract_program(subject, checkpoint, task, output.with_suffix(".runs"),
+                                     settings, pool, progress=progress)
+        finally:
+            if own:
+                pool.shutdown(cancel_futures=True)
     report = write_extraction(result, output, checkpoint, subject, None, seed,
                               progress=progress)
     return Extracted(result.program, report)
