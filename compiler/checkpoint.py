@@ -185,6 +185,12 @@ def load_model(directory: str | os.PathLike,
         else:
             drop = tl_format.BUFFER if kind == tl_format.MODEL_TYPE else None
             names = {name: name for name in header if not (drop and drop.fullmatch(name))}
+    layers = {int(m.group(1)) for m in map(_LAYER.search, header or ()) if m}
+    if config is not None and header is not None and config.n_layers > len(layers) + 1:
+        # one diagnostic, not one per missing weight (n_layer 100000 once listed 1.2 million)
+        problems.append(_problem("C306", weights_path, f"config.json has {config.n_layers:,} "
+                                 f"layers; the file holds weights for {len(layers)}"))
+        config = None
     if config is not None and header is not None:
         required, optional = _expected_shapes(config, kind, tied)
         for name in tl_format.synthesized(config, how):
@@ -198,6 +204,7 @@ def load_model(directory: str | os.PathLike,
         tensors = _from_gpt2(tensors, config, tied, weights_path)
     elif kind == tl_format.MODEL_TYPE:
         tensors = tl_format.completed(tensors, config, how)
+    _fail_if(_non_finite(tensors, weights_path))
     if dtype is None:
         dtype = torch.float64 if tensors["embed.W_E"].dtype == torch.float64 else torch.float32
     with torch.device("meta"):      # no memory, no random init: the tensors are assigned below
@@ -205,6 +212,28 @@ def load_model(directory: str | os.PathLike,
     model.load_state_dict({k: t.to(dtype).contiguous() for k, t in tensors.items()}, assign=True)
     extra = raw.get("extra", {}) if kind in ("rasp-ir", tl_format.MODEL_TYPE) else {}
     return model.eval(), {"model_type": kind, "config_json": raw, "extra": extra}
+
+
+_LAYER = re.compile(r"(?:^|\.)(?:blocks|h)\.(\d+)\.")      # a layer's index in a weight's name
+
+
+def _non_finite(tensors: dict, path: Path) -> list[Diagnostic]:
+    """C315 for each weight holding NaN or infinity: such a model computes NaN, which argmax
+    and comparisons turn into confident-looking numbers (a NaN checkpoint once evaluated to
+    0.56 and extracted to a program with "match 1.0000"), so it is refused before any number
+    is reported."""
+    out = []
+    for name, t in tensors.items():
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            kinds = [k for k, test in (("NaN", torch.isnan), ("infinite", torch.isinf))
+                     if bool(test(t).any())]
+            out.append(_problem("C315", path, f"weight {name} has {bad:,} of {t.numel():,} "
+                                f"entries {' or '.join(kinds)}",
+                                hint="the training diverged or the file was damaged; retrain "
+                                "or restore the checkpoint"))
+    return out
 
 
 def _read_config(path: Path, problems: list[Diagnostic]) -> dict | None:

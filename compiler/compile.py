@@ -105,6 +105,11 @@ def _collector_paused():
 
 
 def _compile(program: ir.Program, max_len: int | None, dtype) -> CompiledModel:
+    from rasp_ir.limits import MAX_LEN
+    if max_len is not None and not (isinstance(max_len, int) and 1 <= max_len <= MAX_LEN):
+        raise RaspError([Diagnostic("E110", f"the longest input (--max-len) must be 1 to "
+                                    f"{MAX_LEN:,}, not {max_len}",
+                                    note="rasp_ir/limits.py MAX_LEN, as for @maxlen")])
     maxlen = max_len or program.maxlen
     if maxlen is not None and maxlen != program.maxlen:
         program = attrs.evolve(program, maxlen=maxlen)     # value sets follow the length
@@ -171,6 +176,51 @@ def compiled_from(model: Transformer, metadata: dict, directory) -> CompiledMode
                                     "program (no input/output encoding in config.json)",
                                     hint="rasp run --model expects a directory written by "
                                     "rasp compile")])
+    problems = _encoding_problems(info, model)
+    if problems:
+        raise RaspError([Diagnostic("C305", f"{directory}/config.json: extra.compiled{p}")
+                         for p in problems])
     model.eval()
     return CompiledModel(model, info["vocab"], info["output_kind"], info["output_values"],
                          info["maxlen"], info["residual_labels"], info.get("output_function"))
+
+
+def _encoding_problems(info, model) -> list[str]:
+    """What is wrong with a compiled model's `extra.compiled` section (read from a file that
+    anyone may have edited): each field's type and its fit with the weights."""
+    from rasp_ir.limits import MAX_LEN
+    if not isinstance(info, dict):
+        return [f" is a {type(info).__name__}, not an object"]
+    problems = _field_problems(info, model)
+    return [f".{p}" for p in problems]
+
+
+def _field_problems(info: dict, model) -> list[str]:
+    from rasp_ir.limits import MAX_LEN
+    atom = (str, int, float, bool, type(None))
+    c, out = model.config, []
+
+    def is_list(value, n=None):
+        return isinstance(value, list) and all(isinstance(v, atom) for v in value) and \
+            (n is None or len(value) == n)
+    if not is_list(info.get("vocab"), c.vocab_size):
+        out.append(f"vocab must be a list of {c.vocab_size} tokens (the embedding's rows)")
+    kind = info.get("output_kind")
+    if kind not in ("cat", "num", "vec", "logits"):
+        out.append(f"output_kind {kind!r} is not one the compiler writes (cat, num, vec, "
+                   "logits)")
+    values = info.get("output_values")
+    if kind in ("cat", "logits") and not is_list(values, c.d_vocab_out):
+        out.append(f"output_values must be a list of {c.d_vocab_out} values (the "
+                   "unembedding's columns)")
+    elif values is not None and not is_list(values):
+        out.append("output_values must be a list of values or null")
+    maxlen = info.get("maxlen")
+    if isinstance(maxlen, bool) or not isinstance(maxlen, int) or \
+            not 1 <= maxlen <= min(MAX_LEN, c.n_positions):
+        out.append(f"maxlen must be an integer from 1 to {min(MAX_LEN, c.n_positions)}")
+    if not is_list(info.get("residual_labels")):
+        out.append("residual_labels must be a list")
+    if info.get("output_function") not in (None, "softmax", "sigmoid"):
+        out.append("output_function must be null, \"softmax\" or \"sigmoid\"")
+    return out

@@ -141,7 +141,12 @@ def emit_json(command: str, result=None, *, status: str = "ok", diagnostics=()) 
 def print_diagnostics(diagnostics: list, source: str | None = None,
                        sources: dict | None = None) -> None:
     """Each diagnostic as text on standard error, with its source line when the text is known
-    (`source`, else `sources[file]`, else the file read again)."""
+    (`source`, else `sources[file]`, else the file read again). Only the first
+    limits.MAX_DIAGNOSTICS_SHOWN are printed, then a line that counts the rest."""
+    from rasp_ir.limits import MAX_DIAGNOSTICS_SHOWN
+    hidden = len(diagnostics) - MAX_DIAGNOSTICS_SHOWN
+    if hidden > 0:
+        diagnostics = diagnostics[:MAX_DIAGNOSTICS_SHOWN]
     for d in diagnostics:
         text = source
         if d.span is not None and sources is not None:
@@ -153,6 +158,9 @@ def print_diagnostics(diagnostics: list, source: str | None = None,
                 text = None
         print(d.render(text), file=sys.stderr)
         print(file=sys.stderr)
+    if hidden > 0:
+        print(f"… and {hidden:,} more diagnostic(s) not shown (--json lists them all)",
+              file=sys.stderr)
 
 
 _stdin_text: str | None = None
@@ -200,10 +208,12 @@ def parse_input(text: str, vocab: tuple | None) -> list:
     tokens = None
     if text.lstrip().startswith("["):
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_int=_input_int)
         except json.JSONDecodeError as exc:
             raise RaspError([Diagnostic("R233", f"input {text!r} is not a JSON list: {exc.msg} "
                                         f"at column {exc.colno}")]) from None
+        except ValueError as exc:       # _input_int: an integer past the digits limit
+            raise RaspError([Diagnostic("R233", f"input {text[:40]!r}…: {exc}")]) from None
         if not isinstance(value, list) or any(isinstance(v, (list, dict)) for v in value):
             raise RaspError([Diagnostic("R233", f"input {text!r} must be a flat JSON list")])
         tokens = value
@@ -211,13 +221,24 @@ def parse_input(text: str, vocab: tuple | None) -> list:
         if vocab and any(isinstance(v, str) and len(v) > 1 for v in vocab):
             # a vocabulary of words (`<bos>`, `17`): tokens are separated by spaces
             tokens = text.split()
-        else:
+        elif text:
             return list(text)
+    if not tokens:
+        raise RaspError([Diagnostic("R234", f"input {text!r} is empty; sequences need at least "
+                                    "one token")])
     if vocab is None:
         return tokens
     known = set(vocab)
     by_text = {str(v): v for v in vocab}
     return [t if t in known else by_text.get(str(t), t) for t in tokens]
+
+
+def _input_int(digits: str) -> int:
+    from rasp_ir.limits import MAX_LITERAL_DIGITS
+    if len(digits.lstrip("-")) > MAX_LITERAL_DIGITS:
+        raise ValueError(f"an integer of {len(digits.lstrip('-')):,} digits; the limit is "
+                         f"{MAX_LITERAL_DIGITS:,} (rasp_ir/limits.py)")
+    return int(digits)
 
 
 def plain(values) -> str:

@@ -34,7 +34,8 @@ def add_commands(sub) -> None:
         "next one is run; the exit status is then 2.",
         json_help='one JSON envelope per input (JSON Lines); its result holds "input" and '
         '"output", and "probs" (softmax or sigmoid outputs) or "logits" (raw logits)')
-    run.add_argument("file", type=Path, nargs="?",
+    # kept as typed (a Path would turn the first INPUT of `run --model DIR 'a//./'` into 'a')
+    run.add_argument("file", nargs="?",
                      help="the program, - for standard input (leave out with --model)")
     run.add_argument("inputs", nargs="*", metavar="INPUT")
     run.add_argument("--model", type=Path, metavar="DIR",
