@@ -11,6 +11,7 @@ import lark
 from rasp_ir import nodes as ir
 from rasp_ir import ops
 from rasp_ir import types as T
+from rasp_ir.diagnostics import RaspError
 
 from .values import Builtin, Env, Function, Issue, Term, describe_value, is_atom
 
@@ -418,7 +419,12 @@ def _table(el, a, span):
         if not path.exists():
             raise Issue("E252", f"table {name!r} needs the side-file {path}, which does not "
                         "exist", span)
-        tables = el.side_tables = read_tables(path)
+        try:
+            tables = el.side_tables = read_tables(path)
+        except RaspError as exc:
+            d = exc.diagnostics[0]
+            raise Issue(d.code, d.message, span, "write it again with rasp extract or rasp fmt "
+                        "--simplify --write, or restore it") from None
     if name not in tables:
         raise Issue("E252", f"no table {name!r} in the side-file", span,
                     f"it holds {', '.join(sorted(tables)) or 'no tables'}")

@@ -52,6 +52,7 @@ CODES = {
     "E250": "undefined name",
     "E251": "assignment to a reserved name",
     "E252": "library or side-file not found",
+    "E254": "a side-file of tables is unreadable or malformed",
     "E253": "calling something that is not a function",
     "E260": "@output is a selector or missing",
     "E270": "@expect is malformed or its input is outside @vocab",
