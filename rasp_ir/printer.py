@@ -401,8 +401,9 @@ def named_tables(program: ir.Program) -> dict[str, ir.Matrix]:
 
 
 def describe_table(table: ir.Matrix, rows: str = "rows", cols: str | None = "cols") -> str:
-    """`# "name": R × C, rows × cols; largest: (row, col) value, …` in at most WIDTH characters: the three entries of largest magnitude, fewer (and labels cut
-    short) where they do not fit."""
+    """`# "name": R × C, rows × cols; largest: (row, col) value, …` in at most WIDTH
+    characters: the three entries of largest magnitude, fewer where they do not fit, and
+    labels cut short only where not even one whole entry fits."""
     values = np.asarray(table.values, dtype=float)
     if table.cols is None:
         shape, over = f"{len(table.rows)}", rows
@@ -419,14 +420,15 @@ def describe_table(table: ir.Matrix, rows: str = "rows", cols: str | None = "col
     # stable: ties keep the table's order
     order = [i for i in np.argsort(-finite, kind="stable")[:3] if finite[i] > 0]
     nonzero = int((finite > 0).sum())
-    for count in (3, 2, 1):
-        for cut in (None, 12, 6):
-            entries = [_entry(table, values, i, cut) for i in order[:count]]
-            text = f"{head}; largest: {', '.join(entries)}"
-            if count < nonzero:
-                text += ", …"
-            if len(text) <= WIDTH:
-                return text
+    # whole labels before a third entry: "(\"toke…, 18)" says less than one entry fewer
+    tries = [(3, None), (2, None), (1, None), (3, 12), (2, 12), (1, 12), (2, 6), (1, 6)]
+    for count, cut in tries:
+        entries = [_entry(table, values, i, cut) for i in order[:count]]
+        text = f"{head}; largest: {', '.join(entries)}"
+        if count < nonzero:
+            text += ", …"
+        if len(text) <= WIDTH:
+            return text
     return _fit(text)
 
 
