@@ -35,6 +35,7 @@ from pathlib import Path
 import attrs
 import torch
 from attrs import frozen
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from extractor.decompile.prune import PruneSettings
@@ -301,9 +302,13 @@ class RunCache:
         if not path.exists() or not self._tensors_path(spec).exists():
             return None
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None                 # a damaged entry is recomputed
+            summary = json.loads(path.read_text())
+            with safe_open(str(self._tensors_path(spec)), framework="pt") as f:
+                for name in f.keys():   # the header's offsets are checked against the size
+                    f.get_slice(name)
+        except Exception:               # noqa: BLE001 -- whatever the damage: recompute
+            return None                 # a damaged entry is recomputed (put replaces it)
+        return summary if _whole(summary) else None
 
     def tensors(self, spec: RunSpec) -> dict:
         return load_file(self._tensors_path(spec))
@@ -320,6 +325,17 @@ class RunCache:
         # the tensors first: a summary on disk always has its tensors beside it
         atomic_write_bytes(self._tensors_path(spec), tensors)
         atomic_write_text(self.directory / f"{spec.key()}.json", json.dumps(summary, indent=1))
+
+
+def _whole(summary) -> bool:
+    """Whether a cached summary has what the sweep reads from it (a hand-edited or foreign
+    file is recomputed rather than crashing the sweep)."""
+    stages = summary.get("stages") if isinstance(summary, dict) else None
+    return isinstance(summary, dict) and isinstance(summary.get("lam"), (int, float)) and \
+        isinstance(stages, list) and bool(stages) and \
+        all(isinstance(s, dict) and isinstance(s.get("edges"), int) and
+            isinstance(s.get("match"), dict) and s["match"] and
+            all(isinstance(v, (int, float)) for v in s["match"].values()) for s in stages)
 
 
 def worst_match(summary: dict) -> float:
