@@ -226,6 +226,18 @@ def _lossy(original: str, *printed: str) -> bool:
     return any(c.strip() not in kept for c in _COMMENT.findall(code))
 
 
+def _assigned(text: str) -> set[str]:
+    """The names a program's top-level statements assign (aliases such as `keep = tokens;`
+    too, which the IR holds no binding for)."""
+    from grammar.parser import parse_tree
+    names = set()
+    for item in parse_tree(text).children:
+        if getattr(item, "data", None) == "assign":
+            names |= {t.children[0].value for t in item.children[0].children
+                      if getattr(t, "data", None) == "name"}
+    return names
+
+
 def cmd_fmt(args) -> int:
     """Each file in turn (`_fmt_file`); the worst exit status. With --json the text each
     prints is collected into one envelope."""
@@ -289,6 +301,12 @@ def _fmt_file(args) -> int:
     if args.write:
         if text == original:
             return EXIT_OK
+        dropped = _assigned(original) - _assigned(text) if args.simplify else set()
+        if dropped:
+            print(f"rasp fmt: refusing to rewrite {args.file}: the simplified form would drop "
+                  f"the binding(s) {', '.join(sorted(dropped))}. Use `rasp fmt --simplify "
+                  "FILE > NEW.rasp` instead.", file=sys.stderr)
+            return EXIT_FINDING
         if args.simplify and _lossy(original, as_read, text):
             print(f"rasp fmt: refusing to rewrite {args.file}: the simplified form would drop "
                   "its comments, functions or loops. Use `rasp fmt --simplify FILE > NEW.rasp` "
