@@ -20,7 +20,7 @@ import attrs
 import torch
 from attrs import frozen
 
-from extractor.checking.judge import Judge
+from extractor.checking.judge import Judge, SequentialJudge
 from extractor.checking.roundtrip import round_trip
 from extractor.decompile import linearise
 from extractor.decompile.circuit import Circuit
@@ -62,6 +62,9 @@ class ExtractSettings:
     max_lines: int = 25          # the size limit of a program worth having
     candidates: int = 3          # sweep runs taken through replacement before giving up
     margin: float = 0.02         # replacements keep the choice set's match this far above
+    # choice sequences per bucket after each confirmation of a close decision (judge.py,
+    # SequentialJudge)
+    confirm: tuple = (400, 1600)
     quick: bool = False          # fewer, shorter runs (the README's example)
     device: str = "cpu"          # where pruning runs and the model's predictions compute
 
@@ -235,17 +238,21 @@ def _choose(order, subject, linear, base, runs_dir, settings, say):
     """Take the sweep's runs in `order` through primitives and simplification until one
     matches the model on the held-out sets; (every candidate tried, the chosen one or None)."""
     model, task = subject.model, subject.task
-    chooser = Judge.selection(model, task, settings.selection, settings.seed, settings.device)
+    chooser = SequentialJudge(model, task, settings.selection, settings.seed, settings.device,
+                              settings.confirm)
     held_out = Judge.held_out(model, task, settings.n, settings.seed, settings.device)
     tried = []
     for summary in order[:settings.candidates]:
         views: dict = {}
+        confirmed = chooser.confirmations
         program, log, judged = readable_program(subject, linear, base, summary, runs_dir,
                                                 chooser, settings, say, views)
         result = held_out(program, task_accuracy=True)
         lines = program_lines(program)
         worst = min(r["match"] for r in result.values())
         entry = {"lam": summary["lam"], "lines": lines, "buckets": result,
+                 "choice": chooser.measure(program, settings.threshold),
+                 "confirmations": chooser.confirmations - confirmed,
                  "replacements": log, "programs_judged": judged, "_program": program,
                  "_views": views}
         tried.append(entry)
@@ -264,10 +271,10 @@ def readable_program(subject, linear, base, summary, runs_dir, judge, settings, 
         attrs.evolve(base, lam=summary["lam"])))
     program = circuit_program(circuit, flat, subject.tokens, subject.outputs,
                               subject.prediction, bos=subject.bos)
-    start = judge(program)
     # a bucket above the threshold stays above it (with a margin for the held-out sets); a
     # bucket below it (a model the circuit does not capture there) loses at most 0.02
     keep = settings.threshold + settings.margin
+    start = {b: r["match"] for b, r in judge.measure(program, keep).items()}
     floor = {b: keep if m >= keep else m - 0.02 for b, m in start.items()}
     say(f"λ={summary['lam']:.2g}: primitives (pruned program's worst-bucket match "
         f"{min(start.values()):.3f})")

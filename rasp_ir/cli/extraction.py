@@ -230,8 +230,12 @@ def _print_report(checkpoint: Path, output: Path, report) -> None:
         print(f"  {size.lines}-statement program ({size.side_tables} side-file table(s), "
               f"{size.opaque_mlps} opaque mlp node(s)); held-out ({ev.sequences_per_bucket} "
               "sequences per bucket, offset 0):")
+        choice = next((c.get("choice") for c in report.candidates
+                       if c["lam"] == report.program.lam), None) or {}
         for bucket, r in ev.buckets.items():
-            print(f"    {bucket:<10} match {r['match']:.4f}   task {r['task']:.4f}")
+            chosen = (f"   (choice set: match {choice[bucket]['match']:.4f} on "
+                      f"{choice[bucket]['sequences']})" if bucket in choice else "")
+            print(f"    {bucket:<10} match {r['match']:.4f}   task {r['task']:.4f}{chosen}")
         print(f"  {report.verdict}")
         print(f"wrote {output} ({_beside(output, report)}, runs: {_runs_dir(output).name}/) "
               f"in {report.seconds['total']:.0f} s")
