@@ -145,3 +145,21 @@ def test_score_tables_the_read_out_does_not_need_are_dropped():
         [r.output for r in run(c, sequences)] == want, 1.0))
     assert len(dropped) >= 1
     assert [r.output for r in run(dropped_model, sequences)] == want
+
+
+def test_a_periodic_language_is_read_as_the_position_modulo():
+    # (abab)*: what may come next is the position modulo 4 (the <bos> is position 0)
+    model = parse(HEAD + '''h = aggregate(s=select(k=indices, q=indices, op=(k == q - 2)), v=tokens);
+logits = project(inp=product(tokens, harden(h)), op=matrix(cols=["a", "b", "<bos>"], rows={
+    "a,a": [-5, 5, -5], "a,b": [-5, 5, -5], "a,<bos>": [-5, 5, -5],
+    "b,a": [5, -5, -5], "b,b": [5, -5, -5], "b,<bos>": [5, -5, -5],
+    "<bos>,a": [5, -5, -5], "<bos>,b": [5, -5, -5], "<bos>,<bos>": [5, -5, -5]}));
+prediction = sigmoid(logits);
+@output prediction;
+''')
+    sequences = [["<bos>"] + list("abab" * 5)[:n] for n in range(1, 20)]
+    want = [r.output for r in run(model, sequences)]
+    found, entry = read_out(model, sequences, ("<bos>",), lambda c: (
+        [r.output for r in run(c, sequences)] == want, 1.0))
+    assert found is not None and entry["primitive"] == "table over indices % 2"
+    assert "pos_mod_2 = indices % 2;" in pretty(found)

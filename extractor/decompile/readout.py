@@ -11,7 +11,8 @@ counts back. This step tries to say so directly:
    aggregate of the tokens re-read as the uniform mean over the prefix
    (`select(k=tokens, op=False)`) and counted with `tally(mean, a, b, low, high)` (how many
    more positions held `a` than `b`, or how many held `a`), clipped to the range the data
-   reaches when that is at most MAX_RANGE values; and `harden` of each aggregate.
+   reaches when that is at most MAX_RANGE values; `harden` of each aggregate; and the
+   position's residue `indices % m` for m in MODULI.
 2. **Groups** of one or two readings whose combinations number at most
    readback.MAX_COMBINATIONS are ranked by how often the mean logits of a position's
    combination make the same decision as its own logits (the argmax, or the set above 0 for
@@ -45,6 +46,7 @@ MAX_RANGE = 8            # values a tally may take on the page (its clipped rang
 MAX_BASIS = 16           # aggregates over at most this many token values are counted
 GROUPS = 4               # groups taken to the judge, best first
 NEAR = 0.01              # agreement this close to the best counts as as good
+MODULI = (2, 3, 4)       # residues of the position read
 
 
 def uniform_mean() -> ir.Select:
@@ -143,6 +145,10 @@ def read_out(program: ir.Program, sequences: list, specials: tuple, accepts) -> 
     position = {v: i for i, v in enumerate(vocab)}
     codes = np.array([position[t] for s in sequences for t in s])
     found.append(readback.Reading(ir.Tokens(), vocab, codes, "tokens"))
+    positions = seen.astype(np.int64) - 1
+    for m in MODULI:          # the position's residue: periodic languages count this way
+        node = ir.BinaryOp("%", ir.Indices(), ir.Const(m))
+        found.append(readback.Reading(node, tuple(range(m)), positions % m, "indices"))
     for m, source in means.items():
         rows = np.concatenate(evaluate(probe, sequences, ir.Ref(m), interpreter=probe_interp))
         basis = tuple(T.basis_of(probe_interp.type_of(ir.Ref(m))))
@@ -256,7 +262,9 @@ def _with_table(probe: ir.Program, name: str, group: tuple, logits: np.ndarray,
                       {b.name for b in probe.bindings})
     bindings = []
     for b in probe.bindings:
-        if b.name == name:
+        if b.name == name and isinstance(operand, ir.Tokens):     # the tokens need no name
+            bindings.append(ir.Binding(name, ir.Project(operand, table)))
+        elif b.name == name:
             bindings.append(ir.Binding(key_name, operand))
             bindings.append(ir.Binding(name, ir.Project(ir.Ref(key_name), table)))
         else:
@@ -272,6 +280,8 @@ def _reading_name(reading) -> str:
         name = f"count_{a}" if b is None else f"count_{a}_minus_{b}"
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             return name
+    if isinstance(node, ir.BinaryOp) and node.op == "%" and isinstance(node.left, ir.Indices):
+        return f"pos_mod_{node.right.value}"
     return "key"
 
 
