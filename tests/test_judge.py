@@ -125,8 +125,8 @@ def pooled(judge, program, buckets, stages):
     for b in buckets:
         same, n = round(judge.first(program)[b] * N), N
         for i in range(stages):
-            k = len(judge._stage(i).sets[b])
-            same, n = same + round(judge._stage(i)(program)[b] * k), n + k
+            k = len(judge._stage(i, b).sets[b])
+            same, n = same + round(judge._stage(i, b)(program)[b] * k), n + k
         out[b] = same / n
     return out
 
@@ -141,10 +141,10 @@ def plainly(judge, program, floor):
         close = [b for b in floor if _close(*counts[b], floor[b], judge.Z)]
         if not close:
             break
-        full = judge._stage(i)(program)
         for b in close:
-            k = len(judge._stage(i).sets[b])
-            counts[b] = (counts[b][0] + round(full[b] * k), counts[b][1] + k)
+            k = len(judge._stage(i, b).sets[b])
+            counts[b] = (counts[b][0] + round(judge._stage(i, b)(program)[b] * k),
+                         counts[b][1] + k)
         if any(counts[b][0] / counts[b][1] < floor[b] for b in close):
             return None
     return {b: same / n for b, (same, n) in counts.items()}

@@ -147,7 +147,8 @@ class SequentialJudge:
     bucket after each confirmation (400 and 1,600 by default). A candidate that passes with a
     margin is accepted as before; one that passes narrowly is accepted only if the pooled
     count still reaches the floor; one that fails on the choice set is rejected as before.
-    The confirmation sets are built (the model run on them) the first time they are needed.
+    A confirmation set is built (the model run on it) per bucket, the first time that bucket
+    needs it.
 
     Why these numbers (docs/extractor.md, Judging): near a match of 0.9 the standard error is
     0.030 on 100 sequences, 0.015 on 400 and 0.0075 on 1,600; a candidate still within two of
@@ -164,7 +165,7 @@ class SequentialJudge:
         self.task = task
         self._model, self._seed, self._device = model, seed, device
         self.totals = tuple(t for t in totals if t > n)
-        self._more: list[Judge | None] = [None] * len(self.totals)
+        self._more: dict[tuple[int, str], Judge] = {}
         self.confirmations = 0                 # decisions that needed fresh sequences
 
     def __call__(self, program, task_accuracy: bool = False) -> dict:
@@ -182,38 +183,40 @@ class SequentialJudge:
                 break
             if stage == 0:
                 self.confirmations += 1
-            more = self._stage(stage).counts(program, close,
-                                             {b: counts[b] for b in close})
-            if more is None:
-                return None
-            counts.update(more)
+            for b in close:
+                more = self._stage(stage, b).counts(program, {b: floor[b]}, {b: counts[b]})
+                if more is None:
+                    return None
+                counts.update(more)
         return {b: same / max(n, 1) for b, (same, n) in counts.items()}
 
-    def measure(self, program, line: float) -> dict:
+    def measure(self, program, line: float, stages: int | None = None) -> dict:
         """{bucket: {"match", "sequences"}}: the choice set's match, each bucket within Z
-        standard errors of `line` judged on the confirmation sets too (pooled)."""
+        standard errors of `line` judged on the confirmation sets too (pooled; at most the
+        first `stages` of them)."""
         counts = {b: (round(m * len(self.first.sets[b])), len(self.first.sets[b]))
                   for b, m in self.first(program).items()}
-        for stage in range(len(self.totals)):
-            close = {b: -1.0 for b in counts if _close(*counts[b], line, self.Z, both=True)}
+        for stage in range(len(self.totals) if stages is None else min(stages,
+                                                                        len(self.totals))):
+            close = [b for b in counts if _close(*counts[b], line, self.Z, both=True)]
             if not close:
                 break
-            counts.update(self._stage(stage).counts(program, close,
-                                                     {b: counts[b] for b in close}))
+            for b in close:
+                counts.update(self._stage(stage, b).counts(program, {b: -1.0}, {b: counts[b]}))
         return {b: {"match": same / max(n, 1), "sequences": n} for b, (same, n) in
                 counts.items()}
 
-    def _stage(self, i: int) -> Judge:
-        """Confirmation set i: totals[i] − (the sequences before it) fresh ones per bucket."""
-        if self._more[i] is None:
-            before = ([len(next(iter(self.first.sets.values())))] + list(self.totals))[i]
-            rng = np.random.default_rng([self._seed, 4243, i])
-            task = self.task
-            self._more[i] = Judge(self._model, task, {
-                f"{lo}-{hi}": [task.sample(rng, lo, hi, offset=False)
-                               for _ in range(self.totals[i] - before)]
-                for lo, hi in task.test_buckets}, self._device)
-        return self._more[i]
+    def _stage(self, i: int, bucket: str) -> Judge:
+        """Confirmation set i of `bucket`: totals[i] − (the sequences before it) fresh ones."""
+        if (i, bucket) not in self._more:
+            before = ([len(self.first.sets[bucket])] + list(self.totals))[i]
+            buckets = [f"{lo}-{hi}" for lo, hi in self.task.test_buckets]
+            lo, hi = self.task.test_buckets[buckets.index(bucket)]
+            rng = np.random.default_rng([self._seed, 4243, i, buckets.index(bucket)])
+            self._more[i, bucket] = Judge(self._model, self.task, {bucket: [
+                self.task.sample(rng, lo, hi, offset=False)
+                for _ in range(self.totals[i] - before)]}, self._device)
+        return self._more[i, bucket]
 
 
 def _close(same: int, n: int, line: float, z: float, both: bool = False) -> bool:
