@@ -113,7 +113,7 @@ def extract(checkpoint: str | Path, output: str | Path, *, stage: str = "pruned"
             workers=workers or min(2, os.cpu_count() or 1), seed=seed,
             n=n or (200 if quick else 1000), quick=quick, max_runs=max_runs, device=device)
         own = executor is None or isinstance(executor, str)
-        pool = open_executor(executor or "local", settings.workers) if own else executor
+        pool = open_executor(executor or "local", settings.workers, device) if own else executor
         try:
             result = extract_program(subject, checkpoint, task, output.with_suffix(".runs"),
                                      settings, pool, progress=progress)

@@ -29,14 +29,15 @@ def parse(text: str) -> tuple[str, str | None]:
     return kind, address or None
 
 
-def open_executor(text: str, workers: int) -> Executor:
-    """The executor `text` names (see `parse`); `workers` sizes the local one. The caller shuts
-    it down (for a cluster: lets go of it, the cluster keeps running)."""
+def open_executor(text: str, workers: int, device: str = "cpu") -> Executor:
+    """The executor `text` names (see `parse`); `workers` sizes the local one; `device` is
+    where the runs compute (Ray gives a task a GPU only when asked). The caller shuts it down
+    (for a cluster: lets go of it, the cluster keeps running)."""
     kind, address = parse(text)
     if kind == "local":
         return local_executor(workers)
     if kind == "ray":
-        return RayExecutor(address)
+        return RayExecutor(address, gpus=1 if device.startswith("cuda") else 0)
     return DaskExecutor(address)
 
 
@@ -56,11 +57,12 @@ class RayExecutor(Executor):
     """Jobs as Ray tasks of one CPU each. Joins the Ray instance this process already runs
     (`ray.init` called by the caller), else `ray.init(address)`: a running cluster's address,
     `auto`, or none (Ray's own rule: RAY_ADDRESS, a cluster started on this machine, else a new
-    local one). `workers` is the cluster's CPU count."""
+    local one). `workers` is the cluster's CPU count, or with `gpus` (a GPU per job: Ray hides
+    the GPUs from a task that asks for none) its GPU count."""
 
     threads = 1
 
-    def __init__(self, address: str | None = None):
+    def __init__(self, address: str | None = None, gpus: int = 0):
         try:
             import ray
         except ImportError as exc:
@@ -73,13 +75,17 @@ class RayExecutor(Executor):
             except Exception as exc:          # noqa: BLE001 -- Ray raises many kinds
                 raise _unreachable("ray", address, exc) from None
             self._joined = True
-        self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        resources = ray.cluster_resources()
+        self.gpus = gpus
+        self.workers = max(1, int(resources.get("GPU", 0) // gpus if gpus else
+                                  resources.get("CPU", 1)))
         self._remote = {}
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         remote = self._remote.get(fn)
         if remote is None:
-            remote = self._remote[fn] = self._ray.remote(num_cpus=1, max_retries=0)(fn)
+            remote = self._remote[fn] = self._ray.remote(num_cpus=1, num_gpus=self.gpus,
+                                                         max_retries=0)(fn)
         return remote.remote(*args, **kwargs).future()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

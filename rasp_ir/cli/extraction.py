@@ -178,7 +178,7 @@ def _run_stages(args, subjects, outputs) -> list:
                 max_runs=args.max_runs, device=args.device)
             targets = [Target(subjects[i], args.checkpoint[i], args.task,
                               _runs_dir(outputs[i])) for i in swept]
-            executor = open_executor(args.executor, settings.workers)
+            executor = open_executor(args.executor, settings.workers, args.device)
             try:
                 extracted = extract_programs(targets, settings, executor, progress=bar)
             finally:
