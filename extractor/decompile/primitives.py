@@ -265,22 +265,30 @@ def attention_primitives() -> list[AttentionPrimitive]:
     - same_parity: `(k % 2 == q % 2)`, key and query have the same parity. Keys after the
       query are included: on positions under @causal they are masked anyway, so this is the
       reference's `every_second` (which excluded them and printed `k%2==q%2==0`);
-    - same_mod3: `(k % 3 == q % 3)`, the same modulo 3 (`every_third`).
+    - same_mod3: `(k % 3 == q % 3)`, the same modulo 3 (`every_third`);
+    - diag+special:to_bos: `(k == "<bos>" if q in [specials] else k == q)`, an induction
+      head whose special queries (the `<sep>` that starts a copy) read the `<bos>` key.
 
     `first`, the offsets and the moduli apply to integer bases only (not booleans)."""
     return [
         _uniform("qk"),
         _to_special("qk", "bos"), _to_special("qk", "sep"), _to_special("qk", "eos"),
         _first("qk"),
-        _attention("diag", "qk", lambda q, k, sp: k == q,
-                   lambda sp: _eq(_param("k"), _param("q"))),
+        _DIAG,
         *[_attention(f"offset{n}", "qk", lambda q, k, sp, n=n: k == q - n,
                      lambda sp, n=n: _offset(n), positions=True) for n in (1, 2, 3)],
         _attention("same_parity", "qk", lambda q, k, sp: k % 2 == q % 2,
                    lambda sp: _same_mod(2), positions=True),
         _attention("same_mod3", "qk", lambda q, k, sp: k % 3 == q % 3,
                    lambda sp: _same_mod(3), positions=True),
+        # an induction head: the key equal to the query, and from a special query (the
+        # <sep> that starts a copy) the key that is <bos>
+        with_special_rows(_DIAG, _to_special("qk", "bos")),
     ]
+
+
+_DIAG = _attention("diag", "qk", lambda q, k, sp: k == q,
+                   lambda sp: _eq(_param("k"), _param("q")))
 
 
 def key_primitives() -> list[AttentionPrimitive]:
@@ -315,7 +323,8 @@ def with_special_rows(main: AttentionPrimitive | LogitPrimitive,
 def logit_primitives() -> list[LogitPrimitive]:
     """Candidates for a projection table (input basis × outputs), simplest first: zeros
     (`False`), to_eos (`(out == "<eos>")`: every input row votes for <eos>), to_bos
-    (`(out == "<bos>")`), diag (`(inp == out)`: each input value votes for the same output)."""
+    (`(out == "<bos>")`), diag (`(inp == out)`: each input value votes for the same output),
+    and diag with the special inputs voting for `<eos>` (a copy that ends)."""
     return [
         LogitPrimitive("zeros", "table", False, lambda i, o, sp: False,
                        lambda sp: _const(False), uniform=True),
@@ -323,9 +332,16 @@ def logit_primitives() -> list[LogitPrimitive]:
                        _special_body("out", "eos")),
         LogitPrimitive("to_bos", "table", True, lambda i, o, sp: o == sp.bos,
                        _special_body("out", "bos")),
-        LogitPrimitive("diag", "table", False, lambda i, o, sp: i == o,
-                       lambda sp: _eq(_param("inp"), _param("out"))),
+        _LOGIT_DIAG,
+        # a copy that ends: each input votes for itself, a special input (the <sep> a copy
+        # reaches at its end) for <eos>
+        with_special_rows(_LOGIT_DIAG, LogitPrimitive(
+            "to_eos", "table", True, lambda i, o, sp: o == sp.eos, _special_body("out", "eos"))),
     ]
+
+
+_LOGIT_DIAG = LogitPrimitive("diag", "table", False, lambda i, o, sp: i == o,
+                             lambda sp: _eq(_param("inp"), _param("out")))
 
 
 def bias_primitives() -> list[LogitPrimitive]:

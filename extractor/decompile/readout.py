@@ -168,7 +168,8 @@ def read_out(program: ir.Program, sequences: list, specials: tuple, accepts) -> 
     # the best agreement first, but a group with fewer combinations first when it is
     # nearly as good (the judge, not this proxy, decides)
     best = max((g[0] for g in groups), default=0.0)
-    size = lambda g: int(np.prod([len(r.basis) for r in g[1]]))   # noqa: E731
+    def size(g):
+        return int(np.prod([len(r.basis) for r in g[1]]))
     near = sorted((g for g in groups if g[0] >= best - NEAR), key=lambda g: (size(g), -g[0]))
     rest = sorted((g for g in groups if g[0] < best - NEAR), key=lambda g: (-g[0], size(g)))
     why = {"what": "logits", "readings": len(found)}
