@@ -574,11 +574,8 @@ class Planner:
                 _conjunction_error(sel)
         if isinstance(sel, ir.Select):     # a numeric op, or a predicate over vector bases
             kvar = self._vector_side(sel.keys)
-            if T.numeric_op(sel.predicate):
-                pred, scale = F.numeric(sel.predicate), factor
-            else:
-                truth = F.predicate(sel.predicate)
-                pred = lambda *a: 1.0 if truth(*a) else 0.0   # noqa: E731
+            pred, unit = self._op_values(sel.predicate)
+            scale = factor * unit
             if sel.queries is None:
                 row = np.array([[pred(k) for k in kvar.values]])
                 return [(None, kvar, scale * row)]
