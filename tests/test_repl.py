@@ -182,7 +182,7 @@ def terminal(tmp_path):
         if history is not None:
             env["RASP_HISTORY"] = str(history)
         child = pexpect.spawn(sys.executable, ["-m", "rasp_ir.cli", "repl"], env=env,
-                              cwd=str(ROOT), encoding="utf-8", timeout=15,
+                              cwd=str(ROOT), encoding="utf-8", timeout=60,
                               dimensions=(24, 200))
         children.append(child)
         child.expect_exact("Ctrl-D leaves")

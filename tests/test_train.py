@@ -138,7 +138,11 @@ def test_training_on_a_jsonl_file_and_a_python_class(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "train", f"{source}:First", *TINY, "-o", tmp_path / "m2")
     assert code == 0 and "0-30" in out          # the paper's buckets, cut at max_length
     assert json.loads((tmp_path / "m2" / "task.json").read_text())["task"] == f"{source}:First"
-    code, out, _ = run_cli(capsys, "eval", tmp_path / "m2", "--lengths", "1-30", "--n", 10)
+    # a task.json naming Python code is not run unless the user names it (T407)
+    code, _, err = run_cli(capsys, "eval", tmp_path / "m2", "--lengths", "1-30", "--n", 10)
+    assert code == 2 and "T407" in err
+    code, out, _ = run_cli(capsys, "eval", tmp_path / "m2", "--task", f"{source}:First",
+                           "--lengths", "1-30", "--n", 10)
     assert code == 0 and "task first (lm)" in out
 
 
