@@ -244,11 +244,7 @@ def test_terminal_ctrl_c_cancels_the_input_and_keeps_the_session(terminal):
     assert child.exitstatus == 0
 
 
-@pytest.mark.slow
 def test_terminal_ctrl_c_interrupts_a_long_evaluation(terminal):
-    # timing-dependent (the interrupt must land inside the evaluation): in the default run,
-    # after the whole suite on a clean clone, the child gave no output for 60 s once; it
-    # passes alone and with its file, so it is kept under `-m slow` until that is understood
     child = terminal()
     child.sendline('x = tokens == "a";')
     child.expect_exact(">> ")

@@ -440,6 +440,11 @@ def repl(path: Path | None = None, stdin=None, stdout=None) -> int:
     stdout = stdout or sys.stdout
     interactive = stdin is sys.stdin and stdin.isatty()
     session = Repl(stdout)
+    if interactive:
+        # Ctrl-C is the session's own key: a parent that ignores SIGINT (a shell's background
+        # job, nohup under some shells) passes that on, and Python then installs no handler
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     history = _history_file() if interactive else None
     readline = _readline(history) if interactive else None
     if path is not None:
