@@ -142,9 +142,9 @@ def readings(ref: ir.Node, source: str, X: np.ndarray, basis: tuple, categorical
     return found
 
 
-def explained(codes: list, out: np.ndarray, variance: float) -> tuple[float, np.ndarray]:
-    """(share of the output's variance explained by the mean output of each combination of
-    the code columns, the combination of each position as one integer)."""
+def combination_means(codes: list, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the mean row of `out` over each combination of the code columns the data reaches,
+    the combination of each position as an index into those means)."""
     joint = np.zeros(len(out), dtype=np.int64)
     for c in codes:
         joint = joint * (int(c.max()) + 1) + c
@@ -152,7 +152,13 @@ def explained(codes: list, out: np.ndarray, variance: float) -> tuple[float, np.
     inverse = inverse.reshape(-1)
     sums = np.zeros((int(inverse.max()) + 1, out.shape[1]))
     np.add.at(sums, inverse, out)
-    means = sums / np.bincount(inverse)[:, None]
+    return sums / np.bincount(inverse)[:, None], inverse
+
+
+def explained(codes: list, out: np.ndarray, variance: float) -> tuple[float, np.ndarray]:
+    """(share of the output's variance explained by the mean output of each combination of
+    the code columns, the combination of each position as one integer)."""
+    means, inverse = combination_means(codes, out)
     residual = float(((out - means[inverse]) ** 2).mean(0).sum())
     return 1 - residual / variance, inverse
 

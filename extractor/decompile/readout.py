@@ -85,14 +85,7 @@ def _decisions(logits: np.ndarray, sigmoid: bool) -> np.ndarray:
 
 def _agreement(codes: list, logits: np.ndarray, sigmoid: bool) -> float:
     """The share of positions whose combination's mean logits decide what their own do."""
-    joint = np.zeros(len(logits), dtype=np.int64)
-    for c in codes:
-        joint = joint * (int(c.max()) + 1) + c
-    _, inverse = np.unique(joint, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    sums = np.zeros((int(inverse.max()) + 1, logits.shape[1]))
-    np.add.at(sums, inverse, logits)
-    means = sums / np.bincount(inverse)[:, None]
+    means, inverse = readback.combination_means(codes, logits)
     same = (_decisions(means, sigmoid)[inverse] == _decisions(logits, sigmoid)).all(1)
     return float(same.mean())
 
