@@ -158,6 +158,18 @@ class _Facts:
 
 # ---------------------------------------------------------------- remove_dead
 
+def bindings_read(program: ir.Program, roots) -> set[str]:
+    """The names of the bindings the expressions `roots` read, directly or through others."""
+    values = {b.name: b.value for b in program.bindings}
+    live, stack = set(), list(roots)
+    while stack:
+        for n in ir.walk(stack.pop()):
+            if isinstance(n, ir.Ref) and n.name in values and n.name not in live:
+                live.add(n.name)
+                stack.append(values[n.name])
+    return live
+
+
 def remove_dead(program: ir.Program) -> ir.Program:
     """Drop the bindings that neither the @output nor any @expect subject depends on (library
     bindings too: the parser brings those in only when something reads them). A program with
@@ -167,13 +179,7 @@ def remove_dead(program: ir.Program) -> ir.Program:
         roots.append(program.output)
     if not roots:
         return program
-    values = {b.name: b.value for b in program.bindings}
-    live, stack = set(), roots
-    while stack:
-        for n in ir.walk(stack.pop()):
-            if isinstance(n, ir.Ref) and n.name in values and n.name not in live:
-                live.add(n.name)
-                stack.append(values[n.name])
+    live = bindings_read(program, roots)
     kept = tuple(b for b in program.bindings if b.name in live)
     return program if len(kept) == len(program.bindings) else attrs.evolve(program, bindings=kept)
 

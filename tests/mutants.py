@@ -19,6 +19,7 @@ from rasp_ir import nodes as ir
 from rasp_ir import types as T
 from rasp_ir.diagnostics import RaspError
 from rasp_ir.interpreter import run
+from rasp_ir.passes import bindings_read
 
 FLIP = {"==": "<", "<": "<=", "<=": ">", ">": ">=", ">=": "!=", "!=": "=="}
 
@@ -88,14 +89,7 @@ def mutants(program: ir.Program) -> list[tuple[str, ir.Program]]:
 
 
 def _needed(program: ir.Program) -> set:
-    by_name = {b.name: b for b in program.bindings}
-    needed, stack = set(), [program.output]
-    while stack:
-        for n in ir.walk(stack.pop()):
-            if isinstance(n, ir.Ref) and n.name in by_name and n.name not in needed:
-                needed.add(n.name)
-                stack.append(by_name[n.name].value)
-    return needed
+    return bindings_read(program, [program.output])
 
 
 def inputs(program: ir.Program, short: int = 2, sampled: int = 40, seed: int = 0) -> list[list]:

@@ -351,15 +351,8 @@ def draw(program, example) -> str:
 
 def _needed(program) -> set[str]:
     """The names of the bindings the program's @output reads, directly or not."""
-    from rasp_ir import nodes as ir
-    by_name = {b.name: b for b in program.bindings}
-    needed, stack = set(), [program.output]
-    while stack:
-        for n in ir.walk(stack.pop()):
-            if isinstance(n, ir.Ref) and n.name in by_name and n.name not in needed:
-                needed.add(n.name)
-                stack.append(by_name[n.name].value)
-    return needed
+    from rasp_ir.passes import bindings_read
+    return bindings_read(program, [program.output])
 
 
 def _short(text: str, limit: int = 60) -> str:

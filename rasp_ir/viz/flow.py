@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 
 from rasp_ir import nodes as ir
+from rasp_ir import passes
 from rasp_ir import types as T
 from rasp_ir.viz.page import Page, compact, drawing, esc
 
@@ -105,16 +106,9 @@ def flow_items(program: ir.Program, tokens) -> tuple[list, list[Item]]:
 
 def _needed(program: ir.Program) -> set[str]:
     """The bindings the @output reads (all of the file's own when there is no @output)."""
-    bindings = {b.name: b for b in program.bindings}
     if program.output is None:
         return {b.name for b in program.bindings if b.origin is None}
-    needed, stack = set(), [program.output]
-    while stack:
-        for node in ir.walk(stack.pop()):
-            if isinstance(node, ir.Ref) and node.name in bindings and node.name not in needed:
-                needed.add(node.name)
-                stack.append(bindings[node.name].value)
-    return needed
+    return passes.bindings_read(program, [program.output])
 
 
 def _parts(node, in_selector: bool = False):
