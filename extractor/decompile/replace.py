@@ -270,12 +270,17 @@ def mlp_view(features: np.ndarray, E: np.ndarray, out: np.ndarray, basis: tuple)
                                       return_counts=True)
     inverse = inverse.reshape(-1)
     order = np.argsort(-counts, kind="stable")[:MAX_VIEW_ROWS]
-    sums = np.zeros((len(keys), out.shape[1]))
-    np.add.at(sums, inverse, out)
-    means = sums / counts[:, None]
+    means = _group_means(inverse, counts, out)
     return {"labels": [_view_label(keys[g], basis) for g in order],
             "model": means[order], "primitive": keys[order] @ E,
             "count": counts[order].astype(float)}
+
+
+def _group_means(inverse: np.ndarray, counts: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The mean row of `out` in each group (`inverse`: each position's group)."""
+    sums = np.zeros((len(counts), out.shape[1]))
+    np.add.at(sums, inverse, out)
+    return sums / counts[:, None]
 
 
 def read_back_view(rep, group: tuple, out: np.ndarray) -> dict:
@@ -295,9 +300,7 @@ def read_back_view(rep, group: tuple, out: np.ndarray) -> dict:
                                              return_counts=True)
     inverse = inverse.reshape(-1)
     order = np.argsort(-counts, kind="stable")[:MAX_VIEW_ROWS]
-    sums = np.zeros((len(keys), out.shape[1]))
-    np.add.at(sums, inverse, out)
-    means = sums / counts[:, None]
+    means = _group_means(inverse, counts, out)
     labels = [", ".join(str(r.basis[r.codes[first[g]]]) for r in group) for g in order]
     return {"labels": labels, "model": means[order], "primitive": write[first[order]],
             "count": counts[order].astype(float)}
