@@ -22,7 +22,7 @@ from attrs import frozen
 
 from extractor.checking.judge import Judge, SequentialJudge
 from extractor.checking.roundtrip import round_trip
-from extractor.decompile import linearise
+from extractor.decompile import layernorm, linearise
 from extractor.decompile.circuit import Circuit
 from extractor.decompile.circuit_program import circuit_program
 from extractor.decompile.paths import MAX_ENTRIES, full_program, size
@@ -178,8 +178,21 @@ def _linearise(subject: Subject, settings: ExtractSettings, say):
     linear = linearise.linearised(model, scales)
     faithful = linearise.faithfulness(model, linear, task, n=min(settings.n, 500),
                                       seed=settings.seed)
-    return scales, linear, {"estimated_scales": scales, "faithfulness": faithful,
-                            "note": "the scales are learned further, per reader, while pruning"}
+    lln = {"estimated_scales": scales, "faithfulness": faithful,
+           "note": "the scales are learned further, per reader, while pruning"}
+    _diagnose(lln, model, scales, task, settings.threshold, settings.seed, say)
+    return scales, linear, lln
+
+
+def _diagnose(lln: dict, model, scales, task, threshold: float, seed: int, say) -> None:
+    """Below the threshold, before pruning: which LayerNorm's constant loses the model
+    (layernorm.diagnose), into `lln["diagnosis"]`."""
+    if layernorm.worst(lln["faithfulness"]) >= threshold:
+        return
+    say(f"LLN-A keeps the model on less than {threshold} of some bucket: finding the "
+        "LayerNorm(s) at fault")
+    lln["diagnosis"] = layernorm.diagnose(model, scales, task, lln["faithfulness"], threshold,
+                                          seed=seed, progress=say)
 
 
 def _sweep(bases: list[RunSpec], runs_dirs: list[Path], settings: ExtractSettings, executor,
@@ -379,6 +392,7 @@ def extract_full(subject: Subject, n: int = 2000, seed: int = 0, limit: int = MA
         say("measuring LLN-A faithfulness")
         lln["faithfulness"] = linearise.faithfulness(model, linear, task, n=n, seed=seed)
         lln.update(sequences_per_bucket=n, seed=seed)
+        _diagnose(lln, model, scales, task, ExtractSettings().threshold, seed, say)
         seconds["faithfulness"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
     program = full_program(linear, subject.tokens, subject.outputs, subject.prediction,

@@ -222,6 +222,7 @@ def _print_report(checkpoint: Path, output: Path, report) -> None:
               f"{report.seconds['total']:.0f} s")
     else:
         print(f"{checkpoint}: {m.layers} layers x {m.heads} heads, task {report.task}")
+        _print_diagnosis(report.lln_a)
         print(f"  {len(report.runs)} pruning runs in {report.seconds['pruning']:.0f} s; "
               f"frontier (edges: worst-bucket match on the choice set): " + ", ".join(
                   f"{p['edges']}: {p['match']:.2f}" for p in report.frontier["products"]))
@@ -255,9 +256,17 @@ def _print_full(checkpoint: Path, output: Path, report) -> None:
               "at every scored position):")
         for bucket, f in lln["faithfulness"].items():
             print(f"    {bucket:<10} match {f['match']:.4f}   KL {f['kl']:.2e}")
+        _print_diagnosis(lln)
     print(f"  program: {size.paths} paths, {size.score_terms} score terms, "
           f"{size.table_entries:,} table entries; built in {report.seconds['build']:.2f} s")
     print(f"wrote {output} ({_beside(output, report)})")
+
+
+def _print_diagnosis(lln: dict | None) -> None:
+    """Where LLN-A lost the model: each LayerNorm's effect (extractor/decompile/layernorm.py)."""
+    if lln and "diagnosis" in lln:
+        from extractor.decompile.layernorm import describe
+        print("\n".join(describe(lln["diagnosis"])))
 
 
 def _beside(output, report) -> str:

@@ -1,0 +1,54 @@
+"""Where LLN-A fails (extractor/decompile/layernorm.py): the diagnosis on bce_D3, the
+checkpoint whose every LayerNorm computes with its per-position scale (issue 21)."""
+
+import pytest
+
+from conftest import SHARED
+from extractor.decompile import extract, layernorm, linearise
+
+D3 = SHARED / "checkpoints" / "bce_D3-@1l1h16d4lr00drop"
+needs_d3 = pytest.mark.skipif(not (D3 / "config.json").is_file(), reason=f"no {D3}")
+
+
+@pytest.fixture(scope="module")
+def d3():
+    from extractor.tasks.checkpoint import load_subject
+    subject = load_subject(D3, "bce_D3")
+    scales = linearise.estimate_scales(subject.model, subject.task, batches=4)
+    return subject, scales
+
+
+@needs_d3
+def test_with_real_restores_only_the_named_layer_norms(d3):
+    subject, scales = d3
+    linear = layernorm.with_real(subject.model, scales, {"blocks.0.ln2"})
+    fixed = {n: ln.fixed_scale for n, ln in linearise.layer_norms(linear).items()}
+    assert fixed["blocks.0.ln2"] is None
+    assert fixed["blocks.0.ln1"] == scales["blocks.0.ln1"]
+    assert fixed["ln_final"] == scales["ln_final"]
+
+
+@needs_d3
+def test_bce_d3_every_layer_norm_loses_the_model(d3):
+    subject, scales = d3
+    model, task = subject.model, subject.task
+    faithful = linearise.faithfulness(model, linearise.linearised(model, scales), task, n=40)
+    assert layernorm.worst(faithful) < 0.9
+    diagnosis = layernorm.diagnose(model, scales, task, faithful, 0.9, n=40)
+    assert list(diagnosis["layer_norms"]) == ["blocks.0.ln1", "blocks.0.ln2", "ln_final"]
+    # linearising any one of them alone, the others true, loses most sequences
+    for effect in diagnosis["layer_norms"].values():
+        assert min(effect["alone"].values()) < 0.5
+        assert set(effect["restored"]) == set(faithful)
+    assert diagnosis["culprits"] == ["blocks.0.ln1", "blocks.0.ln2", "ln_final"]
+    lines = layernorm.describe(diagnosis)
+    assert "LLN-A loses the model" in lines[0] and len(lines) == 4
+    assert all("loses it" in line for line in lines[1:])
+
+
+@needs_d3
+def test_no_diagnosis_where_lln_a_holds(d3):
+    subject, scales = d3
+    lln = {"faithfulness": {"0-50": {"match": 0.95, "kl": 0.1}}}
+    extract._diagnose(lln, subject.model, scales, subject.task, 0.9, 0, extract._silent)
+    assert "diagnosis" not in lln
