@@ -36,6 +36,9 @@ _VECTOR_RESULTS = {
     "lookup": "lookup of a categorical value is a vector (a row of the table), and the "
               "compiler writes vectors only from attention and mlp nodes",
 }
+_NORMALIZE = ("normalize (a stated LayerNorm: its input divided by a scale per position) "
+              "divides by a function of the input, and the compiler writes vectors only from "
+              "attention and mlp nodes; no MLP divides exactly")
 _ACTIVATIONS = ("relu", "gelu")
 
 
@@ -46,6 +49,8 @@ def primitive_problem(node: ir.Primitive, type_of) -> str | None:
         return None
     if node.name == "tally":      # it reads the position, on any argument
         return _ON_VECTORS["tally"]
+    if node.name == "normalize":  # a vector divided by a number per position, on any argument
+        return _NORMALIZE
     if node.name not in _ON_VECTORS:
         return f"unknown primitive {node.name}"
     kinds = [type_of(arg) for arg in node.args[:2 if node.name == "product" else 1]]

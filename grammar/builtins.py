@@ -307,6 +307,15 @@ def _lookup(el, a, span):
     return el.typed(ir.Primitive("lookup", (x.node, table), span=span), span)
 
 
+def _normalize(el, a, span):
+    x = _vector_term(a)
+    scale = a.term("scale")
+    if not isinstance(scale.type, (T.Num, T.Cat)):
+        raise Issue("E201", f"normalize divides by a number per position, got "
+                    f"{describe_value(scale)}", span, "normalize(x, 1 / (indices + 1))")
+    return el.typed(ir.Primitive("normalize", (x.node, scale.node), span=span), span)
+
+
 MLP_ACTIVATIONS = ("gelu", "relu")
 
 
@@ -458,6 +467,7 @@ def builtin_env() -> Env:
         _builtin("tally", ("x", "a", "b", "low", "high"), _tally),
         _builtin("erase", ("x",), _erase),
         _builtin("product", ("x", "y"), _product),
+        _builtin("normalize", ("x", "scale"), _normalize),
         _builtin("mlp", ("*inputs", "W_in", "b_in", "W_out", "b_out", "activation"), _mlp),
         _builtin("project", ("inp", "op"), _project),
         _builtin("softmax", ("x",), _predict("softmax")),

@@ -27,7 +27,9 @@ Semantics (x[v] the entry for basis value v), name(params): output basis, value:
 - erase(): (1,), 1 everywhere;
 - product(y): the pairs "u,v" (u in x's basis, v in y's), x[u]·y[v]; categorical when both
   inputs are (its rows are then one-hot, and the interpreter reads the pair off them);
-- lookup(M): M's columns, x · M.
+- lookup(M): M's columns, x · M;
+- normalize(s): the basis, x / s, where s is a number per position (a second argument, not a
+  parameter): a LayerNorm whose per-position scale the program states (docs/layernorm.md).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from .types import product_label
 
 # the primitives whose output is a value of a finite basis (codes), not a vector (rows)
 CATEGORICAL = frozenset({"harden", "exists", "is_pure", "balance", "diff", "tally", "erase"})
-NAMES = CATEGORICAL | {"sharpen", "product", "lookup"}
+NAMES = CATEGORICAL | {"sharpen", "product", "lookup", "normalize"}
 
 
 def pure_basis(basis) -> tuple:
@@ -69,6 +71,8 @@ def output_basis(name: str, params: tuple, basis, basis_y=None) -> tuple:
         return tuple(product_label(u, v) for u in basis for v in basis_y)
     if name == "lookup":
         return tuple(basis_y)
+    if name == "normalize":
+        return tuple(basis)
     raise ValueError(f"unknown primitive {name}")
 
 
@@ -139,6 +143,12 @@ def lookup(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     return x @ table
 
 
+def normalize(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Rows over the basis: x divided by `scale` (x's shape without the basis axis), the
+    number each position is divided by."""
+    return x / scale[..., None]
+
+
 def apply(name: str, params: tuple, x: np.ndarray, basis, y: np.ndarray | None = None,
           seen: np.ndarray | None = None):
     """`name` on rows `x` over `basis` (and `y`: product's second rows, lookup's table;
@@ -164,4 +174,6 @@ def apply(name: str, params: tuple, x: np.ndarray, basis, y: np.ndarray | None =
         return product(x, y)
     if name == "lookup":
         return lookup(x, y)
+    if name == "normalize":
+        return normalize(x, y)
     raise ValueError(f"unknown primitive {name}")

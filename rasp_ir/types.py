@@ -475,6 +475,8 @@ def _primitive(node, ctx, kids):
     name = node.name
     t = kids[0]
     basis = basis_of(t)
+    if name == "normalize" and (basis is not None or isinstance(t, Num)):
+        return _normalize(t, kids[1], basis)
     if basis is None:
         raise TypeIssue("E201", f"{name} expects a vector over a known basis, got {t}")
     if name == "harden":
@@ -533,6 +535,22 @@ def _primitive(node, ctx, kids):
             return Cat(labels)
         return Vec(labels, dist=_is_dist(t) and _is_dist(other))
     raise TypeIssue("E201", f"unknown primitive {name}")
+
+
+def _normalize(t, scale, basis):
+    """normalize(x, scale): x over its basis (a number stays a number) divided by a number per
+    position; the scale is numerical, or categorical with numbers as its values."""
+    numbers = isinstance(scale, Num) or (
+        isinstance(scale, Cat) and scale.values is not None
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale.values))
+    if not numbers:
+        raise TypeIssue("E201", f"normalize divides by a number per position, got "
+                        f"{a(describe(scale))}",
+                        "a numerical s-op, e.g. normalize(x, 1 / (indices + 1))")
+    if isinstance(scale, Cat) and 0 in scale.values:
+        raise TypeIssue("E201", "normalize's scale can be 0: it divides by it",
+                        f"its values are {_show_values(scale.values)}")
+    return Num(None) if isinstance(t, Num) else Vec(basis)
 
 
 def product_label(first, second) -> str:
