@@ -7,6 +7,10 @@ operating system's file cache), then N times (default 15); the median, minimum a
 wall times are printed with the target each must meet, and the median CPU time (user + system),
 which other processes' load disturbs less. Exit status 1 when a median is over its
 target. Run it on an idle machine: other processes' load shows up directly in the times.
+
+The commands run without PYTHONDONTWRITEBYTECODE (some sandboxes set it): a user's Python
+keeps the compiled modules in __pycache__, and recompiling every module edited since the last
+install on each call would time the compiler, not the command line.
 """
 
 from __future__ import annotations
@@ -42,11 +46,15 @@ def rasp_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "rasp_ir"]
 
 
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def timed(argv: list[str]) -> tuple[float, float]:
     """Wall time and CPU time (user + system) of one run of `argv`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = subprocess.run(argv, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -9,6 +9,7 @@ from pathlib import Path
 from rasp_ir import limits
 from rasp_ir import nodes as ir
 from rasp_ir.diagnostics import Diagnostic, RaspError
+from rasp_ir.sources import read_source, too_big
 
 from .elaborate import Elaborator
 from .library import base_environment, load_library
@@ -53,45 +54,12 @@ def load(path) -> ir.Program:
     return parse(read_source(path), str(path))
 
 
-def read_source(path, stream=None) -> str:
-    """The text of a program file (or of the binary `stream`, e.g. standard input), read up to
-    limits.MAX_PROGRAM_BYTES: RaspError E111 past it (so `/dev/zero` is refused, not read
-    forever), E252 when it cannot be read, E106 when it is not UTF-8."""
-    cap = limits.MAX_PROGRAM_BYTES
-    try:
-        if stream is not None:
-            data = stream.read(cap + 1)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(cap + 1)
-    except OSError as exc:
-        raise RaspError([Diagnostic("E252", f"cannot read {path}: {exc.strerror or exc}")]) \
-            from None
-    if len(data) > cap:
-        raise RaspError([_too_big(str(path))])
-    if isinstance(data, str):          # a text stream (a test's StringIO)
-        return data
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RaspError([Diagnostic("E106", f"{path} is not UTF-8 text (byte {exc.start})")]) \
-            from None
-
-
 def size_problem(text: str, file: str) -> Diagnostic | None:
     """E111 when `text` is longer than limits.MAX_PROGRAM_BYTES (in UTF-8), else None."""
     cap = limits.MAX_PROGRAM_BYTES
     if len(text) <= cap // 4 or len(text.encode("utf-8", "surrogatepass")) <= cap:
         return None
-    return _too_big(file)
-
-
-def _too_big(file: str) -> Diagnostic:
-    cap = limits.MAX_PROGRAM_BYTES
-    return Diagnostic("E111", f"{file} is larger than {cap:,} bytes, the limit on a program",
-                      note="rasp_ir/limits.py MAX_PROGRAM_BYTES; docs/limits.md",
-                      hint="split it into libraries (`load`), or keep large tables in a "
-                      "side-file (`table(\"name\")`)")
+    return too_big(file)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
 import re
 import sys
 from pathlib import Path
@@ -69,26 +68,21 @@ def lark_parser(compat: bool = False) -> lark.Lark:
 
 
 def _cache_file(name: str) -> Path | None:
-    """Where the tables of grammar `name` are kept: $RASP_IR_CACHE, else $XDG_CACHE_HOME/rasp-ir,
-    else ~/.cache/rasp-ir; the file name holds a hash of both grammar files, the Lark version,
-    the options and the Python version, so an edited grammar or a new Lark gets new tables.
-    None when RASP_IR_CACHE is empty (no cache) or no home directory is known."""
-    root = os.environ.get("RASP_IR_CACHE")
-    if root == "":
-        return None
+    """Where the tables of grammar `name` are kept: in rasp_ir.program_cache.cache_dir()
+    ($RASP_IR_CACHE, else $XDG_CACHE_HOME/rasp-ir, else ~/.cache/rasp-ir); the file name holds
+    a hash of both grammar files, the Lark version, the options and the Python version, so an
+    edited grammar or a new Lark gets new tables. None when there is no cache directory."""
+    from rasp_ir.program_cache import cache_dir
+    root = cache_dir()
     if root is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                                 ".cache")
-        if base.startswith("~"):
-            return None
-        root = os.path.join(base, "rasp-ir")
+        return None
     here = Path(__file__).parent
     digest = hashlib.sha256()
     for part in ("rasp.lark", "rasp01.lark"):
         digest.update((here / part).read_bytes())
     digest.update(repr((lark.__version__, sorted(_OPTIONS.items()),
                         sys.version_info[:2])).encode())
-    return Path(root) / f"{name}.{digest.hexdigest()[:16]}.lalr"
+    return root / f"{name}.{digest.hexdigest()[:16]}.lalr"
 
 
 def declares_compat(text: str) -> bool:

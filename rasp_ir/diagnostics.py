@@ -9,9 +9,12 @@ X5xx extraction, V6xx verification (`rasp equiv`, `rasp verify`), D7xx pictures 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from attrs import field, frozen
 
-from .nodes import Span
+if TYPE_CHECKING:           # an annotation only: `rasp --help` need not build the IR classes
+    from .nodes import Span
 
 CODES = {
     "E101": "syntax error",

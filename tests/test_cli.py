@@ -202,3 +202,21 @@ def test_runtime_errors_are_diagnostics(tmp_path):
 def test_no_command_prints_help():
     status, out, err = rasp()
     assert status == 2 and "run" in err and "Traceback" not in err
+
+
+def test_each_family_registers_the_commands_the_cli_lists_for_it():
+    """`rasp COMMAND` imports only the family cli.FAMILIES names for COMMAND."""
+    import argparse
+    import importlib
+    for family, commands in cli.FAMILIES.items():
+        sub = argparse.ArgumentParser().add_subparsers(parser_class=argparse.ArgumentParser)
+        importlib.import_module(f"rasp_ir.cli.{family}").add_commands(sub)
+        assert tuple(sub.choices) == commands, family
+
+
+def test_run_imports_no_other_command_family():
+    code = ("import sys; from rasp_ir.cli import main; main(['run', %r, 'ab']); "
+            "print(sorted(m for m in sys.modules if m.startswith('rasp_ir.cli.')))" % str(REVERSE))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120).stdout
+    assert out.splitlines()[-1] == "['rasp_ir.cli.common', 'rasp_ir.cli.language']"

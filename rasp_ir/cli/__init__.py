@@ -2,30 +2,42 @@
 
 A family module has one function, `add_commands(sub)`, that registers each of its commands
 with `common.add_command(sub, name, handler, help=...)`; adding a family is one entry in
-FAMILIES below. Every subcommand then takes its options anywhere among its positionals, reports
-a usage error with its own usage (exit 2) and has `--json` (docs/cli.md).
+FAMILIES below, with the commands it registers. Every subcommand then takes its options
+anywhere among its positionals, reports a usage error with its own usage (exit 2) and has
+`--json` (docs/cli.md).
 
 Commands parse arguments, call the library and print; heavy modules (torch, numpy, the
-grammar) are imported inside commands so that `rasp --help` is instant.
+grammar) are imported inside commands so that `rasp --help` is instant. `rasp COMMAND …`
+imports only the family that defines COMMAND (`rasp run` reads none of the model commands).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
-from rasp_ir.cli import (checking, compiling, drawing, exporting, extraction, language, models,
-                         predicting)
 from rasp_ir.cli.common import (EXIT_INPUT, EXIT_OK, CommandParser, emit_json,
                                 print_diagnostics)
 
-FAMILIES = (language, compiling, models, extraction, checking, drawing, exporting, predicting)
+# family module (rasp_ir/cli/NAME.py) -> the commands it registers, in `rasp --help`'s order;
+# tests/test_cli.py checks that each module registers exactly these
+FAMILIES = {
+    "language": ("run", "check", "fmt", "repl"),
+    "compiling": ("compile",),
+    "models": ("eval", "train", "tasks"),
+    "extraction": ("extract",),
+    "checking": ("equiv", "verify"),
+    "drawing": ("report", "draw", "attention"),
+    "exporting": ("export",),
+    "predicting": ("predict",),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run `rasp` with `argv` (default: the process's arguments); the exit status."""
-    parser = build_parser()
+    parser = build_parser(_families_needed(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:            # --help and --version (0), usage errors (2)
@@ -69,8 +81,21 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """`rasp`'s parser with every family's subcommands."""
+def _families_needed(argv: list[str]) -> tuple[str, ...]:
+    """The family modules `argv` needs: the one that defines its command; none for a bare
+    `rasp --version`; every one otherwise (`rasp --help` lists them all, an unknown command's
+    error lists the choices)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    for family, commands in FAMILIES.items():
+        if command in commands:
+            return (family,)
+    if command is None and "--version" in argv and not {"-h", "--help"} & set(argv):
+        return ()
+    return tuple(FAMILIES)
+
+
+def build_parser(families=tuple(FAMILIES)) -> argparse.ArgumentParser:
+    """`rasp`'s parser with the subcommands of `families` (names of FAMILIES; default all)."""
     parser = argparse.ArgumentParser(
         prog="rasp", description="RASP programs and transformers: run, check and format "
         ".rasp files; compile them to weights; train, evaluate and extract checkpoints.",
@@ -79,6 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
         "docs/cli.md has the reference and the --json contract.")
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
-    for family in FAMILIES:
-        family.add_commands(sub)
+    for family in families:
+        importlib.import_module(f"rasp_ir.cli.{family}").add_commands(sub)
     return parser

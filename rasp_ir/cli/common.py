@@ -173,7 +173,7 @@ def read_stdin_program() -> str:
         if sys.stdin is None:
             _stdin_text = ""
         else:           # read up to limits.MAX_PROGRAM_BYTES: E111 past it
-            from grammar import read_source
+            from rasp_ir.sources import read_source
             _stdin_text = read_source("<stdin>", getattr(sys.stdin, "buffer", sys.stdin))
     return _stdin_text
 
@@ -186,18 +186,20 @@ def program_name(path) -> str:
 def read_program_text(path) -> str:
     """The text of a program file, or of standard input for `-`; RaspError (E252, E106) when it
     cannot be read, E111 past limits.MAX_PROGRAM_BYTES (`/dev/zero` is not read forever)."""
-    from grammar import read_source
+    from rasp_ir.sources import read_source
     if str(path) == STDIN:
         return read_stdin_program()
     return read_source(path)
 
 
 def load_program(path: Path):
-    """The program in a .rasp file, or on standard input for `-`."""
-    import grammar
+    """The program in a .rasp file (read back from rasp_ir/program_cache.py when unchanged),
+    or on standard input for `-`."""
     if str(path) == STDIN:
+        import grammar
         return grammar.parse(read_stdin_program(), "<stdin>")
-    return grammar.load(path)
+    from rasp_ir import program_cache
+    return program_cache.load(path)
 
 
 def parse_input(text: str, vocab: tuple | None) -> list:

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from rasp_ir.cli.common import EXIT_OK, add_command, emit_json, load_program, parse_input
-from rasp_ir.diagnostics import Diagnostic, RaspError
 
 
 JSON_HELP = ('one JSON envelope; result: {"output": the file written, "bytes": its size, '
@@ -105,6 +104,7 @@ def cmd_attention(args) -> int:
     import torch
 
     from extractor.tasks.checkpoint import load_subject
+    from rasp_ir.diagnostics import Diagnostic, RaspError
     from rasp_ir.files import atomic_write_text
     from rasp_ir.viz.attention import attention_page
     started = time.perf_counter()
@@ -146,6 +146,7 @@ def _done(args, output: Path, size: int, seconds: float) -> int:
 
 
 def _check_output(output: Path, suffixes: tuple) -> None:
+    from rasp_ir.diagnostics import Diagnostic, RaspError
     if output.suffix not in suffixes:
         raise RaspError([Diagnostic("D703", f"{output}: the file name must end in "
                                     + " or ".join(suffixes))])
@@ -154,6 +155,7 @@ def _check_output(output: Path, suffixes: tuple) -> None:
 
 
 def _write(output: Path, text: str, write) -> None:
+    from rasp_ir.diagnostics import Diagnostic, RaspError
     try:
         write(output, text)
     except OSError as exc:        # the old file, if any, is left whole (rasp_ir/files.py)
@@ -171,6 +173,7 @@ def repl_picture(program, tokens) -> str:
     import os
     import tempfile
 
+    from rasp_ir.diagnostics import RaspError
     from rasp_ir.files import atomic_write_text
     try:
         from rasp_ir.viz.flow import flow_page

@@ -1,0 +1,140 @@
+"""Elaborated programs kept on disk, so that `rasp run FILE` on an unchanged FILE neither
+parses nor elaborates it again.
+
+Reading a program back skips the front end entirely: Lark and its tables, the grammar modules
+and the elaboration of the default library are never imported or run, which is most of a short
+command's start-up (bench/startup.py).
+
+An entry is the pickled program with its key, under a file name derived from the key; the key
+is stored whole and compared on reading, so two keys never share an entry. The key holds
+everything the elaboration read: the program's text, the name it was read under (its spans
+carry it), and the size and modification time of every source file of the front end (grammar/,
+rasp_ir/*.py, the packaged libraries, Lark and attrs), so an edited front end or library is
+never answered from an older entry. Programs that read other files (a `load`, a side-file of
+tables) are not kept. A missing, damaged or foreign entry is recomputed and rewritten; an
+unwritable cache directory only costs the time. Entries are pickles, trusted as the parser's
+cached tables are (grammar/parser.py): the directory is the user's own.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import zlib
+from pathlib import Path
+
+FORMAT = 1              # raised when an entry's layout changes
+MAX_ENTRIES = 256       # past this many entries the oldest quarter is removed
+
+
+def cache_dir() -> Path | None:
+    """Where rasp-ir keeps its caches: $RASP_IR_CACHE, else $XDG_CACHE_HOME/rasp-ir, else
+    ~/.cache/rasp-ir. None when RASP_IR_CACHE is empty (no cache) or no home directory is
+    known."""
+    root = os.environ.get("RASP_IR_CACHE")
+    if root == "":
+        return None
+    if root is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                 ".cache")
+        if base.startswith("~"):
+            return None
+        root = os.path.join(base, "rasp-ir")
+    return Path(root)
+
+
+def load(path):
+    """`grammar.load(path)`: the program in a .rasp file, read back from the cache when its
+    text and the front end are unchanged, else elaborated (and kept when it may be).
+    Raises RaspError as grammar.load does; errors are never cached."""
+    from rasp_ir.sources import read_source
+    path = Path(path)
+    name = str(path)
+    text = read_source(path)
+    key = (FORMAT, name, text, _fingerprint())
+    entry = _entry(key)
+    program = _read(entry, key)
+    if program is not None:
+        return program
+    import grammar
+    program = grammar.parse(text, name)
+    if entry is not None and _keepable(program, path):
+        _write(entry, key, program)
+    return program
+
+
+def _keepable(program, path: Path) -> bool:
+    """Whether `program` read nothing but its text and the default library: no `load` (a
+    library file the key does not cover) and no side-file of tables beside it."""
+    from rasp_ir.tables import side_file
+    return not program.loads and not side_file(path).exists()
+
+
+def _fingerprint() -> tuple:
+    """Python's version and (name, size, modification time) of every file the front end's
+    result depends on."""
+    import importlib.util
+    from rasp_ir import __version__
+    here = Path(__file__).parent
+    folders = [(here, (".py",)), (here / "lib", (".rasp",))]
+    for package in ("grammar", "lark", "attr"):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            folders.append((Path(spec.origin).parent,
+                            (".py", ".lark") if package == "grammar" else ("__init__.py",)))
+    stamps = []
+    for folder, suffixes in folders:
+        try:
+            with os.scandir(folder) as entries:
+                for e in entries:
+                    if e.name.endswith(suffixes):
+                        st = e.stat()
+                        stamps.append((str(folder), e.name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append((str(folder), None))
+    return sys.version_info[:3], __version__, tuple(sorted(stamps, key=repr))
+
+
+def _entry(key) -> Path | None:
+    root = cache_dir()
+    if root is None:
+        return None
+    data = repr(key).encode("utf-8", "surrogatepass")
+    return root / "programs" / f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}.pickle"
+
+
+def _read(entry: Path | None, key):
+    if entry is None:
+        return None
+    try:
+        with open(entry, "rb") as f:
+            stored, program = pickle.load(f)
+    except Exception:          # absent, truncated, from another version: elaborate again
+        return None
+    from rasp_ir.nodes import Program
+    return program if stored == key and isinstance(program, Program) else None
+
+
+def _write(entry: Path, key, program) -> None:
+    from rasp_ir.files import atomic_write_bytes
+    try:
+        data = pickle.dumps((key, program), protocol=pickle.HIGHEST_PROTOCOL)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(entry, data)
+        _prune(entry.parent)
+    except Exception:          # unwritable, or a program pickle cannot hold: only time lost
+        pass
+
+
+def _prune(folder: Path) -> None:
+    """Keep the newest three quarters of the entries once there are more than MAX_ENTRIES."""
+    entries = list(folder.glob("*.pickle"))
+    if len(entries) <= MAX_ENTRIES:
+        return
+    entries.sort(key=lambda p: p.stat().st_mtime)
+    for old in entries[:len(entries) - MAX_ENTRIES * 3 // 4]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
