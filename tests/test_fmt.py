@@ -209,7 +209,7 @@ def test_fmt_simplify_write_refuses_to_drop_comments_or_functions(capsys, tmp_pa
     target = tmp_path / "kept.rasp"
     target.write_text(original)
     status, _, err = fmt(capsys, "--simplify", "--write", target)
-    assert status != 0 and "refusing" in err
+    assert status == 2 and "refusing" in err      # a refusal, not a finding
     assert target.read_text() == original
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.rasp"]
     assert fmt(capsys, "--write", target)[0] == 0       # the layout alone loses nothing

@@ -364,10 +364,10 @@ def test_written_files_keep_the_umask(tmp_path, capsys):
 
 def test_fmt_write_refuses_to_drop_a_binding(tmp_path, capsys):
     """`rasp fmt --simplify --write` once turned `keep = tokens; @output keep;` into
-    `@output tokens;`: a rewrite that drops a binding is refused (exit 1), the file kept."""
+    `@output tokens;`: a rewrite that drops a binding is refused (exit 2), the file kept."""
     path = tmp_path / "alias.rasp"
     path.write_text("keep = tokens;\n@output keep;\n")
-    assert main(["fmt", "--simplify", "--write", str(path)]) == 1
+    assert main(["fmt", "--simplify", "--write", str(path)]) == 2
     assert "keep" in capsys.readouterr().err
     assert path.read_text() == "keep = tokens;\n@output keep;\n"
     assert main(["fmt", "--write", str(path)]) == 0      # layout only: nothing to drop

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rasp_ir.cli.common import (
+    EXIT_FAILED,
     EXIT_FINDING,
     EXIT_INPUT,
     EXIT_OK,
@@ -270,6 +271,9 @@ def cmd_fmt(args) -> int:
 
 
 def _fmt_file(args) -> int:
+    """Format one file: 0 done, 1 `--check` found it unformatted, 2 it cannot be read or
+    parsed, or a rewrite was refused (one that would lose bindings, comments, functions or
+    tables: the command could not do what was asked, so it is not a finding)."""
     from rasp_ir.printer import pretty
     from rasp_ir.files import atomic_write_text
     from rasp_ir.tables import write_program
@@ -283,7 +287,7 @@ def _fmt_file(args) -> int:
         if missing and not (args.write or args.check):
             print(f"rasp fmt: the simplified program has new tables ({', '.join(missing)}); "
                   "use --write to save them with it", file=sys.stderr)
-            return EXIT_FINDING
+            return EXIT_FAILED
         text = pretty(program)
     else:
         from grammar.formatter import format_source
@@ -306,12 +310,12 @@ def _fmt_file(args) -> int:
             print(f"rasp fmt: refusing to rewrite {args.file}: the simplified form would drop "
                   f"the binding(s) {', '.join(sorted(dropped))}. Use `rasp fmt --simplify "
                   "FILE > NEW.rasp` instead.", file=sys.stderr)
-            return EXIT_FINDING
+            return EXIT_FAILED
         if args.simplify and _lossy(original, as_read, text):
             print(f"rasp fmt: refusing to rewrite {args.file}: the simplified form would drop "
                   "its comments, functions or loops. Use `rasp fmt --simplify FILE > NEW.rasp` "
                   "instead.", file=sys.stderr)
-            return EXIT_FINDING
+            return EXIT_FAILED
         try:
             if args.simplify:
                 write_program(program, args.file)      # the side-file first, then the text
