@@ -565,9 +565,21 @@ class _Group:
             if isinstance(value_t, T.Vec):
                 return np.einsum("bqk,bkd->bqd", sel.astype(np.float64), values) / width[..., None]
             mean = np.einsum("bqk,bk->bq", sel.astype(np.float64),
-                             values.astype(np.float64)) / width
+                             self.as_numbers(values, node)) / width
             return np.where(empty, float(node.default or 0), mean)
         return self._categorical_mean(node, sel, values, count, empty)
+
+    def as_numbers(self, values: np.ndarray, node) -> np.ndarray:
+        """The values a numerical aggregate averages, as floats; R201 when one is not a number
+        (`average(tokens)` on text: numerical() changes the type, not the values)."""
+        try:
+            return values.astype(np.float64)
+        except (TypeError, ValueError):
+            bad = next(v for v in values.flat if not isinstance(v, (int, float, np.number)))
+            self.fail("R201", f"a numerical aggregate averages the value {str(bad)!r}, which is "
+                      "not a number", node, "average numbers (numerical(indicator(tokens == "
+                      "\"a\"))), or aggregate the categorical s-op with a selector that picks "
+                      "one key")
 
     def _categorical_mean(self, node, sel, values, count, empty):
         uniques, codes = A.factorize(values)
@@ -603,7 +615,7 @@ class _Group:
         # batched matmuls: numpy's einsum does not hand these to BLAS (10-40x slower at the
         # sizes of an extracted program; the same sums up to rounding)
         if isinstance(value_t, T.Num):
-            return (weights @ values.astype(np.float64)[..., None])[..., 0]
+            return (weights @ self.as_numbers(values, node)[..., None])[..., 0]
         return weights @ self.vector(values, value_t)
 
     # ------------------------------------------------------------ vectors and logits

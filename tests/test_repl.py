@@ -133,6 +133,16 @@ def test_an_error_inside_a_library_function_points_at_the_call_typed():
     assert re.search(r"= note: inside count, at \S+rasplib\.rasp:\d+:\d+", text)
 
 
+def test_averaging_text_is_a_runtime_error_not_an_internal_one():
+    """`average(tokens)("ab")`: numerical() marks the letters as numbers; averaging them is
+    R201 with a hint, and the session goes on."""
+    text = session('average(tokens)("ab");\naverage(indices)("ab");\n')
+    assert "runtime error[R201]: a numerical aggregate averages the value 'a'" in text
+    assert "= hint: average numbers" in text
+    assert "internal error" not in text and "ValueError" not in text
+    assert "[0.5]*2 (floats)" in text
+
+
 def test_a_file_loaded_first(tmp_path):
     prog = tmp_path / "prog.rasp"
     prog.write_text('flip = select(indices, length - indices - 1, ==);\n'
