@@ -1,13 +1,13 @@
-"""Elaborated programs kept on disk, so that `rasp run FILE` on an unchanged FILE neither
-parses nor elaborates it again.
+"""Elaborated programs kept on disk, so that `rasp run FILE` or `rasp check FILE` on an
+unchanged FILE neither parses nor elaborates it again.
 
 Reading a program back skips the front end entirely: Lark and its tables, the grammar modules
 and the elaboration of the default library are never imported or run, which is most of a short
 command's start-up (bench/startup.py).
 
-An entry is the pickled program with its key, under a file name derived from the key; the key
-is stored whole and compared on reading, so two keys never share an entry. The key holds
-everything the elaboration read: the program's text, the name it was read under (its spans
+An entry is the pickled program, its diagnostics (warnings) and its key, under a file name
+derived from the key; the key is stored whole and compared on reading, so two keys never share
+an entry. The key holds everything the elaboration read: the program's text, the name it was read under (its spans
 carry it), and the size and modification time of every source file of the front end (grammar/,
 rasp_ir/*.py, the packaged libraries, Lark and attrs), so an edited front end or library is
 never answered from an older entry. Programs that read other files (a `load`, a side-file of
@@ -24,7 +24,7 @@ import sys
 import zlib
 from pathlib import Path
 
-FORMAT = 1              # raised when an entry's layout changes
+FORMAT = 2              # raised when an entry's layout changes
 MAX_ENTRIES = 256       # past this many entries the oldest quarter is removed
 
 
@@ -47,21 +47,31 @@ def cache_dir() -> Path | None:
 def load(path):
     """`grammar.load(path)`: the program in a .rasp file, read back from the cache when its
     text and the front end are unchanged, else elaborated (and kept when it may be).
-    Raises RaspError as grammar.load does; errors are never cached."""
+    Raises RaspError as grammar.load does."""
+    from rasp_ir.diagnostics import RaspError
     from rasp_ir.sources import read_source
     path = Path(path)
-    name = str(path)
     text = read_source(path)
-    key = (FORMAT, name, text, _fingerprint())
-    entry = _entry(key)
-    program = _read(entry, key)
-    if program is not None:
-        return program
-    import grammar
-    program = grammar.parse(text, name)
-    if entry is not None and _keepable(program, path):
-        _write(entry, key, program)
+    program, diagnostics = elaborate(text, str(path), path)
+    if program is None:
+        raise RaspError([d for d in diagnostics if d.severity != "warning"], text)
     return program
+
+
+def elaborate(text: str, name: str, path=None) -> tuple:
+    """`grammar.elaborate(text, name)`: (the program or None, every diagnostic), read back from
+    the cache when there is an entry for them. `path` is the file the text was read from; a
+    program without one (standard input) is not kept. Only programs without errors are kept."""
+    key = (FORMAT, name, text, _fingerprint())
+    entry = _entry(key) if path is not None else None
+    kept = _read(entry, key)
+    if kept is not None:
+        return kept
+    import grammar
+    program, diagnostics = grammar.elaborate(text, name)
+    if entry is not None and program is not None and _keepable(program, Path(path)):
+        _write(entry, key, program, diagnostics)
+    return program, diagnostics
 
 
 def _keepable(program, path: Path) -> bool:
@@ -104,22 +114,26 @@ def _entry(key) -> Path | None:
     return root / "programs" / f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}.pickle"
 
 
-def _read(entry: Path | None, key):
+def _read(entry: Path | None, key) -> tuple | None:
+    """(program, diagnostics) kept under `entry` for `key`, else None."""
     if entry is None:
         return None
     try:
         with open(entry, "rb") as f:
-            stored, program = pickle.load(f)
+            stored, program, diagnostics = pickle.load(f)
     except Exception:          # absent, truncated, from another version: elaborate again
         return None
     from rasp_ir.nodes import Program
-    return program if stored == key and isinstance(program, Program) else None
+    if stored != key or not isinstance(program, Program) or not isinstance(diagnostics, list):
+        return None
+    return program, diagnostics
 
 
-def _write(entry: Path, key, program) -> None:
+def _write(entry: Path, key, program, diagnostics: list) -> None:
     from rasp_ir.files import atomic_write_bytes
     try:
-        data = pickle.dumps((key, program), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((key, program, list(diagnostics)),
+                            protocol=pickle.HIGHEST_PROTOCOL)
         entry.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(entry, data)
         _prune(entry.parent)

@@ -106,3 +106,17 @@ def test_a_cached_run_does_not_load_the_parser(cache):
                               cwd=ROOT, env=env, timeout=120).stdout.splitlines()
     assert run() == ["dab", "['grammar', 'lark']"]
     assert run() == ["dab", "[]"]
+
+
+def test_check_reads_back_the_warnings_with_the_program(cache, tmp_path):
+    path = tmp_path / "w.rasp"
+    text = 'x = not tokens in ["h"];\ny = tokens;\nz = 2 ^ 3 ^ 2;\n@output y;\n'
+    path.write_text(text)
+    fresh = grammar.elaborate(text, str(path))
+    first = program_cache.elaborate(text, str(path), path)
+    again = program_cache.elaborate(text, str(path), path)
+    assert len(entries(cache)) == 1
+    assert first == again == fresh
+    assert [d.code for d in again[1]] == ["W101", "W101"]
+    assert program_cache.elaborate(text, "<stdin>", None) == grammar.elaborate(text, "<stdin>")
+    assert len(entries(cache)) == 1                  # standard input is never kept

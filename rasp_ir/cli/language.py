@@ -82,21 +82,21 @@ def cmd_run(args) -> int:
     if args.file is None:
         print("rasp run: give a program FILE or --model DIR", file=sys.stderr)
         return EXIT_INPUT
-    if str(args.file) == STDIN and not args.inputs:
+    if str(args.file) == STDIN and (not args.inputs or list(args.inputs) == [STDIN]):
         print("rasp run: the program is read from standard input, so give the INPUTs as "
               "arguments", file=sys.stderr)
         return EXIT_INPUT
     from rasp_ir import types as T
     program = load_program(args.file)
-    texts = read_inputs(args)
-    if texts is None:
+    numbered = read_inputs(args)
+    if numbered is None:
         return EXIT_INPUT
     scores = "logits" if isinstance(T.output_type(program), T.Logits) else "probs"
 
     def evaluate(inputs):
         from rasp_ir.interpreter import run
         return [(r.input, r.output, r.logits) for r in run(program, inputs, add_bos=True)]
-    return _run_each(args, texts, program.vocab, evaluate, scores)
+    return _run_each(args, numbered, program.vocab, evaluate, scores)
 
 
 def cmd_run_model(args) -> int:
@@ -104,8 +104,8 @@ def cmd_run_model(args) -> int:
     if args.file is not None:           # `rasp run --model DIR hello`: FILE slot holds INPUT
         args.inputs = [str(args.file)] + list(args.inputs)
     compiled = load_compiled(args.model)
-    texts = read_inputs(args)
-    if texts is None:
+    numbered = read_inputs(args)
+    if numbered is None:
         return EXIT_INPUT
     scores = "probs" if compiled.output_function else "logits"
 
@@ -114,15 +114,18 @@ def cmd_run_model(args) -> int:
         keep = compiled.output_kind == "logits"
         return [(seq, decoded, values.tolist() if keep else None)
                 for seq, values, decoded in zip(inputs, logits, compiled.run(inputs))]
-    return _run_each(args, texts, tuple(compiled.vocab[1:]), evaluate, scores)
+    return _run_each(args, numbered, tuple(compiled.vocab[1:]), evaluate, scores)
 
 
-def _run_each(args, texts: list[str], vocab, evaluate, scores: str) -> int:
+def _run_each(args, numbered: list[tuple[int, str]], vocab, evaluate, scores: str) -> int:
     """Run every input, in one batch when they all succeed, else one at a time so that each
-    failing input is reported (a diagnostic, or with --json an error envelope) and the rest
-    still run. `evaluate(inputs)` -> [(input, output, scores or None)]; `scores` names the
-    scores in JSON ("probs" or "logits"). Exit status 2 when any input failed."""
+    failing input is reported (a diagnostic naming the input's number as read_inputs gives
+    it, or with --json an error envelope) and the rest still run. `evaluate(inputs)` ->
+    [(input, output, scores or None)]; `scores` names the scores in JSON ("probs" or
+    "logits"). Exit status 2 when any input failed."""
     from rasp_ir.diagnostics import RaspError
+    numbers = [number for number, _ in numbered]
+    texts = [text for _, text in numbered]
     parsed: list = []
     for text in texts:
         try:
@@ -134,12 +137,15 @@ def _run_each(args, texts: list[str], vocab, evaluate, scores: str) -> int:
         results = iter(evaluate(good)) if good else iter(())
         outcomes = [p if isinstance(p, RaspError) else next(results) for p in parsed]
     except RaspError:
-        outcomes = [p if isinstance(p, RaspError) else _one(evaluate, p) for p in parsed]
+        outcomes = [p if isinstance(p, RaspError) else _one(evaluate, p, number)
+                    for number, p in zip(numbers, parsed)]
     status = EXIT_OK
-    for text, outcome in zip(texts, outcomes):
+    for number, text, outcome in zip(numbers, texts, outcomes):
         if isinstance(outcome, RaspError):
             status = EXIT_INPUT
-            print(f"rasp run: input {text!r}:", file=sys.stderr)
+            # a long input is cut: the diagnostic under this line says what is wrong with it
+            shown = repr(text) if len(text) <= 60 else repr(text[:57]) + "…"
+            print(f"rasp run: input {number} {shown}:", file=sys.stderr)
             print_diagnostics(outcome.diagnostics, outcome.source)
             if args.json:
                 emit_json("run", {"input": text}, status="error",
@@ -156,16 +162,23 @@ def _run_each(args, texts: list[str], vocab, evaluate, scores: str) -> int:
     return status
 
 
-def _one(evaluate, tokens):
+def _one(evaluate, tokens, number: int):
+    """One input run alone; its diagnostics say `input NUMBER` (run alone, it is the
+    interpreter's input 1)."""
+    import attrs
+
     from rasp_ir.diagnostics import RaspError
     try:
         return evaluate([tokens])[0]
     except RaspError as exc:
-        return exc
+        renumbered = [attrs.evolve(d, message=re.sub(r"\binput 1\b", f"input {number}",
+                                                     d.message))
+                      for d in exc.diagnostics]
+        return RaspError(renumbered, exc.source)
 
 
 def cmd_check(args) -> int:
-    import grammar
+    from rasp_ir import program_cache
     from rasp_ir import types as T
     from rasp_ir.diagnostics import RaspError
     from rasp_ir.expects import check_expects
@@ -181,7 +194,10 @@ def cmd_check(args) -> int:
                           "warnings": 0})
             status = EXIT_INPUT
             continue
-        program, diagnostics = grammar.elaborate(text, name)
+        # a file's program and warnings are read back when it is unchanged (standard input's
+        # never are: there is no file to key them by)
+        program, diagnostics = program_cache.elaborate(text, name,
+                                                       None if str(path) == STDIN else path)
         if program is not None and not args.no_expect:
             diagnostics = diagnostics + check_expects(program)
         print_diagnostics(diagnostics, text, {name: text})
