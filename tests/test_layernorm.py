@@ -52,3 +52,38 @@ def test_no_diagnosis_where_lln_a_holds(d3):
     lln = {"faithfulness": {"0-50": {"match": 0.95, "kl": 0.1}}}
     extract._diagnose(lln, subject.model, scales, subject.task, 0.9, 0, extract._silent)
     assert "diagnosis" not in lln
+
+
+@needs_d3
+def test_bce_d3_final_layer_norm_scale_goes_as_one_over_n(d3):
+    from extractor.decompile import stated
+    subject, _ = d3
+    measured = stated.final_scale_slope(subject.model, subject.task, sequences=60)
+    assert -1.1 < measured["slope"] < -0.8
+    assert stated.stated_scale(measured["slope"]) is not None
+    assert stated.stated_scale(-0.3) is None
+
+
+@needs_d3
+def test_bce_d3_stated_program_reads_the_depth_off_the_counts(d3):
+    """The stated route end to end on bce_D3, judged on a small held-out set: four
+    statements, the logits a linear function of the counts."""
+    from extractor.checking.judge import Judge
+    from extractor.decompile import stated
+    from rasp_ir.printer import pretty
+    import grammar
+    subject, _ = d3
+    judge = Judge.held_out(subject.model, subject.task, 30, 5)
+
+    def accepts(program):
+        result = judge.passes(program, {b: 0.9 for b in judge.sets})
+        return result is not None, (min(result.values()) if result else None)
+
+    program, entry = stated.stated_program(subject, accepts)
+    assert program is not None, entry
+    assert entry["readings"] == ["counts"]
+    assert [b.name for b in program.bindings] == ["share", "counts", "logits", "prediction"]
+    assert min(judge(program).values()) >= 0.9
+    text = pretty(program)
+    assert "normalize(share, 1 / (indices + 1))" in text
+    assert grammar.parse(text, "d3.rasp") == program
