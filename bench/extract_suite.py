@@ -5,13 +5,14 @@ length bucket.
     python bench/extract_suite.py [--only bin_majority,count] [--quick] [--workers 2]
                                   [--out DIR] [--n 1000]
 
-The 12 length-generalising checkpoints the paper decompiled come first, then the three that do
-not generalise (bce_tomita5, unique_copy-^…-1100/1300), where no short program is expected to
+The 13 length-generalising checkpoints come first (the 12 the paper decompiled, and bce_D3, the
+one it could not: LLN-A loses it, and the extractor states its final LayerNorm instead,
+docs/layernorm.md), then the three that do not generalise (bce_tomita5, unique_copy-^…-1100/1300), where no short program is expected to
 reach the threshold. Each program is written to DIR (default /tmp/rasp-extract-suite), read
 back with the parser and judged again, so what is reported is what `rasp run` executes.
 Pruning runs are cached in DIR: a second invocation resumes (and then times only the rest).
 
-Exit status 1 when fewer than 11 of the 12 reach match 0.9 in every bucket.
+Exit status 1 when fewer than 12 of the 13 reach match 0.9 in every bucket.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 GENERALISING = ["bin_majority-@", "majority-@", "sort-@", "unique_copy-@", "count-@", "bce_D2-@",
                 "bce_tomita1-@", "bce_tomita4-@", "bce_abcde-@", "bce_aastar-@",
-                "bce_ababstar-@", "bin_majority_interleave-@"]
+                "bce_ababstar-@", "bin_majority_interleave-@", "bce_D3-@"]
 NOT_GENERALISING = ["bce_tomita5-@", "unique_copy-^2l1h64d3lr01drop-1100",
                     "unique_copy-^2l1h64d3lr01drop-1300"]
 
@@ -103,7 +104,7 @@ def main() -> int:
               f"max {max(lines)}")
         print(f"without a side-file table: {sum(s == 0 for s, _ in readable)}/{total}; "
               f"without an opaque mlp: {sum(m == 0 for _, m in readable)}/{total}")
-    return 0 if total == 0 or good >= min(11, total) else 1
+    return 0 if total == 0 or good >= min(12, total) else 1
 
 
 if __name__ == "__main__":
