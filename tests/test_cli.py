@@ -220,3 +220,8 @@ def test_run_imports_no_other_command_family():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, timeout=120).stdout
     assert out.splitlines()[-1] == "['rasp_ir.cli.common', 'rasp_ir.cli.language']"
+
+
+def test_help_before_a_command_lists_every_command():
+    status, out, _ = rasp("-h", "run")
+    assert status == 0 and "extract" in out and "compile" in out

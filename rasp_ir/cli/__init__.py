@@ -85,11 +85,14 @@ def _families_needed(argv: list[str]) -> tuple[str, ...]:
     """The family modules `argv` needs: the one that defines its command; none for a bare
     `rasp --version`; every one otherwise (`rasp --help` lists them all, an unknown command's
     error lists the choices)."""
-    command = next((a for a in argv if not a.startswith("-")), None)
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    command, before = (argv[at] if at < len(argv) else None), set(argv[:at])
+    if {"-h", "--help"} & before:             # `rasp -h run` is `rasp --help`
+        return tuple(FAMILIES)
     for family, commands in FAMILIES.items():
         if command in commands:
             return (family,)
-    if command is None and "--version" in argv and not {"-h", "--help"} & set(argv):
+    if command is None and "--version" in before:
         return ()
     return tuple(FAMILIES)
 
