@@ -316,6 +316,24 @@ def _normalize(el, a, span):
     return el.typed(ir.Primitive("normalize", (x.node, scale.node), span=span), span)
 
 
+def _token_id(el, a, span):
+    # A lookup over @vocab in its order, so a model's token ids become numbers an op can
+    # compare (`token_id(k) > token_id(q)`) without a 154-entry table on the page; the
+    # interpreter, the types and the compiler read it as the lookup it is.
+    x = a.value("x")
+    vocab = el.ctx.vocab
+    if vocab is None:
+        raise Issue("E205", "token_id numbers the tokens of @vocab, and the program declares "
+                    "none before this line", span, 'declare it first, e.g. @vocab {"a", "b"};')
+    if isinstance(x, Term):
+        node = ir.Lookup(tuple(vocab), tuple(range(len(vocab))), x.node, name="token_id",
+                         span=span)
+        return el.typed(node, span)
+    if x not in vocab:
+        raise Issue("E206", f"token_id({x!r}): {x!r} is not a token of @vocab", span)
+    return vocab.index(x)
+
+
 MLP_ACTIVATIONS = ("gelu", "relu")
 
 
@@ -468,6 +486,7 @@ def builtin_env() -> Env:
         _builtin("erase", ("x",), _erase),
         _builtin("product", ("x", "y"), _product),
         _builtin("normalize", ("x", "scale"), _normalize),
+        _builtin("token_id", ("x",), _token_id),
         _builtin("mlp", ("*inputs", "W_in", "b_in", "W_out", "b_out", "activation"), _mlp),
         _builtin("project", ("inp", "op"), _project),
         _builtin("softmax", ("x",), _predict("softmax")),

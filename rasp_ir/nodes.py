@@ -150,10 +150,13 @@ class In(Node):
 
 @frozen
 class Lookup(Node):
-    """Element-wise table lookup `{k: v, ...}[x]` (dicts, lists and strings indexed by an s-op)."""
+    """Element-wise table lookup `{k: v, ...}[x]` (dicts, lists and strings indexed by an s-op).
+    `name` is set when a builtin elaborated to the lookup (`token_id(x)`: @vocab numbered in
+    its order); the printer then writes the call, so a 154-token table stays one word."""
     keys: tuple
     values: tuple
     operand: Node = child()
+    name: str | None = None
     span: Span | None = _span()
 
 

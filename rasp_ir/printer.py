@@ -171,6 +171,8 @@ def _render(node) -> str:
     if isinstance(node, ir.In):
         word = "not in" if node.negate else "in"
         return f"{expr(node.operand, COMPARE + 1)} {word} {literal(list(node.options))}"
+    if isinstance(node, ir.Lookup) and node.name is not None:
+        return f"{node.name}({expr(node.operand)})"
     if isinstance(node, ir.Lookup):
         table = "{" + ", ".join(f"{literal(k)}: {literal(v)}"
                                 for k, v in zip(node.keys, node.values)) + "}"
