@@ -14,8 +14,8 @@ from rasp_ir import types as T
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.interpreter import prediction_function
 
-from .lower import Weights, assemble
-from .plan import plan
+from .lower import TooLarge, Weights, assemble
+from .plan import output_span, plan
 from .transformer import Transformer, TransformerConfig
 from .validate import validate
 
@@ -117,8 +117,13 @@ def _compile(program: ir.Program, max_len: int | None, dtype) -> CompiledModel:
     problems = validate(program, maxlen, types)
     if problems:
         raise RaspError(problems, program.source)
-    the_plan = plan(program, maxlen, types[0] if types else None)
-    weights = assemble(the_plan, program, maxlen)
+    try:
+        the_plan = plan(program, maxlen, types[0] if types else None)
+        weights = assemble(the_plan, program, maxlen)
+    except TooLarge as exc:
+        raise RaspError([Diagnostic("E306", str(exc), output_span(program),
+                                    "lower @maxlen (or --max-len), or the number of values the "
+                                    "program's s-ops range over")], program.source) from None
     model = _transformer(weights, the_plan.activation, program.causal, dtype)
     values = list(the_plan.output_values) if the_plan.output_values is not None else None
     return CompiledModel(model, weights.vocab, the_plan.output_kind, values, maxlen,

@@ -14,6 +14,7 @@ import attrs
 import numpy as np
 
 from rasp_ir.interpreter import to_bool
+from rasp_ir.limits import too_large
 
 from . import vectorised as V
 from .contract import Atom, Block, Dense, Head, Linear, Plan, Var
@@ -149,9 +150,22 @@ def layer_heads(heads: list[Head], layout: Layout, maxlen: int) -> list:
     return out
 
 
+class TooLarge(Exception):
+    """A weight matrix past MAX_TABLE_ENTRIES, found before it is allocated; the compile
+    driver reports it as E306."""
+
+
+def sized(entries: int, what: str) -> None:
+    message = too_large(entries, what)
+    if message is not None:
+        raise TooLarge(message)
+
+
 def _atom(atom: Atom, layout: Layout, S: float):
     """Query and key columns with q·k = S·table[query value, key value]."""
     key_width = atom.table.shape[1]
+    sized(2 * layout.width * key_width, f"a head's query and key weights (residual width "
+          f"{layout.width:,} × {key_width:,} key values, twice)")
     Q = np.zeros((layout.width, key_width))
     K = np.zeros((layout.width, key_width))
     if atom.query is None:
@@ -168,6 +182,8 @@ def _atom(atom: Atom, layout: Layout, S: float):
 
 def _bilinear(qvar, kvar, matrix, layout):
     key_width = matrix.shape[1]
+    sized(2 * layout.width * key_width, f"a head's query and key weights (residual width "
+          f"{layout.width:,} × {key_width:,} key values, twice)")
     Q = np.zeros((layout.width, key_width))
     K = np.zeros((layout.width, key_width))
     if qvar is None:
@@ -196,6 +212,8 @@ def block_weights(block: Block, layout: Layout):
     inputs = sorted(set(nums[0].values)) if nums else []
     outputs = _outputs(fn, out, cats, nums, inputs)       # (combos, numerical inputs, out)
     n = outputs.shape[0]
+    sized(n * layout.width, f"an MLP's input weights ({n:,} value combinations × residual "
+          f"width {layout.width:,})")
     match = np.zeros((n, layout.width))      # row c: 1 on each categorical value of combo c
     for var, codes in zip(cats, np.indices([len(v.values) for v in cats]).reshape(k, n)):
         positions = _positions(var, var.values)
@@ -333,6 +351,10 @@ def assemble(plan: Plan, program, maxlen: int) -> Weights:
     layout = Layout.of(plan.vars)
     D = layout.width
     vocab = ["<compiler_bos>"] + list(program.vocab)
+    # the one-hot residual: every value of every variable is a dimension, and each position a
+    # row of W_pos (sharpen(length, 2) under @maxlen 65536 asked for 32 GiB here)
+    sized((len(vocab) + maxlen + 1) * D, f"the token and position embeddings "
+          f"({len(vocab):,} tokens + {maxlen + 1:,} positions × residual width {D:,})")
     W_E = np.zeros((len(vocab), D))
     W_E[0, BOS] = 1.0
     sources = {v.name: v for v in plan.vars if v.time == 0}
@@ -364,6 +386,9 @@ def assemble(plan: Plan, program, maxlen: int) -> Weights:
     n_heads = max([len(hs) for hs in heads] + [1])
     d_head = max([w.shape[1] for hs in heads for h in hs for w in h[:3]] + [1])
     d_mlp = max([sum(w_in.shape[1] for w_in, _ in ms) for ms in mlps] + [1])
+    sized(layers * (4 * n_heads * D * d_head + 2 * D * d_mlp), f"the model's layers ({layers} × "
+          f"({n_heads} heads × residual width {D:,} × head width {d_head:,} × 4 + residual "
+          f"width × MLP width {d_mlp:,} × 2))")
     arrays = {"embed.W_E": W_E, "pos_embed.W_pos": W_pos}
     for l in range(layers):
         Q = np.zeros((n_heads, D, d_head))

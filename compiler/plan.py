@@ -18,9 +18,11 @@ import numpy as np
 from rasp_ir import nodes as ir
 from rasp_ir import types as T
 from rasp_ir.diagnostics import Diagnostic, RaspError
+from rasp_ir.limits import too_large
 
 from . import functions as F
 from . import vectorised as V
+from .lower import TooLarge, sized
 from .contract import Atom, Block, CompileError, Dense, Head, Linear, Plan, Var, index_of
 from .validate import activation_of, needed_nodes, primitive_problem
 
@@ -150,11 +152,17 @@ class Planner:
         """A linear read computing `node` as `encoding` ("cat" over `basis`, "num", or "vec"),
         materialising it first when no linear map can compute it."""
         fn = self.fn(node)
-        form = self._linear_form(fn, encoding, basis)
-        if form is not None:
-            return form
-        var = self.materialise(node, encoding if encoding != "vec" else "cat", basis)
-        return self._linear_form(F.Fn((var,), lambda env: env[var]), encoding, basis)
+        try:
+            form = self._linear_form(fn, encoding, basis)
+            if form is not None:
+                return form
+            var = self.materialise(node, encoding if encoding != "vec" else "cat", basis)
+            return self._linear_form(F.Fn((var,), lambda env: env[var]), encoding, basis)
+        except TooLarge as exc:
+            where = getattr(node, "span", None) or output_span(self.program)
+            raise RaspError([Diagnostic("E306", str(exc), where, "lower @maxlen or the "
+                                        "number of values this s-op ranges over")],
+                            self.program.source) from None
 
     def _linear_form(self, fn: F.Fn, encoding, basis) -> Linear | None:
         form = self._raw_linear_form(fn, encoding, basis)
@@ -169,6 +177,7 @@ class Planner:
             return Linear({}, enc(fn.call({})), width)
         if len(leaves) == 1 and leaves[0].kind == "cat":
             var = leaves[0]
+            sized(var.width * width, f"a linear read ({var.width:,} values × {width:,})")
             rows = np.zeros((var.width, width))
             for i, value in enumerate(var.values):
                 try:
@@ -177,6 +186,7 @@ class Planner:
                     pass   # never reached at run time
             return Linear({var: rows}, np.zeros(width), width)
         if len(leaves) == 1 and leaves[0].kind == "vec" and encoding == "vec":
+            sized(width * width, f"a linear read ({width:,} × {width:,})")
             return Linear({leaves[0]: np.eye(width)}, np.zeros(width), width)
         if encoding == "num" and all(v.kind == "num" for v in leaves):
             return self._affine(fn, leaves)
@@ -424,6 +434,13 @@ class Planner:
         qvar, queries = None, None       # None: query-independent, one row over the keys
         if sel.queries is not None:
             qvar, queries, _ = self.side(sel.queries)
+        rows = 1 if queries is None else len(queries[0])
+        message = too_large(rows * len(keys[0]), f"the table of this selector ({rows:,} query "
+                            f"× {len(keys[0]):,} key values)")
+        if message is not None:       # before the table (and its broadcast operands) exist
+            raise RaspError([Diagnostic("E306", message, sel.span, "lower @maxlen or the "
+                                        "number of values the keys and queries range over")],
+                            self.program.source)
         return Atom(qvar, kvar, F.predicate_table(sel.predicate, keys, queries))
 
     def aggregate(self, node: ir.Aggregate) -> Var:
@@ -711,6 +728,7 @@ def _concat_linear(parts: list[Linear]) -> Linear:
     for p in parts:
         for var, r in p.rows.items():
             if var not in rows:
+                sized(var.width * width, f"a linear read ({var.width:,} values × {width:,})")
                 rows[var] = np.zeros((var.width, width))
             rows[var][:, start:start + p.width] += r
         const[start:start + p.width] = p.const
@@ -739,6 +757,15 @@ def _infer(program, ctx):
         except T.TypeIssue as issue:
             problems.append(issue)
     return ctx.bindings, problems
+
+
+def output_span(program: ir.Program):
+    """Where a problem of the whole model is reported: @output, or the binding it names when
+    the output node itself carries no position (`x = indices; @output x;`)."""
+    span = getattr(program.output, "span", None)
+    if span is None:
+        span = next((b.span for b in program.bindings if b.value == program.output), None)
+    return span
 
 
 def plan(program: ir.Program, maxlen: int, types: dict | None = None) -> Plan:

@@ -19,6 +19,7 @@ from . import ops
 from . import primitives as P
 from . import types as T
 from .diagnostics import Diagnostic, RaspError
+from .limits import too_large
 
 
 @attrs.frozen
@@ -304,7 +305,19 @@ class _Group:
 
     def value(self, node):
         method = getattr(self, "_" + type(node).__name__)
-        return method(node)
+        try:
+            return method(node)
+        except _TooLarge as exc:
+            # raised where the size is known, reported at the node whose value needed it
+            self.fail("E306", str(exc), node, "shorten the input, or lower @maxlen or the "
+                      "vocabulary this value ranges over")
+
+    def sized(self, entries: int, what: str) -> None:
+        """_TooLarge before an array of `entries` numbers per sequence is built (the batch is
+        the caller's choice; one sequence's arrays are what an input can ask for)."""
+        message = too_large(entries, what)
+        if message is not None:
+            raise _TooLarge(message)
 
     def sop_shape(self):
         return (self.b, self.n)
@@ -381,6 +394,7 @@ class _Group:
     # ------------------------------------------------------------ attention
 
     def _Select(self, node):
+        self.sized(self.n * self.n, f"a selector over {self.n:,} positions")
         keys = self.value(node.keys)
         queries = self.value(node.queries) if node.queries is not None else None
         pred = node.predicate
@@ -434,6 +448,9 @@ class _Group:
         """The op's values over two bases: 0/1 for a predicate, numbers for a numeric op."""
         shaped = (lambda v: np.asarray(v, dtype=np.float64)) if T.numeric_op(pred) else \
             (lambda v: A.truthy(v).astype(np.float64))
+        self.sized(len(row_basis) * (1 if col_basis is None else len(col_basis)),
+                   f"the table of {len(row_basis):,} × "
+                   f"{1 if col_basis is None else len(col_basis):,} values")
         rows = A.to_array(list(row_basis))[:, None]
         if col_basis is None:
             saved = self.params
@@ -472,6 +489,8 @@ class _Group:
         return onehot
 
     def _one_hot(self, value, t) -> np.ndarray:
+        self.sized(self.n * len(t.values), f"a one-hot row over {len(t.values):,} values at "
+                   f"each of {self.n:,} positions")
         basis = {v: i for i, v in enumerate(t.values)}
         values, codes = A.factorize(value)
         try:
@@ -479,7 +498,10 @@ class _Group:
         except KeyError as exc:
             raise RaspError([Diagnostic("R233", f"value {exc.args[0]!r} is outside the basis "
                                         f"{list(t.values)!r}")]) from None
-        return np.eye(len(t.values))[index[codes]]
+        # set one entry per row: np.eye over the basis would be |basis|² numbers
+        onehot = np.zeros(codes.shape + (len(t.values),))
+        np.put_along_axis(onehot, index[codes][..., None], 1.0, axis=-1)
+        return onehot
 
     def _bilinear(self, node, keys, queries, key_t, query_t):
         """Score = q · M · kᵀ for a matrix, or for a predicate over vector bases."""
@@ -610,6 +632,8 @@ class _Group:
         y = None
         if node.name == "product":
             y = self.vector(self.value(node.args[1]), self.interp.type_of(node.args[1]))
+            self.sized(self.n * x.shape[-1] * y.shape[-1], f"a product's rows over "
+                       f"{x.shape[-1]:,} × {y.shape[-1]:,} pairs at {self.n:,} positions")
         seen = None
         if node.name == "tally":
             # the positions a causal mean at each position averages: its own and those before
@@ -667,6 +691,11 @@ class _Group:
                 return 1 / (1 + np.exp(-logits))
         shifted = np.exp(logits - logits.max(-1, keepdims=True))
         return shifted / shifted.sum(-1, keepdims=True)
+
+
+class _TooLarge(Exception):
+    """An array one sequence would need is past MAX_TABLE_ENTRIES; `_Group.value` reports it
+    as E306 at the node being evaluated."""
 
 
 def mlp_activation(x: np.ndarray, name: str) -> np.ndarray:

@@ -22,8 +22,9 @@ MAX_VOCAB = 10_000                 # tokens in @vocab
 # ---------------------------------------------------------------- sizes of values and weights
 
 MAX_LEN = 1 << 16                  # @maxlen, `compile --max-len`: positions stay enumerable
-MAX_TABLE_ENTRIES = 1 << 26        # one-hot bases, selector matrices and tables: 64 Mi entries
-                                   # (float32: 256 MiB) checked before they are allocated
+MAX_TABLE_ENTRIES = 1 << 26        # one-hot rows, selectors and tables of one sequence, the
+                                   # compiler's tables and weight matrices: 64 Mi entries
+                                   # (float64: 512 MiB), checked before they are allocated (E306)
 
 # ---------------------------------------------------------------- reporting
 
@@ -43,3 +44,13 @@ def size_text(entries: int, itemsize: int = 4) -> str:
             return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def too_large(entries: int, what: str, itemsize: int = 8) -> str | None:
+    """The E306 message when `what` would hold more than MAX_TABLE_ENTRIES numbers (naming the
+    count and the memory it would take); None when it fits. Callers check before allocating
+    and attach their own location."""
+    if entries <= MAX_TABLE_ENTRIES:
+        return None
+    return (f"{what} would hold {entries:,} numbers ({size_text(entries, itemsize)}), past "
+            f"the cap of {MAX_TABLE_ENTRIES:,} (rasp_ir/limits.py MAX_TABLE_ENTRIES)")
