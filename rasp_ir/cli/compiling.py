@@ -27,67 +27,15 @@ def add_commands(sub) -> None:
                       help="print layers, heads, residual width, MLP width and parameters")
 
 
-# files a model directory may hold that rasp-ir itself writes (compile, train, export)
-MODEL_FILES = ("config.json", "model.safetensors", "modeling_rasp_ir.py", "tokenizer.json",
-               "tokenizer_config.json", "special_tokens_map.json", "task.json", "acc.txt",
-               "vocab.json", "generation_config.json")
-_WRITES_EVERY_TIME = ("config.json", "model.safetensors", "modeling_rasp_ir.py")
-_started = [0.0]
-
-
-def output_check(directory: Path, force: bool) -> list[str]:
-    """Before `rasp compile -o DIR` writes anything: RaspError C316 when DIR is a file, or
-    holds a model that is not a compiled program (a trained checkpoint, an export) and --force
-    is not given. Returns the model files already in DIR: those this compile does not write
-    again are removed after it (an earlier run's tokenizer files, a checkpoint's task.json and
-    acc.txt), so the directory holds one model, not two."""
-    import time
-
-    from rasp_ir.diagnostics import Diagnostic, RaspError
-    _started[0] = time.time() - 1
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise RaspError([Diagnostic("C316", f"{directory} is a file, not a directory; "
-                                    "rasp compile writes a model directory",
-                                    hint="name a new directory with -o")])
-    if not directory.is_dir():
-        return []
-    present = [name for name in MODEL_FILES if (directory / name).exists()]
-    if not present or force:
-        return present
-    kind = _model_kind(directory)
-    if kind != "compiled":
-        raise RaspError([Diagnostic(
-            "C316", f"{directory} holds {kind} ({', '.join(present)}); rasp compile would "
-            "replace its weights", hint="write elsewhere, or pass --force to replace it")])
-    return present
-
-
-def _model_kind(directory: Path) -> str:
-    import json
-    if (directory / "task.json").exists() or (directory / "acc.txt").exists():
-        return "a trained checkpoint"
-    try:
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        if isinstance(config, dict) and isinstance(config.get("extra"), dict) and \
-                config["extra"].get("compiled"):
-            return "compiled"
-    except (OSError, ValueError):
-        pass
-    return "another model"
-
-
 def cmd_compile(args) -> int:
     from compiler.compile import compile_program, save_compiled
+    from rasp_ir.outputs import claim_model_directory
     program = load_program(args.file)
-    stale = output_check(args.output, args.force)
+    # over an earlier compile: a rerun; over a trained checkpoint or an export: --force
+    claim = claim_model_directory(args.output, "compile", args.force, rerun_kind="compiled")
     compiled = compile_program(program, args.max_len)
     save_compiled(compiled, args.output)
-    written = {p.name for p in Path(args.output).iterdir()}
-    for name in stale:
-        if name not in _WRITES_EVERY_TIME and name in written and \
-                (Path(args.output) / name).stat().st_mtime < _started[0]:
-            (Path(args.output) / name).unlink()
+    claim.tidy()            # the earlier model's files this compile did not write again
     if args.json:
         emit_json("compile", {"output": str(args.output), "stats": compiled.stats})
         return EXIT_OK

@@ -68,6 +68,11 @@ def add_commands(sub) -> None:
                     help="round trip: compile the written program (to PROG.compiled/) and "
                     "compare it with the interpreter (exact) and with the checkpoint (match "
                     "per bucket on held-out sequences); reported under \"roundtrip\"")
+    ex.add_argument("--force", action="store_true",
+                    help="write PROG even when it (or a file beside it) is not an earlier "
+                    "extraction of this checkpoint: a program written by hand or edited since, "
+                    "another checkpoint's extraction; its files this run does not write are "
+                    "removed")
     ex.add_argument("--html", action="store_true",
                     help="also write the report as one HTML page, PROG.html (`rasp report`; "
                     "needs the viz extra)")
@@ -90,6 +95,11 @@ def cmd_extract(args) -> int:
     parse(args.executor)             # X506 before anything is loaded
     check_device(args.device)        # X505: --device cuda without a GPU
     outputs = _outputs(args.output, args.checkpoint)
+    from rasp_ir.outputs import claim_program
+    # a rerun on the same checkpoint is allowed (and resumes from PROG.runs/); anything else
+    # there is refused before the long work starts
+    claims = [claim_program(output, checkpoint, args.force)
+              for output, checkpoint in zip(outputs, args.checkpoint)]
     if args.html:
         from rasp_ir.viz import matplotlib_figure
         matplotlib_figure()          # D701 now, not after a long extraction
@@ -102,6 +112,8 @@ def cmd_extract(args) -> int:
         for output in outputs:
             html = output.with_suffix(".html")
             written.append(f"wrote {html} ({write_report(output, html) / 1e6:.2f} MB)")
+    for claim in claims:
+        claim.tidy()       # e.g. an earlier PROG.tables.safetensors this program does not use
     if args.json:
         if len(reports) == 1:
             emit_json("extract", reports[0].to_json())

@@ -56,6 +56,10 @@ def add_commands(sub) -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     tr.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    tr.add_argument("--force", action="store_true",
+                    help="write into DIR even when it already holds a model (an earlier "
+                    "training's, a compiled one); its files this training does not write are "
+                    "removed")
 
     add_command(sub, "tasks", cmd_tasks, help="list the tasks `rasp train` and `rasp eval` know",
                 description="List the registered tasks: name, mode (lm: next token; bce: "
@@ -111,12 +115,17 @@ def cmd_train(args) -> int:
         raise RaspError([Diagnostic("T406", "--threads must be at least 1")])
     buckets = parse_buckets(args.lengths, task.test_buckets)
     check_buckets(task, buckets + [tuple(task.train_lengths)])
+    from rasp_ir.outputs import claim_model_directory
+    # before training, not after it: a model that took an hour is never replaced unasked,
+    # and a refusal costs nothing
+    claim = claim_model_directory(args.output, "train", args.force)
     progress = progress_for(args, "train")
     try:
         result = train(task, config, buckets, progress=progress, threads=args.threads)
     finally:
         progress.close()
     save_trained(result, task, config, args.output)
+    claim.tidy()            # an earlier model's files this training did not write again
     if args.json:
         emit_json("train", {"task": task.name, "arch": config.arch_name, "steps": result.steps,
                             "seconds": round(result.seconds, 2),
