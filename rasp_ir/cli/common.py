@@ -257,17 +257,20 @@ def rounded(value):
     return value
 
 
-def read_inputs(args) -> list[str] | None:
-    """The INPUT arguments, else one input per non-blank line of a piped standard input; None
-    (with a message) when there are none."""
-    texts = args.inputs
-    if not texts:
-        if sys.stdin is None or sys.stdin.isatty():
-            print("rasp run: give at least one INPUT (or pipe inputs, one per line)",
-                  file=sys.stderr)
-            return None
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    return texts
+def read_inputs(args) -> list[tuple[int, str]] | None:
+    """(number, text) of each input: the INPUT arguments, numbered from 1, or, with none or a
+    lone `-`, each non-blank line of standard input numbered by its line (blank lines are not
+    inputs, but they count, so "input 7" is line 7 of the file piped in); None (with a
+    message) when there are none."""
+    texts = list(args.inputs)
+    if texts and texts != [STDIN]:
+        return list(enumerate(texts, start=1))
+    if sys.stdin is None or (not texts and sys.stdin.isatty()):
+        print("rasp run: give at least one INPUT (or pipe inputs, one per line)",
+              file=sys.stderr)
+        return None
+    return [(number, line.rstrip("\r\n")) for number, line in enumerate(sys.stdin, start=1)
+            if line.strip()]
 
 
 def print_buckets(accuracy: dict, recorded: dict | None = None) -> None:

@@ -43,9 +43,10 @@ def add_commands(sub) -> None:
 def cmd_predict(args) -> int:
     from extractor.checking.predict import predict, vocabulary
     from rasp_ir.cli.common import load_program
-    texts = read_inputs(args)
-    if texts is None:
+    numbered = read_inputs(args)
+    if numbered is None:
         return EXIT_INPUT
+    texts = [text for _, text in numbered]
     program = load_program(args.program) if args.program is not None else None
     vocab, side = vocabulary(args.checkpoint, args.task)
     inputs = [parse_input(text, vocab) for text in texts]
