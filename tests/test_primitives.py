@@ -23,6 +23,8 @@ from extractor.decompile.primitives import (
     position_attention_primitives,
     position_key_primitives,
     position_logit_primitives,
+    token_attention_primitives,
+    token_logit_primitives,
     with_special_rows,
 )
 from extractor.tasks.vocabulary import Vocabulary
@@ -677,3 +679,64 @@ e = erase(a1);
     assert get("b") == [1, 1, 1, 0]
     assert get("d") == [5, 5, 2, 0]                   # 5 · 1/3 = 1.67 → 2
     assert get("e") == [1, 1, 1, 1]
+
+
+# ---------------------------------------------------------------- over token ids
+
+NUMERALS = Vocabulary(tuple(str(i) for i in range(12))).tokens     # "0" … "11", then specials
+
+
+def _sort_like(vocab):
+    """A sort head's scores: the nearest key above the query highest, keys below low; a
+    special query prefers the smallest key."""
+    n = 12
+    m = np.full((len(vocab), len(vocab)), -1.0)
+    for q in range(len(vocab)):
+        for k in range(len(vocab)):
+            if q >= n:
+                m[q, k] = 10.0 - 0.5 * k
+            elif k > q:
+                m[q, k] = 10.0 - 1.5 * (k - q)
+    return m
+
+
+def test_token_attention_labels_compute_their_tables():
+    vocab = NUMERALS
+    m = _sort_like(vocab)
+    prims = token_attention_primitives(m, vocab, vocab, vocab)
+    labels = [p.label() for p in prims]
+    assert labels[0] == "((token_id(k) > token_id(q)) * (24 - 1.5 * token_id(k)))", labels
+    assert any(label.startswith("(24 - 1.5 * token_id(k) if q in [") for label in labels)
+    program = _run_labels(header(vocab, len(vocab)), prims,
+                          lambda i, p: f"s{i} = select(q=token, k=token, op={p.label()});",
+                          list(vocab))
+    for i, p in enumerate(prims):
+        np.testing.assert_array_equal(table_of(program, f"s{i}", list(vocab)),
+                                      p.scores(vocab, vocab, SCALE), err_msg=p.label())
+    # the mirror image: the nearest key below
+    prims = token_attention_primitives(m[::-1, ::-1].copy(), vocab, vocab, vocab)
+    assert not any("token_id(k) > token_id(q)" in p.label() for p in prims)
+
+
+def test_token_logit_labels_compute_their_tables():
+    vocab = NUMERALS
+    m = np.zeros((len(vocab), len(vocab)))
+    for i in range(11):
+        m[i, i + 1] = 3.0
+    prims = token_logit_primitives(m, vocab, vocab, vocab)
+    assert prims[0].label() == "(token_id(out) == token_id(inp) + 1)"
+    program = grammar.parse(header(vocab, len(vocab)) + "\n".join(
+        f"s{i} = project(inp=token, op={p.label()});" for i, p in enumerate(prims)))
+    for i, p in enumerate(prims):
+        assert program.binding(f"s{i}").value.predicate == p.predicate(), p.name
+        np.testing.assert_array_equal(table_of(program, f"s{i}", list(vocab)),
+                                      p.scores(vocab, vocab, SCALE), err_msg=p.label())
+    assert np.array_equal(prims[0].matrix(vocab, vocab)[:11] > 0, m[:11] > 0)
+
+
+def test_token_primitives_need_numerals_in_order():
+    letters = Vocabulary(tuple("abcdefghijkl")).tokens
+    m = np.ones((len(letters), len(letters)))
+    assert token_attention_primitives(m, letters, letters, letters) == []
+    assert token_logit_primitives(m, letters, letters, letters) == []
+    assert token_logit_primitives(m, NUMERALS, NUMERALS, None) == []

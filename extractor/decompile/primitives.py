@@ -309,6 +309,11 @@ def with_special_rows(main: AttentionPrimitive | LogitPrimitive,
         raise ValueError("special rows combine two primitives of the same kind with rows")
     row = main.ROW
 
+    if main.numeric != special_rows.numeric:
+        # a truth value inside a numeric op counts 1, not @hard_scale: the halves would not
+        # be on one scale
+        raise ValueError("special rows combine two numeric or two 0/1 primitives")
+
     def rule(r, c, sp):
         return (special_rows if r in sp.values else main).rule(r, c, sp)
 
@@ -317,7 +322,7 @@ def with_special_rows(main: AttentionPrimitive | LogitPrimitive,
 
     return type(main)(f"{main.name}+special:{special_rows.name}", main.kind,
                       main.token_only or special_rows.token_only, rule, body,
-                      special_rows=True)
+                      special_rows=True, numeric=main.numeric)
 
 
 def logit_primitives() -> list[LogitPrimitive]:
@@ -595,6 +600,134 @@ def position_logit_primitives(values, rows: tuple, cols: tuple) -> list[LogitPri
         # the name carries the fitted constants: tables are cached by name
         found.append(LogitPrimitive(f"lines{lines}", "table", False, rule, body,
                                     positions="rows", numeric=True))
+    return found
+
+
+# ---------------------------------------------------------------- primitives over token ids
+#
+# A model over numerals ("0" … "149") uses their order: a sort head attends to the smallest
+# key above the query, a counting model votes for the next number. Over @vocab numbered in
+# its order (`token_id`, docs/language.md) each is one comparison or one offset, where the
+# table has 154 × 154 entries. The rules read the same numbering, so a label is tested
+# against its table like any other.
+
+MIN_NUMERALS = 8          # with fewer numerals in order, the order says little
+NEAR = 8                  # keys this close above (below) a query fit the score's slope
+
+
+def numerals(vocab) -> int:
+    """How many tokens of `vocab` spell 0, 1, 2, … at their own place in it."""
+    n = 0
+    for i, t in enumerate(vocab or ()):
+        if str(t) != str(i):
+            break
+        n += 1
+    return n
+
+
+def _token_id(param: str, vocab: tuple) -> ir.Lookup:
+    return ir.Lookup(tuple(vocab), tuple(range(len(vocab))), _param(param), name="token_id")
+
+
+def _over_tokens(rows, cols, vocab) -> dict | None:
+    """{token: id} when both bases are tokens of a vocabulary ordered by numerals."""
+    if vocab is None or numerals(vocab) < MIN_NUMERALS:
+        return None
+    index = {t: i for i, t in enumerate(vocab)}
+    if rows is None or not all(r in index for r in rows) or not all(c in index for c in cols):
+        return None
+    return index
+
+
+def token_logit_primitives(values, rows: tuple, cols: tuple, vocab) -> list[LogitPrimitive]:
+    """Candidates for a projection of tokens (or of an aggregate of them) onto token
+    outputs, over a vocabulary of numerals in order: `(token_id(out) == token_id(inp) + 1)`
+    (each number votes for the next), `… - 1` (the previous), each also with the special
+    inputs voting for `<eos>` (a count that ends)."""
+    index = _over_tokens(rows, cols, vocab)
+    if index is None:
+        return []
+    tag = hash(tuple(vocab))        # tables are cached by name: the numbering is part of it
+    found = []
+    for c in (1, -1):
+        sign = "+" if c > 0 else "-"
+        main = LogitPrimitive(
+            f"token_next{c}@{tag}", "table", False,
+            lambda i, o, sp, c=c: index[o] == index[i] + c,
+            lambda sp, sign=sign: _eq(_token_id("out", vocab),
+                                      _op(sign, _token_id("inp", vocab), _const(1))))
+        ends = LogitPrimitive("to_eos", "table", True, lambda i, o, sp: o == sp.eos,
+                              _special_body("out", "eos"))
+        found += [main, with_special_rows(main, ends)]
+    return found
+
+
+def _whole(x: float):
+    """`x` as an int when it is one (`24`, not `24.0`, on the page)."""
+    return int(x) if float(x).is_integer() else x
+
+
+def _token_slope(m: np.ndarray, rows, cols, index, above: bool) -> float | None:
+    """The slope of a score table over the key's id, on keys at most NEAR above (below) each
+    numeral query, each row's mean taken out (softmax ignores a row's constant)."""
+    n = numerals(tuple(index))
+    xs, ys = [], []
+    for r, q in enumerate(rows):
+        qi = index[q]
+        if qi >= n:
+            continue
+        near = [(c, index[k]) for c, k in enumerate(cols)
+                if index[k] < n and 0 < (index[k] - qi if above else qi - index[k]) <= NEAR]
+        if len(near) < 2:
+            continue
+        ks = np.array([k for _, k in near], dtype=float)
+        v = m[r, [c for c, _ in near]]
+        xs.append(ks - ks.mean())
+        ys.append(v - v.mean())
+    if not xs:
+        return None
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return float((x * y).sum() / (x * x).sum()) if (x * x).sum() else None
+
+
+def token_attention_primitives(values, rows: tuple, cols: tuple, vocab) -> list[AttentionPrimitive]:
+    """Candidates for a (query × key) score table over tokens of a vocabulary of numerals in
+    order, with the slope b read from the table near its diagonal (numeric ops):
+
+    - above: `(token_id(k) > token_id(q)) * (C - b * token_id(k))`, C = b·|vocab|: the keys
+      above the query score, the nearest highest (a sort head's "the next larger"); with the
+      special queries scoring every key `C - b * token_id(k)` (the `<sep>` that starts the
+      sorted copy reads the smallest);
+    - below: `(token_id(k) < token_id(q)) * (b * token_id(k) + b)`, the mirror image."""
+    index = _over_tokens(rows, cols, vocab)
+    if index is None:
+        return []
+    m = np.asarray(values, dtype=float).reshape(len(rows), len(cols))
+    n, found = len(vocab), []
+    tid_k, tid_q = _token_id("k", vocab), _token_id("q", vocab)
+    for above in (True, False):
+        slope = _token_slope(m, rows, cols, index, above)
+        if slope is None or (slope >= 0 if above else slope <= 0):
+            continue
+        b = _whole(readable(abs(slope)))
+        if above:
+            C = _whole(readable(b * n))
+            score = lambda k, b=b, C=C: C - b * index[k]
+            body = lambda sp, b=b, C=C: _op("-", _const(C), _op("*", _const(b), tid_k))
+            test = lambda q, k: index[k] > index[q]
+            compare = lambda sp: _op(">", tid_k, tid_q)
+        else:
+            score = lambda k, b=b: b * index[k] + b
+            body = lambda sp, b=b: _op("+", _op("*", _const(b), tid_k), _const(b))
+            test = lambda q, k: index[k] < index[q]
+            compare = lambda sp: _op("<", tid_k, tid_q)
+        word = "above" if above else "below"
+        main = _attention(f"token_{word}{b}@{hash(tuple(vocab))}", "qk",
+                          lambda q, k, sp, t=test, s=score: s(k) if t(q, k) else 0.0,
+                          lambda sp, c=compare, f=body: _op("*", c(sp), f(sp)), numeric=True)
+        every = _attention(f"token_{word}_all{b}@{hash(tuple(vocab))}", "qk",
+                           lambda q, k, sp, s=score: s(k), body, numeric=True)
+        found += [main, with_special_rows(main, every)]
     return found
 
 

@@ -382,14 +382,16 @@ def _candidates(program: ir.Program, term, name: str) -> list:
     if isinstance(term, ir.Select):
         if term.queries is not None:
             library = lib.attention_primitives() + \
-                lib.position_attention_primitives(values, rows, cols)
+                lib.position_attention_primitives(values, rows, cols) + \
+                lib.token_attention_primitives(values, rows, cols, program.vocab)
         else:
             library = lib.key_primitives() + lib.position_key_primitives(values, rows)
         return [p for p in library if _applies(p, rows if cols is not None else None,
                                                cols if cols is not None else rows)]
     if term.operand is None:
         return [p for p in lib.bias_primitives() if _applies(p, None, rows)]
-    library = lib.logit_primitives() + lib.position_logit_primitives(values, rows, cols)
+    library = lib.logit_primitives() + lib.position_logit_primitives(values, rows, cols) + \
+        lib.token_logit_primitives(values, rows, cols, program.vocab)
     return [p for p in library if _applies(p, rows, cols)]
 
 
