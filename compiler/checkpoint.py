@@ -30,6 +30,7 @@ from safetensors.torch import save
 
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.files import atomic_write_bytes, atomic_write_text
+from rasp_ir.jsondata import dumps
 
 from . import tl_format
 from .transformer import ACTIVATIONS, Transformer, TransformerConfig
@@ -81,7 +82,9 @@ def save_model(model: Transformer, directory: str | os.PathLike,
                            "AutoModelForCausalLM": "modeling_rasp_ir.RaspIrForCausalLM"},
               "torch_dtype": str(tensors["embed.W_E"].dtype).removeprefix("torch."),
               "activation_function": NOT_GPT2}
-    text = json.dumps(config, indent=2) + "\n"   # a non-JSON `extra` fails here, before any write
+    # standard JSON (an output value of 1e999 is {"float": "inf"}, not Infinity); a
+    # non-JSON `extra` fails here, before any write
+    text = dumps(config, indent=2) + "\n"
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     modeling = (Path(__file__).parent / "hf_modeling.py").read_text(encoding="utf-8")
@@ -130,7 +133,7 @@ def save_hf_gpt2(model: Transformer, directory: str | os.PathLike) -> Path:
         "attn_pdrop": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.0, "initializer_range": 0.02,
         "torch_dtype": str(sd["embed.W_E"].dtype).removeprefix("torch."),
     }
-    return _write(directory, tensors, json.dumps(config, indent=2) + "\n")
+    return _write(directory, tensors, dumps(config, indent=2) + "\n")
 
 
 def _write(directory: Path, tensors: dict[str, torch.Tensor], config_text: str) -> Path:

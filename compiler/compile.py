@@ -175,7 +175,8 @@ def load_compiled(directory) -> CompiledModel:
 def compiled_from(model: Transformer, metadata: dict, directory) -> CompiledModel:
     """The compiled model of a loaded directory (`load_model`'s result); E252 if its config
     has no compiled program's encoding."""
-    info = (metadata.get("extra") or {}).get("compiled")
+    from rasp_ir.jsondata import decoded
+    info = decoded((metadata.get("extra") or {}).get("compiled"))   # {"float": "inf"} -> inf
     if not info:
         raise RaspError([Diagnostic("E252", f"{directory} holds a model but not a compiled "
                                     "program (no input/output encoding in config.json)",

@@ -23,6 +23,7 @@ from safetensors.torch import save
 
 from rasp_ir.diagnostics import Diagnostic
 from rasp_ir.files import atomic_write_bytes, atomic_write_text
+from rasp_ir.jsondata import dumps
 
 from . import tl_format
 from .checkpoint import (
@@ -101,7 +102,7 @@ def _jsonable(value):
 
 
 def _write_tl(directory: Path, tensors: dict, cfg: dict, extra: dict | None) -> Path:
-    text = json.dumps({"model_type": tl_format.MODEL_TYPE, "format_version": 1, "cfg": cfg,
+    text = dumps({"model_type": tl_format.MODEL_TYPE, "format_version": 1, "cfg": cfg,
                        "extra": dict(extra or {})}, indent=2) + "\n"
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(directory / WEIGHTS, save(tensors, metadata={"format": "pt"}))
@@ -155,4 +156,4 @@ def _keep_token_ids(source_config: dict, path: Path) -> None:
             if k in source_config}
     if kept:
         config = json.loads(path.read_text(encoding="utf-8"))
-        atomic_write_text(path, json.dumps({**config, **kept}, indent=2) + "\n")
+        atomic_write_text(path, dumps({**config, **kept}, indent=2) + "\n")

@@ -64,7 +64,8 @@ def write_tokenizer(directory: str | os.PathLike, tokens: list, specials: dict[s
     directory.mkdir(parents=True, exist_ok=True)
     for name, value in ((TOKENIZER, tokenizer), (SPECIAL_TOKENS, specials),
                         (TOKENIZER_CONFIG, config)):
-        atomic_write_text(directory / name, json.dumps(value, indent=2, ensure_ascii=False)
+        atomic_write_text(directory / name, json.dumps(value, indent=2, ensure_ascii=False,
+                                                       allow_nan=False)
                           + "\n")
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import nodes as ir
 from .files import atomic_write_bytes, atomic_write_text
+from .jsondata import decoded
 
 _LABELS = "rasp_ir.labels"
 
@@ -39,7 +40,7 @@ def read_tables(path: Path) -> dict[str, ir.Matrix]:
     try:
         with safe_open(str(path), framework="numpy") as f:
             try:
-                labels = json.loads((f.metadata() or {}).get(_LABELS, "{}"))
+                labels = decoded(json.loads((f.metadata() or {}).get(_LABELS, "{}")))
             except json.JSONDecodeError as exc:
                 raise bad(f"its labels are not JSON ({exc.msg})") from None
             if not isinstance(labels, dict):
@@ -90,7 +91,8 @@ def write_tables(path: Path, tables: dict[str, ir.Matrix]) -> None:
     arrays = {name: np.asarray(m.values, dtype=np.float64) for name, m in tables.items()}
     labels = {name: {"rows": list(m.rows), **({"cols": list(m.cols)} if m.cols else {})}
               for name, m in tables.items()}
-    data = save(arrays, metadata={_LABELS: json.dumps(labels)})
+    from .jsondata import dumps
+    data = save(arrays, metadata={_LABELS: dumps(labels)})   # a 1e999 label: standard JSON
     atomic_write_bytes(path, data)
 
 

@@ -540,7 +540,10 @@ def write_extraction(extraction: Extraction, output: Path, checkpoint: str | Pat
     report_file = output.with_suffix(".report.json")
     report = extraction.report.written(str(output), str(checkpoint), roundtrip,
                                        files=written + [str(report_file)])
-    atomic_write_text(report_file, json.dumps(report.to_json(), indent=2) + "\n")
+    from rasp_ir.jsondata import json_safe
+    # the same standard JSON as `rasp extract --json` (NaN null, infinity "inf")
+    atomic_write_text(report_file, json.dumps(json_safe(report.to_json()), indent=2,
+                                              allow_nan=False) + "\n")
     return report
 
 

@@ -69,7 +69,8 @@ def read_task_file(directory: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        from rasp_ir.jsondata import decoded
+        data = decoded(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RaspError([Diagnostic("T405", f"{path}: not readable as JSON ({exc})")]) from None
     if not isinstance(data, dict) or not isinstance(data.get("task"), str):
@@ -209,7 +210,10 @@ def map_tokenizer(model, task: Task, directory: Path) -> bool:
 def write_task_file(directory: Path, task: Task, record: dict) -> Path:
     """Write task.json: the task's metadata plus `record` (training settings, accuracy)."""
     path = Path(directory) / TASK_FILE
-    atomic_write_text(path, json.dumps({**task.metadata(), **record}, indent=2) + "\n")
+    from rasp_ir.jsondata import dumps
+    # standard JSON: a diverged training's NaN loss is {"float": "nan"}, read back by
+    # read_task_file
+    atomic_write_text(path, dumps({**task.metadata(), **record}, indent=2) + "\n")
     return path
 
 

@@ -159,7 +159,8 @@ def save_trained(result: TrainResult, task: Task, config: TrainConfig, directory
     # As the paper's checkpoints do: the special ids, and dropout as it was in training.
     hf.update(bos_token_id=v.bos, eos_token_id=v.eos, pad_token_id=v.pad,
               attn_pdrop=config.dropout, embd_pdrop=config.dropout, resid_pdrop=config.dropout)
-    atomic_write_text(config_path, json.dumps(hf, indent=2) + "\n")
+    from rasp_ir.jsondata import dumps
+    atomic_write_text(config_path, dumps(hf, indent=2) + "\n")
     record = {"training": {**asdict(config), "arch": config.arch_name,
                            "steps_run": result.steps, "seconds": round(result.seconds, 2),
                            "stopped_early": result.stopped_early,

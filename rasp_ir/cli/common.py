@@ -83,30 +83,9 @@ def progress_for(args, command: str):
 # ------------------------------------------------------------------ the JSON envelope
 
 def json_safe(value):
-    """`value` as standard JSON data: NaN becomes null, +-infinity the strings "inf" and
-    "-inf" (JSON has neither), numpy scalars and arrays plain numbers and lists, tuples and
-    sets lists, paths strings, mapping keys strings."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return [json_safe(v) for v in sorted(value, key=str)]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):                 # numpy arrays and scalars, torch tensors
-        return json_safe(value.tolist())
-    if hasattr(value, "to_json"):
-        return json_safe(value.to_json())
-    return str(value)
+    """`value` as standard JSON data (rasp_ir/jsondata.py, which PROG.report.json uses too)."""
+    from rasp_ir.jsondata import json_safe as safe
+    return safe(value)
 
 
 def diagnostic_json(d) -> dict:
@@ -147,20 +126,33 @@ def print_diagnostics(diagnostics: list, source: str | None = None,
     hidden = len(diagnostics) - MAX_DIAGNOSTICS_SHOWN
     if hidden > 0:
         diagnostics = diagnostics[:MAX_DIAGNOSTICS_SHOWN]
+    read: dict = {}
     for d in diagnostics:
         text = source
-        if d.span is not None and sources is not None:
-            text = sources.get(d.span.file, source)
-        if d.span is not None and text is None:
-            try:
-                text = Path(d.span.file).read_text(encoding="utf-8")
-            except OSError:
-                text = None
+        if d.span is not None and sources is not None and d.span.file in sources:
+            text = sources[d.span.file]
+        elif d.span is not None and (text is None or Path(d.span.file).is_absolute()):
+            # a loaded library's spans name it by its absolute path (the program's own name
+            # it as given): show the library's line, never the main file's line of that number
+            if d.span.file not in read:
+                read[d.span.file] = _file_text(d.span.file)
+            text = read[d.span.file]
         print(d.render(text), file=sys.stderr)
         print(file=sys.stderr)
     if hidden > 0:
         print(f"… and {hidden:,} more diagnostic(s) not shown (--json lists them all)",
               file=sys.stderr)
+
+
+def _file_text(path: str) -> str | None:
+    """A source file's text for showing a line of it (at most MAX_PROGRAM_BYTES read), or
+    None when it cannot be read."""
+    from rasp_ir.limits import MAX_PROGRAM_BYTES
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_PROGRAM_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 _stdin_text: str | None = None
