@@ -18,6 +18,9 @@ import sys
 import time
 
 LOG_EVERY = 10.0           # seconds between log lines of one stage when not on a terminal
+FIRST_ESTIMATE = 2.0       # seconds into a counted stage before its first estimate is logged:
+                           # long enough for a rate, soon enough to stop a run of days
+                           # (`equiv --bound 10**12` estimates thousands of hours at once)
 
 
 def _clock(seconds: float) -> str:
@@ -28,6 +31,8 @@ def _clock(seconds: float) -> str:
     if minutes < 60:
         return f"{minutes}:{seconds:02d} min"
     hours, minutes = divmod(minutes, 60)
+    if hours >= 48:
+        return f"{hours / 24:,.0f} days"
     return f"{hours}:{minutes:02d} h"
 
 
@@ -42,7 +47,8 @@ class Progress:
         self.start = time.monotonic()
         self._bar = None            # the tqdm bar of the current counted stage (terminal)
         self._stage: str | None = None
-        self._counted: tuple | None = None   # (stage, started, last log time) when logging
+        # (stage, started, done then, last log time, estimated yet) when logging
+        self._counted: tuple | None = None
 
     # -- the extractor's hook
 
@@ -85,15 +91,17 @@ class Progress:
             return
         now = time.monotonic()
         if self._counted is None or self._counted[0] != stage:
-            self._counted = (stage, now, done, float("-inf"))
-        _, first_time, first_done, last = self._counted
-        if done >= total or done == first_done or now - last >= LOG_EVERY:
+            self._counted = (stage, now, done, float("-inf"), False)
+        _, first_time, first_done, last, estimated = self._counted
+        first_estimate = not estimated and done > first_done and \
+            now - first_time >= FIRST_ESTIMATE
+        if done >= total or done == first_done or now - last >= LOG_EVERY or first_estimate:
             # the rate of the steps since the first one heard (its own start is not known)
             rate = (done - first_done) / (now - first_time) if done > first_done else None
             eta = (f", about {_clock((total - done) / rate)} left"
                    if rate and done < total else "")
-            self._log(f"{stage} {done}/{total}{eta}: {text[len(stage) + 1:].strip()}")
-            self._counted = (stage, first_time, first_done, now)
+            self._log(f"{stage} {done:,}/{total:,}{eta}: {text[len(stage) + 1:].strip()}")
+            self._counted = (stage, first_time, first_done, now, estimated or bool(eta))
 
     # -- the trainer's and evaluator's hook
 
