@@ -458,6 +458,12 @@ def test_front_end_long_run():
     @given(ALL_SOURCES, st.data())
     def long_run(text, data):
         check_front_end(text, data)
+        if TRIED[0] % 1000 == 0:
+            # a run of hours says how far it got, so that one cut short still reports a count
+            # (Hypothesis stops at the first failure, so a running count is one of passes)
+            print(f"fuzz: {TRIED[0]} texts tried so far", flush=True)
+            if os.environ.get("RASP_FUZZ_COUNT"):
+                Path(os.environ["RASP_FUZZ_COUNT"]).write_text(f"{TRIED[0]} so far\n")
 
     try:
         long_run()
