@@ -62,8 +62,9 @@ def elaborate(text: str, name: str, path=None) -> tuple:
     """`grammar.elaborate(text, name)`: (the program or None, every diagnostic), read back from
     the cache when there is an entry for them. `path` is the file the text was read from; a
     program without one (standard input) is not kept. Only programs without errors are kept."""
-    key = (FORMAT, name, text, _fingerprint())
-    entry = _entry(key) if path is not None else None
+    root = cache_dir() if path is not None else None
+    key = (FORMAT, name, text, _fingerprint()) if root is not None else None
+    entry = None if key is None else _entry(root, key)
     kept = _read(entry, key)
     if kept is not None:
         return kept
@@ -106,10 +107,7 @@ def _fingerprint() -> tuple:
     return sys.version_info[:3], __version__, tuple(sorted(stamps, key=repr))
 
 
-def _entry(key) -> Path | None:
-    root = cache_dir()
-    if root is None:
-        return None
+def _entry(root: Path, key) -> Path:
     data = repr(key).encode("utf-8", "surrogatepass")
     return root / "programs" / f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}.pickle"
 
