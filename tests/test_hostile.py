@@ -132,6 +132,45 @@ def test_a_long_line_is_cut_around_the_caret(tmp_path, capsys):
     assert max(len(line) for line in err.splitlines()) < 400
 
 
+# ---------------------------------------------------------------- sizes (E306)
+
+_BIG = '@vocab {"a","b"};\n@maxlen 65536;\n'
+SIZES = [
+    # (name, program, command after the file, code): each asked for gigabytes before a cap
+    ("run: a selector over 20,000 positions",
+     _BIG + "x = aggregate(select(indices, indices, ==), tokens);\n@output x;\n",
+     ["run", "{file}", "a" * 20_000], "E306"),
+    ("run: one-hot rows over 65,537 lengths at 20,000 positions",
+     _BIG + "x = sharpen(length, 2);\n@output x;\n", ["run", "{file}", "a" * 20_000], "E306"),
+    ("compile: a selector table of 65,536 x 65,536",
+     _BIG + "x = aggregate(select(indices, indices, ==), tokens);\n@output x;\n",
+     ["compile", "{file}", "-o", "{tmp}/out"], "E306"),
+    ("compile: the position embedding of 65,537 positions",
+     _BIG + "x = aggregate(select(tokens, tokens, ==), indices % 3);\n@output x;\n",
+     ["compile", "{file}", "-o", "{tmp}/out"], "E306"),
+]
+
+
+@pytest.mark.parametrize("name,text,argv,code", SIZES, ids=[s[0] for s in SIZES])
+def test_hostile_size(tmp_path, capsys, name, text, argv, code):
+    """Checked before allocating: the error names the size it would have needed."""
+    path = tmp_path / "big.rasp"
+    path.write_text(text)
+    argv = [a.replace("{file}", str(path)).replace("{tmp}", str(tmp_path)) for a in argv]
+    err = run_attack(capsys, argv, code)
+    assert "GiB" in err and "MAX_TABLE_ENTRIES" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sharpen_of_length_on_a_short_input_runs(tmp_path, capsys):
+    """`sharpen(length, 2)` under @maxlen 65536 once asked np.eye for 32 GiB on one token; a
+    one-hot row per position is 65,537 numbers, which runs."""
+    path = tmp_path / "sharp.rasp"
+    path.write_text(_BIG + "x = sharpen(length, 2);\n@output x;\n")
+    assert main(["run", str(path), "a"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip() == "[1]"
+
+
 # ---------------------------------------------------------------- inputs
 
 INPUTS = [
@@ -372,3 +411,171 @@ def test_fmt_write_refuses_to_drop_a_binding(tmp_path, capsys):
     assert path.read_text() == "keep = tokens;\n@output keep;\n"
     assert main(["fmt", "--write", str(path)]) == 0      # layout only: nothing to drop
     assert path.read_text() == "keep = tokens;\n@output keep;\n"
+
+
+def test_stdin_inputs_are_numbered_by_their_line(tmp_path, capsys, monkeypatch):
+    """Blank lines are not inputs but they count: the bad input on line 3 is "input 3", also
+    after `-` (inputs from standard input)."""
+    import io
+    import sys
+    for argv in (["run", str(REVERSE)], ["run", str(REVERSE), "-"]):
+        monkeypatch.setattr(sys, "stdin", io.StringIO("ab\n\n[[1]]\n\nba\n"))
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert "input 3 '[[1]]'" in err and "[R233]" in err
+        assert out.split() == ["ba", "ab"]
+
+
+def test_a_library_error_shows_the_library_line(tmp_path, capsys):
+    (tmp_path / "lib3.rasp").write_text("# a library\n\n\nhelp3 = tokens / 0;\n")
+    main_file = tmp_path / "main.rasp"
+    main_file.write_text('load "lib3";\n@vocab {1, 2};\n@maxlen 3;\nx = help3;\n@output x;\n')
+    err = run_attack(capsys, ["run", main_file, "[1]"], "R231")
+    assert "lib3.rasp:4:9" in err and " 4 | help3 = tokens / 0;" in err
+    assert "x = help3" not in err          # the main file's line 4 is not shown under it
+
+
+# ---------------------------------------------------------------- JSON written
+
+
+def test_config_json_is_standard_json(tmp_path, capsys):
+    """An output value of 1e999 was written as `Infinity`, which JSON has not: it is
+    {"float": "inf"} in config.json and reads back as the float."""
+    path = tmp_path / "inf.rasp"
+    path.write_text('@vocab {"a","b"};\n@maxlen 4;\nx = 1e999 if tokens == "a" else 0;\n'
+                    "@output x;\n")
+    assert main(["compile", str(path), "-o", str(tmp_path / "m")]) == 0
+
+    def refuse(constant):
+        raise ValueError(constant)
+    for written in (tmp_path / "m").glob("*.json"):
+        json.loads(written.read_text(), parse_constant=refuse)
+    capsys.readouterr()
+    assert main(["run", "--model", str(tmp_path / "m"), "ab"]) == 0
+    assert capsys.readouterr().out.strip() == "[Infinity, 0]"
+
+
+def test_non_finite_values_round_trip_through_standard_json():
+    from rasp_ir.jsondata import decoded, dumps, json_safe
+    value = {"v": [1.5, float("inf"), -float("inf"), "inf", None], "w": (float("nan"),)}
+    text = dumps(value)
+    assert "Infinity" not in text and "NaN" not in text
+    back = decoded(json.loads(text))
+    assert back["v"] == [1.5, float("inf"), -float("inf"), "inf", None]
+    assert back["w"][0] != back["w"][0]                  # NaN
+    assert json_safe(value) == {"v": [1.5, "inf", "-inf", "inf", None], "w": [None]}
+
+
+# ---------------------------------------------------------------- outputs (C316)
+
+_FIRST = '@vocab {"a","b"};\n@maxlen 4;\nx = aggregate(select(indices, 0, ==), tokens);\n' \
+    "@output x;\n"
+
+
+@pytest.fixture(scope="module")
+def compiled_first(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("first")
+    (folder / "first.rasp").write_text(_FIRST)
+    assert main(["compile", str(folder / "first.rasp"), "-o", str(folder / "m")]) == 0
+    return folder / "m"
+
+
+def _hand_written(tmp: Path, model: Path) -> None:
+    (tmp / "prog.rasp").write_text(_FIRST)
+
+
+def _other_extraction(tmp: Path, model: Path) -> None:
+    (tmp / "prog.rasp").write_text(_FIRST)
+    (tmp / "prog.report.json").write_text(json.dumps({"checkpoint": str(tmp / "elsewhere")}))
+
+
+def _edited_extraction(tmp: Path, model: Path) -> None:
+    (tmp / "prog.report.json").write_text(json.dumps({"checkpoint": str(model)}))
+    time.sleep(0.01)
+    (tmp / "prog.rasp").write_text(_FIRST + "# mine\n")
+
+
+def _trained_checkpoint(tmp: Path, model: Path) -> None:
+    shutil.copytree(CHECKPOINT, tmp / "out")
+
+
+OUTPUTS = [
+    # (name, what the place holds, command, code)
+    ("extract over a hand-written program", _hand_written,
+     ["extract", "{model}", "-o", "{tmp}/prog.rasp"], "C316"),
+    ("extract over another checkpoint's extraction", _other_extraction,
+     ["extract", "{model}", "-o", "{tmp}/prog.rasp"], "C316"),
+    ("extract over a program edited since", _edited_extraction,
+     ["extract", "{model}", "-o", "{tmp}/prog.rasp"], "C316"),
+    ("train over a trained checkpoint", _trained_checkpoint,
+     ["train", "bin_majority", "--layers", "1", "--heads", "1", "--d-model", "8", "-o",
+      "{tmp}/out"], "C316"),
+    ("train over a compiled model", lambda tmp, model: shutil.copytree(model, tmp / "out"),
+     ["train", "bin_majority", "--layers", "1", "--heads", "1", "--d-model", "8", "-o",
+      "{tmp}/out"], "C316"),
+    ("compile over a trained checkpoint", _trained_checkpoint,
+     ["compile", REVERSE, "-o", "{tmp}/out"], "C316"),
+]
+
+
+@pytest.mark.parametrize("name,holds,argv,code", OUTPUTS, ids=[o[0] for o in OUTPUTS])
+def test_hostile_output(tmp_path, capsys, compiled_first, name, holds, argv, code):
+    """Refused before any work, everything there left as it was."""
+    holds(tmp_path, compiled_first)
+    before = snapshot(tmp_path)
+    argv = [str(a).replace("{tmp}", str(tmp_path)).replace("{model}", str(compiled_first))
+            for a in argv]
+    started = time.monotonic()
+    run_attack(capsys, argv, code)
+    assert time.monotonic() - started < 60
+    assert snapshot(tmp_path) == before
+
+
+def test_extract_rerun_removes_what_only_the_earlier_run_wrote(tmp_path, capsys,
+                                                                compiled_first):
+    """A rerun on the same checkpoint is allowed; a side-file and a page the earlier run left
+    (which this one does not write) are removed, the cache kept. --force writes over another
+    checkpoint's extraction."""
+    target = tmp_path / "prog.rasp"
+    argv = ["extract", str(compiled_first), "-o", str(target)]
+    assert main(argv) == 0, capsys.readouterr().err
+    (tmp_path / "prog.tables.safetensors").write_bytes(_GOOD)
+    (tmp_path / "prog.html").write_text("<p>old</p>")
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(argv) == 0, capsys.readouterr().err
+    assert not (tmp_path / "prog.tables.safetensors").exists()
+    assert not (tmp_path / "prog.html").exists()
+    assert (tmp_path / "keep.txt").read_text() == "mine" and target.exists()
+    report = json.loads((tmp_path / "prog.report.json").read_text())
+    (tmp_path / "prog.report.json").write_text(json.dumps({**report, "checkpoint": "other"}))
+    assert main(argv) == 2
+    assert "[C316]" in capsys.readouterr().err
+    assert main(argv + ["--force"]) == 0
+
+
+def test_compile_rerun_and_forced_write_keep_one_model(tmp_path, capsys):
+    """compile over a trained checkpoint with --force: its task.json and acc.txt go."""
+    shutil.copytree(CHECKPOINT, tmp_path / "out")
+    assert main(["compile", str(REVERSE), "-o", str(tmp_path / "out"), "--force"]) == 0
+    assert not (tmp_path / "out" / "task.json").exists()
+    assert not (tmp_path / "out" / "acc.txt").exists()
+    assert main(["compile", str(REVERSE), "-o", str(tmp_path / "out")]) == 0    # a rerun
+
+
+def test_progress_estimates_early_and_in_days():
+    """`equiv --bound 10**12` runs (the bound is the user's explicit request for a proof) and
+    says at once how long it would take: the first estimate after FIRST_ESTIMATE seconds,
+    long ones in days."""
+    import io
+
+    from rasp_ir.cli import progress as P
+    assert P._clock(10**8) == "1,157 days"
+    stream = io.StringIO()
+    bar = P.Progress("equiv", stream=stream)
+    bar("exhaustive inputs: length 1", done=2, total=549_755_813_886)
+    bar._counted = bar._counted[:1] + (bar._counted[1] - P.FIRST_ESTIMATE,) + \
+        bar._counted[2:]
+    bar("exhaustive inputs: length 14", done=26_622, total=549_755_813_886)
+    lines = stream.getvalue().splitlines()
+    assert "2/549,755,813,886" in lines[0]
+    assert len(lines) == 2 and "days left" in lines[1]
