@@ -87,3 +87,12 @@ def test_bce_d3_stated_program_reads_the_depth_off_the_counts(d3):
     text = pretty(program)
     assert "normalize(share, 1 / (indices + 1))" in text
     assert grammar.parse(text, "d3.rasp") == program
+
+
+def test_lln_a_holds_is_the_papers_test_on_the_first_stage():
+    def run(first, last):
+        return {"stages": [{"match": {"0-50": first, "51-100": first}}, {"match": {"0-50": last}}]}
+    # the first stage (components, scales learned per reader) decides, not the last
+    assert extract.lln_a_holds([run(0.2, 0.1), run(0.95, 0.5)], 0.9)
+    assert not extract.lln_a_holds([run(0.2, 0.95), run(0.89, 0.99)], 0.9)
+    assert not extract.lln_a_holds([], 0.9)

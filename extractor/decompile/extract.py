@@ -102,46 +102,48 @@ def extract_programs(targets: list[Target], settings: ExtractSettings = ExtractS
     """Several checkpoints in one sweep: LLN-A for each, then all their pruning runs on one
     executor (as many at once as it has workers), then each one's primitives and held-out
     judgement. Progress lines name the checkpoint when there are several."""
-    prepared, stated_ones = [], {}
-    for i, target in enumerate(targets):
+    prepared = []
+    for target in targets:
         say = _named(progress, target, len(targets))
         _needs_task(target.subject)
         clock = _Stopwatch()
         scales, linear, lln = _linearise(target.subject, settings, say)
         clock.lap("lln_a")
-        found = _stated(target.subject, settings, say, clock, lln)
-        if found is not None:        # LLN-A lost the model; the stated LayerNorm keeps it
-            stated_ones[i] = found
-            continue
         base = RunSpec(str(Path(target.checkpoint).resolve()), target.task_spec, scales,
                        _plain(settings.prune_settings().to_dict()), settings.seed, 0.0,
                        settings.device)
         prepared.append((target, say, clock, linear, lln, base))
     started = time.perf_counter()
-    all_runs = _sweep([p[5] for p in prepared], [p[0].runs_dir for p in prepared], settings,
-                      executor, [p[1] for p in prepared]) if prepared else []
+    all_runs = _sweep([p[5] for p in prepared], [t.runs_dir for t in targets], settings,
+                      executor, [p[1] for p in prepared])
     pruning = round(time.perf_counter() - started, 2)
-    swept = iter(zip(prepared, all_runs))
     out = []
-    for i in range(len(targets)):
-        if i in stated_ones:
-            out.append(stated_ones[i])
-            continue
-        (target, say, clock, linear, lln, base), runs = next(swept)
+    for (target, say, clock, linear, lln, base), runs in zip(prepared, all_runs):
         clock.seconds["pruning"] = pruning        # the shared sweep's time
         clock.last = time.perf_counter()
-        out.append(_finish(target.subject, settings, say, clock, linear, lln, base, runs,
-                           target.runs_dir))
+        # where LLN-A fails (the paper's test: no run's first stage reaches the threshold),
+        # the final LayerNorm stated in the program; else, or if that fails, as before
+        out.append(_stated(target.subject, settings, say, clock, lln, runs)
+                   or _finish(target.subject, settings, say, clock, linear, lln, base, runs,
+                              target.runs_dir))
     return out
 
 
-def _stated(subject, settings, say, clock, lln) -> Extraction | None:
-    """Where LLN-A loses the model (`lln` holds a diagnosis): the final LayerNorm stated in
-    the program (stated.py), judged on the choice set and then the held-out sets. The
-    extraction when it reaches the threshold within the size limit (no pruning: there is
-    no faithful linearised model to prune), else None and the sweep runs as before; either
-    way `lln["stated"]` says what was tried."""
-    if not lln or "diagnosis" not in lln:
+def lln_a_holds(runs: list[dict], threshold: float) -> bool:
+    """The paper's test of LLN-A (docs/layernorm.md): some pruning run's first stage (the
+    components, with the LayerNorm scales learned per reader) matches the model on at least
+    `threshold` of the selection sequences of every bucket."""
+    return any(min(s["stages"][0]["match"].values()) >= threshold for s in runs
+               if s["stages"])
+
+
+def _stated(subject, settings, say, clock, lln, runs) -> Extraction | None:
+    """Where LLN-A loses the model (`lln` holds a diagnosis, and no pruning run's first stage
+    reaches the threshold): the final LayerNorm stated in the program (stated.py), judged on
+    the choice set and then the held-out sets. The extraction when it reaches the threshold
+    within the size limit, else None and the sweep's runs go through primitives as before;
+    either way `lln["stated"]` says what was tried."""
+    if not lln or "diagnosis" not in lln or lln_a_holds(runs, settings.threshold):
         return None
     model, task = subject.model, subject.task
     with _one_torch_thread():
@@ -158,7 +160,7 @@ def _stated(subject, settings, say, clock, lln) -> Extraction | None:
         program, entry = stated.stated_program(subject, accepts, settings.seed, say)
         lln["stated"] = entry
         if program is None:
-            say(f"stated LayerNorm: {entry['why']}; pruning the linearised model")
+            say(f"stated LayerNorm: {entry['why']}")
             return None
         result = Judge.held_out(model, task, settings.n, settings.seed, settings.device)(
             program, task_accuracy=True)
@@ -166,18 +168,16 @@ def _stated(subject, settings, say, clock, lln) -> Extraction | None:
     worst = min(r["match"] for r in result.values())
     entry["held_out_worst"] = worst
     if worst < settings.threshold or lines > settings.max_lines:
-        say(f"stated LayerNorm: held-out worst-bucket match {worst:.3f} in {lines} lines; "
-            "pruning the linearised model")
+        say(f"stated LayerNorm: held-out worst-bucket match {worst:.3f} in {lines} lines")
         return None
     say(f"stated LayerNorm: {lines} lines, held-out worst-bucket match {worst:.3f}")
-    clock.seconds["pruning"] = 0.0
     clock.lap("primitives")
     chosen = {"lam": None, "lines": lines, "buckets": result,
               "choice": chooser.measure(program, settings.threshold),
               "confirmations": chooser.confirmations, "replacements": [entry],
               "programs_judged": judged[0]}
     clock.lap("total", since_start=True)
-    return Extraction(program, _pruned_report(subject, settings, lln, [], [chosen], chosen,
+    return Extraction(program, _pruned_report(subject, settings, lln, runs, [chosen], chosen,
                                               program, True, clock.seconds))
 
 
