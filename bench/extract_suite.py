@@ -7,8 +7,8 @@ length bucket.
 
 The 13 length-generalising checkpoints come first (the 12 the paper decompiled, and bce_D3, the
 one it could not: LLN-A loses it, and the extractor states its final LayerNorm instead,
-docs/layernorm.md), then the three that do not generalise (bce_tomita5, unique_copy-^…-1100/1300), where no short program is expected to
-reach the threshold. Each program is written to DIR (default /tmp/rasp-extract-suite), read
+docs/layernorm.md), then the three that do not generalise (bce_tomita5,
+unique_copy-^…-1100/1300), where no short program is expected to reach the threshold. Each program is written to DIR (default /tmp/rasp-extract-suite), read
 back with the parser and judged again, so what is reported is what `rasp run` executes.
 Pruning runs are cached in DIR: a second invocation resumes (and then times only the rest).
 
