@@ -25,6 +25,7 @@ import math
 import torch
 from attrs import frozen
 from torch import nn
+from torch.nn import functional as F
 
 from extractor.decompile.linearise import layer_norms
 
@@ -195,13 +196,12 @@ class Circuit(nn.Module):
             if c.causal else None
         for L in range(c.n_layers):
             n = g.before_heads[L]
-            stack = torch.stack(X[:n])                                 # (n, B, T, D)
             ab = self.ablation[:n]                                     # (n, D)
             q_norm, k_norm, v_norm = self.ln_q[L], self.ln_k[L], self.ln_v[L]
             first = start if L == c.n_layers - 1 else 0                # the queries' start
-            Q = self._read(stack[:, :, first:], q_norm, self.W_Q[L])   # (n, B, H, T', E)
-            K = self._read(stack, k_norm, self.W_K[L])
-            V = self._read(stack, v_norm, self.W_V[L])
+            Q = self._read(X[:n], tokens, positions, q_norm, self.W_Q[L], first)
+            K = self._read(X[:n], tokens, positions, k_norm, self.W_K[L])
+            V = self._read(X[:n], tokens, positions, v_norm, self.W_V[L])
             # the query every key-only term is scored against: biases, the stream's constant,
             # the ablated query edges and a learned offset
             q_const = (self._read_const(C, q_norm, self.W_Q[L]) + self.b_Q[L]
@@ -242,10 +242,24 @@ class Circuit(nn.Module):
             W = W - W.mean(-2, keepdim=True)
         return W / scale
 
-    def _read(self, stack, norm: Norm, W) -> torch.Tensor:
-        """Paths (n, B, T, D) through a LayerNorm (no β) and W (H, D, E): (n, B, H, T, E)."""
-        folded = self._fold(norm, W, norm.log_scale.exp()[:, None, None])
-        return torch.einsum("pbtd,hde->pbhte", stack, folded)
+    def _read(self, X: list, tokens, positions, norm: Norm, W, first: int = 0) -> torch.Tensor:
+        """Paths X (n of (B, T, D), token and pos first) from position `first` on, through a
+        LayerNorm (no β) and W (H, D, E): (n, B, H, T − first, E). The token and pos paths
+        are rows of W_E and W_pos, so they are read as a table per token and per position
+        (a few hundred rows through W, not every position of every sequence: on one-layer
+        models most of a pruning step's work)."""
+        folded = self._fold(norm, W, norm.log_scale.exp()[:, None, None])   # (H, D, E)
+        H, _, E = folded.shape
+
+        def table(rows, ids):                                          # (B, H, T', E)
+            read = torch.einsum("vd,hde->vhe", rows, folded).reshape(len(rows), H * E)
+            return F.embedding(ids[:, first:], read).unflatten(-1, (H, E)).transpose(1, 2)
+
+        out = [table(self.W_E, tokens), table(self.W_pos, positions)]
+        if len(X) > 2:
+            stack = torch.stack([x[:, first:] for x in X[2:]])        # (n − 2, B, T', D)
+            out.extend(torch.einsum("pbtd,hde->pbhte", stack, folded).unbind(0))
+        return torch.stack(out)
 
     def _read_const(self, const, norm: Norm, W, beta: bool = True) -> torch.Tensor:
         """Constant vectors (N, D) through a LayerNorm (with β) and W (H, D, E): (N, H, E)."""
