@@ -8,6 +8,7 @@ steps; real extractions on Ray and Dask are in tests/test_cluster.py (-m cluster
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -189,3 +190,52 @@ def test_several_checkpoints_write_one_program_each(tmp_path, capsys):
     assert [r["stage"] for r in result["extractions"]] == ["full", "full"]
     assert (out / "bin_majority.rasp").is_file() and (out / "majority_copy.rasp").is_file()
     assert (out / "bin_majority.report.json").is_file()
+
+
+PARENT = """
+import sys, time
+sys.path.insert(0, {root!r})
+from extractor.decompile.sweep import LocalPool
+
+if __name__ == "__main__":
+    pool = LocalPool(2)
+    for _ in range(2):
+        pool.submit(time.sleep, 600)      # each worker busy, as in a pruning run
+    print(" ".join(str(pid) for pid in pool._processes), flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_pool_workers_die_with_their_parent(tmp_path):
+    # the parent SIGKILLed while its workers compute (issue 22): they must not go on
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT.format(root=str(Path(__file__).resolve().parent.parent)))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+        time.sleep(1.0)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 60       # a loaded machine starts Python slowly
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:                        # not to leave them behind when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left

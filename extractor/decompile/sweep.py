@@ -187,20 +187,40 @@ def _run_by_path(spec, directory) -> dict:
 
 
 def _prune_run(spec: RunSpec, directory: Path, task: str | None) -> tuple[dict, bytes]:
-    device = check_device(spec.device)
-    from extractor.decompile.linearise import linearised
     from extractor.decompile.prune import prune
-    subject = load_subject(directory, task)
-    model = subject.model.to(device)
-    linear = linearised(model, spec.scales) if spec.scales else model
     settings = PruneSettings(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in spec.settings.items()})
-    circuit, result = prune(model, linear, subject.task, spec.lam, settings, spec.seed)
+    model, linear, subject_task, data = _prepared(spec, directory, task, settings)
+    circuit, result = prune(model, linear, subject_task, spec.lam, settings, spec.seed,
+                            data=data)
     summary = {"lam": spec.lam, "seed": spec.seed,
                "stages": [{"stage": s.name, "edges": s.edges, "match": s.match,
                            "seconds": s.seconds} for s in result.stages]}
     tensors = {"flat": result.flat, **{f"state.{k}": v for k, v in result.state.items()}}
     return summary, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+
+
+_PREPARED: dict = {}
+
+
+def _prepared(spec: RunSpec, directory: Path, task: str | None, settings: PruneSettings):
+    """(the model, its linearised copy, the task, the training and selection data) of a
+    run: the same for every λ of a sweep, so a worker keeps the last ones it made (loading
+    the checkpoint and running the model over the data cost seconds a run; neither is changed
+    by a run). prune.Data draws no torch random numbers, so a run is the same either way."""
+    from extractor.decompile.linearise import linearised
+    from extractor.decompile.prune import Data
+    key = json.dumps([str(directory), task, spec.scales, spec.settings, spec.seed, spec.device,
+                      _fingerprint(str(directory))], sort_keys=True)
+    if key not in _PREPARED:
+        device = check_device(spec.device)
+        _PREPARED.clear()                      # one sweep's at a time: they are large
+        subject = load_subject(directory, task)
+        model = subject.model.to(device)
+        linear = linearised(model, spec.scales) if spec.scales else model
+        _PREPARED[key] = (model, linear, subject.task,
+                          Data(model, subject.task, settings, spec.seed))
+    return _PREPARED[key]
 
 
 def check_device(name: str) -> torch.device:
@@ -247,14 +267,35 @@ class SerialExecutor(Executor):
 
 class LocalPool(ProcessPoolExecutor):
     """A local process pool (spawned: no forked torch state); each worker uses cores //
-    workers torch threads."""
+    workers torch threads (one each on two cores: two threads per worker there contend and
+    make a run several times slower), and exits when this process is gone."""
 
     def __init__(self, workers: int):
         import multiprocessing
         self.workers = workers
         self.threads = max(1, (os.cpu_count() or 1) // workers)
         super().__init__(workers, mp_context=multiprocessing.get_context("spawn"),
-                         initializer=torch.set_num_threads, initargs=(self.threads,))
+                         initializer=_start_worker, initargs=(self.threads, os.getpid()))
+
+
+WATCH_SECONDS = 0.5          # how often a pool worker looks for its parent
+
+
+def _start_worker(threads: int, parent: int) -> None:
+    """A pool worker's start: its torch threads, and a watchdog that ends it when its parent
+    is gone. A parent killed by SIGKILL cannot shut its pool down, and its workers would go on
+    computing a run nobody waits for; the orphan is adopted by another process, so its parent
+    id changes."""
+    import threading
+    import time
+    torch.set_num_threads(threads)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(WATCH_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def local_executor(workers: int) -> Executor:
