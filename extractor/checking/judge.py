@@ -16,6 +16,7 @@ so no choice is made on the sequences that measure it.
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ class Judge:
     def __init__(self, model, task, sets: dict[str, list[Example]], device: str = "cpu"):
         """`device`: where the model's predictions are computed (the program runs on the
         CPU, in the interpreter)."""
+        started = time.perf_counter()
         self.task = task
         self.sets = {}
         vocab = task.vocab
@@ -61,6 +63,8 @@ class Judge:
             order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
             self.chunks[name] = [(order[i:i + self.CHUNK], Memo())
                                  for i in range(0, len(order), self.CHUNK)]
+        # seconds spent building the sets and judging programs (the report's "judging")
+        self.seconds = time.perf_counter() - started
 
     @classmethod
     def held_out(cls, model, task, n: int, seed: int, device: str = "cpu") -> "Judge":
@@ -123,6 +127,7 @@ class Judge:
 
     def _chunk(self, program, interpreter, name, chunk, task_accuracy) -> tuple[int, int]:
         """(sequences matched, sequences right) among one chunk of a bucket."""
+        started = time.perf_counter()
         indices, memo = chunk
         rows = [self.sets[name][i] for i in indices]
         got = evaluate(program, [r[0] for r in rows], program.output,
@@ -134,6 +139,7 @@ class Judge:
             same += bool(rule.sequences_agree(same_decisions(pred, model_pred, mode), scored))
             if task_accuracy:
                 right += bool(rule.sequences_agree(same_decisions(pred, gold, mode), scored))
+        self.seconds += time.perf_counter() - started
         return same, right
 
 
@@ -167,6 +173,11 @@ class SequentialJudge:
         self.totals = tuple(t for t in totals if t > n)
         self._more: dict[tuple[int, str], Judge] = {}
         self.confirmations = 0                 # decisions that needed fresh sequences
+
+    @property
+    def seconds(self) -> float:
+        """Seconds spent judging, confirmation sets included (as Judge.seconds)."""
+        return self.first.seconds + sum(j.seconds for j in self._more.values())
 
     def __call__(self, program, task_accuracy: bool = False) -> dict:
         """The choice set's figures (as Judge)."""

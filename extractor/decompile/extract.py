@@ -200,7 +200,7 @@ def _finish(subject, settings, say, clock, linear, lln, base, runs, runs_dir) ->
     """The sweep's runs through primitives and judgement: the extraction of one checkpoint."""
     with _one_torch_thread():
         tried, chosen = _choose(candidate_order(runs, settings.threshold), subject, linear,
-                                base, runs_dir, settings, say)
+                                base, runs_dir, settings, say, clock.seconds)
     clock.lap("primitives")
     reached = chosen is not None
     chosen = chosen or best_found(tried)
@@ -302,13 +302,23 @@ def _one_torch_thread():
         torch.set_num_threads(threads)
 
 
-def _choose(order, subject, linear, base, runs_dir, settings, say):
+def _choose(order, subject, linear, base, runs_dir, settings, say, seconds=None):
     """Take the sweep's runs in `order` through primitives and simplification until one
-    matches the model on the held-out sets; (every candidate tried, the chosen one or None)."""
+    matches the model on the held-out sets; (every candidate tried, the chosen one or None).
+    seconds["judging"] receives the judges' time (part of the primitives step's)."""
     model, task = subject.model, subject.task
     chooser = SequentialJudge(model, task, settings.selection, settings.seed, settings.device,
                               settings.confirm)
     held_out = Judge.held_out(model, task, settings.n, settings.seed, settings.device)
+    try:
+        return _try_candidates(order, subject, linear, base, runs_dir, settings, say, chooser,
+                               held_out)
+    finally:
+        if seconds is not None:
+            seconds["judging"] = round(chooser.seconds + held_out.seconds, 2)
+
+
+def _try_candidates(order, subject, linear, base, runs_dir, settings, say, chooser, held_out):
     tried = []
     for summary in order[:settings.candidates]:
         views: dict = {}
