@@ -1,6 +1,8 @@
 """`rasp extract` (default stage) on the paper's checkpoints: one row per checkpoint with the
 time, the program's statements, side-file tables and opaque MLPs, and its held-out match per
-length bucket.
+length bucket; then per checkpoint the time of each step (LLN-A, pruning, primitives, and the
+judging inside primitives), the CPU time of this process and its pool workers, the load
+average, and the chosen candidate's choice-set match beside its held-out match per bucket.
 
     python bench/extract_suite.py [--only bin_majority,count] [--quick] [--workers 2]
                                   [--out DIR] [--n 1000]
@@ -18,6 +20,8 @@ Exit status 1 when fewer than 12 of the 13 reach match 0.9 in every bucket.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import sys
 import time
@@ -57,9 +61,10 @@ def main() -> int:
     print("| checkpoint | layers | time s | runs | statements | side-file tables | opaque mlps | "
           "match 0-50 / 51-100 / 101-150 | task 0-50 / 51-100 / 101-150 | reached |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    good, lines, readable = 0, [], []
+    good, lines, readable, phases = 0, [], [], []
     for folder, generalising in folders:
         start = time.perf_counter()
+        cpu = _cpu_seconds()
         subject = load_subject(folder)
         suffix = folder.name[-4:]
         name = folder.name.split("-")[0] + (f"_{suffix}" if not generalising and
@@ -72,8 +77,11 @@ def main() -> int:
                   flush=True)
             continue
         seconds = time.perf_counter() - start
+        cpu = _cpu_seconds() - cpu
+        load = os.getloadavg()[0]
         path = args.out / f"{name}.rasp"
         r = write_extraction(result, path, folder, subject).to_json()
+        phases.append(_phases(folder.name, seconds, cpu, load, r))
         reread = grammar.load(path)       # what `rasp run` executes
         check = Judge.held_out(subject.model, subject.task, 50, 1)
         same = check(reread) == check(result.program)
@@ -97,6 +105,12 @@ def main() -> int:
                   + ", ".join(f"{p['edges']}: {p['match']:.2f}"
                               for p in r["frontier"]["products"]) + " | | | | | | | |",
                   flush=True)
+    if phases:
+        print("\n| checkpoint | time s | LLN-A s | pruning s | primitives s | judging s | CPU s | "
+              "load | choice (sequences) / held-out match per bucket |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for row in phases:
+            print(row)
     total = sum(1 for _, g in folders if g)
     if lines:
         print(f"\n{good}/{total} generalising checkpoints reach match 0.9 in every bucket "
@@ -105,6 +119,30 @@ def main() -> int:
         print(f"without a side-file table: {sum(s == 0 for s, _ in readable)}/{total}; "
               f"without an opaque mlp: {sum(m == 0 for _, m in readable)}/{total}")
     return 0 if total == 0 or good >= min(12, total) else 1
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the sweep's pool workers,
+    counted once the pool is shut down)."""
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                      resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _phases(name: str, seconds: float, cpu: float, load: float, report: dict) -> str:
+    """One row of the per-step table: the report's seconds per step, and the chosen
+    candidate's choice-set figure (sequences judged) beside its held-out one per bucket."""
+    steps = report.get("seconds", {})
+    chosen = next((c for c in report.get("candidates", [])
+                   if c["lam"] == report["program"].get("lam")), None)
+    figures = ""
+    if chosen is not None and chosen.get("choice"):
+        figures = " / ".join(
+            f"{c['match']:.3f} ({c['sequences']}) vs {chosen['buckets'][b]['match']:.3f}"
+            for b, c in chosen["choice"].items())
+    cell = lambda key: f"{steps[key]:.0f}" if key in steps else ""   # noqa: E731
+    return (f"| {name} | {seconds:.0f} | {cell('lln_a')} | {cell('pruning')} | "
+            f"{cell('primitives')} | {cell('judging')} | {cpu:.0f} | {load:.1f} | {figures} |")
 
 
 if __name__ == "__main__":
