@@ -206,6 +206,11 @@ class Elaborator:
                 raise Issue("E110", f"@maxlen takes a positive integer (at most {MAX_LEN})", span)
             d["maxlen"] = self.ctx.maxlen = value
         elif name == "bos":
+            # a token, as @vocab's are: a list or a mapping here once reached the type checker
+            # (an unhashable program; found by the long fuzz run)
+            if value is None or not isinstance(value, (str, int, float, bool)):
+                raise Issue("E110", f"@bos takes a token, got {describe_value(value)}", span,
+                            '@bos "<bos>";')
             d["bos"] = value
         elif name == "attention":
             if value not in ("hard", "softmax"):

@@ -426,6 +426,8 @@ EDGE_TEXTS = [
     "values=[[1]]), b_in=matrix(rows=[0], values=[1]), W_out=matrix(rows=[0], cols=[\"x\"], "
     'values=[[1]]), b_out=matrix(rows=["x"], values=[1]));\n@output m;',
     '@vocab {"a","b"};\nv = exists(tokens, "zz");\n@output v;',
+    "@bos{};@maxlen 1;A=0;tokens_str;@output indices;",     # the long run's first find
+    "@bos [1];\nx = tokens;\n@output x;", "@bos None;\nx = tokens;\n@output x;",
 ]
 
 

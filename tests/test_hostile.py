@@ -76,6 +76,8 @@ PROGRAMS = [
      "};\n", "E243"),
     ("@maxlen past the cap", f"@maxlen {limits.MAX_LEN + 1};\n", "E110"),
     ("escape bytes in the source", "x = tokens \x1b[31m+ 1;\n", "E104"),
+    ("@bos a mapping (the long fuzz run)", "@bos {};\n@maxlen 1;\n@output indices;\n",
+     "E110"),
 ]
 
 
