@@ -196,9 +196,22 @@ class Replacer:
     # ------------------------------------------------------------ scores and logits
 
     def replace_tables(self) -> list[str]:
-        """Try the library on every table; the names left as tables."""
+        """Try the library on every table, then once more on those left when the first pass
+        labelled or deleted some: a term judged beside another that was deleted later (a
+        copy's logits beside a bias that drowned their <eos> vote) can take a label now. The
+        names left as tables."""
+        first = len(self.tables)
+        left = self._replace_tables(table_names(self.build()))
+        if left and len(self.tables) > first:
+            before = len(self.tables)
+            left = self._replace_tables(left)
+            if len(self.tables) > before:
+                self.say(f"second pass over the tables: {len(self.tables) - before} more")
+        return left
+
+    def _replace_tables(self, names: list[str]) -> list[str]:
         left = []
-        for name in table_names(self.build()):
+        for name in names:
             if name in self.tables:
                 continue
             program = self.build()
