@@ -42,8 +42,13 @@ def test_bce_d3_every_layer_norm_loses_the_model(d3):
         assert set(effect["restored"]) == set(faithful)
     assert diagnosis["culprits"] == ["blocks.0.ln1", "blocks.0.ln2", "ln_final"]
     lines = layernorm.describe(diagnosis)
-    assert "LLN-A loses the model" in lines[0] and len(lines) == 4
-    assert all("loses it" in line for line in lines[1:])
+    assert "LLN-A loses the model" in lines[0] and len(lines) == 7
+    assert sum("loses it" in line for line in lines) == 3
+    # what each scale depends on: ln1's and ln2's the token, ln_final's the position
+    depends = {n: e["scale_depends_on"] for n, e in diagnosis["layer_norms"].items()}
+    assert depends["blocks.0.ln1"]["token"] > 0.95
+    assert depends["blocks.0.ln2"]["token"] > 0.95
+    assert depends["ln_final"]["position"] > 0.8 > depends["ln_final"]["token"]
 
 
 @needs_d3

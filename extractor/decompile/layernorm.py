@@ -17,8 +17,12 @@ LayerNorms loses the model on its own (docs/layernorm.md).
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+
 from extractor.decompile import linearise
 from extractor.tasks.base import Task
+from extractor.tasks.batches import collate
 
 
 def with_real(model, scales: dict[str, float], real) -> object:
@@ -54,11 +58,52 @@ def diagnose(model, scales: dict[str, float], task: Task, faithful: dict,
         alone = linearise.faithfulness(
             model, with_real(model, scales, set(names) - {name}), task, n=n, seed=seed)
         effects[name] = {"restored": _matches(restored), "alone": _matches(alone)}
+    depends = depends_on(model, task, seed=seed)
+    for name in names:
+        effects[name]["scale_depends_on"] = depends[name]
     culprits = [name for name in names
                 if min(effects[name]["alone"].values()) < threshold
                 or min(effects[name]["restored"].values()) >= threshold]
     return {"threshold": threshold, "linearised_worst": worst(faithful),
             "sequences_per_bucket": n, "layer_norms": effects, "culprits": culprits}
+
+
+@torch.inference_mode()
+def depends_on(model, task: Task, sequences: int = 100, seed: int = 0) -> dict:
+    """Per LayerNorm, what its per-position scale depends on: the share of the scale's
+    variance explained by its mean over each value of `token`, `position`, `depth` (the
+    count of the task's first symbol minus its second so far: a bracket depth, for the
+    languages that have one) and of the pairs (token, position), (token, depth), and its
+    mean and spread, over `sequences` task sequences (lengths 0 to the maximum, offset 0;
+    <pad> and <eos> left out)."""
+    rng = np.random.default_rng([seed, 65537])
+    examples = [task.sample(rng, 0, task.max_length, offset=False) for _ in range(sequences)]
+    batch = collate(examples, task.vocab.pad, task.mode)
+    _, cache = model(batch.tokens, position_ids=batch.positions, return_cache=True)
+    tokens = batch.tokens.numpy()
+    keep = (tokens != task.vocab.pad) & (tokens != task.vocab.eos)
+    step = (tokens == 0).astype(int) - (tokens == 1).astype(int)
+    quantities = {"token": tokens, "position": batch.positions.numpy(),
+                  "depth": np.cumsum(step, axis=1)}
+    groups = [("token",), ("position",), ("depth",), ("token", "position"), ("token", "depth")]
+    out = {}
+    for name in linearise.layer_norms(model):
+        scale = cache[name + ".hook_scale"][..., 0].double().numpy()[keep]
+        entry = {"mean": round(float(scale.mean()), 4), "std": round(float(scale.std()), 4)}
+        for group in groups:
+            entry[",".join(group)] = round(_explained(scale, [quantities[q][keep]
+                                                              for q in group]), 4)
+        out[name] = entry
+    return out
+
+
+def _explained(y: np.ndarray, keys: list) -> float:
+    """The share of y's variance explained by its mean per combination of `keys`."""
+    _, group = np.unique(np.stack(keys, 1), axis=0, return_inverse=True)
+    group = group.ravel()
+    means = np.bincount(group, y) / np.bincount(group)
+    total = ((y - y.mean()) ** 2).sum()
+    return float(1 - ((y - means[group]) ** 2).sum() / total) if total > 0 else 1.0
 
 
 def describe(diagnosis: dict) -> list[str]:
@@ -70,6 +115,12 @@ def describe(diagnosis: dict) -> list[str]:
         mark = "  <- loses it" if name in diagnosis["culprits"] else ""
         out.append(f"    {name:<14} restored {min(effect['restored'].values()):.3f}   "
                    f"linearised alone {min(effect['alone'].values()):.3f}{mark}")
+        depends = effect.get("scale_depends_on")
+        if depends:
+            shares = ", ".join(f"{k} {v:.2f}" for k, v in depends.items()
+                               if k not in ("mean", "std"))
+            out.append(f"      its scale (mean {depends['mean']:.3g}, spread "
+                       f"{depends['std']:.2g}) explained by {shares}")
     return out
 
 
