@@ -755,6 +755,8 @@ class MlpPrimitive:
         """The basis of the output's rows."""
         if self.name == "no_op":
             return tuple(basis)
+        if self.name == "equal":
+            return (False, True)
         return semantics.output_basis(self.name, self.params, basis, basis_y)
 
     def apply(self, X: np.ndarray, basis: tuple, Y: np.ndarray | None = None,
@@ -765,6 +767,12 @@ class MlpPrimitive:
             return X
         if Y is not None:
             Y = np.asarray(Y, dtype=np.float64)
+        if self.name == "equal":
+            # one-hot rows of two categorical inputs: their values compared, as `x == y`
+            vx = np.asarray(basis, dtype=object)[X.argmax(-1)]
+            vy = np.asarray(basis_y, dtype=object)[Y.argmax(-1)]
+            same = np.array([a == b for a, b in zip(vx.ravel(), vy.ravel())], dtype=np.int64)
+            return np.eye(2)[same.reshape(vx.shape)]
         out = semantics.apply(self.name, self.params, X, basis, Y)
         if self.name in semantics.CATEGORICAL:
             return np.eye(len(self.output_basis(basis, basis_y)))[out]
@@ -774,6 +782,8 @@ class MlpPrimitive:
         """The IR expression computing the output from `arg` (and `other` for product)."""
         if self.name == "no_op":
             return arg
+        if self.name == "equal":
+            return ir.BinaryOp("==", arg, other)
         args = (arg, other) if self.arity == 2 else (arg,)
         return ir.Primitive(self.name, args, self.params)
 
@@ -783,6 +793,8 @@ class MlpPrimitive:
             return arg
         if self.name == "product":
             return f"{arg}_x_{other}"
+        if self.name == "equal":
+            return f"{arg}_is_{other}"
         return f"{self.prefix}_{arg}"
 
     def label(self, arg: str = "x", other: str = "y") -> str:
@@ -830,9 +842,13 @@ def mlp_primitives(basis: tuple, special: Specials = SPECIALS, *,
 
 def mlp_pair_primitives(basis_x: tuple, basis_y: tuple,
                         limit: int = 10_000) -> list[MlpPrimitive]:
-    """The candidates for an MLP reading two variables: erase, then product (the pair of
-    values; left out when it would have more than `limit` basis values)."""
+    """The candidates for an MLP reading two variables: erase; equal (`x == y`, where the
+    two bases share at least two values: a count that ends where the token is the end read
+    from the prompt); then product (the pair of values; left out when it would have more
+    than `limit` basis values)."""
     out = [MlpPrimitive("erase", "erased")]
+    if len(set(basis_x) & set(basis_y)) >= 2:
+        out.append(MlpPrimitive("equal", "", arity=2))
     if len(basis_x) * len(basis_y) <= limit:
         out.append(MlpPrimitive("product", "", arity=2))
     return out

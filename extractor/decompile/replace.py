@@ -19,6 +19,7 @@ is made on other sequences). The first acceptable candidate wins, so simpler one
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -116,6 +117,13 @@ class Replacer:
             # an MLP reading several variables may use only one of them
             candidates += [(p, (ref,)) for p in lib.mlp_primitives(rows[ref][1])
                            if p.name != "erase"]
+        if len(node.inputs) > 2:
+            # or compare two of them
+            for a, b in itertools.combinations([r for r in dict.fromkeys(inputs)
+                                                if r in categorical], 2):
+                candidates += [(p, (a, b)) for p in lib.mlp_pair_primitives(rows[a][1],
+                                                                            rows[b][1])
+                               if p.name == "equal"]
         variance = float(out.var(0).sum()) or 1.0
         for primitive, args in candidates:
             if primitive.arity == 2:
