@@ -104,7 +104,10 @@ def where(mask: np.ndarray, value, arr: np.ndarray) -> np.ndarray:
     if not mask.any():
         return arr
     filler = to_array([value])
-    if filler.dtype == object or arr.dtype == object or not compatible(filler, arr):
+    # a bool beside a number stays a bool: np.where would turn True into 1 (an aggregate of
+    # booleans with default=11 printed [1, 11] where the compiled model says [true, 11])
+    if filler.dtype == object or arr.dtype == object or not compatible(filler, arr) or \
+            (filler.dtype == bool) != (arr.dtype == bool):
         out = arr.astype(object)
         out[mask] = value
         return out

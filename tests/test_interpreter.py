@@ -201,3 +201,13 @@ def test_a_memo_shares_binding_values_between_programs_computed_alike():
     assert memo.entries
     memo.next_evaluation()
     assert not memo.entries       # nothing used in the last two evaluations is kept
+
+
+def test_an_aggregate_of_booleans_keeps_them_beside_a_numeric_default():
+    """default=11 once turned every selected True into 1 (numpy's bool-to-int promotion),
+    where the compiled model decodes True (found by test_random_programs_compile_exactly)."""
+    program = grammar.parse('@vocab {0, -2};\n@maxlen 6;\ns = tokens == -2;\n'
+                            "x = aggregate(select(indices, indices, lambda k, q: k == q + 1), "
+                            "s, default=11);\n@output x;\n")
+    (result,) = run(program, [[-2, -2]])
+    assert result.output == [True, 11] and result.output[0] is True
