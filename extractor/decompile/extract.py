@@ -121,11 +121,13 @@ def extract_programs(targets: list[Target], settings: ExtractSettings = ExtractS
     for (target, say, clock, linear, lln, base), runs in zip(prepared, all_runs):
         clock.seconds["pruning"] = pruning        # the shared sweep's time
         clock.last = time.perf_counter()
-        # where LLN-A fails (the paper's test: no run's first stage reaches the threshold),
-        # the final LayerNorm stated in the program; else, or if that fails, as before
-        out.append(_stated(target.subject, settings, say, clock, lln, runs)
-                   or _finish(target.subject, settings, say, clock, linear, lln, base, runs,
-                              target.runs_dir))
+        found = _finish(target.subject, settings, say, clock, linear, lln, base, runs,
+                        target.runs_dir)
+        if not found.report.reached_threshold:
+            # where LLN-A fails (the paper's test: no run's first stage reaches the
+            # threshold) and the pruned programs fall short, the final LayerNorm stated
+            found = _stated(target.subject, settings, say, clock, lln, runs, found) or found
+        out.append(found)
     return out
 
 
@@ -137,12 +139,13 @@ def lln_a_holds(runs: list[dict], threshold: float) -> bool:
                if s["stages"])
 
 
-def _stated(subject, settings, say, clock, lln, runs) -> Extraction | None:
+def _stated(subject, settings, say, clock, lln, runs, pruned: Extraction) -> Extraction | None:
     """Where LLN-A loses the model (`lln` holds a diagnosis, and no pruning run's first stage
-    reaches the threshold): the final LayerNorm stated in the program (stated.py), judged on
-    the choice set and then the held-out sets. The extraction when it reaches the threshold
-    within the size limit, else None and the sweep's runs go through primitives as before;
-    either way `lln["stated"]` says what was tried."""
+    reaches the threshold) and no pruned program (`pruned`, the best found) reaches the
+    threshold: the final LayerNorm stated in the program (stated.py), judged on the choice
+    set and then the held-out sets. The extraction when it reaches the threshold within the
+    size limit (its report lists the pruned candidates, then this one), else None; either
+    way `lln["stated"]` says what was tried."""
     if not lln or "diagnosis" not in lln or lln_a_holds(runs, settings.threshold):
         return None
     model, task = subject.model, subject.task
@@ -167,17 +170,19 @@ def _stated(subject, settings, say, clock, lln, runs) -> Extraction | None:
     lines = program_lines(program)
     worst = min(r["match"] for r in result.values())
     entry["held_out_worst"] = worst
-    if worst < settings.threshold or lines > settings.max_lines:
+    entry["kept"] = worst >= settings.threshold and lines <= settings.max_lines
+    if not entry["kept"]:
         say(f"stated LayerNorm: held-out worst-bucket match {worst:.3f} in {lines} lines")
         return None
     say(f"stated LayerNorm: {lines} lines, held-out worst-bucket match {worst:.3f}")
-    clock.lap("primitives")
+    clock.lap("stated")
     chosen = {"lam": None, "lines": lines, "buckets": result,
               "choice": chooser.measure(program, settings.threshold),
               "confirmations": chooser.confirmations, "replacements": [entry],
               "programs_judged": judged[0]}
     clock.lap("total", since_start=True)
-    return Extraction(program, _pruned_report(subject, settings, lln, runs, [chosen], chosen,
+    tried = list(pruned.report.candidates) + [chosen]
+    return Extraction(program, _pruned_report(subject, settings, lln, runs, tried, chosen,
                                               program, True, clock.seconds))
 
 

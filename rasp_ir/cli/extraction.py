@@ -239,9 +239,10 @@ def _print_report(checkpoint: Path, output: Path, report) -> None:
               f"frontier (edges: worst-bucket match on the choice set): " + ", ".join(
                   f"{p['edges']}: {p['match']:.2f}" for p in report.frontier["products"]))
         stated = (report.lln_a or {}).get("stated") or {}
-        if "readings" in stated:
-            print(f"  LLN-A fails (no run's first stage reaches {report.threshold}): the final "
-                  f"LayerNorm stated in the program instead (its scale goes as (n + 1)^"
+        if stated.get("kept"):
+            print(f"  LLN-A fails (no run's first stage reaches {report.threshold}) and no "
+                  "pruned program does: the final LayerNorm stated in the program instead "
+                  "(its scale goes as (n + 1)^"
                   f"{stated['measured']['slope']:.2f}: normalize(share, 1 / (indices + 1)))")
         ev = report.evaluation
         size = report.program
