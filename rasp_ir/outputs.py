@@ -71,6 +71,20 @@ class Claim:
         return removed
 
 
+_JSON_READ = 1 << 26       # bytes of a config.json or report read to tell what a place holds
+
+
+def _json(path: Path):
+    """A small JSON file's data, or None: a FIFO, a device or a file past _JSON_READ is not
+    read (a hostile PROG.report.json must not hang or flood the check)."""
+    try:
+        if not path.is_file() or path.stat().st_size > _JSON_READ:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def refusal(place, holds: str, command: str, hint: str | None = None) -> RaspError:
     """C316: `place` holds `holds`, which `rasp COMMAND` would replace."""
     return RaspError([Diagnostic(
@@ -86,13 +100,10 @@ def model_kind(directory: Path) -> str:
     checkpoint" (it has task.json or acc.txt) or "another model"."""
     if (directory / "task.json").exists() or (directory / "acc.txt").exists():
         return "a trained checkpoint"
-    try:
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        if isinstance(config, dict) and isinstance(config.get("extra"), dict) and \
-                config["extra"].get("compiled"):
-            return "compiled"
-    except (OSError, ValueError):
-        pass
+    config = _json(directory / "config.json")
+    if isinstance(config, dict) and isinstance(config.get("extra"), dict) and \
+            config["extra"].get("compiled"):
+        return "compiled"
     return "another model"
 
 
@@ -137,10 +148,7 @@ def claim_program(program: Path, checkpoint: Path, force: bool) -> Claim:
 def _not_a_rerun(program: Path, checkpoint: Path) -> str | None:
     """What PROG.rasp's place holds when it is not an earlier extraction of `checkpoint`."""
     report_file = program.with_suffix(".report.json")
-    try:
-        report = json.loads(report_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        report = None
+    report = _json(report_file)
     if not isinstance(report, dict) or not isinstance(report.get("checkpoint"), str):
         if program.exists():
             return f"a program that rasp extract did not write (no {report_file.name} names " \

@@ -497,6 +497,11 @@ def _edited_extraction(tmp: Path, model: Path) -> None:
     (tmp / "prog.rasp").write_text(_FIRST + "# mine\n")
 
 
+def _fifo_report(tmp: Path, model: Path) -> None:
+    (tmp / "prog.rasp").write_text(_FIRST)
+    os.mkfifo(tmp / "prog.report.json")           # reading it would block forever
+
+
 def _trained_checkpoint(tmp: Path, model: Path) -> None:
     shutil.copytree(CHECKPOINT, tmp / "out")
 
@@ -508,6 +513,8 @@ OUTPUTS = [
     ("extract over another checkpoint's extraction", _other_extraction,
      ["extract", "{model}", "-o", "{tmp}/prog.rasp"], "C316"),
     ("extract over a program edited since", _edited_extraction,
+     ["extract", "{model}", "-o", "{tmp}/prog.rasp"], "C316"),
+    ("extract beside a report that is a FIFO", _fifo_report,
      ["extract", "{model}", "-o", "{tmp}/prog.rasp"], "C316"),
     ("train over a trained checkpoint", _trained_checkpoint,
      ["train", "bin_majority", "--layers", "1", "--heads", "1", "--d-model", "8", "-o",
@@ -524,7 +531,7 @@ OUTPUTS = [
 def test_hostile_output(tmp_path, capsys, compiled_first, name, holds, argv, code):
     """Refused before any work, everything there left as it was."""
     holds(tmp_path, compiled_first)
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path)           # files only: a FIFO is not read
     argv = [str(a).replace("{tmp}", str(tmp_path)).replace("{model}", str(compiled_first))
             for a in argv]
     started = time.monotonic()
