@@ -83,6 +83,38 @@ def test_more_workers_run_more_lambdas_at_once(tmp_path, monkeypatch):
     assert all(wide[3] < lam < wide[4] for lam in lams[5:])
 
 
+def test_an_idle_worker_runs_the_likely_next_lambda(tmp_path, monkeypatch):
+    # two workers, a grid of three: while λ = 0.1 runs alone, the other worker starts the
+    # bisection's first λ (the next round if 0.1 fails, as it does); the sweep's runs are the
+    # same as without the guess
+    import threading
+    import time
+    events, lock = [], threading.Lock()
+
+    def fake_run(job):
+        lam = job.spec.lam
+        with lock:
+            events.append(("start", lam))
+        time.sleep(0.6 if lam == 0.1 else 0.1)
+        with lock:
+            events.append(("end", lam))
+        summary = {"lam": lam, "stages": [{"stage": "products", "edges": int(10 / lam),
+                                           "match": {"0-50": 1.0 if lam < 0.05 else 0.0}}]}
+        return summary, save({"flat": torch.full((1,), lam, dtype=torch.float64)})
+    monkeypatch.setattr(sweep_module, "run_job", fake_run)
+    base = RunSpec(str(MAJORITY), None, {}, {}, 0, 0.0)
+    with ThreadPoolExecutor(2) as pool:
+        guessed = sweep_all([Search(base, tmp_path / "guessed", 0.9)], pool, speculate=True)[0]
+    order = list(events)
+    with ThreadPoolExecutor(2) as pool:
+        plain = sweep_all([Search(base, tmp_path / "plain", 0.9)], pool, speculate=False)[0]
+    assert sorted(s["lam"] for s in guessed) == sorted(s["lam"] for s in plain)
+    assert len(plain) == 7
+    bisection = min(s["lam"] for s in plain if 0.01 < s["lam"] < 0.1)
+    assert order.index(("start", bisection)) < order.index(("end", 0.1))
+    assert events.index(("start", bisection), len(order)) > events.index(("end", 0.1), len(order))
+
+
 def test_several_checkpoints_share_one_sweep(tmp_path, monkeypatch):
     calls = []
     fake_runs(monkeypatch, calls)

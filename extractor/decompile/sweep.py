@@ -277,6 +277,15 @@ class LocalPool(ProcessPoolExecutor):
         super().__init__(workers, mp_context=multiprocessing.get_context("spawn"),
                          initializer=_start_worker, initargs=(self.threads, os.getpid()))
 
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As ProcessPoolExecutor's; with cancel_futures, the runs in progress are stopped
+        too (a sweep shuts its pool down when it waits for nothing more, so what still runs
+        then is a speculative run nobody needs)."""
+        if cancel_futures:
+            for process in list((self._processes or {}).values()):
+                process.terminate()
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+
 
 WATCH_SECONDS = 0.5          # how often a pool worker looks for its parent
 
@@ -420,12 +429,24 @@ class Search:
 
 
 def sweep_all(searches: list[Search], executor: Executor,
-              report: Callable[[int, dict], None] | None = None) -> list[list[dict]]:
+              report: Callable[[int, dict], None] | None = None,
+              speculate: bool | None = None) -> list[list[dict]]:
     """Run every search on one executor, each round as soon as the search's previous one is
     complete; per search, every summary (cached ones included) in the order they finished.
-    `report(i, summary)` hears of each run of search i."""
+    `report(i, summary)` hears of each run of search i.
+
+    `speculate` (default: on a LocalPool, whose runs in progress its shutdown stops): a worker
+    that the rounds leave idle (the grid's third λ on two workers, a round's last run) runs
+    the λ the next round would propose if the runs in flight fail, as they mostly do at the
+    large-λ end. Such a run joins the sweep only when its round proposes that λ (its result
+    is cached, and a round takes cached results as they are), so the runs and the program
+    chosen are the same as without it; a wrong guess costs only the idle worker's time."""
     threads = job_threads(executor)
+    slots = capacity(executor)
+    if speculate is None:
+        speculate = isinstance(executor, LocalPool)
     pending: dict[Future, tuple[int, RunSpec]] = {}
+    guesses: dict[Future, tuple[int, RunSpec]] = {}    # speculative runs not in a round
 
     def record(i: int, summary: dict) -> None:
         searches[i].done[summary["lam"]] = summary
@@ -445,18 +466,41 @@ def sweep_all(searches: list[Search], executor: Executor,
                 else:
                     fresh.append(spec)
             for spec in fresh:
-                future = executor.submit(run_job, Job(spec, search.payload, threads))
-                pending[future] = (i, spec)
+                guessed = next((f for f, job in guesses.items() if job == (i, spec)), None)
+                if guessed is not None:                 # running already: it joins the round
+                    pending[guessed] = guesses.pop(guessed)
+                else:
+                    future = executor.submit(run_job, Job(spec, search.payload, threads))
+                    pending[future] = (i, spec)
             search.in_flight = len(fresh)
             if fresh:
+                return
+
+    def guess() -> None:
+        """Fill idle workers with the next rounds' likely λ."""
+        while speculate and len(pending) + len(guesses) < slots:
+            for i, search in enumerate(searches):
+                spec = _likely_next(search, [s for f, (j, s) in pending.items() if j == i],
+                                    [s for f, (j, s) in guesses.items() if j == i])
+                if spec is not None:
+                    guesses[executor.submit(run_job, Job(spec, search.payload, threads))] = \
+                        (i, spec)
+                    break
+            else:
                 return
 
     try:
         for i in range(len(searches)):
             advance(i)
+        guess()
         while pending:
-            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            finished, _ = wait([*pending, *guesses], return_when=FIRST_COMPLETED)
             for future in finished:
+                if future in guesses:
+                    i, spec = guesses.pop(future)
+                    if future.exception() is None:      # a failed guess is just not used
+                        searches[i].cache.put_bytes(spec, *future.result())
+                    continue
                 i, spec = pending.pop(future)
                 summary, tensors = future.result()
                 searches[i].cache.put_bytes(spec, summary, tensors)
@@ -464,10 +508,33 @@ def sweep_all(searches: list[Search], executor: Executor,
                 searches[i].in_flight -= 1
                 if searches[i].in_flight == 0:
                     advance(i)
+            guess()
     finally:
-        for future in pending:
+        for future in [*pending, *guesses]:
             future.cancel()
     return [list(s.done.values()) for s in searches]
+
+
+# a run in flight as the guess takes it: failing, with nothing kept
+_FAILS = {"stages": [{"edges": 0, "match": {"": -1.0}}]}
+
+
+def _likely_next(search: Search, in_flight: list[RunSpec],
+                 guessed: list[RunSpec]) -> RunSpec | None:
+    """The first λ of search's next round if every run in flight fails, not yet run, cached
+    or guessed; None when there is none (no round running, or the sweep would end)."""
+    if not in_flight or not search.started:
+        return None
+    assumed = {**search.done, **{s.lam: {**_FAILS, "lam": s.lam} for s in in_flight}}
+    if len(assumed) >= search.max_runs:
+        return None
+    taken = {s.lam for s in guessed}
+    for lam in _next_lams(assumed, search.threshold, search.per_round,
+                          search.max_runs - len(assumed)):
+        spec = search.base.with_lam(lam)
+        if lam not in assumed and lam not in taken and search.cache.get(spec) is None:
+            return spec
+    return None
 
 
 def sweep(base: RunSpec, directory: Path, threshold: float, executor: Executor | None = None,
