@@ -55,7 +55,8 @@ class Claim:
         removed = []
         for path, identity in self.before.items():
             if _identity(path) == identity:
-                with contextlib.suppress(FileNotFoundError):
+                # a directory where a file was expected, or no permission: it stays
+                with contextlib.suppress(OSError):
                     path.unlink()
                     removed.append(path)
         for directory, identity in self.directories.items():
@@ -63,7 +64,7 @@ class Claim:
                 continue
             # only the model files rasp-ir writes: anything else the user put there stays
             for name in MODEL_FILES:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     (directory / name).unlink()
             with contextlib.suppress(OSError):
                 directory.rmdir()
