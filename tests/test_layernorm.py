@@ -101,3 +101,15 @@ def test_lln_a_holds_is_the_papers_test_on_the_first_stage():
     assert extract.lln_a_holds([run(0.2, 0.1), run(0.95, 0.5)], 0.9)
     assert not extract.lln_a_holds([run(0.2, 0.95), run(0.89, 0.99)], 0.9)
     assert not extract.lln_a_holds([], 0.9)
+
+
+def test_the_stated_route_is_a_last_resort():
+    """No diagnosis, or a first stage that reaches the threshold: the pruned program stays
+    (the stated route returns before it looks at the model)."""
+    settings = extract.ExtractSettings()
+    failing = [{"stages": [{"match": {"0-50": 0.1}}]}]
+    passing = [{"stages": [{"match": {"0-50": 0.95}}]}]
+    no_diagnosis = {"faithfulness": {"0-50": {"match": 0.1, "kl": 1.0}}}
+    diagnosed = {**no_diagnosis, "diagnosis": {}}
+    for lln, runs in ((None, failing), (no_diagnosis, failing), (diagnosed, passing)):
+        assert extract._stated(None, settings, extract._silent, None, lln, runs, None) is None
