@@ -757,6 +757,9 @@ class MlpPrimitive:
             return tuple(basis)
         if self.name == "equal":
             return (False, True)
+        if self.name == "special_or":
+            return tuple(dict.fromkeys(tuple(basis) + tuple(v for v in basis_y
+                                                             if v in self.params)))
         return semantics.output_basis(self.name, self.params, basis, basis_y)
 
     def apply(self, X: np.ndarray, basis: tuple, Y: np.ndarray | None = None,
@@ -773,6 +776,15 @@ class MlpPrimitive:
             vy = np.asarray(basis_y, dtype=object)[Y.argmax(-1)]
             same = np.array([a == b for a, b in zip(vx.ravel(), vy.ravel())], dtype=np.int64)
             return np.eye(2)[same.reshape(vx.shape)]
+        if self.name == "special_or":
+            # y where it is a special token, else x
+            out_basis = self.output_basis(basis, basis_y)
+            index = {v: i for i, v in enumerate(out_basis)}
+            vx = np.asarray(basis, dtype=object)[X.argmax(-1)].ravel()
+            vy = np.asarray(basis_y, dtype=object)[Y.argmax(-1)].ravel()
+            codes = np.array([index[b if b in self.params else a] for a, b in zip(vx, vy)],
+                             dtype=np.int64).reshape(X.shape[:-1])
+            return np.eye(len(out_basis))[codes]
         out = semantics.apply(self.name, self.params, X, basis, Y)
         if self.name in semantics.CATEGORICAL:
             return np.eye(len(self.output_basis(basis, basis_y)))[out]
@@ -784,6 +796,8 @@ class MlpPrimitive:
             return arg
         if self.name == "equal":
             return ir.BinaryOp("==", arg, other)
+        if self.name == "special_or":
+            return ir.Cond(ir.In(other, self.params), other, arg)
         args = (arg, other) if self.arity == 2 else (arg,)
         return ir.Primitive(self.name, args, self.params)
 
@@ -795,6 +809,8 @@ class MlpPrimitive:
             return f"{arg}_x_{other}"
         if self.name == "equal":
             return f"{arg}_is_{other}"
+        if self.name == "special_or":
+            return f"{arg}_or_{other}"
         return f"{self.prefix}_{arg}"
 
     def label(self, arg: str = "x", other: str = "y") -> str:
@@ -840,15 +856,21 @@ def mlp_primitives(basis: tuple, special: Specials = SPECIALS, *,
     return out
 
 
-def mlp_pair_primitives(basis_x: tuple, basis_y: tuple,
-                        limit: int = 10_000) -> list[MlpPrimitive]:
+def mlp_pair_primitives(basis_x: tuple, basis_y: tuple, limit: int = 10_000,
+                        special: Specials = SPECIALS) -> list[MlpPrimitive]:
     """The candidates for an MLP reading two variables: erase; equal (`x == y`, where the
-    two bases share at least two values: a count that ends where the token is the end read
-    from the prompt); then product (the pair of values; left out when it would have more
+    two bases share at least two values); special_or (`y if y in [specials] else x`, where
+    y can be special and x can be two plain values); then product (the pair of values; left out when it would have more
     than `limit` basis values)."""
     out = [MlpPrimitive("erase", "erased")]
     if len(set(basis_x) & set(basis_y)) >= 2:
         out.append(MlpPrimitive("equal", "", arity=2))
+    marks = tuple(v for v in special.values if v in basis_y)
+    if marks and len(marks) < len(basis_y) and \
+            len([v for v in basis_x if v not in special.values]) >= 2:
+        # `y if y in [specials] else x`: x, unless y is a special token (a head that finds
+        # nothing left to read attends to <bos>: a count or a sort that ends)
+        out.append(MlpPrimitive("special_or", "", special.values, arity=2))
     if len(basis_x) * len(basis_y) <= limit:
         out.append(MlpPrimitive("product", "", arity=2))
     return out

@@ -117,13 +117,14 @@ class Replacer:
             # an MLP reading several variables may use only one of them
             candidates += [(p, (ref,)) for p in lib.mlp_primitives(rows[ref][1])
                            if p.name != "erase"]
-        if len(node.inputs) > 2:
-            # or compare two of them
-            for a, b in itertools.combinations([r for r in dict.fromkeys(inputs)
-                                                if r in categorical], 2):
-                candidates += [(p, (a, b)) for p in lib.mlp_pair_primitives(rows[a][1],
-                                                                            rows[b][1])
-                               if p.name == "equal"]
+        # or route between two of them: `x == y`, `y if y in [specials] else x` (a vector
+        # through harden, its largest entry: a head that attends to one key at a time)
+        seen = {(p.name, args) for p, args in candidates}
+        for a, b in itertools.permutations(dict.fromkeys(inputs), 2):
+            for p in lib.mlp_pair_primitives(rows[a][1], rows[b][1]):
+                if (p.name == "special_or" or (p.name == "equal" and str(a) < str(b))) \
+                        and (p.name, (a, b)) not in seen:
+                    candidates.append((p, (a, b)))
         variance = float(out.var(0).sum()) or 1.0
         for primitive, args in candidates:
             if primitive.arity == 2:
@@ -139,7 +140,12 @@ class Replacer:
                 continue
             names = [_ref_name(a) for a in args]
             new_name = primitive.variable_name(*names)
-            expr = primitive.node(*args)
+            if primitive.name in ("equal", "special_or"):
+                # they compare values: a distribution is read as its largest entry
+                expr = primitive.node(*(a if a in categorical else ir.Primitive("harden", (a,))
+                                        for a in args))
+            else:
+                expr = primitive.node(*args)
             if primitive.name == "no_op":
                 rep = MlpReplacement(new_name, None, basis, E, args[0])
             else:
