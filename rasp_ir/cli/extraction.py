@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 from rasp_ir.cli.common import EXIT_OK, add_command, emit_json, progress_for
-from rasp_ir.diagnostics import Diagnostic, RaspError
 
 
 def add_commands(sub) -> None:
@@ -81,6 +80,8 @@ def add_commands(sub) -> None:
 def cmd_extract(args) -> int:
     import torch
 
+    from rasp_ir.diagnostics import Diagnostic, RaspError     # not on `rasp --help`'s path
+
     from extractor.decompile.cluster import parse
     from extractor.decompile.sweep import check_device
     from extractor.tasks.checkpoint import load_subject
@@ -131,6 +132,7 @@ def _outputs(output: str, checkpoints: list[Path]) -> list[Path]:
     """The program file of each checkpoint: -o PROG.rasp for one, DIR/NAME.rasp (NAME: the
     checkpoint's folder) when -o is a directory: an existing one or one ending in /, made
     when its parent exists."""
+    from rasp_ir.diagnostics import Diagnostic, RaspError
     path = Path(output)
     if not (output.endswith(("/", os.sep)) or path.is_dir()):
         if len(checkpoints) > 1:
