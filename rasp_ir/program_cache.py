@@ -44,32 +44,33 @@ def cache_dir() -> Path | None:
     return Path(root)
 
 
-def load(path):
+def load(path, front_end):
     """`grammar.load(path)`: the program in a .rasp file, read back from the cache when its
-    text and the front end are unchanged, else elaborated (and kept when it may be).
-    Raises RaspError as grammar.load does."""
+    text and the front end are unchanged, else elaborated by `front_end` (`grammar.elaborate`,
+    given by the caller: the ground floor does not import the grammar) and kept when it may
+    be. Raises RaspError as grammar.load does."""
     from rasp_ir.diagnostics import RaspError
     from rasp_ir.sources import read_source
     path = Path(path)
     text = read_source(path)
-    program, diagnostics = elaborate(text, str(path), path)
+    program, diagnostics = elaborate(text, str(path), path, front_end)
     if program is None:
         raise RaspError([d for d in diagnostics if d.severity != "warning"], text)
     return program
 
 
-def elaborate(text: str, name: str, path=None) -> tuple:
-    """`grammar.elaborate(text, name)`: (the program or None, every diagnostic), read back from
-    the cache when there is an entry for them. `path` is the file the text was read from; a
-    program without one (standard input) is not kept. Only programs without errors are kept."""
+def elaborate(text: str, name: str, path, front_end) -> tuple:
+    """`front_end(text, name)` (`grammar.elaborate`): (the program or None, every diagnostic),
+    read back from the cache when there is an entry for them. `path` is the file the text was
+    read from; a program without one (standard input) is not kept. Only programs without
+    errors are kept."""
     root = cache_dir() if path is not None else None
     key = (FORMAT, name, text, _fingerprint()) if root is not None else None
     entry = None if key is None else _entry(root, key)
     kept = _read(entry, key)
     if kept is not None:
         return kept
-    import grammar
-    program, diagnostics = grammar.elaborate(text, name)
+    program, diagnostics = front_end(text, name)
     if entry is not None and program is not None and _keepable(program, Path(path)):
         _write(entry, key, program, diagnostics)
     return program, diagnostics

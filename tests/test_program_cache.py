@@ -32,9 +32,9 @@ def entries(cache):
 
 def test_a_program_read_back_is_the_program_elaborated(cache):
     path = EXAMPLES / "reverse.rasp"
-    first = program_cache.load(path)
+    first = program_cache.load(path, grammar.elaborate)
     assert len(entries(cache)) == 1
-    again = program_cache.load(path)
+    again = program_cache.load(path, grammar.elaborate)
     fresh = grammar.load(path)
     assert again == first == fresh
     assert again.source == fresh.source and again.predefined == fresh.predefined
@@ -44,31 +44,31 @@ def test_a_program_read_back_is_the_program_elaborated(cache):
 def test_an_edited_program_is_elaborated_again(cache, tmp_path):
     path = tmp_path / "p.rasp"
     path.write_text(PROGRAM)
-    before = program_cache.load(path)
+    before = program_cache.load(path, grammar.elaborate)
     path.write_text(PROGRAM.replace('"a"', '"b"'))
-    after = program_cache.load(path)
+    after = program_cache.load(path, grammar.elaborate)
     assert after == grammar.load(path) != before
     path.write_text(PROGRAM.replace("tokens", "tokenz"))
     with pytest.raises(RaspError) as info:
-        program_cache.load(path)
+        program_cache.load(path, grammar.elaborate)
     assert info.value.codes == ["E250"]
 
 
 def test_a_damaged_or_foreign_entry_is_recomputed(cache, tmp_path):
     path = tmp_path / "p.rasp"
     path.write_text(PROGRAM)
-    expected = program_cache.load(path)
+    expected = program_cache.load(path, grammar.elaborate)
     (entry,) = entries(cache)
     for damage in (entry.read_bytes()[:40], b"not a pickle", b""):
         entry.write_bytes(damage)
-        assert program_cache.load(path) == expected
+        assert program_cache.load(path, grammar.elaborate) == expected
         assert entry.read_bytes() != damage          # rewritten whole
 
 
 def test_the_same_text_under_another_name_is_another_entry(cache, tmp_path):
     for name in ("p.rasp", "q.rasp"):
         (tmp_path / name).write_text(PROGRAM)
-        program = program_cache.load(tmp_path / name)
+        program = program_cache.load(tmp_path / name, grammar.elaborate)
         assert {b.span.file for b in program.bindings if b.span} == {str(tmp_path / name)}
     assert len(entries(cache)) == 2
 
@@ -76,14 +76,15 @@ def test_the_same_text_under_another_name_is_another_entry(cache, tmp_path):
 def test_programs_that_read_other_files_are_not_kept(cache, tmp_path):
     (tmp_path / "helpers.rasp").write_text("is_a = tokens == \"a\";\n")
     (tmp_path / "p.rasp").write_text('load "helpers";\n@vocab V = {"a", "b"};\n@output is_a;\n')
-    program_cache.load(tmp_path / "p.rasp")
+    program_cache.load(tmp_path / "p.rasp", grammar.elaborate)
     assert entries(cache) == []
 
 
 def test_no_cache_when_the_directory_is_empty(tmp_path, monkeypatch):
     monkeypatch.setenv("RASP_IR_CACHE", "")
     assert program_cache.cache_dir() is None
-    assert program_cache.load(EXAMPLES / "reverse.rasp") == grammar.load(EXAMPLES / "reverse.rasp")
+    assert program_cache.load(EXAMPLES / "reverse.rasp", grammar.elaborate) == \
+        grammar.load(EXAMPLES / "reverse.rasp")
 
 
 def test_old_entries_are_removed(cache, tmp_path, monkeypatch):
@@ -91,7 +92,7 @@ def test_old_entries_are_removed(cache, tmp_path, monkeypatch):
     for i in range(6):
         path = tmp_path / f"p{i}.rasp"
         path.write_text(PROGRAM)
-        program_cache.load(path)
+        program_cache.load(path, grammar.elaborate)
     assert 3 <= len(entries(cache)) <= 4
 
 
@@ -113,10 +114,11 @@ def test_check_reads_back_the_warnings_with_the_program(cache, tmp_path):
     text = 'x = not tokens in ["h"];\ny = tokens;\nz = 2 ^ 3 ^ 2;\n@output y;\n'
     path.write_text(text)
     fresh = grammar.elaborate(text, str(path))
-    first = program_cache.elaborate(text, str(path), path)
-    again = program_cache.elaborate(text, str(path), path)
+    first = program_cache.elaborate(text, str(path), path, grammar.elaborate)
+    again = program_cache.elaborate(text, str(path), path, grammar.elaborate)
     assert len(entries(cache)) == 1
     assert first == again == fresh
     assert [d.code for d in again[1]] == ["W101", "W101"]
-    assert program_cache.elaborate(text, "<stdin>", None) == grammar.elaborate(text, "<stdin>")
+    assert program_cache.elaborate(text, "<stdin>", None, grammar.elaborate) == \
+        grammar.elaborate(text, "<stdin>")
     assert len(entries(cache)) == 1                  # standard input is never kept

@@ -191,7 +191,14 @@ def load_program(path: Path):
         import grammar
         return grammar.parse(read_stdin_program(), "<stdin>")
     from rasp_ir import program_cache
-    return program_cache.load(path)
+    return program_cache.load(path, front_end)
+
+
+def front_end(text: str, name: str) -> tuple:
+    """`grammar.elaborate`, imported only on a program-cache miss (rasp_ir/program_cache.py):
+    a cached `rasp run` never loads Lark or the grammar."""
+    import grammar
+    return grammar.elaborate(text, name)
 
 
 def parse_input(text: str, vocab: tuple | None) -> list:

@@ -15,6 +15,7 @@ from rasp_ir.cli.common import (
     STDIN,
     add_command,
     emit_json,
+    front_end,
     load_program,
     parse_input,
     plain,
@@ -197,7 +198,8 @@ def cmd_check(args) -> int:
         # a file's program and warnings are read back when it is unchanged (standard input's
         # never are: there is no file to key them by)
         program, diagnostics = program_cache.elaborate(text, name,
-                                                       None if str(path) == STDIN else path)
+                                                       None if str(path) == STDIN else path,
+                                                       front_end)
         if program is not None and not args.no_expect:
             diagnostics = diagnostics + check_expects(program)
         print_diagnostics(diagnostics, text, {name: text})
