@@ -51,9 +51,11 @@ def same_as_local(local, out: Path, report: dict) -> None:
     assert {**report["program"], "file": None} == {**local_report["program"], "file": None}
     assert out.read_text() == local_out.read_text()
     ours, theirs = out.with_suffix(".runs"), local_out.with_suffix(".runs")
-    names = sorted(p.name for p in theirs.glob("*.safetensors"))
-    assert len(names) == len(local_report["runs"])
-    assert sorted(p.name for p in ours.glob("*.safetensors")) == names
+    names = sorted(p.name for p in ours.glob("*.safetensors"))
+    assert len(names) == len(report["runs"])            # a cluster's sweep runs no guesses
+    # the local pool may also have cached a guess its idle worker ran and no round asked for
+    # (extractor/decompile/sweep.py): every run the cluster made is one of the local ones
+    assert set(names) <= {p.name for p in theirs.glob("*.safetensors")}
     for name in names:                       # the same masks and learned tensors, bit for bit
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
 
