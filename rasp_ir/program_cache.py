@@ -5,26 +5,28 @@ Reading a program back skips the front end entirely: Lark and its tables, the gr
 and the elaboration of the default library are never imported or run, which is most of a short
 command's start-up (bench/startup.py).
 
-An entry is the pickled program, its diagnostics (warnings) and its key, under a file name
+An entry is the program, its diagnostics (warnings) and its key, under a file name
 derived from the key; the key is stored whole and compared on reading, so two keys never share
 an entry. The key holds everything the elaboration read: the program's text, the name it was read under (its spans
 carry it), and the size and modification time of every source file of the front end (grammar/,
 rasp_ir/*.py, the packaged libraries, Lark and attrs), so an edited front end or library is
 never answered from an older entry. Programs that read other files (a `load`, a side-file of
 tables) are not kept. A missing, damaged or foreign entry is recomputed and rewritten; an
-unwritable cache directory only costs the time. Entries are pickles, trusted as the parser's
-cached tables are (grammar/parser.py): the directory is the user's own.
+unwritable cache directory only costs the time. Entries are not pickles: the IR is written as
+plain values (`marshal` of tuples, strings and numbers) and read back into the classes of
+rasp_ir/nodes.py and rasp_ir/diagnostics.py only, so an entry someone else wrote can at worst
+be wrong, and a wrong entry fails the key comparison; it never runs code.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
-import pickle
 import sys
 import zlib
 from pathlib import Path
 
-FORMAT = 2              # raised when an entry's layout changes
+FORMAT = 3              # raised when an entry's layout changes
 MAX_ENTRIES = 256       # past this many entries the oldest quarter is removed
 
 
@@ -110,7 +112,7 @@ def _fingerprint() -> tuple:
 
 def _entry(root: Path, key) -> Path:
     data = repr(key).encode("utf-8", "surrogatepass")
-    return root / "programs" / f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}.pickle"
+    return root / "programs" / f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}.ir"
 
 
 def _read(entry: Path | None, key) -> tuple | None:
@@ -119,8 +121,8 @@ def _read(entry: Path | None, key) -> tuple | None:
         return None
     try:
         with open(entry, "rb") as f:
-            stored, program, diagnostics = pickle.load(f)
-    except Exception:          # absent, truncated, from another version: elaborate again
+            stored, program, diagnostics = _decode(marshal.load(f))
+    except Exception:          # absent, truncated, foreign, from another version: elaborate again
         return None
     from rasp_ir.nodes import Program
     if stored != key or not isinstance(program, Program) or not isinstance(diagnostics, list):
@@ -128,21 +130,71 @@ def _read(entry: Path | None, key) -> tuple | None:
     return program, diagnostics
 
 
+# The encoding: a node is ("n", class name, ((field, value), ...)); a tuple, list, set or
+# dict is tagged likewise; atoms are themselves (numpy scalars become Python's).
+
+def _classes() -> dict:
+    import attrs
+
+    from rasp_ir import diagnostics, nodes
+    found = {}
+    for module in (nodes, diagnostics):
+        for name, value in vars(module).items():
+            if isinstance(value, type) and attrs.has(value) and value.__module__ == \
+                    module.__name__:
+                found[name] = value
+    return found
+
+
+def _encode(x):
+    if x is None or type(x) in (str, int, float, bool, bytes):
+        return x
+    if isinstance(x, tuple):
+        return ("t", tuple(_encode(v) for v in x))
+    if isinstance(x, list):
+        return ("l", tuple(_encode(v) for v in x))
+    if isinstance(x, frozenset):
+        return ("f", tuple(_encode(v) for v in x))
+    if isinstance(x, dict):
+        return ("d", tuple((_encode(k), _encode(v)) for k, v in x.items()))
+    import attrs
+    if attrs.has(type(x)):
+        # the arguments that build it again (a derived field, init=False, is derived again)
+        return ("n", type(x).__name__,
+                tuple((getattr(f, "alias", None) or f.name, _encode(getattr(x, f.name)))
+                      for f in attrs.fields(type(x)) if f.init))
+    if hasattr(x, "item"):                     # a numpy scalar
+        return _encode(x.item())
+    raise TypeError(f"no encoding for {type(x).__name__}")
+
+
+def _decode(x, classes=None):
+    if not isinstance(x, tuple):
+        return x
+    classes = classes if classes is not None else _classes()
+    tag = x[0]
+    if tag == "n":
+        return classes[x[1]](**{k: _decode(v, classes) for k, v in x[2]})
+    if tag == "d":
+        return {_decode(k, classes): _decode(v, classes) for k, v in x[1]}
+    items = [_decode(v, classes) for v in x[1]]
+    return {"t": tuple, "l": list, "f": frozenset}[tag](items)
+
+
 def _write(entry: Path, key, program, diagnostics: list) -> None:
     from rasp_ir.files import atomic_write_bytes
     try:
-        data = pickle.dumps((key, program, list(diagnostics)),
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        data = marshal.dumps(_encode((key, program, list(diagnostics))))
         entry.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(entry, data)
         _prune(entry.parent)
-    except Exception:          # unwritable, or a program pickle cannot hold: only time lost
+    except Exception:          # unwritable, or a value with no encoding: only time lost
         pass
 
 
 def _prune(folder: Path) -> None:
     """Keep the newest three quarters of the entries once there are more than MAX_ENTRIES."""
-    entries = list(folder.glob("*.pickle"))
+    entries = list(folder.glob("*.ir"))
     if len(entries) <= MAX_ENTRIES:
         return
     entries.sort(key=lambda p: p.stat().st_mtime)

@@ -4,6 +4,7 @@ not kept, and a cached `rasp run` does not load the parser."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def entries(cache):
-    return sorted(cache.glob("*.pickle")) if cache.exists() else []
+    return sorted(cache.glob("*.ir")) if cache.exists() else []
 
 
 def test_a_program_read_back_is_the_program_elaborated(cache):
@@ -59,7 +60,9 @@ def test_a_damaged_or_foreign_entry_is_recomputed(cache, tmp_path):
     path.write_text(PROGRAM)
     expected = program_cache.load(path, grammar.elaborate)
     (entry,) = entries(cache)
-    for damage in (entry.read_bytes()[:40], b"not a pickle", b""):
+    # a class outside the IR's own is never built (entries are not pickles)
+    foreign = marshal.dumps(("n", "Popen", (("args", "touch /tmp/owned"),)))
+    for damage in (entry.read_bytes()[:40], b"not an entry", b"", foreign):
         entry.write_bytes(damage)
         assert program_cache.load(path, grammar.elaborate) == expected
         assert entry.read_bytes() != damage          # rewritten whole
