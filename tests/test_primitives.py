@@ -743,22 +743,28 @@ def test_token_primitives_need_numerals_in_order():
     assert token_logit_primitives(m, NUMERALS, NUMERALS, None) == []
 
 
+def _pair_case(primitive, left, right, xs, ys):
+    """A two-input primitive on the values `xs` over `left` and `ys` over `right`: (its
+    output rows from `apply`, the interpreter's values of its node on the same inputs)."""
+    X = np.eye(len(left))[[left.index(v) for v in xs]]
+    Y = np.eye(len(right))[[right.index(v) for v in ys]]
+    bindings = (ir.Binding("x", ir.Primitive("harden", (_lookup(left, X.tolist()),))),
+                ir.Binding("y", ir.Primitive("harden", (_lookup(right, Y.tolist()),))),
+                ir.Binding("r", primitive.node(ir.Ref("x"), ir.Ref("y"))))
+    program = ir.Program(bindings=bindings, vocab=("a",), maxlen=len(xs))
+    value = evaluate(program, [["a"] * len(xs)], ir.Ref("r"))[0]
+    return primitive.apply(X, left, Y, right), value
+
+
 def test_equal_compares_two_categorical_values_as_the_interpreter_does():
     left, right = ("0", "1", "2", "<bos>"), ("1", "2", "3")
     (equal,) = [p for p in mlp_pair_primitives(left, right) if p.name == "equal"]
-    xs, ys = ["0", "1", "2", "<bos>", "2"], ["1", "1", "3", "2", "2"]
-    X = np.eye(len(left))[[left.index(v) for v in xs]]
-    Y = np.eye(len(right))[[right.index(v) for v in ys]]
-    rows = equal.apply(X, left, Y, right)
+    rows, value = _pair_case(equal, left, right, ["0", "1", "2", "<bos>", "2"],
+                             ["1", "1", "3", "2", "2"])
     assert equal.output_basis(left, right) == (False, True)
     assert rows.argmax(1).tolist() == [0, 1, 0, 0, 1]
     assert equal.label("token", "end") == "token == end"
     assert equal.variable_name("token", "end") == "token_is_end"
-    bindings = (ir.Binding("x", ir.Primitive("harden", (_lookup(left, X.tolist()),))),
-                ir.Binding("y", ir.Primitive("harden", (_lookup(right, Y.tolist()),))),
-                ir.Binding("e", equal.node(ir.Ref("x"), ir.Ref("y"))))
-    program = ir.Program(bindings=bindings, vocab=("a",), maxlen=len(xs))
-    value = evaluate(program, [["a"] * len(xs)], ir.Ref("e"))[0]
     assert value.tolist() == [False, True, False, False, True]
     # bases with fewer than two values in common: nothing to compare
     assert "equal" not in [p.name for p in mlp_pair_primitives(("a", "b"), (0, 1))]
@@ -767,19 +773,12 @@ def test_equal_compares_two_categorical_values_as_the_interpreter_does():
 def test_special_or_routes_as_the_interpreter_does():
     left, right = ("0", "1", "2", "<bos>"), ("2", "<bos>", "<sep>")
     (route,) = [p for p in mlp_pair_primitives(left, right) if p.name == "special_or"]
-    xs, ys = ["0", "1", "2", "<bos>", "1"], ["2", "<bos>", "<sep>", "2", "2"]
-    X = np.eye(len(left))[[left.index(v) for v in xs]]
-    Y = np.eye(len(right))[[right.index(v) for v in ys]]
+    rows, value = _pair_case(route, left, right, ["0", "1", "2", "<bos>", "1"],
+                             ["2", "<bos>", "<sep>", "2", "2"])
     basis = route.output_basis(left, right)
     assert basis == ("0", "1", "2", "<bos>", "<sep>")
-    rows = route.apply(X, left, Y, right)
     assert [basis[i] for i in rows.argmax(1)] == ["0", "<bos>", "<sep>", "<bos>", "1"]
     assert route.label("token", "head").startswith("head if head in [")
-    bindings = (ir.Binding("x", ir.Primitive("harden", (_lookup(left, X.tolist()),))),
-                ir.Binding("y", ir.Primitive("harden", (_lookup(right, Y.tolist()),))),
-                ir.Binding("r", route.node(ir.Ref("x"), ir.Ref("y"))))
-    program = ir.Program(bindings=bindings, vocab=("a",), maxlen=len(xs))
-    value = evaluate(program, [["a"] * len(xs)], ir.Ref("r"))[0]
     assert value.tolist() == ["0", "<bos>", "<sep>", "<bos>", "1"]
     # y never special, or x never plain: nothing to route
     assert "special_or" not in [p.name for p in mlp_pair_primitives(left, ("1", "2"))]
