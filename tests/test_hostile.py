@@ -369,6 +369,28 @@ def test_damaged_run_cache_entries_are_recomputed(tmp_path):
     assert cache.get(Spec()) is None
 
 
+def test_run_cache_entries_are_standard_json(tmp_path):
+    """A summary holding a non-finite number (a diverged run's loss) is written as standard
+    JSON, which other readers accept, and read back exactly."""
+    import json
+    import math
+
+    import torch
+
+    from extractor.decompile.sweep import RunCache
+    cache = RunCache(tmp_path / "p.runs")
+    summary = {"lam": 0.1, "kl": math.inf,
+               "stages": [{"edges": 3, "match": {"0-5": 1.0}, "loss": -math.inf}]}
+
+    class Spec:
+        def key(self):
+            return "fedcba9876543210"
+    cache.put(Spec(), summary, {"flat": torch.zeros(3)})
+    text = (tmp_path / "p.runs" / "fedcba9876543210.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON: {name}"))
+    assert cache.get(Spec()) == summary
+
+
 # ---------------------------------------------------------------- options
 
 OPTIONS = [

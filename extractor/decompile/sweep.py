@@ -42,6 +42,7 @@ from extractor.decompile.prune import PruneSettings
 from extractor.tasks.checkpoint import load_subject
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.files import atomic_write_bytes, atomic_write_text
+from rasp_ir.jsondata import decoded, dumps
 
 GRID = (1e-3, 1e-2, 1e-1)
 QUICK_GRID = GRID[1:]
@@ -352,7 +353,7 @@ class RunCache:
         if not path.exists() or not self._tensors_path(spec).exists():
             return None
         try:
-            summary = json.loads(path.read_text())
+            summary = decoded(json.loads(path.read_text()))
             with safe_open(str(self._tensors_path(spec)), framework="pt") as f:
                 for name in f.keys():   # the header's offsets are checked against the size
                     f.get_slice(name)
@@ -374,7 +375,7 @@ class RunCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         # the tensors first: a summary on disk always has its tensors beside it
         atomic_write_bytes(self._tensors_path(spec), tensors)
-        atomic_write_text(self.directory / f"{spec.key()}.json", json.dumps(summary, indent=1))
+        atomic_write_text(self.directory / f"{spec.key()}.json", dumps(summary, indent=1))
 
 
 def _whole(summary) -> bool:
