@@ -765,7 +765,7 @@ def output_span(program: ir.Program):
     span = getattr(program.output, "span", None)
     if span is None:
         span = next((b.span for b in program.bindings if b.value == program.output), None)
-    return span
+    return span or program.output_span
 
 
 def plan(program: ir.Program, maxlen: int, types: dict | None = None) -> Plan:

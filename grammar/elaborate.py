@@ -55,6 +55,7 @@ class Elaborator:
         self.directives: dict = {}
         self.loads: list[str] = []
         self.output: ir.Node | None = None
+        self.output_span: Span | None = None
         self.expects: list[ir.Expect] = []
         self.call_stack: list[tuple[Function, Span | None]] = []
         self.side_tables = None
@@ -107,7 +108,7 @@ class Elaborator:
             bos=d.get("bos"), attention=d.get("attention", "hard"),
             hard_scale=d.get("hard_scale", 1e4), compat=d.get("compat"),
             loads=tuple(self.loads), expects=tuple(self.expects), source=self.source,
-            predefined=frozenset(self.predefined))
+            predefined=frozenset(self.predefined), output_span=self.output_span)
 
     def _used_library(self, extra_roots=()) -> set[str]:
         roots = [b.value for b in self.bindings] + list(extra_roots)
@@ -195,7 +196,7 @@ class Elaborator:
             if isinstance(value.type, (T.Sel, T.Score)):
                 raise Issue("E260", "@output is a selector; a program outputs one value per "
                             "position", span, "aggregate it, or output selector_width(...)")
-            self.output = value.node
+            self.output, self.output_span = value.node, span
             return
         if name == "expect":
             self.expects.append(self.expect(body, span))

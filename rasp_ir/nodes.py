@@ -349,6 +349,9 @@ class Program:
     # the names the parser bound before the file's own (builtins, the default and loaded
     # libraries' names): a binding that took one would be renamed when the program is read back
     predefined: frozenset[str] = field(default=frozenset(), eq=False, repr=False)
+    # where `@output` is written: problems of the whole model point there when the output
+    # node has no position of its own (`@output indices;`)
+    output_span: Span | None = field(default=None, eq=False, repr=False)
 
     def binding(self, name: str) -> Binding:
         """The binding called `name` (KeyError if there is none)."""

@@ -150,6 +150,8 @@ SIZES = [
     ("compile: the position embedding of 65,537 positions",
      _BIG + "x = aggregate(select(tokens, tokens, ==), indices % 3);\n@output x;\n",
      ["compile", "{file}", "-o", "{tmp}/out"], "E306"),
+    ("compile: a bare indices read over 65,536 positions",
+     _BIG + "@output indices;\n", ["compile", "{file}", "-o", "{tmp}/out"], "E306"),
 ]
 
 
@@ -161,6 +163,7 @@ def test_hostile_size(tmp_path, capsys, name, text, argv, code):
     argv = [a.replace("{file}", str(path)).replace("{tmp}", str(tmp_path)) for a in argv]
     err = run_attack(capsys, argv, code)
     assert "GiB" in err and "MAX_TABLE_ENTRIES" in err
+    assert "\n  --> " in err                      # a location, even for a bare `indices`
     assert not (tmp_path / "out").exists()
 
 
