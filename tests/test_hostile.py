@@ -587,6 +587,18 @@ def test_extract_rerun_removes_what_only_the_earlier_run_wrote(tmp_path, capsys,
     assert main(argv + ["--force"]) == 0
 
 
+def test_extract_rerun_from_another_directory(tmp_path, capsys, compiled_first, monkeypatch):
+    """The report names the checkpoint by its absolute path, so a rerun given another
+    relative path to the same checkpoint, from another directory, is still a rerun."""
+    monkeypatch.chdir(compiled_first.parent)
+    assert main(["extract", compiled_first.name, "-o", str(tmp_path / "prog.rasp")]) == 0, \
+        capsys.readouterr().err
+    report = json.loads((tmp_path / "prog.report.json").read_text())
+    assert report["checkpoint"] == str(compiled_first.resolve())
+    monkeypatch.chdir(tmp_path)
+    again = ["extract", os.path.relpath(compiled_first, tmp_path), "-o", "prog.rasp"]
+    assert main(again) == 0, capsys.readouterr().err
+
 def test_compile_rerun_and_forced_write_keep_one_model(tmp_path, capsys):
     """compile over a trained checkpoint with --force: its task.json and acc.txt go."""
     shutil.copytree(CHECKPOINT, tmp_path / "out")

@@ -553,7 +553,8 @@ def write_extraction(extraction: Extraction, output: Path, checkpoint: str | Pat
         (progress or _silent)("round trip: compiling the program and comparing")
         roundtrip = round_trip(output, subject, n=verify_n, seed=seed)
     report_file = output.with_suffix(".report.json")
-    report = extraction.report.written(str(output), str(checkpoint), roundtrip,
+    # the checkpoint's absolute path: a rerun from another directory still knows it (outputs.py)
+    report = extraction.report.written(str(output), str(Path(checkpoint).resolve()), roundtrip,
                                        files=written + [str(report_file)])
     from rasp_ir.jsondata import json_safe
     # the same standard JSON as `rasp extract --json` (NaN null, infinity "inf")
