@@ -271,3 +271,51 @@ def test_a_no_op_mlp_keeps_its_own_tables_through_the_side_file(tmp_path):
     seqs = sequences(3)
     for a, b in zip(evaluate(program, seqs, program.output), evaluate(reread, seqs, reread.output)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_an_mlp_read_as_a_sum_adds_its_parts_logits():
+    """An MLP only the logits read, replaced by a sum of readings: its logits are the sum of
+    each part's alone (less the shared rest counted twice), and a part that reads an input as
+    it is joins that input's own logit table."""
+    from extractor.decompile.circuit_program import MlpReplacement, table_names
+    model = random_model(layers=1, heads=1)
+    circuit = Circuit(model)
+    layout = Layout(circuit.graph)
+    flat = layout.valid.float()
+    rng = np.random.default_rng(0)
+    D, P = model.config.d_model, model.config.n_positions
+    E1, E2 = rng.normal(size=(len(TOKENS), D)), rng.normal(size=(P, D))
+    token = lambda E: MlpReplacement("token", None, TOKENS, E, ir.Tokens())   # noqa: E731
+    pos = MlpReplacement("pos", None, tuple(range(P)), E2, ir.Indices())
+    mlp = circuit.graph.mlp_path(0)
+
+    def logits(rep):
+        program = circuit_program(circuit, flat, TOKENS, TOKENS, None, mlp_outputs={mlp: rep})
+        return program, evaluate(program, seqs, ir.Ref("logits"))
+
+    seqs = sequences(5)
+    program, both = logits((token(E1), pos))
+    _, first = logits(token(E1))
+    _, second = logits(pos)
+    _, none = logits(token(np.zeros_like(E1)))
+    for b, f, s, n in zip(both, first, second, none):
+        np.testing.assert_allclose(b, f + s - n, rtol=1e-9, atol=1e-9)
+    names = table_names(program)
+    assert len(names) == len(set(names))
+    projects = [t for t in program.binding("logits").value.terms if t.operand == ir.Tokens()]
+    assert len(projects) == 1                       # the token's table holds both paths
+
+
+def test_only_an_mlp_the_logits_alone_read_can_be_a_sum():
+    from extractor.decompile.circuit_program import MlpReplacement, read_by_logits_only
+    model = random_model(layers=2, heads=1)
+    circuit = Circuit(model)
+    layout = Layout(circuit.graph)
+    flat = layout.valid.float()
+    first, last = circuit.graph.mlp_path(0), circuit.graph.mlp_path(1)
+    assert not read_by_logits_only(layout, flat, first)
+    assert read_by_logits_only(layout, flat, last)
+    E = np.zeros((len(TOKENS), model.config.d_model))
+    part = MlpReplacement("token", None, TOKENS, E, ir.Tokens())
+    with pytest.raises(ValueError):
+        circuit_program(circuit, flat, TOKENS, TOKENS, None, mlp_outputs={first: (part,)})

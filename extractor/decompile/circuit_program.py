@@ -11,8 +11,11 @@ circuit computes it. tests/test_prune.py checks the two agree.
 
 Replacements (extractor/decompile/primitives.py, chosen in extractor/decompile/replace.py) enter as arguments:
 `mlp_outputs` gives an MLP path as a primitive of its input, read through a fitted E like any
-other variable instead of through the opaque node; `tables` gives a score or logit term a
-primitive predicate in place of its table, or DROP to delete it.
+other variable instead of through the opaque node, or, for an MLP only the logits read, as a sum
+of such readings (a tuple): each part is projected to the logits, and a part that is an input
+read as it is joins that input's own logit table (one table per variable, so a primitive can name
+what the two paths vote for together); `tables` gives a score or logit term a primitive
+predicate in place of its table, or DROP to delete it.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
         0: Variable("token", tuple(tokens), _np(circuit.W_E), ir.Tokens(), "token"),
         1: Variable("pos", tuple(range(P)), _np(circuit.W_pos)[:P], ir.Indices(), "pos")}
     bindings: list[ir.Binding] = []
+    parts: dict[int, list[Variable]] = {}      # an MLP read as a sum: its readings
     C = np.zeros(c.d_model)
     for L in range(c.n_layers):
         n = g.before_heads[L]
@@ -131,7 +135,19 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
         C = C + np.einsum("he,hed->d", v_const, cd.W_O[L]) + cd.b_O[L]
         i = g.mlp_path(L)
         if used[i]:
-            if i in mlp_outputs:
+            if isinstance(mlp_outputs.get(i), tuple):
+                if not read_by_logits_only(layout, flat, i):
+                    raise ValueError(f"{g.paths[i].name} is read by a head: it cannot be a sum")
+                parts[i] = []
+                for rep in mlp_outputs[i]:
+                    if rep.node is not None:
+                        bindings.append(ir.Binding(rep.name, rep.node))
+                    parts[i].append(Variable(
+                        rep.name, tuple(rep.basis), rep.E,
+                        rep.ref if rep.ref is not None else ir.Ref(rep.name),
+                        f"{g.paths[i].name}.{rep.name}"))
+                variables[i] = parts[i][0]
+            elif i in mlp_outputs:
                 rep = mlp_outputs[i]
                 if rep.node is not None:
                     bindings.append(ir.Binding(rep.name, rep.node))
@@ -145,15 +161,24 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
                                         np.eye(c.d_model), ir.Ref(g.paths[i].name),
                                         g.paths[i].name)
     WU = cd.fold("out", 0)
-    terms = []
+    reads = []                 # [table key, variable, logit matrix], one per variable read
     for p in range(len(g)):
         if out_m[p] and used[p]:
-            name = f"out.{variables[p].key}"
-            pred = tables.get(name)
-            if pred is None:
-                pred = named_matrix(name, variables[p].basis, outputs, variables[p].E @ WU)
-            if pred is not DROP:
-                terms.append(ir.Project(variables[p].ref, pred))
+            for var in parts.get(p, [variables[p]]):
+                same = next((r for r in reads if p in parts and r[1].ref == var.ref
+                             and r[1].basis == var.basis), None)
+                if same is not None:          # a sum's part that reads an input as it is
+                    same[2] = same[2] + var.E @ WU
+                else:
+                    reads.append([var.key, var, var.E @ WU])
+    terms = []
+    for key, var, matrix in reads:
+        name = f"out.{key}"
+        pred = tables.get(name)
+        if pred is None:
+            pred = named_matrix(name, var.basis, outputs, matrix)
+        if pred is not DROP:
+            terms.append(ir.Project(var.ref, pred))
     pred = tables.get("out.bias")
     if pred is None:
         bias = ((C + (1 - out_m) @ ablation) @ WU + cd.beta("out", 0) @ cd.W_U + cd.b_U
@@ -170,6 +195,17 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
         output = ir.Ref("prediction")
     return ir.Program(bindings=tuple(bindings), output=output, vocab=tuple(tokens), maxlen=P,
                       causal=c.causal, bos=bos, attention="softmax")
+
+
+def read_by_logits_only(layout: Layout, flat: torch.Tensor, index: int) -> bool:
+    """Whether no head (its query, key or value) and no later MLP reads path `index`: only
+    the logits (or nothing) do, so the path can be replaced by several variables, each
+    projected."""
+    m = layout.masks(flat, True)
+    qk, kb = (x[0] for x in m.products())
+    return not (bool(m.v[0, ..., index].any()) or bool(m.mlp[0, ..., index].any())
+                or bool(qk[..., index, :].any())
+                or bool(qk[..., :, index].any()) or bool(kb[..., index].any()))
 
 
 def _mlp_node(cd, L, C, masks, ablation, variables, used, alive, index) -> ir.Mlp:

@@ -7,7 +7,9 @@ Order (docs/extractor.md, Primitives and replacement):
    least 40 % of the output's variance), and the program with the replacement is judged.
    Where none is kept, the MLP is read back as a lookup over its inputs' readings
    (extractor/decompile/readback.py: the input, `harden(x)`, a threshold `exists(x, v, τ)`),
-   one reading first, then two, then three; else it stays an `mlp` and the log says why.
+   one reading first, then two, then three; else, for an MLP that only the logits read, as
+   a sum of readings each written through its own E (`Replacer._read_as_sum`); else it stays
+   an `mlp` and the log says why.
 2. Score terms and logit terms, in program order: each library primitive that applies to the
    term's bases (the first being deletion) is tried in its place, at @hard_scale.
 3. What is left is rounded: to integers, else to one decimal, where that keeps the judgement.
@@ -23,7 +25,7 @@ import itertools
 from collections.abc import Callable
 
 import numpy as np
-from attrs import define, field
+from attrs import define, field, frozen
 
 from extractor.decompile import primitives as lib
 from extractor.decompile import readback
@@ -31,6 +33,7 @@ from extractor.decompile.circuit_program import (
     DROP,
     MlpReplacement,
     circuit_program,
+    read_by_logits_only,
     table_names,
 )
 from extractor.decompile.prune import Layout, used_paths
@@ -164,6 +167,10 @@ class Replacer:
         why = self._read_back(L, index, name, rows, categorical, out, variance)
         if why is None:
             return
+        summed = self._read_as_sum(L, index, rows, categorical, out, variance)
+        if summed is None:
+            return
+        why.update(summed)
         self.log.append({"what": f"mlp {L}", "primitive": None, **why})
         self.say(f"mlp {L}: no primitive or lookup keeps the match; it stays an mlp ({why})")
 
@@ -206,6 +213,53 @@ class Replacer:
                            match=round(min(self.judge(self.build(mlp_outputs=trial))
                                            .values()), 4))
         return why
+
+    def _read_as_sum(self, L: int, index: int, rows: dict, categorical: set,
+                     out: np.ndarray, variance: float) -> dict | None:
+        """Read MLP L as a sum of readings of its inputs, each written to the stream through
+        its own fitted E (an MLP that adds what it computes from each input: a count's
+        successor of the token plus its end test). Only for an MLP the logits alone read, where
+        the parts can be projected one by one. Readings are chosen greedily by the output
+        variance they explain together, at most MAX_PARTS; from two on, each sum is judged,
+        and the first kept wins. None when one is kept, else what the best sum explained."""
+        if not read_by_logits_only(Layout(self.circuit.graph), self.flat, index):
+            return {"sum": "a head or a later MLP reads it"}
+        pool = sum_readings(rows, categorical)
+        chosen, best = [], {}
+        for size in range(1, MAX_PARTS + 1):
+            scored = []
+            for reading in pool:
+                if reading in chosen:
+                    continue
+                features = np.concatenate([r.features for r in chosen + [reading]], 1)
+                E, residual = _fit(features, out)
+                scored.append((1 - residual / variance, reading, features, E))
+            if not scored:
+                break
+            share, reading, features, E = max(scored, key=lambda x: x[0])
+            chosen.append(reading)
+            if size == 1 or share < MIN_EXPLAINED:
+                continue
+            reps, start = [], 0
+            for r in chosen:
+                width = r.features.shape[1]
+                reps.append(MlpReplacement(r.name, r.node, r.basis, E[start:start + width],
+                                           r.ref))
+                start += width
+            trial = dict(self.mlp_outputs)
+            trial[index] = tuple(reps)
+            ok, worst = self.accepts(self.build(mlp_outputs=trial))
+            label = " + ".join(r.label for r in chosen)
+            if ok:
+                self.mlp_outputs = trial
+                basis = tuple(f"{r.label}={v}" for r in chosen for v in r.basis)
+                self.views[f"mlp {L}"] = mlp_view(features, E, out, basis)
+                self.log.append({"what": f"mlp {L}", "primitive": f"sum of {label}",
+                                 "match": worst, "explained": round(share, 4)})
+                self.say(f"mlp {L}: sum of {label} (match {worst:.3f})")
+                return None
+            best = {"sum": label, "sum_explained": round(share, 4)}
+        return best
 
     # ------------------------------------------------------------ scores and logits
 
@@ -283,6 +337,47 @@ def replace(circuit, flat, tokens, outputs, prediction, judge, floor: dict,
     if views is not None:
         views.update(r.views)
     return r.build(), r.log, r.judged
+
+
+MAX_PARTS = 3                # the most readings an MLP is read as the sum of
+
+
+@frozen
+class SumReading:
+    """One part of an MLP read as a sum: `node` computes it (None: the input `ref` itself,
+    read as it is), `features` are its rows on the judge's positions over `basis`."""
+    name: str
+    label: str
+    node: ir.Node | None
+    ref: ir.Node | None
+    basis: tuple
+    features: np.ndarray = field(eq=False, repr=False)
+
+
+def sum_readings(rows: dict, categorical: set) -> list[SumReading]:
+    """The readings a sum is made of: each input as it is (a one-hot categorical, or a
+    distribution), each distribution hardened to its largest entry, and between two inputs
+    the comparison `x == y` and the routing `y if y in [specials] else x` (a distribution
+    hardened first, as those compare values)."""
+    found = []
+    for ref, (X, basis) in rows.items():
+        label = _ref_name(ref)
+        found.append(SumReading(label, label, None, ref, tuple(basis), X))
+        if ref not in categorical:
+            harden = lib.MlpPrimitive("harden", "hardened")
+            found.append(SumReading(harden.variable_name(label), harden.label(label),
+                                    harden.node(ref), None, harden.output_basis(basis),
+                                    harden.apply(X, basis)))
+    for a, b in itertools.permutations(rows, 2):
+        (X, bx), (Y, by) = rows[a], rows[b]
+        for p in lib.mlp_pair_primitives(bx, by):
+            if p.name == "special_or" or (p.name == "equal" and str(a) < str(b)):
+                names = (_ref_name(a), _ref_name(b))
+                node = p.node(*(r if r in categorical else ir.Primitive("harden", (r,))
+                                for r in (a, b)))
+                found.append(SumReading(p.variable_name(*names), p.label(*names), node, None,
+                                        p.output_basis(bx, by), p.apply(X, bx, Y, by)))
+    return found
 
 
 MAX_VIEW_ROWS = 48           # the most frequent inputs a view keeps
