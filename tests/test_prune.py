@@ -162,6 +162,21 @@ def test_pruning_is_reproducible_with_its_seed(majority):
         assert torch.equal(value, runs[1].state[name]), name
 
 
+def test_a_stage_ends_once_its_masks_settle(majority):
+    """With `patience`, a stage stops after its hard masks have stayed the same that many
+    steps (and not before `min_steps`); without it, every step runs; the cache key of a run
+    without early stops is what it was before the option existed."""
+    subject, linear = majority
+    heard = []
+    settle = PruneSettings(steps=(200, 200, 200), pool=3, batch=8, selection=8, patience=10,
+                           min_steps=20)
+    prune(subject.model, linear, subject.task, 1e-2, settle, seed=3,
+          progress=lambda name, step, total, *rest: heard.append((name, step, total)))
+    last = {name: (step, total) for name, step, total in heard}
+    assert all(20 <= step == total < 200 for step, total in last.values()), last
+    assert "patience" not in PruneSettings().to_dict()
+    assert settle.to_dict()["patience"] == 10
+
 def test_the_sweep_brackets_the_threshold():
     def summary(lam, match, edges):
         return {"lam": lam, "stages": [{"stage": stage, "edges": edges,

@@ -43,9 +43,16 @@ class PruneSettings:
     lr_constants: float = 2e-3
     selection: int = 64                  # sequences per length bucket for the hard-mask check
     max_length: int | None = None        # longest training sequence (default: the task's)
+    # a stage ends early once its hard masks have not changed for `patience` steps, after at
+    # least `min_steps` (0: every stage runs all its steps)
+    patience: int = 0
+    min_steps: int = 100
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.patience:           # runs without early stops keep their cache keys
+            del out["patience"], out["min_steps"]
+        return out
 
 
 class Layout:
@@ -328,6 +335,7 @@ def run_stage(circuit: Circuit, layout: Layout, stage: Stage, data: Data, lam: f
         {"params": [theta], "lr": settings.lr_mask},
         {"params": scales, "lr": settings.lr_scale},
         {"params": constants, "lr": settings.lr_constants}])
+    last, stable = None, 0
     for step in range(steps):
         i = step % len(data.batches)
         batch, target = data.batches[i], data.targets[i]
@@ -345,6 +353,15 @@ def run_stage(circuit: Circuit, layout: Layout, stage: Stage, data: Data, lam: f
         if progress and (step % 25 == 0 or step == steps - 1):
             progress(stage.name, step + 1, steps, float(kl.detach()),
                      int((theta.detach() > 0).sum()), G)
+        if settings.patience:
+            hard = theta.detach() > 0
+            stable = stable + 1 if last is not None and torch.equal(hard, last) else 0
+            last = hard
+            if step + 1 >= settings.min_steps and stable >= settings.patience:
+                if progress:                  # the stage is done: its last line says where
+                    progress(stage.name, step + 1, step + 1, float(kl.detach()),
+                             int(hard.sum()), G)
+                break
     hard = (theta.detach() > 0).float()[None]
     return stage.expand(hard)[0]
 
