@@ -5,7 +5,7 @@ judging inside primitives), the CPU time of this process and its pool workers, t
 average, and the chosen candidate's choice-set match beside its held-out match per bucket.
 
     python bench/extract_suite.py [--only bin_majority,count] [--quick] [--workers 2]
-                                  [--out DIR] [--n 1000]
+                                  [--out DIR] [--n 1000] [--early-stop STEPS]
 
 The 13 length-generalising checkpoints come first (the 12 the paper decompiled, and bce_D3, the
 one it could not: LLN-A loses it, and the extractor states its final LayerNorm instead,
@@ -50,6 +50,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--n", type=int, default=1000, help="held-out sequences per bucket")
+    parser.add_argument("--early-stop", type=int, default=0, metavar="STEPS",
+                        help="rasp extract --early-stop (default 0: off)")
     args = parser.parse_args()
     folders = []
     for prefix in GENERALISING + NOT_GENERALISING:
@@ -69,7 +71,8 @@ def main() -> int:
         suffix = folder.name[-4:]
         name = folder.name.split("-")[0] + (f"_{suffix}" if not generalising and
                                             suffix.isdigit() else "")
-        settings = ExtractSettings(workers=args.workers, n=args.n, quick=args.quick)
+        settings = ExtractSettings(workers=args.workers, n=args.n, quick=args.quick,
+                                   early_stop=args.early_stop)
         try:
             result = extract_program(subject, folder, None, args.out / f"{name}.runs", settings)
         except Exception as exc:          # a crash is a result too: say which and go on

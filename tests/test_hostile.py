@@ -400,6 +400,8 @@ OPTIONS = [
     ("compile --max-len -5", ["compile", REVERSE, "--max-len", "-5", "-o", "{tmp}/out"], "E110"),
     ("compile --max-len 10**9", ["compile", REVERSE, "--max-len", "1000000000", "-o",
                                  "{tmp}/out"], "E110"),
+    ("extract --early-stop -1", ["extract", ROOT / "examples" / "bin_majority",
+                                 "--early-stop", "-1", "-o", "{tmp}/out/p.rasp"], "T404"),
 ]
 
 

@@ -67,11 +67,13 @@ class ExtractSettings:
     confirm: tuple = (400, 1600)
     quick: bool = False          # fewer, shorter runs (the README's example)
     device: str = "cpu"          # where pruning runs and the model's predictions compute
+    early_stop: int = 0          # a pruning stage ends once its masks are this many steps still
 
     def prune_settings(self) -> PruneSettings:
         if self.quick:
-            return PruneSettings(steps=(150, 100, 100), pool=12, selection=32)
-        return PruneSettings()
+            return PruneSettings(steps=(150, 100, 100), pool=12, selection=32,
+                                 patience=self.early_stop)
+        return PruneSettings(patience=self.early_stop)
 
 
 # ------------------------------------------------------------------ the pruned program
