@@ -783,3 +783,24 @@ def test_special_or_routes_as_the_interpreter_does():
     # y never special, or x never plain: nothing to route
     assert "special_or" not in [p.name for p in mlp_pair_primitives(left, ("1", "2"))]
     assert "special_or" not in [p.name for p in mlp_pair_primitives(("<bos>",), right)]
+
+
+def test_a_routed_reading_takes_the_basis_the_interpreter_types_it_with():
+    """`tokens if tokens in [specials] else indices` ranges, for the type checker, over every
+    token and position, not only the specials and positions the data reaches: its rows are
+    moved onto that basis, so a table over it has one row per value the interpreter expects
+    (bce_D3's extraction once stopped on E212 here)."""
+    from extractor.decompile.replace import typed_rows
+    vocab = ("a", "b", "<bos>", "<eos>")
+    program = ir.Program(bindings=(), vocab=vocab, maxlen=3)
+    left, right = tuple(range(3)), vocab
+    (route,) = [p for p in mlp_pair_primitives(left, right) if p.name == "special_or"]
+    node = route.node(ir.Indices(), ir.Tokens())
+    X = np.eye(3)[[0, 1, 2]]
+    Y = np.eye(4)[[0, 2, 3]]                 # a, <bos>, <eos>
+    rows = route.apply(X, left, Y, right)
+    moved, basis = typed_rows(program, node, rows, route.output_basis(left, right))
+    assert set(basis) == set(left) | set(vocab) and len(basis) == 7
+    value = evaluate(program, [["a", "<bos>", "<eos>"]], node)[0]
+    assert [basis[i] for i in moved.argmax(1)] == value.tolist() == [0, "<bos>", "<eos>"]
+    assert moved.sum() == 3                  # the tokens never routed keep empty columns

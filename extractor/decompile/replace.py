@@ -38,6 +38,7 @@ from extractor.decompile.circuit_program import (
 )
 from extractor.decompile.prune import Layout, used_paths
 from rasp_ir import nodes as ir
+from rasp_ir.diagnostics import RaspError
 from rasp_ir.interpreter import Interpreter, Memo, evaluate
 from rasp_ir.printer import expr
 
@@ -73,7 +74,14 @@ class Replacer:
     def accepts(self, program: ir.Program) -> tuple[bool, float | None]:
         """(whether every bucket keeps its floor, the worst bucket's match when it does)."""
         self.judged += 1
-        result = self.judge.passes(program, self.floor)
+        try:
+            result = self.judge.passes(program, self.floor)
+        except RaspError as exc:
+            # a candidate the interpreter refuses (a replacement's basis that its type does
+            # not have) is a bug to report, not a reason to lose the whole extraction
+            first = exc.diagnostics[0]
+            self.log.append({"what": "candidate refused", "why": f"{first.code}: {first.message}"})
+            return False, None
         return result is not None, (min(result.values()) if result is not None else None)
 
     def say(self, text: str) -> None:
@@ -138,15 +146,19 @@ class Replacer:
                 X, bx = rows[args[0]]
                 features = primitive.apply(X, bx)
                 basis = primitive.output_basis(bx)
+            if primitive.name in ("equal", "special_or"):
+                aligned = typed_rows(program, _pair_node(primitive, args, categorical),
+                                     features, basis)
+                if aligned is None:
+                    continue
+                features, basis = aligned
             E, residual = _fit(features, out)
             if 1 - residual / variance < MIN_EXPLAINED:
                 continue
             names = [_ref_name(a) for a in args]
             new_name = primitive.variable_name(*names)
             if primitive.name in ("equal", "special_or"):
-                # they compare values: a distribution is read as its largest entry
-                expr = primitive.node(*(a if a in categorical else ir.Primitive("harden", (a,))
-                                        for a in args))
+                expr = _pair_node(primitive, args, categorical)
             else:
                 expr = primitive.node(*args)
             if primitive.name == "no_op":
@@ -224,7 +236,7 @@ class Replacer:
         and the first kept wins. None when one is kept, else what the best sum explained."""
         if not read_by_logits_only(Layout(self.circuit.graph), self.flat, index):
             return {"sum": "a head or a later MLP reads it"}
-        pool = sum_readings(rows, categorical)
+        pool = sum_readings(self.build(), rows, categorical)
         chosen, best = [], {}
         for size in range(1, MAX_PARTS + 1):
             scored = []
@@ -354,7 +366,7 @@ class SumReading:
     features: np.ndarray = field(eq=False, repr=False)
 
 
-def sum_readings(rows: dict, categorical: set) -> list[SumReading]:
+def sum_readings(program: ir.Program, rows: dict, categorical: set) -> list[SumReading]:
     """The readings a sum is made of: each input as it is (a one-hot categorical, or a
     distribution), each distribution hardened to its largest entry, and between two inputs
     the comparison `x == y` and the routing `y if y in [specials] else x` (a distribution
@@ -373,11 +385,41 @@ def sum_readings(rows: dict, categorical: set) -> list[SumReading]:
         for p in lib.mlp_pair_primitives(bx, by):
             if p.name == "special_or" or (p.name == "equal" and str(a) < str(b)):
                 names = (_ref_name(a), _ref_name(b))
-                node = p.node(*(r if r in categorical else ir.Primitive("harden", (r,))
-                                for r in (a, b)))
-                found.append(SumReading(p.variable_name(*names), p.label(*names), node, None,
-                                        p.output_basis(bx, by), p.apply(X, bx, Y, by)))
+                node = _pair_node(p, (a, b), categorical)
+                aligned = typed_rows(program, node, p.apply(X, bx, Y, by),
+                                     p.output_basis(bx, by))
+                if aligned is not None:
+                    found.append(SumReading(p.variable_name(*names), p.label(*names), node,
+                                            None, aligned[1], aligned[0]))
     return found
+
+
+def _pair_node(primitive, args: tuple, categorical: set) -> ir.Node:
+    """`x == y` or `y if y in [specials] else x` over two inputs; they compare values, so a
+    distribution is read as its largest entry (`harden`)."""
+    return primitive.node(*(a if a in categorical else ir.Primitive("harden", (a,))
+                            for a in args))
+
+
+def typed_rows(program: ir.Program, node: ir.Node, features: np.ndarray,
+               basis: tuple) -> tuple[np.ndarray, tuple] | None:
+    """`features` (N, |basis|) moved onto the basis the interpreter gives `node`, in its order
+    (a variable's table rows follow that basis); the type may hold values the data never
+    reaches (`y if y in [specials] else x` ranges over all of y's, specials or not), whose
+    columns stay 0. None when the type lacks one of `basis`'s values."""
+    from rasp_ir.types import basis_of
+    typed = basis_of(Interpreter(program).type_of(node))
+    if typed is None:
+        return None
+    typed = tuple(typed)
+    if typed == tuple(basis):
+        return features, typed
+    index = {v: i for i, v in enumerate(typed)}
+    if any(v not in index for v in basis):
+        return None
+    moved = np.zeros((len(features), len(typed)))
+    moved[:, [index[v] for v in basis]] = features
+    return moved, typed
 
 
 MAX_VIEW_ROWS = 48           # the most frequent inputs a view keeps
