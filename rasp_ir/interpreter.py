@@ -446,8 +446,15 @@ class _Group:
 
     def _values_table(self, pred, node, row_basis, col_basis, row_name, col_name):
         """The op's values over two bases: 0/1 for a predicate, numbers for a numeric op."""
-        shaped = (lambda v: np.asarray(v, dtype=np.float64)) if T.numeric_op(pred) else \
-            (lambda v: A.truthy(v).astype(np.float64))
+        def numbers(v):
+            try:
+                return np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):     # `k + q` over strings: text, not a score
+                first = np.asarray(v).ravel()[0]
+                first = first.item() if hasattr(first, "item") else first
+                self.fail("R201", f"a numeric op must give numbers; this one gives {first!r}",
+                          node, "compare the values (k == q), or score numbers")
+        shaped = numbers if T.numeric_op(pred) else (lambda v: A.truthy(v).astype(np.float64))
         self.sized(len(row_basis) * (1 if col_basis is None else len(col_basis)),
                    f"the table of {len(row_basis):,} × "
                    f"{1 if col_basis is None else len(col_basis):,} values")

@@ -65,6 +65,16 @@ def test_token_views():
     assert info.value.codes == ["R201"]
 
 
+def test_a_numeric_score_over_strings_is_a_runtime_error():
+    """`op=(k + q)` over tokens concatenates text: a score must be a number (the long fuzz
+    run met this as a ValueError inside the interpreter)."""
+    src = ('@vocab {"a", "b"};\n@maxlen 4;\n@attention "softmax";\n'
+           "x = aggregate(select(k=tokens, q=tokens, op=(k + q)), tokens);\n@output x;")
+    with pytest.raises(RaspError) as info:
+        run(grammar.parse(src), [["a", "b"]])
+    assert info.value.codes == ["R201"]
+    assert "'aa'" in str(info.value)
+
 def test_softmax_aggregate_of_hard_selector_matches_hard_mean_when_one_key():
     src = ('@vocab V = {"a", "b", "c"};\n@maxlen 6;\n'
            "s = select(indices, indices - 1, ==);\n"
