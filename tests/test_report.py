@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from pathlib import Path
 
 import grammar
 from extractor.decompile.extract import (Extraction, candidate_order, program_summary,
@@ -61,7 +62,8 @@ def test_write_extraction_writes_program_and_report(tmp_path):
     program = grammar.parse(PROGRAM)
     out = tmp_path / "p.rasp"
     report = write_extraction(Extraction(program, pruned_report(program)), out, "ckpt", None)
-    assert report.program.file == str(out) and report.checkpoint == "ckpt"
+    assert report.program.file == str(out)
+    assert report.checkpoint == str(Path("ckpt").resolve())      # a rerun elsewhere knows it
     assert grammar.load(out) == program
     written = json.loads(out.with_suffix(".report.json").read_text())
     assert written == json.loads(json.dumps(report.to_json()))
