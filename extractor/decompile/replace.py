@@ -237,20 +237,28 @@ class Replacer:
         if not read_by_logits_only(Layout(self.circuit.graph), self.flat, index):
             return {"sum": "a head or a later MLP reads it"}
         pool = sum_readings(self.build(), rows, categorical)
+        # readings are ranked on a fixed sample of positions (the judge's sets can hold
+        # hundreds of thousands; a fit is a Gram matrix over them), the chosen sum fitted on all
+        sample = np.random.default_rng(0).permutation(len(out))[:SUM_SAMPLE]
         chosen, best = [], {}
         for size in range(1, MAX_PARTS + 1):
             scored = []
             for reading in pool:
                 if reading in chosen:
                     continue
-                features = np.concatenate([r.features for r in chosen + [reading]], 1)
-                E, residual = _fit(features, out)
-                scored.append((1 - residual / variance, reading, features, E))
+                part = np.concatenate([r.features[sample] for r in chosen + [reading]], 1)
+                _, residual = _fit(part, out[sample])
+                scored.append((1 - residual / float(out[sample].var(0).sum() or 1.0), reading))
             if not scored:
                 break
-            share, reading, features, E = max(scored, key=lambda x: x[0])
+            _, reading = max(scored, key=lambda x: x[0])
             chosen.append(reading)
-            if size == 1 or share < MIN_EXPLAINED:
+            if size == 1:
+                continue
+            features = np.concatenate([r.features for r in chosen], 1)
+            E, residual = _fit(features, out)
+            share = 1 - residual / variance
+            if share < MIN_EXPLAINED:
                 continue
             reps, start = [], 0
             for r in chosen:
@@ -352,6 +360,7 @@ def replace(circuit, flat, tokens, outputs, prediction, judge, floor: dict,
 
 
 MAX_PARTS = 3                # the most readings an MLP is read as the sum of
+SUM_SAMPLE = 20_000          # positions the readings of a sum are ranked on
 
 
 @frozen
