@@ -137,7 +137,8 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
         if used[i]:
             if isinstance(mlp_outputs.get(i), tuple):
                 if not read_by_logits_only(layout, flat, i):
-                    raise ValueError(f"{g.paths[i].name} is read by a head: it cannot be a sum")
+                    raise ValueError(f"{g.paths[i].name} is read by a head or a later MLP: it cannot "
+                                     "be a sum")
                 parts[i] = []
                 for rep in mlp_outputs[i]:
                     if rep.node is not None:

@@ -240,6 +240,7 @@ class Replacer:
         # readings are ranked on a fixed sample of positions (the judge's sets can hold
         # hundreds of thousands; a fit is a Gram matrix over them), the chosen sum fitted on all
         sample = np.random.default_rng(0).permutation(len(out))[:SUM_SAMPLE]
+        sampled_variance = float(out[sample].var(0).sum()) or 1.0
         chosen, best = [], {}
         for size in range(1, MAX_PARTS + 1):
             scored = []
@@ -248,7 +249,7 @@ class Replacer:
                     continue
                 part = np.concatenate([r.features[sample] for r in chosen + [reading]], 1)
                 _, residual = _fit(part, out[sample])
-                scored.append((1 - residual / float(out[sample].var(0).sum() or 1.0), reading))
+                scored.append((1 - residual / sampled_variance, reading))
             if not scored:
                 break
             _, reading = max(scored, key=lambda x: x[0])
