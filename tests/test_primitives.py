@@ -804,3 +804,40 @@ def test_a_routed_reading_takes_the_basis_the_interpreter_types_it_with():
     value = evaluate(program, [["a", "<bos>", "<eos>"]], node)[0]
     assert [basis[i] for i in moved.argmax(1)] == value.tolist() == [0, "<bos>", "<eos>"]
     assert moved.sum() == 3                  # the tokens never routed keep empty columns
+
+
+def test_a_sum_is_ranked_by_the_decisions_it_reproduces_through_the_logits():
+    """The sum search scores a candidate by what the program would decide with the candidate's
+    written vector in place of the MLP's output: the logits read it through one projection,
+    so the rest of the logits are the program's less that part. Decisions are the model's;
+    a sequence agrees when every scored position does."""
+    from types import SimpleNamespace
+
+    from extractor.decompile.replace import DecisionCheck
+    program = grammar.parse("""
+@vocab {"a", "b"};
+@maxlen 4;
+@attention "softmax";
+m = aggregate(s=select(k=tokens, q=tokens, op=(k == q)), v=tokens);
+logits = project(inp=tokens, op=matrix(cols=["a", "b"], rows={"a": [1, 0], "b": [0, 1]}))
+       + project(inp=m, op=matrix(cols=["a", "b"], rows={"a": [0, 3], "b": [3, 0]}));
+@output logits;
+""")
+    sequences = [["a", "b"], ["b", "b", "a"]]
+    # the whole program decides the other token at every position: m is one-hot on the
+    # position's own token, and its part (3) outweighs the token's (1)
+    flip = {"a": 1, "b": 0}
+    model = [np.array([flip[t] for t in s]) for s in sequences]
+    model[1][2] = 0                                        # the model disagrees here once
+    scored = [np.array([True, True]), np.array([False, True, True])]
+    judge = SimpleNamespace(task=SimpleNamespace(mode="lm"), sets={"0-4": [
+        (s, d, d, k) for s, d, k in zip(sequences, model, scored)]})
+    out = np.concatenate(evaluate(program, sequences, ir.Ref("m")))
+    check = DecisionCheck.of(program, "m", judge, out)
+    assert check.positions.tolist() == [0, 1, 2, 3, 4]
+    assert check.agreement(out[check.positions]) == (0.5, 0.75)
+    # with nothing written, the token's own part decides: the token itself
+    assert check.agreement(np.zeros_like(out)) == (0.0, 0.25)
+    # a sequence's unscored position does not count against it
+    model[1][0] = 1 - model[1][0]
+    assert DecisionCheck.of(program, "m", judge, out).agreement(out) == (0.5, 0.75)

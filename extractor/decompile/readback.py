@@ -12,6 +12,7 @@ a class, the new variable is that class, printed `{key: class}[x]` (x the input,
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 from attrs import field, frozen
@@ -145,43 +146,75 @@ def readings(ref: ir.Node, source: str, X: np.ndarray, basis: tuple, categorical
 def combination_means(codes: list, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the mean row of `out` over each combination of the code columns the data reaches,
     the combination of each position as an index into those means)."""
+    sums, counts, inverse = _combination_sums(codes, out)
+    return sums / counts[:, None], inverse
+
+
+def _combination_sums(codes: list, out: np.ndarray):
+    """(the summed rows of `out` per combination reached, how many positions each, each
+    position's combination). Counted with bincount over the joint code, not np.unique and
+    np.add.at: the readings of a two-layer model's MLP are grouped thousands of times over
+    hundreds of thousands of positions, and a sort per grouping took most of an extraction."""
     joint = np.zeros(len(out), dtype=np.int64)
     for c in codes:
         joint = joint * (int(c.max()) + 1) + c
-    _, inverse = np.unique(joint, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    sums = np.zeros((int(inverse.max()) + 1, out.shape[1]))
-    np.add.at(sums, inverse, out)
-    return sums / np.bincount(inverse)[:, None], inverse
+    counts = np.bincount(joint)
+    reached = np.flatnonzero(counts)
+    index = np.full(len(counts), -1, dtype=np.int64)
+    index[reached] = np.arange(len(reached))
+    inverse = index[joint]
+    sums = np.stack([np.bincount(inverse, weights=out[:, j], minlength=len(reached))
+                     for j in range(out.shape[1])], 1)
+    return sums, counts[reached].astype(float), inverse
 
 
 def explained(codes: list, out: np.ndarray, variance: float) -> tuple[float, np.ndarray]:
     """(share of the output's variance explained by the mean output of each combination of
     the code columns, the combination of each position as one integer)."""
-    means, inverse = combination_means(codes, out)
-    residual = float(((out - means[inverse]) ** 2).mean(0).sum())
-    return 1 - residual / variance, inverse
+    sums, counts, inverse = _combination_sums(codes, out)
+    # the squared distance to the group means, by the within-group identity
+    # Σ|x - mean|² = Σ|x|² - Σ_groups |sum|² / count (no (N, D) array per grouping)
+    residual = (float(np.einsum("ij,ij->", out, out))
+                - float(((sums ** 2).sum(1) / counts).sum())) / len(out)
+    return 1 - max(residual, 0.0) / variance, inverse
+
+
+# More groups of one size than this, and the larger size extends only the best BEAM groups of
+# the size below by one reading (a two-layer model's MLP can have dozens of readings: all
+# their triples, each grouped over every judged position, took most of an extraction).
+MAX_GROUPS = 500
+BEAM = 16
 
 
 def combinations(found: list, out: np.ndarray, variance: float, max_size: int = 3,
                  per_size: int = 3, gain: float = 0.02) -> list[tuple[float, tuple]]:
     """Sets of readings to read an MLP back over, simplest first: for 1, 2, … `max_size`
-    readings (of different nodes; their bases' product at most MAX_COMBINATIONS), the
-    `per_size` that explain most of the output, each as (explained, readings). A larger set
-    is tried only where it explains `gain` more than the best smaller one."""
-    chosen, best = [], 0.0
+    readings (their bases' product at most MAX_COMBINATIONS), the `per_size` that explain
+    most of the output, each as (explained, readings). A larger set is tried only where it
+    explains `gain` more than the best smaller one. Every set of a size is scored while
+    there are at most MAX_GROUPS of them; beyond, the sets that extend the BEAM best of the
+    size below."""
+    chosen, best, below = [], 0.0, []
     for size in range(1, max_size + 1):
+        if math.comb(len(found), size) <= MAX_GROUPS or not below:
+            groups = itertools.combinations(range(len(found)), size)
+        else:
+            groups = sorted({tuple(sorted(g + (i,))) for _, g in below[:BEAM]
+                             for i in range(len(found)) if i not in g})
         scored = []
-        for group in itertools.combinations(found, size):
-            if int(np.prod([len(r.basis) for r in group])) > MAX_COMBINATIONS:
+        for group in groups:
+            readings = tuple(found[i] for i in group)
+            if int(np.prod([len(r.basis) for r in readings])) > MAX_COMBINATIONS:
                 continue
-            share, _ = explained([r.codes for r in group], out, variance)
+            share, _ = explained([r.codes for r in readings], out, variance)
             scored.append((share, group))
         scored.sort(key=lambda s: -s[0])
-        scored = [s for s in scored[:per_size] if s[0] > best + gain]
-        if scored:
-            best = scored[0][0]
-        chosen += scored
+        below = scored
+        kept = [(share, tuple(found[i] for i in g)) for share, g in scored[:per_size]
+                if share > best + gain]
+        if kept:
+            best = kept[0][0]
+        chosen += kept
     return chosen
 
 

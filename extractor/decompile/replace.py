@@ -27,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 from attrs import define, field, frozen
 
+from extractor.checking.judge import decide, same_decisions
 from extractor.decompile import primitives as lib
 from extractor.decompile import readback
 from extractor.decompile.circuit_program import (
@@ -231,36 +232,40 @@ class Replacer:
         """Read MLP L as a sum of readings of its inputs, each written to the stream through
         its own fitted E (an MLP that adds what it computes from each input: a count's
         successor of the token plus its end test). Only for an MLP the logits alone read, where
-        the parts can be projected one by one. Readings are chosen greedily by the output
-        variance they explain together, at most MAX_PARTS; from two on, each sum is judged,
-        and the first kept wins. None when one is kept, else what the best sum explained."""
+        the parts can be projected one by one. Readings are chosen greedily, at most
+        MAX_PARTS, by the model's decisions they reproduce: the logits read the MLP linearly,
+        so a sum's logits are the program's others plus its written vector through that
+        projection, and a reading that moves few positions but decides many sequences (the
+        end of a count) ranks by what it decides, not by the variance it explains. From two
+        readings on, each sum is judged, and the first kept wins. None when one is kept,
+        else what the best sum reproduced."""
         if not read_by_logits_only(Layout(self.circuit.graph), self.flat, index):
             return {"sum": "a head or a later MLP reads it"}
-        pool = sum_readings(self.build(), rows, categorical)
-        # readings are ranked on a fixed sample of positions (the judge's sets can hold
-        # hundreds of thousands; a fit is a Gram matrix over them), the chosen sum fitted on all
-        sample = np.random.default_rng(0).permutation(len(out))[:SUM_SAMPLE]
-        sampled_variance = float(out[sample].var(0).sum()) or 1.0
+        program = self.build()
+        name = self.circuit.graph.paths[index].name
+        check = DecisionCheck.of(program, name, self.judge, out)
+        if check is None:
+            return {"sum": "the logits read it through no table"}
+        pool = sum_readings(program, rows, categorical)
         chosen, best = [], {}
         for size in range(1, MAX_PARTS + 1):
             scored = []
             for reading in pool:
                 if reading in chosen:
                     continue
-                part = np.concatenate([r.features[sample] for r in chosen + [reading]], 1)
-                _, residual = _fit(part, out[sample])
-                scored.append((1 - residual / sampled_variance, reading))
+                part = np.concatenate([r.features[check.positions] for r in chosen + [reading]],
+                                      1)
+                E, _ = _fit(part, out[check.positions])
+                scored.append((check.agreement(part @ E), reading))
             if not scored:
                 break
-            _, reading = max(scored, key=lambda x: x[0])
+            agreement, reading = max(scored, key=lambda x: x[0])
             chosen.append(reading)
             if size == 1:
                 continue
             features = np.concatenate([r.features for r in chosen], 1)
             E, residual = _fit(features, out)
             share = 1 - residual / variance
-            if share < MIN_EXPLAINED:
-                continue
             reps, start = [], 0
             for r in chosen:
                 width = r.features.shape[1]
@@ -276,10 +281,12 @@ class Replacer:
                 basis = tuple(f"{r.label}={v}" for r in chosen for v in r.basis)
                 self.views[f"mlp {L}"] = mlp_view(features, E, out, basis)
                 self.log.append({"what": f"mlp {L}", "primitive": f"sum of {label}",
-                                 "match": worst, "explained": round(share, 4)})
+                                 "match": worst, "explained": round(share, 4),
+                                 "sample_agreement": round(agreement[0], 4)})
                 self.say(f"mlp {L}: sum of {label} (match {worst:.3f})")
                 return None
-            best = {"sum": label, "sum_explained": round(share, 4)}
+            best = {"sum": label, "sum_explained": round(share, 4),
+                    "sum_sample_agreement": round(agreement[0], 4)}
         return best
 
     # ------------------------------------------------------------ scores and logits
@@ -362,6 +369,66 @@ def replace(circuit, flat, tokens, outputs, prediction, judge, floor: dict,
 
 MAX_PARTS = 3                # the most readings an MLP is read as the sum of
 SUM_SAMPLE = 20_000          # positions the readings of a sum are ranked on
+
+
+@frozen
+class DecisionCheck:
+    """The model's decisions beside a program whose logits read an MLP's output linearly, on
+    a seeded sample of the judge's sequences (whole sequences, about SUM_SAMPLE positions):
+    `agreement(written)` gives what the program would decide with `written` (n, D) in place
+    of the MLP's output there, as (sequences agreeing, scored positions agreeing)."""
+    positions: np.ndarray        # the sample's indices into the judge's concatenated positions
+    rest: np.ndarray             # (n, V) the logits less the MLP's part
+    reader: np.ndarray           # (D, V) the projection the logits read the MLP through
+    model: np.ndarray            # the model's decisions at the sample's positions
+    scored: np.ndarray           # (n,) bool
+    starts: np.ndarray           # each sampled sequence's first row in the sample
+    mode: str
+
+    @classmethod
+    def of(cls, program: ir.Program, name: str, judge, out: np.ndarray):
+        """None when no logit term projects `name` through a table."""
+        found = _logit_reader(program, name)
+        if found is None:
+            return None
+        logits_name, reader = found
+        rows = [r for rs in judge.sets.values() for r in rs]
+        ends = np.cumsum([len(r[0]) for r in rows])
+        order = np.random.default_rng(0).permutation(len(rows))
+        taken, total = [], 0
+        for i in order:
+            taken.append(int(i))
+            total += len(rows[i][0])
+            if total >= SUM_SAMPLE:
+                break
+        taken.sort()
+        positions = np.concatenate([np.arange(ends[i] - len(rows[i][0]), ends[i])
+                                    for i in taken])
+        logits = np.concatenate(evaluate(program, [rows[i][0] for i in taken],
+                                         ir.Ref(logits_name)))
+        rest = logits - out[positions] @ reader
+        starts = np.cumsum([0] + [len(rows[i][0]) for i in taken[:-1]])
+        return cls(positions, rest, reader, np.concatenate([rows[i][1] for i in taken]),
+                   np.concatenate([rows[i][3] for i in taken]).astype(bool), starts,
+                   judge.task.mode)
+
+    def agreement(self, written: np.ndarray) -> tuple[float, float]:
+        same = same_decisions(decide(self.rest + written @ self.reader, self.mode), self.model,
+                              self.mode)
+        ok = same | ~self.scored
+        return (float(np.logical_and.reduceat(ok, self.starts).mean()),
+                float(same[self.scored].mean()) if self.scored.any() else 1.0)
+
+
+def _logit_reader(program: ir.Program, name: str) -> tuple[str, np.ndarray] | None:
+    """(the logits' binding, the matrix (D, V) it projects variable `name` through)."""
+    for b in program.bindings:
+        terms = b.value.terms if isinstance(b.value, ir.LogitsSum) else (b.value,)
+        for t in terms:
+            if isinstance(t, ir.Project) and t.operand == ir.Ref(name) and \
+                    isinstance(t.predicate, ir.Matrix) and t.predicate.cols is not None:
+                return b.name, np.asarray(t.predicate.values, dtype=float)
+    return None
 
 
 @frozen
