@@ -491,6 +491,15 @@ def rename(program: ir.Program, names: dict[str, str]) -> ir.Program:
 
 # machine-made names: `x`, `a1`, `s0_0`, `a0_0_token`, `m1`, `logits2`
 _GENERIC = re.compile(r"[a-z]{1,2}\d*|[a-z]\d+(_\d+)*(_\w+)?|logits\d*")
+# a name the extractor derived from a machine-made one (`sharpened_a0_0_token`): it follows
+# its operand's new name (`sharpened_mean_token`)
+_DERIVED = re.compile(r"(hardened|sharpened|is_\w+?_exists)_(?P<base>.+)")
+
+
+def _machine_made(name: str) -> bool:
+    derived = _DERIVED.fullmatch(name)
+    return bool(_GENERIC.fullmatch(name) or
+                (derived and _GENERIC.fullmatch(derived.group("base"))))
 
 
 def descriptive_names(program: ir.Program) -> ir.Program:
@@ -508,6 +517,7 @@ def descriptive_names(program: ir.Program) -> ir.Program:
     | `selector_width(select(k=X, q=X, op=(k == q)))`           | `hist_X`             |
     | `softmax(...)` / `sigmoid(...)`                           | `prediction`         |
 
+    A name derived from a machine-made one (`sharpened_a0_0_token`) is renamed the same way.
     X is the name of the binding read (`token` for tokens, `pos` for indices); anything else
     in X's place gives no name. The position selectors recognised are `k == q ± c` written
     either way round, over `indices ± c` on either side."""
@@ -515,7 +525,7 @@ def descriptive_names(program: ir.Program) -> ir.Program:
     taken = taken_names(program) | {b.name for b in program.bindings}
     mapping: dict[str, str] = {}
     for b in program.bindings:
-        if b.origin is not None or not _GENERIC.fullmatch(b.name):
+        if b.origin is not None or not _machine_made(b.name):
             continue
         proposal = _describe(b.value, facts, mapping)
         if proposal and proposal not in taken and _NAME.fullmatch(proposal):

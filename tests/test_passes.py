@@ -441,6 +441,16 @@ def test_descriptive_names():
         'moved = aggregate(select(indices, indices + 1, ==), tokens);\n'
         'x1 = aggregate(select(indices, indices, (k == q + 1)), tokens);\n@output h;'))
     assert [b.name for b in hist.bindings] == ["hist_token", "moved", "next_token"]
+    # a name the extractor made from a machine-made one follows its operand's new name; one a
+    # person chose does not
+    derived = passes.descriptive_names(grammar.parse(
+        '@vocab {"a", "b"}; @maxlen 4; @attention "softmax";\n'
+        'a0_0_token = aggregate(select(tokens, tokens, False), tokens);\n'
+        'sharpened_a0_0_token = sharpen(a0_0_token, 2);\n'
+        'hardened_mine = harden(a0_0_token);\n'
+        '@output sharpened_a0_0_token;'))
+    assert [b.name for b in derived.bindings] == ["mean_token", "sharpened_mean_token",
+                                                  "hardened_mine"]
 
 
 def test_inline_selectors_writes_a_selector_read_once_inside_its_reader():
