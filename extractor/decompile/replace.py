@@ -12,10 +12,7 @@ Order (docs/extractor.md, Primitives and replacement):
    an `mlp` and the log says why.
 2. Score terms and logit terms, in program order: each library primitive that applies to the
    term's bases (the first being deletion) is tried in its place, at @hard_scale.
-3. An MLP still opaque, with a score table still left: each table's candidates (deletion
-   aside) beside the MLP's primitives under it, judged together (`Replacer.replace_jointly`:
-   an MLP that cleans up a head's soft attention reads as its input once the head is exact).
-4. What is left is rounded: to integers, else to one decimal, where that keeps the judgement.
+3. What is left is rounded: to integers, else to one decimal, where that keeps the judgement.
 
 A step is kept when the program still matches the model on at least `floor[bucket]` of the
 judge's sequences in every length bucket (the judge has its own seed: the reported evaluation
@@ -104,38 +101,18 @@ class Replacer:
                 self._replace_mlp(L, i)
 
     def _replace_mlp(self, L: int, index: int) -> None:
-        found = self._mlp_primitive(L, index, self.tables)
-        if found is None:
-            return
-        rows, categorical, out, variance = found
-        name = self.circuit.graph.paths[index].name
-        why = self._read_back(L, index, name, rows, categorical, out, variance)
-        if why is None:
-            return
-        summed = self._read_as_sum(L, index, rows, categorical, out, variance)
-        if summed is None:
-            return
-        why.update(summed)
-        self.log.append({"what": f"mlp {L}", "primitive": None, **why})
-        self.say(f"mlp {L}: no primitive or lookup keeps the match; it stays an mlp ({why})")
-
-    def _mlp_primitive(self, L: int, index: int, tables: dict, memo: Memo | None = None):
-        """Replace MLP L by the first library primitive of its inputs that keeps the match,
-        with the score and logit terms `tables` (kept with it). None when one is kept, else
-        (its inputs' rows, which are categorical, its output, the output's variance)."""
-        program = self.build(tables=tables)
+        program = self.build()
         name = self.circuit.graph.paths[index].name
         node = next(b.value for b in program.bindings if b.name == name)
         inputs = [i for i in node.inputs if _has_basis(program, i)]
         sequences = [r[0] for rows in self.judge.sets.values() for r in rows]
         interpreter = Interpreter(program)
-        memo = self.memo if memo is None else memo
         out = np.concatenate(evaluate(program, sequences, ir.Ref(name), interpreter=interpreter,
-                                      memo=memo))                               # (N, D)
+                                      memo=self.memo))                          # (N, D)
         rows, categorical = {}, set()
         for ref in dict.fromkeys(inputs):           # an input read twice is one input
             basis = program_type(program, ref)
-            values = evaluate(program, sequences, ref, interpreter=interpreter, memo=memo)
+            values = evaluate(program, sequences, ref, interpreter=interpreter, memo=self.memo)
             rows[ref] = (_vectors(values, basis), basis)
             if np.asarray(values[0]).ndim == 1:
                 categorical.add(ref)
@@ -191,16 +168,24 @@ class Replacer:
                 rep = MlpReplacement(new_name, expr, basis, E)
             trial = dict(self.mlp_outputs)
             trial[index] = rep
-            ok, worst = self.accepts(self.build(mlp_outputs=trial, tables=tables))
+            ok, worst = self.accepts(self.build(mlp_outputs=trial))
             if ok:
-                self.mlp_outputs, self.tables = trial, tables
+                self.mlp_outputs = trial
                 self.views[f"mlp {L}"] = mlp_view(features, E, out, basis)
                 label = "no line (its input)" if rep.node is None else primitive.label(*names)
                 self.log.append({"what": f"mlp {L}", "primitive": label, "match": worst,
                                  "explained": round(1 - residual / variance, 4)})
                 self.say(f"mlp {L}: {label} (match {worst:.3f})")
-                return None
-        return rows, categorical, out, variance
+                return
+        why = self._read_back(L, index, name, rows, categorical, out, variance)
+        if why is None:
+            return
+        summed = self._read_as_sum(L, index, rows, categorical, out, variance)
+        if summed is None:
+            return
+        why.update(summed)
+        self.log.append({"what": f"mlp {L}", "primitive": None, **why})
+        self.say(f"mlp {L}: no primitive or lookup keeps the match; it stays an mlp ({why})")
 
     def _read_back(self, L: int, index: int, name: str, rows: dict, categorical: set,
                    out: np.ndarray, variance: float) -> dict | None:
@@ -348,43 +333,6 @@ class Replacer:
                 left.append(name)
         return left
 
-    def replace_jointly(self, left: list[str]) -> list[str]:
-        """An MLP left opaque may be cleaning up a head's soft attention (a sort head that
-        spreads over the keys just above the query, its MLP keeping the nearest): named by a
-        primitive, the head's score is exact, and the MLP may then read its output as it is.
-        Neither step is kept alone, so they are tried together: per opaque MLP, per score table
-        left (program order), per library candidate (deletion aside), the MLP's primitives
-        under that table; the first pair that keeps the match is kept. The names still left."""
-        g = self.circuit.graph
-        used = used_paths(Layout(g), self.flat, True)
-        for L in range(g.n_layers):
-            index = g.mlp_path(L)
-            if not used[index] or index in self.mlp_outputs:
-                continue
-            program = self.build()
-            for name in [n for n in left if isinstance(_term(program, n), ir.Select)]:
-                term = _term(program, name)
-                for candidate in _candidates(program, term, name):
-                    if candidate.uniform:
-                        continue
-                    tables = dict(self.tables)
-                    tables[name] = candidate.predicate()
-                    if self._mlp_primitive(L, index, tables, memo=Memo()) is None:
-                        entry = self.log[-1]
-                        self.log = [e for e in self.log if not (
-                            e.get("what") == f"mlp {L}" and e.get("primitive") is None)]
-                        entry["primitive"] += f", with {name}: {candidate.label()}"
-                        self.log.append({"what": name, "primitive": candidate.label(),
-                                         "match": entry["match"], "with": f"mlp {L}"})
-                        self.say(f"{name}: {candidate.label()}, with mlp {L} read as "
-                                 f"{entry['primitive']}")
-                        left = [n for n in left if n != name]
-                        break
-                else:
-                    continue
-                break
-        return left
-
     def round_tables(self, names: list[str]) -> None:
         for name in names:
             program = self.build()
@@ -413,7 +361,6 @@ def replace(circuit, flat, tokens, outputs, prediction, judge, floor: dict,
     r = Replacer(circuit, flat, tokens, outputs, prediction, judge, floor, bos, progress)
     r.replace_mlps()
     left = r.replace_tables()
-    left = r.replace_jointly(left)
     r.round_tables(left)
     if views is not None:
         views.update(r.views)
