@@ -223,11 +223,21 @@ def test_terminal_banner_example_and_carets(terminal):
     assert child.exitstatus == 0
 
 
-def interrupt(child):
-    """Ctrl-C once readline waits for a key (a signal that comes just before it waits is only
-    seen at the next key: Python's readline loop)."""
-    time.sleep(0.3)
-    child.sendintr()
+def interrupt(child, then: str):
+    """Ctrl-C once readline waits for a key, and wait for `then`. A signal that comes just
+    before readline waits is only seen at the next key (Python's readline loop), and on a
+    loaded machine 0.3 s is not always enough for it to start waiting: Ctrl-C is sent again,
+    later each time, until `then` is printed (a second Ctrl-C on the fresh, empty line only
+    prints another prompt)."""
+    for attempt in range(5):
+        time.sleep(0.3 * (attempt + 1))
+        child.sendintr()
+        try:
+            child.expect_exact(then, timeout=3)
+            return
+        except pexpect.TIMEOUT:
+            continue
+    child.expect_exact(then)             # the last try's error names what was printed
 
 
 def test_terminal_ctrl_c_cancels_the_input_and_keeps_the_session(terminal):
@@ -236,15 +246,13 @@ def test_terminal_ctrl_c_cancels_the_input_and_keeps_the_session(terminal):
     child.expect_exact(">> ")
     child.send("y = (tokens")
     child.expect_exact("y = (tokens")    # echoed by readline: it is reading keys
-    interrupt(child)                     # Ctrl-C while typing
-    child.expect_exact(">> ")
+    interrupt(child, ">> ")              # Ctrl-C while typing
     child.sendline('x("ab");')
     child.expect_exact("[T, F] (bools)")
     child.expect_exact(">> ")
     child.sendline("z = (1,")           # Ctrl-C on a continuation line drops the statement
     child.expect_exact(".. ")
-    interrupt(child)
-    child.expect_exact("(cancelled)")
+    interrupt(child, "(cancelled)")
     child.expect_exact(">> ")
     child.sendline('x("ba");')
     child.expect_exact("[F, T] (bools)")
