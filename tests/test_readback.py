@@ -1,6 +1,8 @@
 """An MLP read back as a lookup (extractor/decompile/readback.py): classes, readings, the
 printed node, and that the interpreter computes the classes the fit assumed."""
 
+import math
+
 import numpy as np
 
 from extractor.decompile import readback as rb
@@ -70,3 +72,38 @@ def test_a_single_reading_with_a_class_per_value_is_the_reading_itself():
     rep = rb.read_back("m1", (above,), out, 0.01)
     assert rep.node == node and rep.basis == (False, True)
     assert np.allclose(rep.E, [[0, 1], [1, 0]])
+
+
+def test_explained_is_the_share_the_group_means_leave():
+    """The bincount grouping and the within-group identity give the share of the output's
+    variance the combination means explain, as the direct residual does."""
+    rng = np.random.default_rng(3)
+    out = rng.normal(size=(500, 4))
+    codes = [rng.integers(0, 3, 500), rng.integers(0, 2, 500)]
+    share, inverse = rb.explained(codes, out, float(out.var(0).sum()))
+    means, same = rb.combination_means(codes, out)
+    direct = 1 - ((out - means[same]) ** 2).mean(0).sum() / out.var(0).sum()
+    assert np.isclose(share, direct, atol=1e-12) and (inverse == same).all()
+    assert len(means) == len(np.unique(codes[0] * 2 + codes[1]))
+
+
+def test_many_readings_are_grouped_from_the_best_smaller_groups(monkeypatch):
+    """With more than MAX_GROUPS triples, triples extend the BEAM best pairs: an output made of
+    three of sixteen binary readings is still found, and triples outside the beam are not
+    scored."""
+    rng = np.random.default_rng(4)
+    n = 4000
+    codes = [rng.integers(0, 2, n) for _ in range(16)]
+    found = [rb.Reading(ir.Ref(f"r{i}"), (0, 1), c, f"r{i}") for i, c in enumerate(codes)]
+    assert math.comb(len(found), 3) > rb.MAX_GROUPS
+    out = (4 * codes[3] + 2 * codes[7] + codes[11])[:, None] + 0.01 * rng.normal(size=(n, 1))
+    groups = rb.combinations(found, out, float(out.var(0).sum()))
+    best = max(groups, key=lambda g: g[0])
+    assert {r.source for r in best[1]} == {"r3", "r7", "r11"} and best[0] > 0.99
+    scored, real = [], rb.explained
+    monkeypatch.setattr(rb, "explained",
+                        lambda c, o, v: (scored.append(len(c)), real(c, o, v))[1])
+    rb.combinations(found, out, float(out.var(0).sum()))
+    pairs = math.comb(16, 2)
+    assert scored.count(3) <= rb.BEAM * (16 - 2) < math.comb(16, 3)
+    assert scored.count(2) == pairs and scored.count(1) == 16
