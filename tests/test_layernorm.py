@@ -113,3 +113,27 @@ def test_the_stated_route_is_a_last_resort():
     diagnosed = {**no_diagnosis, "diagnosis": {}}
     for lln, runs in ((None, failing), (no_diagnosis, failing), (diagnosed, passing)):
         assert extract._stated(None, settings, extract._silent, None, lln, runs, None) is None
+
+
+@needs_d3
+def test_faithfulness_reads_the_original_from_a_shared_reference(d3):
+    """A diagnosis runs the model itself once, not once per variant: the figures with a
+    shared reference are those without, and the second call does not run the original."""
+    subject, scales = d3
+    model, task = subject.model, subject.task
+    linear = linearise.linearised(model, scales)
+    reference = {}
+    first = linearise.faithfulness(model, linear, task, n=30, reference=reference)
+    assert first == linearise.faithfulness(model, linear, task, n=30)
+    assert reference                       # one entry per bucket's chunk
+
+    class Refuses(type(model)):            # an "original" that may not be run again
+        def forward(self, *args, **kwargs):
+            raise AssertionError("the original ran again")
+
+    model.__class__ = Refuses
+    try:
+        second = linearise.faithfulness(model, linear, task, n=30, reference=reference)
+    finally:
+        model.__class__ = Refuses.__bases__[0]
+    assert second == first

@@ -216,3 +216,19 @@ def test_load_subject_of_a_compiled_model_refuses_a_task(tmp_path):
     subject = load_subject(tmp_path / "m")
     result = extract_full(subject)
     assert result.report.lln_a is None and result.report.program.paths >= 2
+
+
+def test_equal_tables_are_built_as_one_object():
+    """Extraction rebuilds its program per judged candidate; equal tables come back as the
+    same Matrix (the judge's memo then compares them at once), different numbers do not."""
+    from extractor.decompile.paths import named_matrix
+    values = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
+    a = named_matrix("qk0_0.token.token", ("a", "b"), ("x", "y", "z"), values)
+    b = named_matrix("qk0_0.token.token", ["a", "b"], ["x", "y", "z"], values.copy())
+    assert a is b
+    assert a.values == tuple(map(tuple, values.tolist()))   # float32 read as it was
+    c = named_matrix("qk0_0.token.token", ("a", "b"), ("x", "y", "z"), values + 1e-7)
+    assert c is not a and c != a
+    vector = named_matrix("out.bias", ("a", "b"), None, np.array([1.5, -2.0]))
+    assert vector.cols is None and vector.values == (1.5, -2.0)
+    assert named_matrix("k0_0.pos", ("a", "b"), None, np.array([1.5, -2.0])) is not vector

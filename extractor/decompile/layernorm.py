@@ -49,14 +49,15 @@ def diagnose(model, scales: dict[str, float], task: Task, faithful: dict,
     model's order."""
     names = list(linearise.layer_norms(model))
     effects = {}
+    reference: dict = {}                  # the model's own logits, computed once
     for name in names:
         if progress:
             progress(f"LLN-A below {threshold}: restoring {name}")
         restored = linearise.faithfulness(
-            model, with_real(model, scales, {name}), task, n=n,
-            seed=seed)
+            model, with_real(model, scales, {name}), task, n=n, seed=seed, reference=reference)
         alone = linearise.faithfulness(
-            model, with_real(model, scales, set(names) - {name}), task, n=n, seed=seed)
+            model, with_real(model, scales, set(names) - {name}), task, n=n, seed=seed,
+            reference=reference)
         effects[name] = {"restored": _matches(restored), "alone": _matches(alone)}
     depends = depends_on(model, task, seed=seed)
     for name in names:

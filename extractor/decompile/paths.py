@@ -25,6 +25,7 @@ numbers as the linearised model, which tests/test_paths.py checks to 1e-4.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -111,9 +112,22 @@ def _array(t) -> np.ndarray:
 def named_matrix(name: str, rows, cols, values: np.ndarray) -> ir.Matrix:
     """A table of the program, `name`d as its weights are (rows × cols, or a vector over the
     rows where cols is None), holding `values` as plain floats."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    return _matrix(name, tuple(rows), None if cols is None else tuple(cols), values.shape,
+                   values.tobytes())
+
+
+@functools.lru_cache(maxsize=64)
+def _matrix(name: str, rows: tuple, cols: tuple | None, shape: tuple, data: bytes) -> ir.Matrix:
+    """The same Matrix object for the same numbers. Extraction rebuilds its program from the
+    circuit for every candidate it judges (hundreds), and the interpreter's memo compares each
+    binding's tables with those of the last program: two equal tables built apart compare
+    float by float (a 154 × 154 score table, an MLP's weights), one object compares at once.
+    64 entries hold a two-layer circuit's tables and MLP weights."""
+    values = np.frombuffer(data).reshape(shape)
     if cols is None:
-        return ir.Matrix(tuple(rows), None, tuple(values.tolist()), name=name)
-    return ir.Matrix(tuple(rows), tuple(cols), tuple(map(tuple, values.tolist())), name=name)
+        return ir.Matrix(rows, None, tuple(values.tolist()), name=name)
+    return ir.Matrix(rows, cols, tuple(map(tuple, values.tolist())), name=name)
 
 
 def full_program(model, tokens: tuple, outputs: tuple, prediction: str | None,
