@@ -334,49 +334,23 @@ class Replacer:
         return left
 
     def round_tables(self, names: list[str]) -> None:
-        """Round the tables left to integers, else to one decimal, where the judge keeps it.
-
-        Each accepted step is judged on the whole choice set and, near the floor, confirmed
-        on up to 1,600 fresh sequences per bucket: on bin_majority_interleave (15 tables,
-        every bucket near its floor) those confirmations were most of the step's time. So
-        the tables are first rounded together, to integers and else to one decimal; after
-        the latter, each is tried alone at integers. Only when neither joint step is kept
-        are they taken one at a time, as before."""
-        tables = {name: _term(self.build(), name).predicate for name in names}
-        values = {name: np.array(m.values, dtype=float) for name, m in tables.items()}
-        values = {name: v for name, v in values.items() if not np.array_equal(np.round(v), v)}
-        if len(values) > 1:
-            if self._round(tables, {name: np.round(v) for name, v in values.items()}, 0):
-                return
-            tenths = {name: np.round(v, 1) for name, v in values.items()}
-            changed = {n: t for n, t in tenths.items() if not np.array_equal(t, values[n])}
-            if not changed or self._round(tables, changed, 1):
-                self._round_each(tables, tenths, (0,))
-                return
-        self._round_each(tables, values, (0, 1))
-
-    def _round_each(self, tables: dict, values: dict, steps: tuple) -> None:
-        for name, v in values.items():
-            for decimals in steps:
-                rounded = np.round(v, decimals)
-                if np.array_equal(rounded, v) or self._round(tables, {name: rounded},
-                                                               decimals):
+        for name in names:
+            program = self.build()
+            matrix = _term(program, name).predicate
+            values = np.array(matrix.values, dtype=float)
+            for decimals in (0, 1):
+                rounded = np.round(values, decimals)
+                if np.array_equal(rounded, values):
                     break
-
-    def _round(self, tables: dict, rounded: dict, decimals: int) -> bool:
-        """Whether the judge keeps `rounded` {name: values} in place of those tables (then
-        they are kept and logged, one entry per table)."""
-        trial = dict(self.tables)
-        trial.update({name: _with_values(tables[name], v) for name, v in rounded.items()})
-        ok, worst = self.accepts(self.build(tables=trial))
-        if ok:
-            self.tables = trial
-            for name in rounded:
-                self.log.append({"what": name, "primitive": f"rounded to {decimals} decimals",
-                                 "match": worst})
-            what = next(iter(rounded)) if len(rounded) == 1 else f"{len(rounded)} tables"
-            self.say(f"{what}: rounded to {decimals} decimals (match {worst:.3f})")
-        return ok
+                trial = dict(self.tables)
+                trial[name] = _with_values(matrix, rounded)
+                ok, worst = self.accepts(self.build(tables=trial))
+                if ok:
+                    self.tables = trial
+                    self.log.append({"what": name, "primitive": f"rounded to {decimals} "
+                                     "decimals", "match": worst})
+                    self.say(f"{name}: rounded to {decimals} decimals (match {worst:.3f})")
+                    break
 
 
 def replace(circuit, flat, tokens, outputs, prediction, judge, floor: dict,
