@@ -232,3 +232,7 @@ def test_equal_tables_are_built_as_one_object():
     vector = named_matrix("out.bias", ("a", "b"), None, np.array([1.5, -2.0]))
     assert vector.cols is None and vector.values == (1.5, -2.0)
     assert named_matrix("k0_0.pos", ("a", "b"), None, np.array([1.5, -2.0])) is not vector
+    # a two-layer circuit has hundreds of tables; each name keeps its last one
+    made = [named_matrix(f"qk{i}", ("a",), ("b",), np.array([[i / 3]])) for i in range(300)]
+    assert all(named_matrix(f"qk{i}", ("a",), ("b",), np.array([[i / 3]])) is m
+               for i, m in enumerate(made))

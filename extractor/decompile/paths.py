@@ -25,7 +25,6 @@ numbers as the linearised model, which tests/test_paths.py checks to 1e-4.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -111,23 +110,31 @@ def _array(t) -> np.ndarray:
 
 def named_matrix(name: str, rows, cols, values: np.ndarray) -> ir.Matrix:
     """A table of the program, `name`d as its weights are (rows × cols, or a vector over the
-    rows where cols is None), holding `values` as plain floats."""
+    rows where cols is None), holding `values` as plain floats.
+
+    The same numbers under the same name give the same Matrix object as the last call.
+    Extraction rebuilds its program from the circuit for every candidate it judges
+    (hundreds), and the interpreter's memo compares each binding's tables with those of the
+    programs before: equal tables built apart compare float by float (on
+    bin_majority_interleave 62 % of the replacement step), one object compares at once. One
+    table per name is kept, the last: a circuit's tables change one at a time."""
     values = np.ascontiguousarray(values, dtype=np.float64)
-    return _matrix(name, tuple(rows), None if cols is None else tuple(cols), values.shape,
-                   values.tobytes())
-
-
-@functools.lru_cache(maxsize=64)
-def _matrix(name: str, rows: tuple, cols: tuple | None, shape: tuple, data: bytes) -> ir.Matrix:
-    """The same Matrix object for the same numbers. Extraction rebuilds its program from the
-    circuit for every candidate it judges (hundreds), and the interpreter's memo compares each
-    binding's tables with those of the last program: two equal tables built apart compare
-    float by float (a 154 × 154 score table, an MLP's weights), one object compares at once.
-    64 entries hold a two-layer circuit's tables and MLP weights."""
-    values = np.frombuffer(data).reshape(shape)
+    rows, cols = tuple(rows), None if cols is None else tuple(cols)
+    key = (rows, cols, values.shape, values.tobytes())
+    last = _LAST_MADE.get(name)
+    if last is not None and last[0] == key:
+        return last[1]
     if cols is None:
-        return ir.Matrix(rows, None, tuple(values.tolist()), name=name)
-    return ir.Matrix(rows, cols, tuple(map(tuple, values.tolist())), name=name)
+        matrix = ir.Matrix(rows, None, tuple(values.tolist()), name=name)
+    else:
+        matrix = ir.Matrix(rows, cols, tuple(map(tuple, values.tolist())), name=name)
+    if len(_LAST_MADE) >= 4096:             # names of many circuits: start again
+        _LAST_MADE.clear()
+    _LAST_MADE[name] = (key, matrix)
+    return matrix
+
+
+_LAST_MADE: dict[str, tuple] = {}          # name -> (what it was made of, the Matrix)
 
 
 def full_program(model, tokens: tuple, outputs: tuple, prediction: str | None,
