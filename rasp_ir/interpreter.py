@@ -707,21 +707,18 @@ class _TooLarge(Exception):
 
 def mlp_activation(x: np.ndarray, name: str) -> np.ndarray:
     """An `mlp` node's activation: "relu" (compiled models) or "gelu", GPT-2's tanh
-    approximation (the checkpoints the extractor reads)."""
+    approximation 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (the checkpoints the extractor
+    reads), in float64 as everything here."""
     if name == "relu":
         return np.maximum(x, 0)
-    # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), in place: these arrays are the largest the
-    # interpreter makes (every position × d_mlp), and x ** 3 is a slow power
-    t = x * x
-    t *= 0.044715
-    t += 1
-    t *= x
-    t *= np.sqrt(2 / np.pi)
-    np.tanh(t, out=t)
-    t += 1
-    t *= x
-    t *= 0.5
-    return t
+    # torch's fused kernel, not eight numpy passes over the largest arrays the interpreter
+    # makes (every position × d_mlp): 3.3 times faster on one thread, and an extraction
+    # judging a program with an opaque MLP spent a third of its time here. Same formula,
+    # within 1e-15. Imported here: only extracted programs have gelu, and `rasp run` on
+    # others starts without loading torch.
+    import torch
+    x = np.require(x, np.float64, ["C_CONTIGUOUS", "WRITEABLE"])   # what from_numpy takes
+    return torch.nn.functional.gelu(torch.from_numpy(x), approximate="tanh").numpy()
 
 
 def to_bool(v):

@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import grammar
 from rasp_ir import nodes as ir
@@ -142,6 +144,22 @@ net = mlp(avg, W_in=matrix(rows=[0, 1], cols=[0], values=[[1], [-1]]),
     gelu = 0.5 * h * (1 + math.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
     assert np.allclose(get("net").output[0], [2 * gelu + 1])
     assert grammar.parse(pretty(program)) == program
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-60, 60, allow_nan=False), min_size=1, max_size=40))
+def test_gelu_is_gpt2s_formula(xs):
+    """The interpreter's gelu (torch's kernel, in float64) is GPT-2's tanh approximation
+    as written, to the last bits, and leaves its input as it was."""
+    from rasp_ir.interpreter import mlp_activation
+    x = np.array(xs).reshape(1, -1)
+    x.flags.writeable = False                       # the memo's arrays are read-only
+    got = mlp_activation(x, "gelu")
+    want = [0.5 * h * (1 + math.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
+            for h in xs]
+    assert np.allclose(got[0], want, rtol=1e-14, atol=1e-300)
+    assert got.dtype == np.float64 and np.array_equal(x[0], xs)
+    assert np.array_equal(mlp_activation(x, "relu")[0], np.maximum(xs, 0))
 
 
 def test_named_tables_live_in_the_side_file(tmp_path):
