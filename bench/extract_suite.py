@@ -50,8 +50,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--n", type=int, default=1000, help="held-out sequences per bucket")
-    parser.add_argument("--early-stop", type=int, default=0, metavar="STEPS",
-                        help="rasp extract --early-stop (default 0: off)")
+    parser.add_argument("--early-stop", type=int, default=50, metavar="STEPS",
+                        help="rasp extract --early-stop (default 50, as rasp extract; 0: off)")
     args = parser.parse_args()
     folders = []
     for prefix in GENERALISING + NOT_GENERALISING:

@@ -67,7 +67,9 @@ class ExtractSettings:
     confirm: tuple = (400, 1600)
     quick: bool = False          # fewer, shorter runs (the README's example)
     device: str = "cpu"          # where pruning runs and the model's predictions compute
-    early_stop: int = 0          # a pruning stage ends once its masks are this many steps still
+    # a pruning stage ends once its masks are this many steps still (0: never); on by default
+    # since the replacement step no longer grows with a large circuit (docs/extractor.md)
+    early_stop: int = 50
 
     def prune_settings(self) -> PruneSettings:
         if self.quick:

@@ -53,10 +53,10 @@ def add_commands(sub) -> None:
                     "small models)")
     ex.add_argument("--max-runs", type=int, default=8, metavar="N",
                     help="pruning runs in the sparsity sweep (default 8)")
-    ex.add_argument("--early-stop", type=int, default=0, metavar="STEPS",
+    ex.add_argument("--early-stop", type=int, default=50, metavar="STEPS",
                     help="end a pruning stage once its edge masks have not changed for STEPS "
-                    "steps (after at least 100): faster, but runs and so programs may differ "
-                    "from the default's (default 0: every stage runs all its steps)")
+                    "steps, after at least 100 (default 50; 0: every stage runs all its "
+                    "steps)")
     ex.add_argument("--n", type=int, default=None, metavar="N",
                     help="held-out sequences per bucket (default 1000; full stage: 2000 for "
                     "the LLN-A faithfulness)")
