@@ -38,7 +38,6 @@ class Fixed(Replacer):
 
     def build(self, mlp_outputs=None, tables=None):
         tables = self.tables if tables is None else tables
-
         return _with(self.circuit, lambda node, _: tables.get(node.name, node)
                      if isinstance(node, ir.Matrix) else node)
 
@@ -47,12 +46,11 @@ class Judge:
     """Keeps a program while `keeps(tables)` holds for its tables {name: values}."""
 
     def __init__(self, keeps):
-        self.keeps, self.programs = keeps, []
+        self.keeps = keeps
 
     def passes(self, program, floor):
         tables = {n.name: np.array(n.values) for b in program.bindings
                   for n in ir.walk(b.value) if isinstance(n, ir.Matrix)}
-        self.programs.append(tables)
         return {"all": 1.0} if self.keeps(tables) else None
 
 
@@ -82,7 +80,7 @@ def test_one_decimal_where_integers_lose_the_model():
     final = {n: np.array(m.values) for n, m in r.tables.items()}
     assert np.array_equal(final["out.first"], [[1.0, 2.0], [0.0, -1.3]])
     assert np.array_equal(final["out.second"], [[0.0, 0.0], [2.0, 1.0]])
-    assert "out.bias" not in final          # already at one decimal: nothing to judge
+    assert "out.bias" not in final          # integers refused, and it is at one decimal
     # out.first: integers (refused), tenths; out.second: integers; the bias: integers (refused)
     assert r.judged == 4
     assert [(e["what"], e["primitive"]) for e in r.log] == [
