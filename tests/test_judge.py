@@ -190,3 +190,55 @@ def test_measure_extends_only_the_buckets_near_the_line():
     near = judge.measure(program, m)
     assert near[b]["sequences"] == 180
     assert near[b]["match"] == pooled(judge, program, [b], 2)[b]
+
+
+def test_below_names_the_buckets_clearly_under_the_line():
+    """`below` is `measure` read against the line: a bucket counts only when its pooled match
+    is under the line by more than Z standard errors (a near miss is not clearly below)."""
+    from extractor.checking.judge import _close
+    judge = sequential()
+    _, programs, full = setting()
+    seen = set()
+    for program, figures in zip(programs, full):
+        for line in (0.5, 0.9, 1.0):
+            measured = judge.measure(program, line)
+            got = judge.below(program, line)
+            for b, r in measured.items():
+                same = round(r["match"] * r["sequences"])
+                clearly = r["match"] < line and not _close(same, r["sequences"], line,
+                                                           judge.Z, both=True)
+                assert (b in got) == clearly
+                if clearly:
+                    assert got[b] == r
+                seen.add(clearly)
+    assert seen == {True, False}
+
+
+def test_the_model_runs_on_every_thread_while_judging_runs_on_one():
+    """Judging happens under one torch thread (the interpreter's numpy work), but a judge's
+    sets are the model's own torch work: it gets back the threads one_thread took."""
+    from extractor.checking.threads import all_threads, one_thread
+    subject = load_subject(EXAMPLES / "bin_majority")
+    seen = []
+    forward = subject.model.forward
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return forward(*args, **kwargs)
+
+    outside = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        subject.model.forward = recording
+        with one_thread():
+            assert torch.get_num_threads() == 1
+            with one_thread(), all_threads():
+                assert torch.get_num_threads() == 2       # the outermost count, not 1
+            Judge.selection(subject.model, subject.task, 5, 0)
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        assert seen and set(seen) == {2}
+        with all_threads():                                # outside one_thread: unchanged
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(outside)

@@ -60,6 +60,25 @@ def test_no_diagnosis_where_lln_a_holds(d3):
 
 
 @needs_d3
+def test_the_diagnosis_waits_for_the_pruning_runs(d3):
+    """Below the threshold before pruning, the diagnosis runs only where the runs confirm
+    that LLN-A fails (no first stage reaches the threshold); otherwise the report says why
+    there is none."""
+    subject, scales = d3
+    low = {"0-50": {"match": 0.5, "kl": 1.0}}
+    passing = [{"stages": [{"match": {"0-50": 0.95}}]}]
+    lln = {"faithfulness": low}
+    extract._diagnose(lln, subject.model, scales, subject.task, 0.9, 0, extract._silent,
+                      passing)
+    assert "diagnosis" not in lln and "0.950" in lln["not_diagnosed"]
+    failing = [{"stages": [{"match": {"0-50": 0.5}}]}]
+    lln = {"faithfulness": low}
+    extract._diagnose(lln, subject.model, scales, subject.task, 0.9, 0, extract._silent,
+                      failing)
+    assert "diagnosis" in lln and "not_diagnosed" not in lln
+
+
+@needs_d3
 def test_bce_d3_final_layer_norm_scale_goes_as_one_over_n(d3):
     from extractor.decompile import stated
     subject, _ = d3

@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from extractor.checking.threads import all_threads
 from extractor.tasks.base import IGNORE, Example
 from extractor.tasks.batches import collate, length_sorted_chunks
 from extractor.tasks.evaluate import MAX_TOKENS, evaluation_sets
@@ -46,7 +47,7 @@ class Judge:
             rows = []
             for chunk in length_sorted_chunks(examples, MAX_TOKENS):
                 batch = collate(chunk, vocab.pad, task.mode)
-                with torch.no_grad():
+                with torch.no_grad(), all_threads():
                     logits = model(batch.tokens.to(device), position_ids=batch.positions.to(
                         device)).double().cpu().numpy()
                 for i, e in enumerate(chunk):
@@ -216,6 +217,14 @@ class SequentialJudge:
                 counts.update(self._stage(stage, b).counts(program, {b: -1.0}, {b: counts[b]}))
         return {b: {"match": same / max(n, 1), "sequences": n} for b, (same, n) in
                 counts.items()}
+
+    def below(self, program, line: float) -> dict:
+        """{bucket: {"match", "sequences"}} of the buckets whose match stays more than Z
+        standard errors below `line` after every confirmation it needs (as `measure`);
+        empty when none does."""
+        measured = self.measure(program, line)
+        return {b: r for b, r in measured.items() if r["match"] < line and not _close(
+            round(r["match"] * r["sequences"]), r["sequences"], line, self.Z, both=True)}
 
     def _stage(self, i: int, bucket: str) -> Judge:
         """Confirmation set i of `bucket`: totals[i] − (the sequences before it) fresh ones."""

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
-import torch
 from attrs import frozen
 
 from extractor.checking.judge import Judge, SequentialJudge
 from extractor.checking.roundtrip import round_trip
+from extractor.checking.threads import one_thread
 from extractor.decompile import layernorm, linearise, stated
 from extractor.decompile.circuit import Circuit
 from extractor.decompile.circuit_program import circuit_program
@@ -125,6 +124,10 @@ def extract_programs(targets: list[Target], settings: ExtractSettings = ExtractS
     for (target, say, clock, linear, lln, base), runs in zip(prepared, all_runs):
         clock.seconds["pruning"] = pruning        # the shared sweep's time
         clock.last = time.perf_counter()
+        _diagnose(lln, target.subject.model, base.scales, target.subject.task,
+                  settings.threshold, settings.seed, say, runs)
+        clock.seconds["lln_a"] += round(time.perf_counter() - clock.last, 2)
+        clock.last = time.perf_counter()
         found = _finish(target.subject, settings, say, clock, linear, lln, base, runs,
                         target.runs_dir)
         if not found.report.reached_threshold:
@@ -153,7 +156,7 @@ def _stated(subject, settings, say, clock, lln, runs, pruned: Extraction) -> Ext
     if not lln or "diagnosis" not in lln or lln_a_holds(runs, settings.threshold):
         return None
     model, task = subject.model, subject.task
-    with _one_torch_thread():
+    with one_thread():
         chooser = SequentialJudge(model, task, settings.selection, settings.seed,
                                   settings.device, settings.confirm)
         floor = {b: settings.threshold + settings.margin for b in chooser.sets}
@@ -207,12 +210,12 @@ def _named(progress, target: Target, count: int):
 
 def _finish(subject, settings, say, clock, linear, lln, base, runs, runs_dir) -> Extraction:
     """The sweep's runs through primitives and judgement: the extraction of one checkpoint."""
-    with _one_torch_thread():
+    with one_thread():
         tried, chosen = _choose(candidate_order(runs, settings.threshold), subject, linear,
                                 base, runs_dir, settings, say, clock.seconds)
     clock.lap("primitives")
     reached = chosen is not None
-    chosen = chosen or best_found(tried)
+    chosen = chosen or best_found([t for t in tried if "skipped" not in t])
     program = chosen.pop("_program")
     views = chosen.pop("_views", None)
     for entry in tried:
@@ -244,14 +247,23 @@ def _linearise(subject: Subject, settings: ExtractSettings, say):
                                       seed=settings.seed)
     lln = {"estimated_scales": scales, "faithfulness": faithful,
            "note": "the scales are learned further, per reader, while pruning"}
-    _diagnose(lln, model, scales, task, settings.threshold, settings.seed, say)
     return scales, linear, lln
 
 
-def _diagnose(lln: dict, model, scales, task, threshold: float, seed: int, say) -> None:
-    """Below the threshold, before pruning: which LayerNorm's constant loses the model
-    (layernorm.diagnose), into `lln["diagnosis"]`."""
-    if layernorm.worst(lln["faithfulness"]) >= threshold:
+def _diagnose(lln: dict | None, model, scales, task, threshold: float, seed: int, say,
+              runs: list[dict] | None = None) -> None:
+    """Where LLN-A (scales fixed, before pruning) is below the threshold and the pruning runs
+    confirm it (`lln_a_holds`): which LayerNorm's constant loses the model
+    (layernorm.diagnose), into `lln["diagnosis"]`. Where a run's first stage reaches the
+    threshold, the per-reader scales it learned recover the model: `lln["diagnosis"]` is then
+    not computed (on sort it was a fifth of the extraction outside pruning), and
+    `lln["not_diagnosed"]` says why."""
+    if not lln or layernorm.worst(lln["faithfulness"]) >= threshold:
+        return
+    if runs is not None and lln_a_holds(runs, threshold):
+        best = max(min(s["stages"][0]["match"].values()) for s in runs if s["stages"])
+        lln["not_diagnosed"] = (f"a pruning run's first stage matches the model on {best:.3f} "
+                                f"of the worst bucket (the paper's test of LLN-A passes)")
         return
     say(f"LLN-A keeps the model on less than {threshold} of some bucket: finding the "
         "LayerNorm(s) at fault")
@@ -299,18 +311,6 @@ def candidate_order(runs: list[dict], threshold: float) -> list[dict]:
     return sorted(runs, key=lambda s: (-worst_match(s), s["stages"][-1]["edges"], -s["lam"]))
 
 
-@contextmanager
-def _one_torch_thread():
-    """The interpreter's numpy work runs between torch calls, and torch's idle worker threads
-    spin meanwhile (5-10x slower on two cores): one torch thread while it runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _choose(order, subject, linear, base, runs_dir, settings, say, seconds=None):
     """Take the sweep's runs in `order` through primitives and simplification until one
     matches the model on the held-out sets; (every candidate tried, the chosen one or None).
@@ -329,10 +329,25 @@ def _choose(order, subject, linear, base, runs_dir, settings, say, seconds=None)
 
 def _try_candidates(order, subject, linear, base, runs_dir, settings, say, chooser, held_out):
     tried = []
-    for summary in order[:settings.candidates]:
+    candidates = order[:settings.candidates]
+    for index, summary in enumerate(candidates):
+        circuit, flat, pruned = _pruned_program(subject, linear, base, summary, runs_dir)
+        if worst_match(summary) >= settings.threshold and index < len(candidates) - 1:
+            # the sweep passed this run on its 64 sequences per bucket; where more sequences
+            # put the circuit clearly below the threshold, replacement (which keeps a match, it
+            # does not look for a better one) is not worth its time while a candidate remains
+            below = chooser.below(pruned, settings.threshold)
+            if below:
+                worst = min(below.values(), key=lambda r: r["match"])
+                say(f"λ={summary['lam']:.2g}: skipped (the pruned program's match is "
+                    f"{worst['match']:.3f} on {worst['sequences']} sequences)")
+                tried.append({"lam": summary["lam"], "skipped": below,
+                              "why": "the pruned program is more than "
+                                     f"{chooser.Z:g} standard errors below the threshold"})
+                continue
         views: dict = {}
         confirmed = chooser.confirmations
-        program, log, judged = readable_program(subject, linear, base, summary, runs_dir,
+        program, log, judged = readable_program(subject, circuit, flat, pruned, summary,
                                                 chooser, settings, say, views)
         result = held_out(program, task_accuracy=True)
         lines = program_lines(program)
@@ -349,15 +364,19 @@ def _try_candidates(order, subject, linear, base, runs_dir, settings, say, choos
     return tried, None
 
 
-def readable_program(subject, linear, base, summary, runs_dir, judge, settings, say,
-                     views: dict | None = None):
-    """A sweep run's circuit as a program, with primitives, simplified and named:
-    (program, replacements made, programs judged); `views` receives the replaced MLPs'
-    views (replace.mlp_view)."""
+def _pruned_program(subject, linear, base, summary, runs_dir):
+    """A sweep run's circuit, its edge mask and its program as pruning left it."""
     circuit, flat = _pruned_circuit(linear, RunCache(runs_dir).tensors(
         attrs.evolve(base, lam=summary["lam"])))
-    program = circuit_program(circuit, flat, subject.tokens, subject.outputs,
-                              subject.prediction, bos=subject.bos)
+    return circuit, flat, circuit_program(circuit, flat, subject.tokens, subject.outputs,
+                                          subject.prediction, bos=subject.bos)
+
+
+def readable_program(subject, circuit, flat, program, summary, judge, settings, say,
+                     views: dict | None = None):
+    """A sweep run's circuit (and its `program`, as pruned) as a program with primitives,
+    simplified and named: (program, replacements made, programs judged); `views` receives
+    the replaced MLPs' views (replace.mlp_view)."""
     # a bucket above the threshold stays above it (with a margin for the held-out sets); a
     # bucket below it (a model the circuit does not capture there) loses at most 0.02
     keep = settings.threshold + settings.margin

@@ -291,6 +291,10 @@ def _print_diagnosis(lln: dict | None) -> None:
     if lln and "diagnosis" in lln:
         from extractor.decompile.layernorm import describe
         print("\n".join(describe(lln["diagnosis"])))
+    elif lln and "not_diagnosed" in lln:
+        worst = min(f["match"] for f in lln["faithfulness"].values())
+        print(f"  LLN-A with fixed scales matches the model on {worst:.3f} of the worst bucket, "
+              f"but {lln['not_diagnosed']}: no LayerNorm diagnosis")
 
 
 def _beside(output, report) -> str:

@@ -340,13 +340,18 @@ def _replacements(page: Page, report: dict) -> None:
         if c.get("programs_judged") is not None:
             extra.append(f"{c['programs_judged']} programs judged")
         page.heading(head + (f" ({', '.join(extra)})" if extra else ""), level=3)
+        if c.get("skipped"):
+            worst = min(c["skipped"].values(), key=lambda r: r["match"])
+            page.para(f"Not taken through replacement: {c['why']} (match {worst['match']:.4f} "
+                      f"on {worst['sequences']} sequences).", "note")
+            continue
         rows = []
         for r in c.get("replacements", []):
             prim = r.get("primitive")
             if prim is None:       # nothing kept: the log says what was tried and how it did
-                tried = (f"; best tried {r['best']}: explains {r['explained']:.1%}, match "
-                         f"{r['match']:.4f}" if "best" in r else "")
-                rows.append([r.get("what", ""), f"nothing kept, stays an mlp{tried}", "", ""])
+                what = str(r.get("what", ""))
+                kept = "nothing kept, stays an mlp" if what.startswith("mlp") else "nothing kept"
+                rows.append([what, kept + _best_tried(r), "", ""])
                 continue
             rows.append([r.get("what", ""), prim, f"{r['match']:.4f}" if "match" in r else "",
                          f"{r['explained']:.1%}" if "explained" in r else ""])
@@ -355,6 +360,18 @@ def _replacements(page: Page, report: dict) -> None:
                                  "variance explained"], rows))
         else:
             page.para("nothing replaced", "note")
+
+
+def _best_tried(entry: dict) -> str:
+    """"; best tried X: …" with the figures the log kept for it (a read-back of the logits
+    keeps its agreement, an MLP's fit its variance explained and match)."""
+    if "best" not in entry:
+        return ""
+    figures = [f"explains {entry['explained']:.1%}" if "explained" in entry else None,
+               f"match {entry['match']:.4f}" if "match" in entry else None,
+               f"agreement {entry['agreement']:.3f}" if "agreement" in entry else None]
+    figures = [f for f in figures if f]
+    return f"; best tried {entry['best']}" + (f": {', '.join(figures)}" if figures else "")
 
 
 def _settings(page: Page, report: dict) -> None:
