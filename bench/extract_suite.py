@@ -1,8 +1,10 @@
 """`rasp extract` (default stage) on the paper's checkpoints: one row per checkpoint with the
 time, the program's statements, side-file tables and opaque MLPs, and its held-out match per
 length bucket; then per checkpoint the time of each step (LLN-A, pruning, primitives, and the
-judging inside primitives), the CPU time of this process and its pool workers, the load
-average, and the chosen candidate's choice-set match beside its held-out match per bucket.
+judging inside primitives; "meanwhile" is the work done at low priority while the sweep ran,
+and "waited" how long the extraction waited for it after the sweep), the CPU time of this
+process and its pool workers, the load average, and the chosen candidate's choice-set match
+beside its held-out match per bucket.
 
     python bench/extract_suite.py [--only bin_majority,count] [--quick] [--workers 2]
                                   [--out DIR] [--n 1000] [--early-stop STEPS]
@@ -109,9 +111,10 @@ def main() -> int:
                               for p in r["frontier"]["products"]) + " | | | | | | | |",
                   flush=True)
     if phases:
-        print("\n| checkpoint | time s | LLN-A s | pruning s | primitives s | judging s | CPU s | "
-              "load | choice (sequences) / held-out match per bucket |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n| checkpoint | time s | LLN-A s | pruning s | meanwhile / waited s | "
+              "primitives s | judging s | CPU s | load | choice (sequences) / held-out match "
+              "per bucket |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for row in phases:
             print(row)
     total = sum(1 for _, g in folders if g)
@@ -145,7 +148,8 @@ def _phases(name: str, seconds: float, cpu: float, load: float, report: dict) ->
             for b, c in chosen["choice"].items())
     cell = lambda key: f"{steps[key]:.0f}" if key in steps else ""   # noqa: E731
     return (f"| {name} | {seconds:.0f} | {cell('lln_a')} | {cell('pruning')} | "
-            f"{cell('primitives')} | {cell('judging')} | {cpu:.0f} | {load:.1f} | {figures} |")
+            f"{cell('meanwhile')} / {cell('waited')} | {cell('primitives')} | "
+            f"{cell('judging')} | {cpu:.0f} | {load:.1f} | {figures} |")
 
 
 if __name__ == "__main__":

@@ -93,3 +93,28 @@ def test_a_table_the_judge_needs_exact_stays():
     r.round_tables(NAMES)
     assert "out.first" not in r.tables
     assert set(r.tables) == {"out.second", "out.bias"}
+
+
+def test_two_decimals_on_the_page_where_one_loses_the_model():
+    # out.first may not move its 1.04 by more than 0.01: tenths lose it, hundredths keep it
+    # (the table is on the page, so it is worth a third try)
+    program = grammar.parse(TEXT.replace("1.04", "1.0412"))
+    keeps = lambda t: abs(t["out.first"][0, 0] - 1.0412) < 0.01   # noqa: E731
+    r = Fixed(_named(program), None, ("a", "b"), ("a", "b"), None, Judge(keeps), {"all": 0.9})
+    r.round_tables(["out.first"])
+    assert np.array_equal(np.array(r.tables["out.first"].values), [[1.04, 2.0], [0.0, -1.26]])
+    assert [e["primitive"] for e in r.log] == ["rounded to 2 decimals"]
+    assert r.judged == 3
+
+
+def test_a_side_file_table_is_not_tried_at_two_decimals():
+    # past the inline limit the digits are not on the page: integers and tenths only
+    big = ir.Matrix(tuple(str(i) for i in range(600)), None,
+                    tuple(1.0412 + i for i in range(600)), name="out.bias")
+    program = _with(_named(grammar.parse(TEXT)),
+                    lambda node, _: big if isinstance(node, ir.Matrix) and
+                    node.name == "out.bias" else node)
+    keeps = lambda t: abs(t["out.bias"][0] - 1.0412) < 0.01      # noqa: E731
+    r = Fixed(program, None, ("a", "b"), ("a", "b"), None, Judge(keeps), {"all": 0.9})
+    r.round_tables(["out.bias"])
+    assert "out.bias" not in r.tables and r.judged == 2

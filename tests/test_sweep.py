@@ -115,6 +115,46 @@ def test_an_idle_worker_runs_the_likely_next_lambda(tmp_path, monkeypatch):
     assert events.index(("start", bisection), len(order)) > events.index(("end", 0.1), len(order))
 
 
+def test_a_wrong_guess_is_stopped_for_the_round_that_needs_its_worker(tmp_path, monkeypatch):
+    # every λ up to 0.1 passes: the guess made while 0.1 ran (that it fails: a λ between
+    # 0.01 and 0.1) is not in the next round (1.0), and no later round can want it; it sees
+    # its stop file and ends at once, and the sweep's runs are those of a sweep without it
+    import threading
+    import time
+    events, lock = [], threading.Lock()
+
+    def fake_run(job):
+        lam = job.spec.lam
+        with lock:
+            events.append(("start", lam))
+        seconds = {0.1: 0.6}.get(lam, 0.1 if lam in (1e-3, 1e-2) or lam >= 0.1 else 5.0)
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            if job.stop_file and sweep_module._stop_asked(job.stop_file):
+                with lock:
+                    events.append(("stopped", lam))
+                raise sweep_module.Stopped(str(lam))
+            time.sleep(0.02)
+        with lock:
+            events.append(("end", lam))
+        summary = {"lam": lam, "stages": [{"stage": "products", "edges": int(10 / lam),
+                                           "match": {"0-50": 1.0 if lam <= 0.1 else 0.0}}]}
+        return summary, save({"flat": torch.full((1,), lam, dtype=torch.float64)})
+    monkeypatch.setattr(sweep_module, "run_job", fake_run)
+    base = RunSpec(str(MAJORITY), None, {}, {}, 0, 0.0)
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        guessed = sweep_all([Search(base, tmp_path / "guessed", 0.9)], pool, speculate=True)[0]
+        seconds = time.monotonic() - started
+    stopped = [lam for kind, lam in events if kind == "stopped"]
+    assert len(stopped) == 1 and 0.01 < stopped[0] < 0.1
+    assert seconds < 4.0                     # not the guess's five seconds
+    assert RunCache(tmp_path / "guessed").get(base.with_lam(stopped[0])) is None
+    with ThreadPoolExecutor(2) as pool:
+        plain = sweep_all([Search(base, tmp_path / "plain", 0.9)], pool, speculate=False)[0]
+    assert sorted(s["lam"] for s in guessed) == sorted(s["lam"] for s in plain)
+
+
 def test_several_checkpoints_share_one_sweep(tmp_path, monkeypatch):
     calls = []
     fake_runs(monkeypatch, calls)

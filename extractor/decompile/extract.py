@@ -24,6 +24,7 @@ from extractor.checking.threads import one_thread
 from extractor.decompile import layernorm, linearise, stated
 from extractor.decompile.circuit import Circuit
 from extractor.decompile.circuit_program import circuit_program
+from extractor.decompile.meanwhile import Meanwhile
 from extractor.decompile.paths import MAX_ENTRIES, full_program, size
 from extractor.decompile.prune import PruneSettings
 from extractor.decompile.primitives import SPECIALS
@@ -117,25 +118,47 @@ def extract_programs(targets: list[Target], settings: ExtractSettings = ExtractS
                        settings.device)
         prepared.append((target, say, clock, linear, lln, base))
     started = time.perf_counter()
-    all_runs = _sweep([p[5] for p in prepared], [t.runs_dir for t in targets], settings,
-                      executor, [p[1] for p in prepared])
-    pruning = round(time.perf_counter() - started, 2)
+    with Meanwhile() as meanwhile:
+        ahead = [meanwhile.submit(_ahead_of_judging, p[0].subject, settings, p[3], p[4])
+                 for p in prepared]
+        all_runs = _sweep([p[5] for p in prepared], [t.runs_dir for t in targets], settings,
+                          executor, [p[1] for p in prepared])
+        pruning = round(time.perf_counter() - started, 2)
+    waited = round(time.perf_counter() - started - pruning, 2)
     out = []
-    for (target, say, clock, linear, lln, base), runs in zip(prepared, all_runs):
+    for (target, say, clock, linear, lln, base), runs, done in zip(prepared, all_runs, ahead):
         clock.seconds["pruning"] = pruning        # the shared sweep's time
+        judges, clock.seconds["meanwhile"] = done.result()
+        clock.seconds["waited"] = waited          # for the meanwhile work, after the sweep
         clock.last = time.perf_counter()
         _diagnose(lln, target.subject.model, base.scales, target.subject.task,
                   settings.threshold, settings.seed, say, runs)
         clock.seconds["lln_a"] += round(time.perf_counter() - clock.last, 2)
         clock.last = time.perf_counter()
         found = _finish(target.subject, settings, say, clock, linear, lln, base, runs,
-                        target.runs_dir)
+                        target.runs_dir, judges)
         if not found.report.reached_threshold:
             # where LLN-A fails (the paper's test: no run's first stage reaches the
             # threshold) and the pruned programs fall short, the final LayerNorm stated
             found = _stated(target.subject, settings, say, clock, lln, runs, found) or found
         out.append(found)
     return out
+
+
+def _ahead_of_judging(subject: Subject, settings: ExtractSettings, linear, lln: dict | None):
+    """What the extraction needs after the sweep but not before it, computed while the sweep
+    runs (meanwhile.py): LLN-A's faithfulness with the estimated scales (a report figure;
+    the diagnosis waits for the runs) into `lln`, and the judges with the model's decisions
+    on their sequences. ((choice judge, held-out judge), seconds taken)."""
+    started = time.perf_counter()
+    model, task = subject.model, subject.task
+    if lln is not None:
+        lln["faithfulness"] = linearise.faithfulness(model, linear, task,
+                                                     n=min(settings.n, 500), seed=settings.seed)
+    chooser = SequentialJudge(model, task, settings.selection, settings.seed, settings.device,
+                              settings.confirm)
+    held_out = Judge.held_out(model, task, settings.n, settings.seed, settings.device)
+    return (chooser, held_out), round(time.perf_counter() - started, 2)
 
 
 def lln_a_holds(runs: list[dict], threshold: float) -> bool:
@@ -208,11 +231,13 @@ def _named(progress, target: Target, count: int):
     return named
 
 
-def _finish(subject, settings, say, clock, linear, lln, base, runs, runs_dir) -> Extraction:
-    """The sweep's runs through primitives and judgement: the extraction of one checkpoint."""
+def _finish(subject, settings, say, clock, linear, lln, base, runs, runs_dir,
+            judges=None) -> Extraction:
+    """The sweep's runs through primitives and judgement: the extraction of one checkpoint.
+    `judges`: (choice judge, held-out judge) built already (else built here)."""
     with one_thread():
         tried, chosen = _choose(candidate_order(runs, settings.threshold), subject, linear,
-                                base, runs_dir, settings, say, clock.seconds)
+                                base, runs_dir, settings, say, clock.seconds, judges)
     clock.lap("primitives")
     reached = chosen is not None
     chosen = chosen or best_found([t for t in tried if "skipped" not in t])
@@ -235,7 +260,7 @@ def _needs_task(subject: Subject) -> None:
 
 
 def _linearise(subject: Subject, settings: ExtractSettings, say):
-    """LLN-A: (scales, the linearised model, its faithfulness section or None). Pruning
+    """LLN-A: (scales, the linearised model, its section of the report or None). Pruning
     learns the scales further, per reader; these are where it starts."""
     model, task = subject.model, subject.task
     if not linearise.layer_norms(model):
@@ -243,9 +268,8 @@ def _linearise(subject: Subject, settings: ExtractSettings, say):
     say("estimating LayerNorm scales")
     scales = linearise.estimate_scales(model, task, seed=settings.seed)
     linear = linearise.linearised(model, scales)
-    faithful = linearise.faithfulness(model, linear, task, n=min(settings.n, 500),
-                                      seed=settings.seed)
-    lln = {"estimated_scales": scales, "faithfulness": faithful,
+    # "faithfulness" is measured while the sweep runs (_ahead_of_judging)
+    lln = {"estimated_scales": scales,
            "note": "the scales are learned further, per reader, while pruning"}
     return scales, linear, lln
 
@@ -311,20 +335,24 @@ def candidate_order(runs: list[dict], threshold: float) -> list[dict]:
     return sorted(runs, key=lambda s: (-worst_match(s), s["stages"][-1]["edges"], -s["lam"]))
 
 
-def _choose(order, subject, linear, base, runs_dir, settings, say, seconds=None):
+def _choose(order, subject, linear, base, runs_dir, settings, say, seconds=None,
+            judges=None):
     """Take the sweep's runs in `order` through primitives and simplification until one
     matches the model on the held-out sets; (every candidate tried, the chosen one or None).
-    seconds["judging"] receives the judges' time (part of the primitives step's)."""
+    seconds["judging"] receives the judges' time (part of the primitives step's; judges
+    built while the sweep ran count from there)."""
     model, task = subject.model, subject.task
-    chooser = SequentialJudge(model, task, settings.selection, settings.seed, settings.device,
-                              settings.confirm)
-    held_out = Judge.held_out(model, task, settings.n, settings.seed, settings.device)
+    chooser, held_out = judges or (
+        SequentialJudge(model, task, settings.selection, settings.seed, settings.device,
+                        settings.confirm),
+        Judge.held_out(model, task, settings.n, settings.seed, settings.device))
+    before = chooser.seconds + held_out.seconds if judges else 0.0
     try:
         return _try_candidates(order, subject, linear, base, runs_dir, settings, say, chooser,
                                held_out)
     finally:
         if seconds is not None:
-            seconds["judging"] = round(chooser.seconds + held_out.seconds, 2)
+            seconds["judging"] = round(chooser.seconds + held_out.seconds - before, 2)
 
 
 def _try_candidates(order, subject, linear, base, runs_dir, settings, say, chooser, held_out):

@@ -41,6 +41,7 @@ from extractor.decompile.prune import Layout, used_paths
 from rasp_ir import nodes as ir
 from rasp_ir.diagnostics import RaspError
 from rasp_ir.interpreter import Interpreter, Memo, evaluate
+from rasp_ir.passes import INLINE_LIMIT, table_size
 from rasp_ir.printer import expr
 
 MIN_EXPLAINED = 0.4          # an MLP primitive must explain this share of the output variance
@@ -334,11 +335,17 @@ class Replacer:
         return left
 
     def round_tables(self, names: list[str]) -> None:
+        """Each table to integers, else to one decimal, where the judge keeps the program.
+        A table printed on the page (at most INLINE_LIMIT entries) that keeps neither tries
+        two decimals: "-3.32" reads, "-3.315780646153292" does not (sort's key-only score,
+        154 entries, stayed at full precision). A side-file table is not tried further: its
+        digits are not on the page, and each try is a judgement."""
         for name in names:
             program = self.build()
             matrix = _term(program, name).predicate
             values = np.array(matrix.values, dtype=float)
-            for decimals in (0, 1):
+            on_page = table_size(matrix) <= INLINE_LIMIT
+            for decimals in (0, 1, 2) if on_page else (0, 1):
                 rounded = np.round(values, decimals)
                 if np.array_equal(rounded, values):
                     break

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -159,18 +160,32 @@ class Job:
     spec: RunSpec
     payload: Payload
     threads: int | None = None   # torch threads for the run (None: leave the worker's)
+    # a file whose existence (or its folder's absence: the sweep is over) asks the run to
+    # stop (a local speculative run nobody needs any more); None: it runs to the end
+    stop_file: str | None = None
+
+
+class Stopped(Exception):
+    """A run stopped because its stop file appeared."""
 
 
 def run_job(job: Job) -> tuple[dict, bytes]:
     """One pruning run in a worker: its summary and its tensors (the hard mask and the learned
-    state, as safetensors bytes). Nothing is written but the unpacked checkpoint."""
+    state, as safetensors bytes). Nothing is written but the unpacked checkpoint. Raises
+    Stopped when the job's stop file appears."""
     if isinstance(job, tuple):
         return _run_by_path(*job)
     spec = job.spec
     if job.threads:
         torch.set_num_threads(job.threads)
     directory, task = job.payload.unpack(Path(tempfile.gettempdir()) / "rasp-ir-jobs")
-    return _prune_run(spec, directory, task)
+    return _prune_run(spec, directory, task, functools.partial(_stop_asked, job.stop_file)
+                      if job.stop_file else None)
+
+
+def _stop_asked(stop_file: str) -> bool:
+    """Whether a run's stop file is there, or its folder gone (the sweep is over)."""
+    return os.path.exists(stop_file) or not os.path.isdir(os.path.dirname(stop_file))
 
 
 def _run_by_path(spec, directory) -> dict:
@@ -187,13 +202,19 @@ def _run_by_path(spec, directory) -> dict:
     return summary
 
 
-def _prune_run(spec: RunSpec, directory: Path, task: str | None) -> tuple[dict, bytes]:
+def _prune_run(spec: RunSpec, directory: Path, task: str | None,
+               stop: Callable[[], bool] | None = None) -> tuple[dict, bytes]:
     from extractor.decompile.prune import prune
     settings = PruneSettings(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in spec.settings.items()})
     model, linear, subject_task, data = _prepared(spec, directory, task, settings)
+
+    def progress(*_):                     # prune reports every 25 steps: a look at the stop
+        if stop():
+            raise Stopped(f"λ={spec.lam:g}")
+
     circuit, result = prune(model, linear, subject_task, spec.lam, settings, spec.seed,
-                            data=data)
+                            progress=progress if stop else None, data=data)
     summary = {"lam": spec.lam, "seed": spec.seed,
                "stages": [{"stage": s.name, "edges": s.edges, "match": s.match,
                            "seconds": s.seconds} for s in result.stages]}
@@ -441,13 +462,18 @@ def sweep_all(searches: list[Search], executor: Executor,
     the λ the next round would propose if the runs in flight fail, as they mostly do at the
     large-λ end. Such a run joins the sweep only when its round proposes that λ (its result
     is cached, and a round takes cached results as they are), so the runs and the program
-    chosen are the same as without it; a wrong guess costs only the idle worker's time."""
+    chosen are the same as without it. A guess its search's next round does not take was
+    made on a wrong assumption (a run in flight passed), and no later round can take it
+    (the bracket has moved above it): it is stopped (its stop file), so the round's runs
+    get its worker."""
     threads = job_threads(executor)
     slots = capacity(executor)
     if speculate is None:
         speculate = isinstance(executor, LocalPool)
     pending: dict[Future, tuple[int, RunSpec]] = {}
     guesses: dict[Future, tuple[int, RunSpec]] = {}    # speculative runs not in a round
+    stop_files: dict[Future, Path] = {}
+    stops = Path(tempfile.mkdtemp(prefix="rasp-ir-stops-")) if speculate else None
 
     def record(i: int, summary: dict) -> None:
         searches[i].done[summary["lam"]] = summary
@@ -455,7 +481,8 @@ def sweep_all(searches: list[Search], executor: Executor,
             report(i, summary)
 
     def advance(i: int) -> None:
-        """Submit search i's next round; a round all in the cache is taken as it is."""
+        """Submit search i's next round; a round all in the cache is taken as it is. The
+        search's guesses the round does not take are stopped."""
         search = searches[i]
         while lams := search.proposal():
             fresh = []
@@ -475,7 +502,17 @@ def sweep_all(searches: list[Search], executor: Executor,
                     pending[future] = (i, spec)
             search.in_flight = len(fresh)
             if fresh:
-                return
+                break
+        for future, (j, _) in list(guesses.items()):
+            if j == i and future in stop_files:
+                stop_files[future].touch()
+                guesses.pop(future)             # its worker is free once it sees the file
+
+    def submit_guess(i: int, spec: RunSpec) -> None:
+        stop = stops / f"{len(stop_files)}"
+        future = executor.submit(run_job, Job(spec, searches[i].payload, threads, str(stop)))
+        guesses[future] = (i, spec)
+        stop_files[future] = stop
 
     def guess() -> None:
         """Fill idle workers with the next rounds' likely λ."""
@@ -484,8 +521,7 @@ def sweep_all(searches: list[Search], executor: Executor,
                 spec = _likely_next(search, [s for f, (j, s) in pending.items() if j == i],
                                     [s for f, (j, s) in guesses.items() if j == i])
                 if spec is not None:
-                    guesses[executor.submit(run_job, Job(spec, search.payload, threads))] = \
-                        (i, spec)
+                    submit_guess(i, spec)
                     break
             else:
                 return
@@ -513,6 +549,8 @@ def sweep_all(searches: list[Search], executor: Executor,
     finally:
         for future in [*pending, *guesses]:
             future.cancel()
+        if stops is not None:               # every guess still running sees it gone
+            shutil.rmtree(stops, ignore_errors=True)
     return [list(s.done.values()) for s in searches]
 
 
