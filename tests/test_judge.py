@@ -192,28 +192,6 @@ def test_measure_extends_only_the_buckets_near_the_line():
     assert near[b]["match"] == pooled(judge, program, [b], 2)[b]
 
 
-def test_below_names_the_buckets_clearly_under_the_line():
-    """`below` is `measure` read against the line: a bucket counts only when its pooled match
-    is under the line by more than Z standard errors (a near miss is not clearly below)."""
-    from extractor.checking.judge import _close
-    judge = sequential()
-    _, programs, full = setting()
-    seen = set()
-    for program, figures in zip(programs, full):
-        for line in (0.5, 0.9, 1.0):
-            measured = judge.measure(program, line)
-            got = judge.below(program, line)
-            for b, r in measured.items():
-                same = round(r["match"] * r["sequences"])
-                clearly = r["match"] < line and not _close(same, r["sequences"], line,
-                                                           judge.Z, both=True)
-                assert (b in got) == clearly
-                if clearly:
-                    assert got[b] == r
-                seen.add(clearly)
-    assert seen == {True, False}
-
-
 def test_the_model_runs_on_every_thread_while_judging_runs_on_one():
     """Judging happens under one torch thread (the interpreter's numpy work), but a judge's
     sets are the model's own torch work: it gets back the threads one_thread took."""

@@ -210,59 +210,6 @@ def test_the_best_found_when_nothing_passes_ranks_worst_then_mean_then_size():
     assert best_found([useful, short]) is short
 
 
-def test_a_candidate_clearly_below_the_threshold_is_skipped_while_another_remains(monkeypatch):
-    """A run the sweep passed that more sequences put clearly below the threshold is not taken
-    through replacement, unless it is the last candidate; a run the sweep failed (nothing
-    passed: the best found is wanted) is always taken through."""
-    from extractor.decompile import extract
-
-    def run(lam, match):
-        return {"lam": lam, "stages": [{"edges": 3, "match": {"0-50": match}}]}
-
-    class Chooser:
-        Z, confirmations = 2.0, 0
-
-        def below(self, program, line):
-            return {"0-50": {"match": 0.8, "sequences": 400}} if program < 0.9 else {}
-
-        def measure(self, program, line):
-            return {"0-50": {"match": program, "sequences": 100}}
-
-    built = []
-    monkeypatch.setattr(extract, "_pruned_program",      # the "program" is its true match
-                        lambda subject, linear, base, summary, runs_dir:
-                        (None, None, {1: 0.8, 2: 0.95, 3: 0.8, 4: 0.85}[summary["lam"]]))
-
-    def readable(subject, circuit, flat, program, summary, judge, settings, say, views):
-        built.append(summary["lam"])
-        return program, [], 1
-
-    monkeypatch.setattr(extract, "readable_program", readable)
-    monkeypatch.setattr(extract, "program_lines", lambda program: 3)
-
-    def held_out(program, task_accuracy):
-        return {"0-50": {"match": program, "task": program}}
-
-    settings = extract.ExtractSettings()
-    tried, chosen = extract._try_candidates([run(1, 0.92), run(2, 0.93), run(3, 0.91)], None,
-                                            None, None, None, settings, extract._silent,
-                                            Chooser(), held_out)
-    assert built == [2] and chosen["lam"] == 2
-    assert tried[0]["lam"] == 1 and tried[0]["skipped"]["0-50"]["match"] == 0.8
-    # the last candidate is taken through even when clearly below
-    built.clear()
-    tried, chosen = extract._try_candidates([run(1, 0.92), run(3, 0.91)], None, None, None,
-                                            None, settings, extract._silent, Chooser(),
-                                            held_out)
-    assert built == [3] and chosen is None and "skipped" in tried[0]
-    # nothing passed the sweep: every candidate is built, so the best found can be written
-    built.clear()
-    tried, chosen = extract._try_candidates([run(4, 0.85), run(1, 0.8), run(3, 0.7)], None,
-                                            None, None, None, settings, extract._silent,
-                                            Chooser(), held_out)
-    assert built == [4, 1, 3] and chosen is None
-
-
 def test_sweep_runs_are_cached_and_resumed(tmp_path, monkeypatch):
     import extractor.decompile.sweep as sweep_module
     from safetensors.torch import save

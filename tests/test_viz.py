@@ -99,20 +99,15 @@ def test_report_draws_side_file_tables_and_mlp_views(extraction):
     assert "harden(a0_0_token): its write" in page
 
 
-def test_report_shows_skipped_candidates_and_failed_read_outs(extraction):
-    """A candidate skipped before replacement says why; a read-back of the logits that kept
-    nothing shows its best try with the figures its log has (an agreement, no variance)."""
+def test_report_shows_a_failed_read_out_with_the_figures_it_has(extraction):
+    """A read-back of the logits that kept nothing shows its best try with the figures its
+    log has (an agreement, no variance explained: sort's report crashed the page)."""
     report = json.loads(extraction.with_suffix(".report.json").read_text())
     report["candidates"][0]["replacements"].append(
         {"what": "logits", "readings": 4, "best": "indices % 2", "agreement": 0.005})
-    report["candidates"].insert(0, {
-        "lam": 0.5, "skipped": {"0-50": {"match": 0.8125, "sequences": 400}},
-        "why": "the pruned program is more than 2 standard errors below the threshold"})
     extraction.with_suffix(".report.json").write_text(json.dumps(report))
     assert run_cli("report", extraction, "-o", extraction.parent / "r.html") == 0
     page = (extraction.parent / "r.html").read_text(encoding="utf-8")
-    assert ("Not taken through replacement: the pruned program is more than 2 standard errors "
-            "below the threshold (match 0.8125 on 400 sequences).") in page
     assert "nothing kept; best tried indices % 2: agreement 0.005" in page
 
 

@@ -218,14 +218,6 @@ class SequentialJudge:
         return {b: {"match": same / max(n, 1), "sequences": n} for b, (same, n) in
                 counts.items()}
 
-    def below(self, program, line: float) -> dict:
-        """{bucket: {"match", "sequences"}} of the buckets whose match stays more than Z
-        standard errors below `line` after every confirmation it needs (as `measure`);
-        empty when none does."""
-        measured = self.measure(program, line)
-        return {b: r for b, r in measured.items() if r["match"] < line and not _close(
-            round(r["match"] * r["sequences"]), r["sequences"], line, self.Z, both=True)}
-
     def _stage(self, i: int, bucket: str) -> Judge:
         """Confirmation set i of `bucket`: totals[i] − (the sequences before it) fresh ones."""
         if (i, bucket) not in self._more:

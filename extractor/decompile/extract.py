@@ -240,7 +240,7 @@ def _finish(subject, settings, say, clock, linear, lln, base, runs, runs_dir,
                                 base, runs_dir, settings, say, clock.seconds, judges)
     clock.lap("primitives")
     reached = chosen is not None
-    chosen = chosen or best_found([t for t in tried if "skipped" not in t])
+    chosen = chosen or best_found(tried)
     program = chosen.pop("_program")
     views = chosen.pop("_views", None)
     for entry in tried:
@@ -357,22 +357,8 @@ def _choose(order, subject, linear, base, runs_dir, settings, say, seconds=None,
 
 def _try_candidates(order, subject, linear, base, runs_dir, settings, say, chooser, held_out):
     tried = []
-    candidates = order[:settings.candidates]
-    for index, summary in enumerate(candidates):
+    for summary in order[:settings.candidates]:
         circuit, flat, pruned = _pruned_program(subject, linear, base, summary, runs_dir)
-        if worst_match(summary) >= settings.threshold and index < len(candidates) - 1:
-            # the sweep passed this run on its 64 sequences per bucket; where more sequences
-            # put the circuit clearly below the threshold, replacement (which keeps a match, it
-            # does not look for a better one) is not worth its time while a candidate remains
-            below = chooser.below(pruned, settings.threshold)
-            if below:
-                worst = min(below.values(), key=lambda r: r["match"])
-                say(f"λ={summary['lam']:.2g}: skipped (the pruned program's match is "
-                    f"{worst['match']:.3f} on {worst['sequences']} sequences)")
-                tried.append({"lam": summary["lam"], "skipped": below,
-                              "why": "the pruned program is more than "
-                                     f"{chooser.Z:g} standard errors below the threshold"})
-                continue
         views: dict = {}
         confirmed = chooser.confirmations
         program, log, judged = readable_program(subject, circuit, flat, pruned, summary,

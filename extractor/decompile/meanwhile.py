@@ -1,11 +1,12 @@
 """Work an extraction does while its pruning sweep runs.
 
 The sweep keeps every core busy only part of the time: its rounds depend on each other, so
-on two workers one of them waits at the end of most rounds (on sort about a quarter of the
-sweep's core-seconds). What the extraction needs after the sweep but not before it (LLN-A's
+on two workers one of them often waits at the end of a round (sort's sweep left 58 of its
+482 core-seconds idle). What the extraction needs after the sweep but not before it (LLN-A's
 faithfulness, a report figure, and the judges' sequences with the model's decisions on
-them) is computed meanwhile, in one thread of this process at the lowest CPU priority, so it
-takes the cores the pruning workers leave idle and hardly slows them.
+them) is computed meanwhile, in one thread of this process at the lowest CPU priority (with
+the torch threads it starts, which inherit it), so it takes the cores the pruning workers
+leave idle and hardly slows them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import os
 import queue
 import threading
 from concurrent.futures import Future
-
-import torch
 
 LOWEST = 19                  # the nice value of the thread (Linux: per thread)
 
@@ -30,15 +29,12 @@ def _lowest_priority() -> None:
 
 
 class Meanwhile:
-    """A context with one low-priority worker thread. Torch computes on one thread inside it
-    (its thread pool is the process's: a second torch thread would run at normal priority).
-    Leaving it gives torch its threads back and waits for the work submitted; leaving it on
-    an error (Ctrl-C in the sweep) does not wait: the thread is a daemon, and work not
-    started is dropped."""
+    """A context with one low-priority worker thread. Its torch work runs on torch threads of
+    its own (the thread count is per thread), which it starts, so they inherit its priority.
+    Leaving the context waits for the work submitted; leaving it on an error (Ctrl-C in the
+    sweep) does not: the thread is a daemon, and work not started is dropped."""
 
     def __enter__(self) -> "Meanwhile":
-        self._threads = torch.get_num_threads()
-        torch.set_num_threads(1)
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="rasp-meanwhile", daemon=True)
         self._thread.start()
@@ -70,8 +66,5 @@ class Meanwhile:
                 if job is not None:
                     job[0].cancel()
         self._jobs.put(None)
-        # the sweep is over: what is left of the work has the cores to itself, on every
-        # torch thread (the count is read at each op, so it applies from the next one)
-        torch.set_num_threads(self._threads)
         if kind is None:
             self._thread.join()

@@ -340,11 +340,6 @@ def _replacements(page: Page, report: dict) -> None:
         if c.get("programs_judged") is not None:
             extra.append(f"{c['programs_judged']} programs judged")
         page.heading(head + (f" ({', '.join(extra)})" if extra else ""), level=3)
-        if c.get("skipped"):
-            worst = min(c["skipped"].values(), key=lambda r: r["match"])
-            page.para(f"Not taken through replacement: {c['why']} (match {worst['match']:.4f} "
-                      f"on {worst['sequences']} sequences).", "note")
-            continue
         rows = []
         for r in c.get("replacements", []):
             prim = r.get("primitive")
