@@ -4,7 +4,9 @@ The default stage on a trained checkpoint (`extract_program`) reads as its stage
 (`linearise`), the sparsity sweep of pruning runs (`sweep`, `prune`), then for the smallest
 passing runs the circuit as a program (`circuit_program`), primitives in place of tables
 (`replace`), simplification and names (`rasp_ir.passes`), and the held-out judgement
-(`extractor.checking.judge`). Stage "full" (`extract_full`) is LLN-A and the exact path program
+(`extractor.checking.judge`). LLN-A's faithfulness and the judges' sets are computed while
+the sweep runs (`meanwhile`), and the LayerNorm diagnosis after it, only where the runs
+confirm that LLN-A fails. Stage "full" (`extract_full`) is LLN-A and the exact path program
 (`paths`). Models written by `rasp compile` go through `compiled`. `write_extraction` writes the
 program, its tables and its report, after the `--verify` round trip when asked.
 """
@@ -280,7 +282,7 @@ def _diagnose(lln: dict | None, model, scales, task, threshold: float, seed: int
     confirm it (`lln_a_holds`): which LayerNorm's constant loses the model
     (layernorm.diagnose), into `lln["diagnosis"]`. Where a run's first stage reaches the
     threshold, the per-reader scales it learned recover the model: `lln["diagnosis"]` is then
-    not computed (on sort it was a fifth of the extraction outside pruning), and
+    not computed (19 s of sort's extraction), and
     `lln["not_diagnosed"]` says why."""
     if not lln or layernorm.worst(lln["faithfulness"]) >= threshold:
         return
