@@ -360,10 +360,9 @@ def _choose(order, subject, linear, base, runs_dir, settings, say, seconds=None,
 def _try_candidates(order, subject, linear, base, runs_dir, settings, say, chooser, held_out):
     tried = []
     for summary in order[:settings.candidates]:
-        circuit, flat, pruned = _pruned_program(subject, linear, base, summary, runs_dir)
         views: dict = {}
         confirmed = chooser.confirmations
-        program, log, judged = readable_program(subject, circuit, flat, pruned, summary,
+        program, log, judged = readable_program(subject, linear, base, summary, runs_dir,
                                                 chooser, settings, say, views)
         result = held_out(program, task_accuracy=True)
         lines = program_lines(program)
@@ -380,19 +379,15 @@ def _try_candidates(order, subject, linear, base, runs_dir, settings, say, choos
     return tried, None
 
 
-def _pruned_program(subject, linear, base, summary, runs_dir):
-    """A sweep run's circuit, its edge mask and its program as pruning left it."""
+def readable_program(subject, linear, base, summary, runs_dir, judge, settings, say,
+                     views: dict | None = None):
+    """A sweep run's circuit as a program, with primitives, simplified and named:
+    (program, replacements made, programs judged); `views` receives the replaced MLPs'
+    views (replace.mlp_view)."""
     circuit, flat = _pruned_circuit(linear, RunCache(runs_dir).tensors(
         attrs.evolve(base, lam=summary["lam"])))
-    return circuit, flat, circuit_program(circuit, flat, subject.tokens, subject.outputs,
-                                          subject.prediction, bos=subject.bos)
-
-
-def readable_program(subject, circuit, flat, program, summary, judge, settings, say,
-                     views: dict | None = None):
-    """A sweep run's circuit (and its `program`, as pruned) as a program with primitives,
-    simplified and named: (program, replacements made, programs judged); `views` receives
-    the replaced MLPs' views (replace.mlp_view)."""
+    program = circuit_program(circuit, flat, subject.tokens, subject.outputs,
+                              subject.prediction, bos=subject.bos)
     # a bucket above the threshold stays above it (with a margin for the held-out sets); a
     # bucket below it (a model the circuit does not capture there) loses at most 0.02
     keep = settings.threshold + settings.margin

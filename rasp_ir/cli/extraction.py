@@ -292,8 +292,9 @@ def _print_diagnosis(lln: dict | None) -> None:
         from extractor.decompile.layernorm import describe
         print("\n".join(describe(lln["diagnosis"])))
     elif lln and "not_diagnosed" in lln:
-        worst = min(f["match"] for f in lln["faithfulness"].values())
-        print(f"  LLN-A with fixed scales matches the model on {worst:.3f} of the worst bucket, "
+        from extractor.decompile.layernorm import worst
+        print(f"  LLN-A with fixed scales matches the model on {worst(lln['faithfulness']):.3f} "
+              "of the worst bucket, "
               f"but {lln['not_diagnosed']}: no LayerNorm diagnosis")
 
 
