@@ -80,7 +80,16 @@ class Elaborator:
                 pass
             except RaspError as exc:
                 self.diagnostics.extend(exc.diagnostics)
+            finally:
+                self._warnings(item)
         return results
+
+    def _warnings(self, item):
+        """The typing rules' warnings on `item` (they do not stop its typing) as diagnostics."""
+        for issue in self.ctx.warnings:
+            self.report(Issue(issue.code, issue.message, getattr(issue.node, "span", None),
+                              issue.hint), item)
+        self.ctx.warnings.clear()
 
     def report(self, issue: Issue, where):
         span = issue.span or self.span(where)

@@ -192,6 +192,7 @@ class Interpreter:
     def __init__(self, program: ir.Program):
         self.program = program
         types, problems = T.infer(program)
+        problems = [p for p in problems if not p.code.startswith("W")]     # warnings run
         if problems:
             raise RaspError([Diagnostic(p.code, p.message, getattr(p.node, "span", None), p.hint)
                              for p in problems], program.source)

@@ -158,6 +158,8 @@ class Context:
     bindings: dict = attrs.Factory(dict)   # name -> Type
     params: dict = attrs.Factory(dict)     # predicate parameter -> Type
     memo: dict = attrs.Factory(dict)       # node -> Type, for nodes already typed here
+    # warnings found while typing: unlike an error, a warning does not stop the node's type
+    warnings: list = attrs.Factory(list)
 
     @classmethod
     def of(cls, program: ir.Program) -> "Context":
@@ -446,8 +448,11 @@ def _aggregate(node, ctx, kids):
         return Vec(basis, dist=isinstance(value_t, Cat) or value_t.dist)
     if isinstance(value_t, Num):
         if node.default not in (None, 0):
-            raise TypeIssue("W222", "a numerical aggregate with a non-zero default cannot be "
-                            "compiled")
+            ctx.warnings.append(TypeIssue("W222", "a numerical aggregate with a non-zero "
+                                          "default cannot be compiled", node=node))
+            values = mean_values(value_t.values, ctx.maxlen)
+            # an empty row reads the default instead of 0
+            return Num(None if values is None else _normalise(values + (node.default,)))
         return Num(mean_values(value_t.values, ctx.maxlen))
     if isinstance(value_t, Cat):
         values = value_t.values
@@ -472,6 +477,9 @@ def _score_scale(node, ctx, kids):
 
 
 def _primitive(node, ctx, kids):
+    """The checks are typing's; the output bases are the semantics' own
+    (rasp_ir/primitives.py's `output_basis`), written once."""
+    from rasp_ir import primitives as P          # it imports this module's product_label
     name = node.name
     t = kids[0]
     basis = basis_of(t)
@@ -479,54 +487,24 @@ def _primitive(node, ctx, kids):
         return _normalize(t, kids[1], basis)
     if basis is None:
         raise TypeIssue("E201", f"{name} expects a vector over a known basis, got {t}")
-    if name == "harden":
-        return Cat(basis)
-    if name == "sharpen":
-        return Vec(basis, dist=True)
-    if name == "exists":
-        if node.params and node.params[0] not in basis:
-            raise TypeIssue("E201", f"exists: {node.params[0]!r} is not in the basis "
-                            f"{_show_values(basis)}")
-        return BOOL
+    if name not in P.NAMES:
+        raise TypeIssue("E201", f"unknown primitive {name}")
+    if name == "exists" and node.params and node.params[0] not in basis:
+        raise TypeIssue("E201", f"exists: {node.params[0]!r} is not in the basis "
+                        f"{_show_values(basis)}")
     if name == "lookup":
         matrix = node.args[1]
         if len(matrix.rows) != len(basis) or matrix.cols is None:
             raise TypeIssue("E212", f"lookup's table needs {len(basis)} rows (the input basis)")
         return Vec(matrix.cols)
-    if name == "is_pure":
-        # the dominant value, or none where no value holds more than the threshold
-        return Cat(basis if None in basis else basis + (None,))
-    if name in ("balance", "diff"):
-        first, second = node.params[:2]
-        for value in (first, second):
-            if value not in basis:
-                raise TypeIssue("E201", f"{name}: {value!r} is not in the basis "
-                                f"{_show_values(basis)}", f"pick two of the basis values of {t}")
-        if first == second:
-            raise TypeIssue("E201", f"{name} compares two different basis values, got "
-                            f"{first!r} twice")
-        if name == "balance":
-            return Cat((-1, 0, 1))
-        bins = node.params[2]
-        return Cat(tuple(range(-bins, bins + 1)))
-    if name == "tally":
-        first, second, low, high = node.params
-        for value in (first, second):
-            if value is not None and value not in basis:
-                raise TypeIssue("E201", f"tally: {value!r} is not in the basis "
-                                f"{_show_values(basis)}", f"pick basis values of {t}")
-        if first == second:
-            raise TypeIssue("E201", f"tally compares two different basis values, got "
-                            f"{first!r} twice")
-        return Cat(tuple(range(low, high + 1)))
-    if name == "erase":
-        return Cat((1,))
+    if name in ("balance", "diff", "tally"):
+        _compared_values(name, node.params[:2], basis, t)
     if name == "product":
         other = kids[1]
         other_basis = basis_of(other)
         if other_basis is None:
             raise TypeIssue("E201", f"product expects a vector over a known basis, got {other}")
-        labels = tuple(product_label(u, v) for u in basis for v in other_basis)
+        labels = P.output_basis(name, node.params, basis, other_basis)
         if len(set(labels)) != len(labels):
             raise TypeIssue("E201", f"product: the pairs of {_show_values(basis)} and "
                             f"{_show_values(other_basis)} do not have distinct labels",
@@ -534,7 +512,22 @@ def _primitive(node, ctx, kids):
         if isinstance(t, Cat) and isinstance(other, Cat):
             return Cat(labels)
         return Vec(labels, dist=_is_dist(t) and _is_dist(other))
-    raise TypeIssue("E201", f"unknown primitive {name}")
+    out = P.output_basis(name, node.params, basis)
+    return Cat(out) if name in P.CATEGORICAL else Vec(out, dist=True)
+
+
+def _compared_values(name, values, basis, t) -> None:
+    """balance, diff and tally compare two different values of the basis (tally's second
+    may be None: the first alone)."""
+    first, second = values
+    pick = "basis values" if name == "tally" else "two of the basis values"
+    for value in (first, second):
+        if not (name == "tally" and value is None) and value not in basis:
+            raise TypeIssue("E201", f"{name}: {value!r} is not in the basis "
+                            f"{_show_values(basis)}", f"pick {pick} of {t}")
+    if first == second:
+        raise TypeIssue("E201", f"{name} compares two different basis values, got "
+                        f"{first!r} twice")
 
 
 def _normalize(t, scale, basis):
@@ -677,11 +670,14 @@ def _infer_cached(program: ir.Program) -> tuple[dict, list[TypeIssue]]:
         except TypeIssue as issue:
             problems.append(issue)
             ctx.bindings[b.name] = Cat(None)
+        problems += ctx.warnings
+        ctx.warnings.clear()
     if program.output is not None:
         try:
             ctx.bindings["@output"] = type_of(program.output, ctx)
         except TypeIssue as issue:
             problems.append(issue)
+        problems += ctx.warnings
     return ctx.bindings, problems
 
 

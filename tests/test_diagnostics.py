@@ -124,3 +124,22 @@ def test_compat_mode_averages_numbers_and_defaults_to_zero():
 def test_directives(text, code):
     program, diagnostics = grammar.elaborate(text, "f.rasp")
     assert [d.code for d in diagnostics][:1] == ([code] if code else [])
+
+
+def test_a_numerical_default_is_a_warning_that_keeps_the_binding():
+    # W222 warns and the program still runs (an empty row reads the default); only the
+    # compiler refuses it
+    from compiler.compile import compile_program
+    from rasp_ir.interpreter import run
+    from rasp_ir.types import Num, output_type
+    src = ('@vocab {"a", "b"};\n@maxlen 5;\nis_a = indicator(tokens == "a");\n'
+           'frac = aggregate(select(indices, indices, <), is_a, 1);\n@output frac;')
+    program, diagnostics = grammar.elaborate(src, "f.rasp")
+    assert [(d.code, d.severity, d.span.line, d.span.column) for d in diagnostics] == \
+        [("W222", "warning", 4, 8)]
+    assert program is not None and isinstance(output_type(program), Num)
+    # position 0 selects nothing: the default; then the mean of the earlier is_a
+    assert run(program, ["aba"])[0].output == [1, 1.0, 0.5]
+    with pytest.raises(RaspError) as info:
+        compile_program(program)
+    assert info.value.codes == ["W222"]
