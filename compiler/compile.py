@@ -194,7 +194,6 @@ def compiled_from(model: Transformer, metadata: dict, directory) -> CompiledMode
 def _encoding_problems(info, model) -> list[str]:
     """What is wrong with a compiled model's `extra.compiled` section (read from a file that
     anyone may have edited): each field's type and its fit with the weights."""
-    from rasp_ir.limits import MAX_LEN
     if not isinstance(info, dict):
         return [f" is a {type(info).__name__}, not an object"]
     problems = _field_problems(info, model)

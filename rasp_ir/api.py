@@ -19,7 +19,10 @@ line prints.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from rasp_ir.nodes import Program
 
 __all__ = ["load", "parse", "run", "compile", "extract", "equivalent", "verify"]
 

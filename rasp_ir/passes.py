@@ -514,13 +514,17 @@ def descriptive_names(program: ir.Program) -> ir.Program:
     | `aggregate(s, v=X)`, s selecting key position q - 1       | `prev_X`             |
     | ... key position q + 1                                    | `next_X`             |
     | `aggregate(s, v=X)`, s constant (uniform attention)       | `mean_X`             |
+    | `aggregate(select(k=prev_Y, q=Y, op=(k == q)), v=X)`      | `induced_X`          |
     | `selector_width(select(k=X, q=X, op=(k == q)))`           | `hist_X`             |
     | `softmax(...)` / `sigmoid(...)`                           | `prediction`         |
 
     A name derived from a machine-made one (`sharpened_a0_0_token`) is renamed the same way.
     X is the name of the binding read (`token` for tokens, `pos` for indices); anything else
     in X's place gives no name. The position selectors recognised are `k == q ± c` written
-    either way round, over `indices ± c` on either side."""
+    either way round, over `indices ± c` on either side. `induced_X` is an induction head's
+    read: X where the token before matches this one (`prev_Y` any binding the previous
+    rule names, or would; the comparison may sit in one branch of an `if`, as special
+    queries often look elsewhere)."""
     facts = _Facts(program)
     taken = taken_names(program) | {b.name for b in program.bindings}
     mapping: dict[str, str] = {}
@@ -569,7 +573,7 @@ def _describe(value, facts: _Facts, mapping) -> str | None:
             facts.program.attention == "softmax"
         if everything or (soft and _score_term(sel, facts) in (ZERO, CONSTANT)):
             return f"mean_{x}"     # every key alike: the (prefix) mean
-        return None
+        return f"induced_{x}" if _induction(sel, facts) else None
     if isinstance(value, ir.SelectorWidth):
         sel = facts.resolve(value.selector)
         if isinstance(sel, ir.Select) and sel.queries is not None and sel.keys == sel.queries \
@@ -577,6 +581,27 @@ def _describe(value, facts: _Facts, mapping) -> str | None:
             x = _operand_name(sel.keys, mapping)
             return f"hist_{x}" if x is not None else None
     return None
+
+
+def _induction(sel, facts: _Facts) -> bool:
+    """Does `sel` match keys whose previous value equals the query's (`k == q`, over keys
+    prev_Y and queries Y)?"""
+    if not isinstance(sel, ir.Select) or sel.queries is None:
+        return False
+    behind = facts.resolve(sel.keys)
+    if not isinstance(behind, ir.Aggregate) or \
+            _position_offset(facts.resolve(behind.selector)) != -1:
+        return False
+    if facts.resolve(behind.values) != facts.resolve(sel.queries):
+        return False
+    equal = ir.BinaryOp("==", ir.Param("k"), ir.Param("q"))
+    pred = sel.predicate
+    if pred == ir.Compare("=="):
+        return True
+    if not isinstance(pred, ir.Lambda):
+        return False
+    body = pred.body
+    return body == equal or (isinstance(body, ir.Cond) and equal in (body.then, body.otherwise))
 
 
 def _position_offset(sel) -> int | None:

@@ -3,7 +3,6 @@ the key variants of GPT-2 files, both round trips, and one error listing every p
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -453,6 +453,23 @@ def test_descriptive_names():
                                                   "hardened_mine"]
 
 
+def test_an_induction_head_is_named_for_what_it_copies():
+    # keys: the previous token; queries: the token; k == q (in a branch of an `if`, or
+    # alone): the token after an earlier occurrence of this one
+    src = ('@vocab {"a", "b", "<bos>"}; @maxlen 6; @attention "softmax";\n'
+           'a0_0_token = aggregate(select(indices, indices, (k == q - 1)), tokens);\n'
+           'a1_0_m0 = aggregate(select(a0_0_token, tokens, (k == "<bos>" if q in ["<bos>"] '
+           'else k == q)), tokens);\n'
+           'a1_1_pos = aggregate(select(a0_0_token, tokens, ==), indices);\n'
+           'a1_2_token = aggregate(select(a0_0_token, tokens, <), tokens);\n'
+           'a1_3_token = aggregate(select(a0_0_token, indices, ==), tokens);\n'
+           '@output a1_0_m0;')
+    named = passes.descriptive_names(grammar.parse(src))
+    assert [b.name for b in named.bindings] == ["prev_token", "induced_token", "induced_pos",
+                                                "a1_2_token", "a1_3_token"]
+    assert reparsed(named) == named
+
+
 def test_inline_selectors_writes_a_selector_read_once_inside_its_reader():
     program = grammar.parse(
         '@vocab {"a", "b"}; @maxlen 5;\n'

@@ -18,7 +18,7 @@ from extractor.decompile.circuit import Circuit, full_masks
 from extractor.decompile.circuit_program import circuit_program
 from extractor.decompile.prune import (Layout, PruneSettings, kept_edges, prune, sample_masks,
                              stage_components, stage_paths, stage_products)
-from extractor.decompile.sweep import RunCache, RunSpec, SerialExecutor, _next_lams, frontier, sweep
+from extractor.decompile.sweep import RunSpec, SerialExecutor, _next_lams, frontier, sweep
 from rasp_ir import nodes as ir
 from rasp_ir.cli import main
 from rasp_ir.interpreter import evaluate

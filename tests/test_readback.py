@@ -102,7 +102,7 @@ def test_many_readings_are_grouped_from_the_best_smaller_groups(monkeypatch):
     assert {r.source for r in best[1]} == {"r3", "r7", "r11"} and best[0] > 0.99
     scored, real = [], rb.explained
     monkeypatch.setattr(rb, "explained",
-                        lambda c, o, v: (scored.append(len(c)), real(c, o, v))[1])
+                        lambda c, o, v, e=None: (scored.append(len(c)), real(c, o, v, e))[1])
     rb.combinations(found, out, float(out.var(0).sum()))
     pairs = math.comb(16, 2)
     assert scored.count(3) <= rb.BEAM * (16 - 2) < math.comb(16, 3)

@@ -11,7 +11,7 @@ from extractor.decompile.readout import read_out
 from rasp_ir import nodes as ir
 from rasp_ir import passes
 from rasp_ir.diagnostics import RaspError
-from rasp_ir.interpreter import Interpreter, evaluate, run
+from rasp_ir.interpreter import run
 from rasp_ir.printer import pretty
 
 HEAD = '''@vocab {"a", "b", "<bos>"};

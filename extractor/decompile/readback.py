@@ -108,15 +108,16 @@ class Reading:
     source: str = ""             # the input it reads, for the log
 
 
-def _threshold(column: np.ndarray, out: np.ndarray, variance: float) -> tuple[float, float]:
-    """(τ, explained) of the best readable threshold `column > τ` on the output; τ = nan when
-    none splits the data."""
+def _threshold(column: np.ndarray, out: np.ndarray, variance: float,
+               energy: float) -> tuple[float, float]:
+    """(τ, explained) of the best readable threshold `column > τ` on the output (`energy`:
+    its Σ|x|²); τ = nan when none splits the data."""
     best = (float("nan"), 0.0)
     for tau in np.round(np.arange(STEP, 1.0, STEP), 2):
         above = column > tau
         if above.all() or not above.any():
             continue
-        share, _ = explained([above.astype(int)], out, variance)
+        share, _ = explained([above.astype(int)], out, variance, energy)
         if share > best[1]:
             best = (float(tau), share)
     return best
@@ -135,8 +136,9 @@ def readings(ref: ir.Node, source: str, X: np.ndarray, basis: tuple, categorical
         found.append(Reading(node, tuple(basis), codes, source))
     if categorical or len(basis) > value_limit:
         return found
+    energy = sum_of_squares(out)
     for j, v in enumerate(basis):
-        tau, _ = _threshold(X[:, j], out, variance)
+        tau, _ = _threshold(X[:, j], out, variance, energy)
         if not np.isnan(tau):
             node = ir.Primitive("exists", (ref,), (v, tau))
             found.append(Reading(node, (False, True), (X[:, j] > tau).astype(int), source))
@@ -168,14 +170,22 @@ def _combination_sums(codes: list, out: np.ndarray):
     return sums, counts[reached].astype(float), inverse
 
 
-def explained(codes: list, out: np.ndarray, variance: float) -> tuple[float, np.ndarray]:
+def sum_of_squares(out: np.ndarray) -> float:
+    """Σ|x|² over the rows of `out`: `explained`'s constant, computed once per MLP."""
+    return float(np.einsum("ij,ij->", out, out))
+
+
+def explained(codes: list, out: np.ndarray, variance: float,
+              energy: float | None = None) -> tuple[float, np.ndarray]:
     """(share of the output's variance explained by the mean output of each combination of
-    the code columns, the combination of each position as one integer)."""
+    the code columns, the combination of each position as one integer); `energy`: Σ|x|² of
+    `out` (sum_of_squares), when the caller groups the same output many times."""
     sums, counts, inverse = _combination_sums(codes, out)
+    if energy is None:
+        energy = sum_of_squares(out)
     # the squared distance to the group means, by the within-group identity
     # Σ|x - mean|² = Σ|x|² - Σ_groups |sum|² / count (no (N, D) array per grouping)
-    residual = (float(np.einsum("ij,ij->", out, out))
-                - float(((sums ** 2).sum(1) / counts).sum())) / len(out)
+    residual = (energy - float(((sums ** 2).sum(1) / counts).sum())) / len(out)
     return 1 - max(residual, 0.0) / variance, inverse
 
 
@@ -195,6 +205,7 @@ def combinations(found: list, out: np.ndarray, variance: float, max_size: int = 
     there are at most MAX_GROUPS of them; beyond, the sets that extend the BEAM best of the
     size below."""
     chosen, best, below = [], 0.0, []
+    energy = sum_of_squares(out)
     for size in range(1, max_size + 1):
         if math.comb(len(found), size) <= MAX_GROUPS or not below:
             groups = itertools.combinations(range(len(found)), size)
@@ -206,7 +217,7 @@ def combinations(found: list, out: np.ndarray, variance: float, max_size: int = 
             readings = tuple(found[i] for i in group)
             if int(np.prod([len(r.basis) for r in readings])) > MAX_COMBINATIONS:
                 continue
-            share, _ = explained([r.codes for r in readings], out, variance)
+            share, _ = explained([r.codes for r in readings], out, variance, energy)
             scored.append((share, group))
         scored.sort(key=lambda s: -s[0])
         below = scored
