@@ -111,6 +111,25 @@ def test_report_shows_a_failed_read_out_with_the_figures_it_has(extraction):
     assert "nothing kept; best tried indices % 2: agreement 0.005" in page
 
 
+def test_report_shows_why_an_mlp_stays(extraction):
+    """An MLP that stays lists its best lookup and its best sum with their figures, or why
+    no sum was tried (the report's words for sort's and interleave's MLPs)."""
+    report = json.loads(extraction.with_suffix(".report.json").read_text())
+    report["candidates"][0]["replacements"] += [
+        {"what": "mlp 0", "primitive": None, "inputs": {"token": 154, "a0_0_token": 154},
+         "readings": 2, "reached": 3390, "sum": "a0_0_token + token + harden(a0_0_token)",
+         "sum_explained": 0.9846, "sum_sample_agreement": 0.9542, "sum_match": 0.82},
+        {"what": "mlp 1", "primitive": None, "best": "tokens", "explained": 0.678,
+         "match": 0.28, "sum": "a head or a later MLP reads it"}]
+    extraction.with_suffix(".report.json").write_text(json.dumps(report))
+    assert run_cli("report", extraction, "-o", extraction.parent / "r.html") == 0
+    page = (extraction.parent / "r.html").read_text(encoding="utf-8")
+    assert ("nothing kept, stays an mlp; best sum a0_0_token + token + harden(a0_0_token): "
+            "explains 98.5%, match 0.8200, sample agreement 0.954") in page
+    assert ("stays an mlp; best tried tokens: explains 67.8%, match 0.2800; no sum: a head "
+            "or a later MLP reads it") in page
+
+
 def test_report_errors_name_the_file(tmp_path, capsys):
     program = tmp_path / "p.rasp"
     shutil.copy(EXAMPLES / "reverse.rasp", program)

@@ -239,7 +239,8 @@ class Replacer:
         projection, and a reading that moves few positions but decides many sequences (the
         end of a count) ranks by what it decides, not by the variance it explains. From two
         readings on, each sum is judged, and the first kept wins. None when one is kept,
-        else what the best sum reproduced."""
+        else what the largest sum reproduced, with its match (the worst bucket's, on the
+        judge's sequences)."""
         if not read_by_logits_only(Layout(self.circuit.graph), self.flat, index):
             return {"sum": "a head or a later MLP reads it"}
         program = self.build()
@@ -248,7 +249,7 @@ class Replacer:
         if check is None:
             return {"sum": "the logits read it through no table"}
         pool = sum_readings(program, rows, categorical)
-        chosen, best = [], {}
+        chosen, best, last = [], {}, None
         for size in range(1, MAX_PARTS + 1):
             scored = []
             for reading in pool:
@@ -288,6 +289,10 @@ class Replacer:
                 return None
             best = {"sum": label, "sum_explained": round(share, 4),
                     "sum_sample_agreement": round(agreement[0], 4)}
+            last = trial
+        if last is not None:
+            # the rejection stopped judging early: its match, for the report (one judging)
+            best["sum_match"] = round(min(self.judge(self.build(mlp_outputs=last)).values()), 4)
         return best
 
     # ------------------------------------------------------------ scores and logits

@@ -359,14 +359,29 @@ def _replacements(page: Page, report: dict) -> None:
 
 def _best_tried(entry: dict) -> str:
     """"; best tried X: …" with the figures the log kept for it (a read-back of the logits
-    keeps its agreement, an MLP's fit its variance explained and match)."""
-    if "best" not in entry:
-        return ""
-    figures = [f"explains {entry['explained']:.1%}" if "explained" in entry else None,
-               f"match {entry['match']:.4f}" if "match" in entry else None,
-               f"agreement {entry['agreement']:.3f}" if "agreement" in entry else None]
+    keeps its agreement, an MLP's lookup its variance explained and match), then "; best
+    sum Y: …" for an MLP read as a sum of readings (or why no sum was tried)."""
+    text = ""
+    if "best" in entry:
+        text += _tried("best tried", entry["best"], entry, "")
+    if "sum" in entry:
+        if "sum_explained" in entry:
+            text += _tried("best sum", entry["sum"], entry, "sum_")
+        else:
+            text += f"; no sum: {entry['sum']}"
+    return text
+
+
+def _tried(head: str, label: str, entry: dict, prefix: str) -> str:
+    figures = [(f"explains {entry[prefix + 'explained']:.1%}"
+                if prefix + "explained" in entry else None),
+               f"match {entry[prefix + 'match']:.4f}" if prefix + "match" in entry else None,
+               (f"agreement {entry[prefix + 'agreement']:.3f}"
+                if prefix + "agreement" in entry else None),
+               (f"sample agreement {entry[prefix + 'sample_agreement']:.3f}"
+                if prefix + "sample_agreement" in entry else None)]
     figures = [f for f in figures if f]
-    return f"; best tried {entry['best']}" + (f": {', '.join(figures)}" if figures else "")
+    return f"; {head} {label}" + (f": {', '.join(figures)}" if figures else "")
 
 
 def _settings(page: Page, report: dict) -> None:
