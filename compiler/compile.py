@@ -63,10 +63,14 @@ class CompiledModel:
         return out
 
     def run(self, inputs: list[list]) -> list[list]:
-        """Decoded outputs: a value per position (argmax for categorical and logits)."""
+        """Decoded outputs: a value per position (argmax for categorical and logits), or for
+        a sigmoid's output the values whose probability passes 1/2, as the interpreter's."""
         decoded = []
         for scores in self.logits(inputs):
-            if self.output_kind == "num":
+            if self.output_function == "sigmoid":
+                decoded.append([[v for v, p in zip(self.output_values, row) if p > 0.5]
+                                for row in scores])
+            elif self.output_kind == "num":
                 decoded.append(scores[:, 0].tolist())
             elif self.output_kind == "vec":
                 decoded.append(scores.tolist())

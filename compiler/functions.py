@@ -295,7 +295,7 @@ def primitive(node: ir.Primitive) -> Callable:
         return lambda x: int(min(max(np.floor(bins * (entry(x, first) - entry(x, second))
                                               + 0.5), -bins), bins))
     if name == "product":
-        from rasp_ir.types import product_label
+        from rasp_ir.primitives import product_label
         return product_label
     raise NotImplementedError(f"primitive {name} on categorical values")
 

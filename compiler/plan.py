@@ -157,7 +157,12 @@ class Planner:
             if form is not None:
                 return form
             var = self.materialise(node, encoding if encoding != "vec" else "cat", basis)
-            return self._linear_form(F.Fn((var,), lambda env: env[var]), encoding, basis)
+            form = self._linear_form(F.Fn((var,), lambda env: env[var]), encoding, basis)
+            if form is None:
+                # a value set no encoding holds (a "number" that can also be a string, as
+                # `"0" * 0` makes one): refused, where the weights' assembly would crash
+                raise CompileError(node, f"its values cannot be encoded as {encoding}")
+            return form
         except TooLarge as exc:
             where = getattr(node, "span", None) or output_span(self.program)
             raise RaspError([Diagnostic("E306", str(exc), where, "lower @maxlen or the "

@@ -36,11 +36,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .types import product_label
 
 # the primitives whose output is a value of a finite basis (codes), not a vector (rows)
 CATEGORICAL = frozenset({"harden", "exists", "is_pure", "balance", "diff", "tally", "erase"})
 NAMES = CATEGORICAL | {"sharpen", "product", "lookup", "normalize"}
+
+
+def product_label(first, second) -> str:
+    """The basis value of the pair (first, second) in a `product`: "first,second"."""
+    return f"{first},{second}"
 
 
 def pure_basis(basis) -> tuple:

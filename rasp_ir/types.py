@@ -18,6 +18,7 @@ from attrs import frozen
 
 from . import nodes as ir
 from . import ops
+from . import primitives as P
 
 MAX_TABLE = 1 << 18
 
@@ -479,7 +480,6 @@ def _score_scale(node, ctx, kids):
 def _primitive(node, ctx, kids):
     """The checks are typing's; the output bases are the semantics' own
     (rasp_ir/primitives.py's `output_basis`), written once."""
-    from rasp_ir import primitives as P          # it imports this module's product_label
     name = node.name
     t = kids[0]
     basis = basis_of(t)
@@ -544,11 +544,6 @@ def _normalize(t, scale, basis):
         raise TypeIssue("E201", "normalize's scale can be 0: it divides by it",
                         f"its values are {_show_values(scale.values)}")
     return Num(None) if isinstance(t, Num) else Vec(basis)
-
-
-def product_label(first, second) -> str:
-    """The basis value of the pair (first, second) in a `product`: "first,second"."""
-    return f"{first},{second}"
 
 
 def _is_dist(t) -> bool:

@@ -352,3 +352,26 @@ def test_reads_of_heads_tabulate_as_they_call(name):
         inputs = [list("abab"), list("a"), list("bbaaab")]
         for got, result in zip(compiled.run(inputs), run(program, inputs)):
             assert same(result.output, got)
+
+
+def test_a_sigmoid_output_decodes_to_the_interpreters_sets():
+    # each position's values whose probability passes 1/2, as `rasp run` prints them (the
+    # compiled model decoded an argmax; an all-zero table, p = 1/2 everywhere, showed it)
+    for table in ("(inp == out)", "matrix(rows={11: [0], -1: [0]}, cols=[0])"):
+        program = grammar.parse('@vocab {11, -1}; @maxlen 4;\n'
+                                f'@output sigmoid(project(inp=tokens, op={table}));')
+        inputs = [[11], [11, -1, -1]]
+        assert compile_program(program).run(inputs) == [r.output for r in run(program, inputs)]
+
+
+def test_a_value_set_no_encoding_holds_is_refused_not_a_crash():
+    # `"0" * 0` is "": a number-typed branch beside it cannot be encoded as a number
+    program = grammar.parse(
+        '@vocab {11, -1}; @maxlen 12;\n'
+        'nxt = aggregate(select(indices, indices, (k == q + 1)), tokens_str, "0");\n'
+        'y = tokens_float if ("0" != tokens_str and 11 != indices) else nxt * 0;\n'
+        '@output y;')
+    with pytest.raises(RaspError) as info:
+        compile_program(program)
+    assert set(info.value.codes) == {"E401"}
+    assert "cannot be encoded as num" in info.value.render()

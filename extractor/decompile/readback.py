@@ -19,7 +19,7 @@ from attrs import field, frozen
 
 from extractor.decompile.circuit_program import MlpReplacement
 from rasp_ir import nodes as ir
-from rasp_ir import types as T
+from rasp_ir.primitives import product_label
 
 
 def numbered_by_first(labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -84,7 +84,7 @@ def lookup_replacement(name: str, operands: list, bases: list, classes: np.ndarr
     operand, keys = operands[0], list(bases[0])
     for other, basis in zip(operands[1:], bases[1:]):
         operand = ir.Primitive("product", (operand, other), ())
-        keys = [T.product_label(u, v) for u in keys for v in basis]
+        keys = [product_label(u, v) for u in keys for v in basis]
     return MlpReplacement(name, ir.Lookup(tuple(keys), values, operand), tuple(range(n)), E)
 
 

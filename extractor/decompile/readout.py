@@ -40,6 +40,7 @@ from rasp_ir import nodes as ir
 from rasp_ir import passes
 from rasp_ir import types as T
 from rasp_ir.interpreter import Interpreter, evaluate
+from rasp_ir.primitives import product_label
 from rasp_ir.printer import expr
 
 MAX_RANGE = 8            # values a tally may take on the page (its clipped range)
@@ -249,7 +250,7 @@ def _with_table(probe: ir.Program, name: str, group: tuple, logits: np.ndarray,
     operand, keys = group[0].node, list(group[0].basis)
     for other in group[1:]:
         operand = ir.Primitive("product", (operand, other.node), ())
-        keys = [T.product_label(u, v) for u in keys for v in other.basis]
+        keys = [product_label(u, v) for u in keys for v in other.basis]
     outputs = _outputs(probe, name)
     table = ir.Matrix(tuple(keys), tuple(outputs), tuple(map(tuple, rows.tolist())))
     key_name = _fresh("key" if len(group) > 1 else _reading_name(group[0]),
