@@ -291,8 +291,13 @@ class Replacer:
                     "sum_sample_agreement": round(agreement[0], 4)}
             last = trial
         if last is not None:
-            # the rejection stopped judging early: its match, for the report (one judging)
-            best["sum_match"] = round(min(self.judge(self.build(mlp_outputs=last)).values()), 4)
+            # the rejection stopped judging early: its match, for the report (one judging;
+            # none for a candidate the interpreter refused, which `accepts` logged)
+            try:
+                judged = self.judge(self.build(mlp_outputs=last))
+                best["sum_match"] = round(min(judged.values()), 4)
+            except RaspError:
+                pass
         return best
 
     # ------------------------------------------------------------ scores and logits
