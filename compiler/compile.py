@@ -9,6 +9,7 @@ import attrs
 import numpy as np
 import torch
 
+from rasp_ir import agreement as rule
 from rasp_ir import nodes as ir
 from rasp_ir import types as T
 from rasp_ir.diagnostics import Diagnostic, RaspError
@@ -68,8 +69,9 @@ class CompiledModel:
         decoded = []
         for scores in self.logits(inputs):
             if self.output_function == "sigmoid":
-                decoded.append([[v for v, p in zip(self.output_values, row) if p > 0.5]
-                                for row in scores])
+                above = rule.token_sets(scores, rule.PROBABILITY)
+                decoded.append([[v for v, keep in zip(self.output_values, row) if keep]
+                                for row in above])
             elif self.output_kind == "num":
                 decoded.append(scores[:, 0].tolist())
             elif self.output_kind == "vec":

@@ -276,7 +276,8 @@ class Replacer:
                 start += width
             trial = dict(self.mlp_outputs)
             trial[index] = tuple(reps)
-            ok, worst = self.accepts(self.build(mlp_outputs=trial))
+            built = self.build(mlp_outputs=trial)
+            ok, worst = self.accepts(built)
             label = " + ".join(r.label for r in chosen)
             if ok:
                 self.mlp_outputs = trial
@@ -289,12 +290,12 @@ class Replacer:
                 return None
             best = {"sum": label, "sum_explained": round(share, 4),
                     "sum_sample_agreement": round(agreement[0], 4)}
-            last = trial
+            last = built
         if last is not None:
             # the rejection stopped judging early: its match, for the report (one judging;
             # none for a candidate the interpreter refused, which `accepts` logged)
             try:
-                judged = self.judge(self.build(mlp_outputs=last))
+                judged = self.judge(last)
                 best["sum_match"] = round(min(judged.values()), 4)
             except RaspError:
                 pass

@@ -372,15 +372,15 @@ def _best_tried(entry: dict) -> str:
     return text
 
 
+# the figures a log entry may keep for what it tried, in the order they are shown
+_FIGURES = (("explained", "explains {:.1%}"), ("match", "match {:.4f}"),
+            ("agreement", "agreement {:.3f}"), ("sample_agreement", "sample agreement {:.3f}"))
+
+
 def _tried(head: str, label: str, entry: dict, prefix: str) -> str:
-    figures = [(f"explains {entry[prefix + 'explained']:.1%}"
-                if prefix + "explained" in entry else None),
-               f"match {entry[prefix + 'match']:.4f}" if prefix + "match" in entry else None,
-               (f"agreement {entry[prefix + 'agreement']:.3f}"
-                if prefix + "agreement" in entry else None),
-               (f"sample agreement {entry[prefix + 'sample_agreement']:.3f}"
-                if prefix + "sample_agreement" in entry else None)]
-    figures = [f for f in figures if f]
+    """"; head label: figures…" from the entry's keys `prefix + figure`."""
+    figures = [form.format(entry[prefix + key]) for key, form in _FIGURES
+               if prefix + key in entry]
     return f"; {head} {label}" + (f": {', '.join(figures)}" if figures else "")
 
 
