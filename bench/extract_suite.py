@@ -8,6 +8,7 @@ beside its held-out match per bucket.
 
     python bench/extract_suite.py [--only bin_majority,count] [--quick] [--workers 2]
                                   [--out DIR] [--n 1000] [--early-stop STEPS]
+                                  [--answer-positions N]
 
 The 13 length-generalising checkpoints come first (the 12 the paper decompiled, and bce_D3, the
 one it could not: LLN-A loses it, and the extractor states its final LayerNorm instead,
@@ -54,6 +55,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=1000, help="held-out sequences per bucket")
     parser.add_argument("--early-stop", type=int, default=50, metavar="STEPS",
                         help="rasp extract --early-stop (default 50, as rasp extract; 0: off)")
+    parser.add_argument("--answer-positions", type=int, default=32, metavar="N",
+                        help="rasp extract --answer-positions (default 32, as rasp extract; "
+                        "0: every one)")
     args = parser.parse_args()
     folders = []
     for prefix in GENERALISING + NOT_GENERALISING:
@@ -74,7 +78,8 @@ def main() -> int:
         name = folder.name.split("-")[0] + (f"_{suffix}" if not generalising and
                                             suffix.isdigit() else "")
         settings = ExtractSettings(workers=args.workers, n=args.n, quick=args.quick,
-                                   early_stop=args.early_stop)
+                                   early_stop=args.early_stop,
+                                   answer_positions=args.answer_positions)
         try:
             result = extract_program(subject, folder, None, args.out / f"{name}.runs", settings)
         except Exception as exc:          # a crash is a result too: say which and go on

@@ -118,6 +118,44 @@ def test_answering_from_a_later_position_changes_nothing_there(seed, layers, sta
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), layers=st.integers(1, 3),
+       chosen=st.sets(st.integers(0, 9), min_size=1))
+def test_answering_at_chosen_positions_changes_nothing_there(seed, layers, chosen):
+    # pruning's `positions`: the last layer runs at a few positions only; the logits there
+    # are those of the whole sequence
+    model = random_model(layers=layers, seed=seed % 5)
+    circuit = Circuit(model)
+    layout = Layout(circuit.graph)
+    gen = torch.Generator().manual_seed(seed)
+    theta = torch.randn(layout.size, generator=gen)
+    ids = torch.randint(0, len(TOKENS), (3, 10), generator=gen)
+    positions = torch.arange(10).expand(3, -1)
+    masks = layout.masks(torch.sigmoid(theta)[None].expand(3, -1), True)
+    where = torch.tensor(sorted(chosen))
+    with torch.no_grad():
+        whole = circuit(ids, positions, masks)
+        some = circuit(ids, positions, masks, where)
+    assert some.shape == (3, len(where), len(TOKENS))
+    torch.testing.assert_close(some, whole[:, where], rtol=1e-4, atol=1e-5)
+
+
+def test_a_step_scores_a_sample_of_the_answer_positions():
+    from extractor.decompile.prune import scored_rows
+    from extractor.tasks.batches import Batch
+    scored = torch.zeros(2, 12, dtype=torch.bool)
+    scored[0, 5:9] = scored[1, 7:12] = True
+    batch = Batch(tokens=torch.zeros(2, 12, dtype=torch.long),
+                  positions=torch.arange(12).expand(2, -1), targets=torch.zeros(2, 12),
+                  scored=scored, mode="lm")
+    gen = torch.Generator().manual_seed(0)
+    assert scored_rows(batch, 5, 0, gen) == 5          # 0: every position from the first
+    assert scored_rows(batch, 5, 7, gen) == 5          # no fewer answers than asked for
+    drawn = [scored_rows(batch, 5, 3, gen) for _ in range(50)]
+    assert all(len(d) == 3 and (d.diff() > 0).all() and (d >= 5).all() for d in drawn)
+    assert set(torch.cat(drawn).tolist()) == set(range(5, 12))
+
+
 def test_stages_refine_what_the_previous_stage_kept():
     circuit = Circuit(random_model())
     layout = Layout(circuit.graph)

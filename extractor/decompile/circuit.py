@@ -117,6 +117,13 @@ def full_masks(graph: Graph, dtype=torch.float32) -> Masks:
     return Masks(heads.clone(), heads.clone(), heads.clone(), mlp, torch.ones(1, P, dtype=dtype))
 
 
+def rows(x: torch.Tensor, start: int | torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """x's positions (along `dim`) from `start` on, or those the index tensor `start` lists."""
+    if isinstance(start, torch.Tensor):
+        return x.index_select(dim, start)
+    return x.narrow(dim, start, x.shape[dim] - start)
+
+
 class Norm(nn.Module):
     """A reader's LayerNorm under LLN-A: x ↦ centre(x) · γ / s (+ β), s = exp(log_scale)
     learned; the identity for models without LayerNorm (compiled ones)."""
@@ -173,18 +180,20 @@ class Circuit(nn.Module):
         self.scale = c.scale
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, masks: Masks,
-                start: int = 0) -> torch.Tensor:
-        """Logits (B, T − start, V) at positions start, start + 1, …; a pruned edge (mask m)
-        reads (1 − m)·ō. The last layer runs its queries and MLP only from `start` on: pruning
-        scores only the answer positions, and on most tasks those come late (after a sort's
-        separator, at a classifier's last token), so that part costs a fraction."""
+                start: int | torch.Tensor = 0) -> torch.Tensor:
+        """Logits (B, T − start, V) at positions start, start + 1, …, or (B, S, V) at the S
+        positions of a 1-d index tensor `start`; a pruned edge (mask m) reads (1 − m)·ō. The
+        last layer runs its queries and MLP only at those positions: pruning scores only the
+        answer positions, and on most tasks those come late (after a sort's separator, at a
+        classifier's last token), so that part costs a fraction."""
         X, C = self.paths(tokens, positions, masks, start)
         return self._unembed(X, C, masks, masks)
 
     def paths(self, tokens: torch.Tensor, positions: torch.Tensor,
-              masks: Masks, start: int = 0) -> tuple[list, torch.Tensor]:
-        """Every path's activation (B, T − start, D) from position `start` on, in graph order,
-        and the stream's constant (earlier layers see every position: later ones read them)."""
+              masks: Masks, start: int | torch.Tensor = 0) -> tuple[list, torch.Tensor]:
+        """Every path's activation (B, T − start, D) from position `start` on (or at the
+        positions `start` lists, see `rows`), in graph order, and the stream's constant
+        (earlier layers see every position: later ones read them)."""
         c, g = self.config, self.graph
         B, T = tokens.shape
         am = masks
@@ -215,15 +224,16 @@ class Circuit(nn.Module):
                                     kb[:, L, :, :n].expand(B, -1, -1))
             scores = (scores + key_only[:, :, None, :]) * self.scale
             if causal is not None:
-                scores = scores.masked_fill(~causal[first:], torch.finfo(scores.dtype).min)
+                scores = scores.masked_fill(~rows(causal, first, 0),
+                                            torch.finfo(scores.dtype).min)
             pattern = scores.softmax(-1)                               # (B, H, T, T)
             Z = torch.einsum("bhij,pbhje->pbhie", pattern, V)
             heads = torch.einsum("pbhie,hed->hpbid", Z, self.W_O[L])  # (H, n, B, T, D)
             mv = masks.v[:, L, :, :n]                                  # (B, H, n)
             heads = heads * mv.permute(1, 2, 0)[..., None, None]
-            if first:
-                X = [x[:, first:] for x in X]
-            X.extend(heads.reshape(c.n_heads * n, B, T - first, c.d_model).unbind(0))
+            if not (isinstance(first, int) and first == 0):
+                X = [rows(x, first) for x in X]
+            X.extend(heads.reshape(c.n_heads * n, B, -1, c.d_model).unbind(0))
             # what the heads add whatever the input: the value of the constant stream (each
             # attention row sums to 1), the ablated value edges, b_O
             v_const = self._read_const(C, v_norm, self.W_V[L]) + self.b_V[L]     # (1|B, H, E)
@@ -242,7 +252,8 @@ class Circuit(nn.Module):
             W = W - W.mean(-2, keepdim=True)
         return W / scale
 
-    def _read(self, X: list, tokens, positions, norm: Norm, W, first: int = 0) -> torch.Tensor:
+    def _read(self, X: list, tokens, positions, norm: Norm, W,
+              first: int | torch.Tensor = 0) -> torch.Tensor:
         """Paths X (n of (B, T, D), token and pos first) from position `first` on, through a
         LayerNorm (no β) and W (H, D, E): (n, B, H, T − first, E). The token and pos paths
         are rows of W_E and W_pos, so they are read as a table per token and per position
@@ -251,13 +262,14 @@ class Circuit(nn.Module):
         folded = self._fold(norm, W, norm.log_scale.exp()[:, None, None])   # (H, D, E)
         H, _, E = folded.shape
 
-        def table(rows, ids):                                          # (B, H, T', E)
-            read = torch.einsum("vd,hde->vhe", rows, folded).reshape(len(rows), H * E)
-            return F.embedding(ids[:, first:], read).unflatten(-1, (H, E)).transpose(1, 2)
+        def table(embedding, ids):                                     # (B, H, T', E)
+            read = torch.einsum("vd,hde->vhe", embedding, folded).reshape(len(embedding),
+                                                                          H * E)
+            return F.embedding(rows(ids, first), read).unflatten(-1, (H, E)).transpose(1, 2)
 
         out = [table(self.W_E, tokens), table(self.W_pos, positions)]
         if len(X) > 2:
-            stack = torch.stack([x[:, first:] for x in X[2:]])        # (n − 2, B, T', D)
+            stack = torch.stack([rows(x, first) for x in X[2:]])      # (n − 2, B, T', D)
             out.extend(torch.einsum("pbtd,hde->pbhte", stack, folded).unbind(0))
         return torch.stack(out)
 

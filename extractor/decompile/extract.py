@@ -72,12 +72,16 @@ class ExtractSettings:
     # a pruning stage ends once its masks are this many steps still (0: never); on by default
     # since the replacement step no longer grows with a large circuit (docs/extractor.md)
     early_stop: int = 50
+    # answer positions a pruning step scores per sequence batch, drawn afresh each step (0:
+    # every one): the mean KL over a sample estimates the mean over all, and the last layer's
+    # work, most of a step on long answers, shrinks with it (docs/extractor.md)
+    answer_positions: int = 32
 
     def prune_settings(self) -> PruneSettings:
         if self.quick:
             return PruneSettings(steps=(150, 100, 100), pool=12, selection=32,
-                                 patience=self.early_stop)
-        return PruneSettings(patience=self.early_stop)
+                                 patience=self.early_stop, positions=self.answer_positions)
+        return PruneSettings(patience=self.early_stop, positions=self.answer_positions)
 
 
 # ------------------------------------------------------------------ the pruned program

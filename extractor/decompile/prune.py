@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from attrs import asdict, frozen
 
-from extractor.decompile.circuit import Circuit, Graph, Masks, full_masks
+from extractor.decompile.circuit import Circuit, Graph, Masks, full_masks, rows
 from extractor.decompile.linearise import kl_divergence
 from extractor.tasks.batches import collate
 
@@ -47,11 +47,15 @@ class PruneSettings:
     # least `min_steps` (0: every stage runs all its steps)
     patience: int = 0
     min_steps: int = 100
+    # answer positions a training step scores, drawn afresh each step (0: every one)
+    positions: int = 0
 
     def to_dict(self) -> dict:
         out = asdict(self)
         if not self.patience:           # runs without early stops keep their cache keys
             del out["patience"], out["min_steps"]
+        if not self.positions:          # nor do runs that score every position
+            del out["positions"]
         return out
 
 
@@ -291,10 +295,24 @@ def answers_from(batch) -> int:
     return int(scored[0]) if len(scored) else 0
 
 
+def scored_rows(batch, start: int, count: int, generator: torch.Generator) -> int | torch.Tensor:
+    """The positions a training step scores: `start` (every position from it on) or, when
+    `count` is smaller than the number of positions some sequence is scored at, `count` of
+    those drawn at random, in order. The mean KL over them is an unbiased estimate of the
+    mean over all, and the last layer's queries, MLP and unembedding, most of a step's work
+    on long answers (a sort's 150 numbers), run only there."""
+    answers = batch.scored.any(0).nonzero()[:, 0]
+    if not count or len(answers) <= count:
+        return start
+    chosen = torch.randperm(len(answers), generator=generator)[:count]
+    return answers[chosen.sort().values].to(batch.tokens.device)
+
+
 def loss_kl(target: torch.Tensor, logits: torch.Tensor, batch, mode: str,
-            start: int = 0) -> torch.Tensor:
-    """Mean KL(original || circuit) over the scored positions; `logits` start at `start`."""
-    return kl_divergence(target[:, start:], logits, mode)[batch.scored[:, start:]].mean()
+            start: int | torch.Tensor = 0) -> torch.Tensor:
+    """Mean KL(original || circuit) over the scored positions; `logits` are at the positions
+    `start` names (circuit.rows)."""
+    return kl_divergence(rows(target, start), logits, mode)[rows(batch.scored, start)].mean()
 
 
 @torch.no_grad()
@@ -326,6 +344,7 @@ def run_stage(circuit: Circuit, layout: Layout, stage: Stage, data: Data, lam: f
     if G == 0:
         return stage.fixed.clone()
     generator = torch.Generator().manual_seed(seed)
+    drawn = torch.Generator().manual_seed(seed + 7919)     # the scored positions' own stream
     device = circuit.W_E.device
     theta = torch.nn.Parameter(torch.full((G,), settings.init_logit))
     scales = [p for n, p in circuit.named_parameters() if n.endswith("log_scale")
@@ -342,7 +361,7 @@ def run_stage(circuit: Circuit, layout: Layout, stage: Stage, data: Data, lam: f
         # the masks are drawn on the CPU (the same draws on every device), used on the model's
         group = sample_masks(theta, batch.tokens.shape[0], generator)
         masks = layout.masks(stage.expand(group).to(device), stage.products)
-        start = answers_from(batch)
+        start = scored_rows(batch, answers_from(batch), settings.positions, drawn)
         logits = circuit(batch.tokens, batch.positions, masks, start)
         kl = loss_kl(target, logits, batch, data.mode, start)
         loss = kl + lam * torch.sigmoid(theta).sum().to(device)

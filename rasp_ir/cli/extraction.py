@@ -57,6 +57,10 @@ def add_commands(sub) -> None:
                     help="end a pruning stage once its edge masks have not changed for STEPS "
                     "steps, after at least 100 (default 50; 0: every stage runs all its "
                     "steps)")
+    ex.add_argument("--answer-positions", type=int, default=32, metavar="N",
+                    help="answer positions a pruning step scores, drawn afresh each step "
+                    "(default 32; 0: every one). Fewer is faster on long answers and "
+                    "noisier")
     ex.add_argument("--n", type=int, default=None, metavar="N",
                     help="held-out sequences per bucket (default 1000; full stage: 2000 for "
                     "the LLN-A faithfulness)")
@@ -90,9 +94,11 @@ def cmd_extract(args) -> int:
     from extractor.decompile.sweep import check_device
     from extractor.tasks.checkpoint import load_subject
     if (args.n is not None and args.n < 1) or args.seed < 0 or args.fit_steps < 0 or (
-            args.max_entries is not None and args.max_entries < 1) or args.early_stop < 0:
+            args.max_entries is not None and args.max_entries < 1) or args.early_stop < 0 \
+            or args.answer_positions < 0:
         raise RaspError([Diagnostic("T404", "--n and --max-entries must be at least 1, "
-                                    "--seed, --fit-steps and --early-stop at least 0")])
+                                    "--seed, --fit-steps, --early-stop and --answer-positions "
+                                    "at least 0")])
     if not 0 < (args.threshold or 1) <= 1 or args.max_runs < 1 or (
             args.workers is not None and args.workers < 1):
         raise RaspError([Diagnostic("T404", "--threshold must be in (0, 1], --max-runs and "
@@ -193,7 +199,8 @@ def _run_stages(args, subjects, outputs) -> list:
                 threshold=0.9 if args.threshold is None else args.threshold,
                 workers=args.workers or min(2, os.cpu_count() or 1), seed=args.seed,
                 n=args.n or (200 if args.quick else 1000), quick=args.quick,
-                max_runs=args.max_runs, device=args.device, early_stop=args.early_stop)
+                max_runs=args.max_runs, device=args.device, early_stop=args.early_stop,
+                answer_positions=args.answer_positions)
             targets = [Target(subjects[i], args.checkpoint[i], args.task,
                               _runs_dir(outputs[i])) for i in swept]
             executor = open_executor(args.executor, settings.workers, args.device)
