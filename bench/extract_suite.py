@@ -55,9 +55,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=1000, help="held-out sequences per bucket")
     parser.add_argument("--early-stop", type=int, default=50, metavar="STEPS",
                         help="rasp extract --early-stop (default 50, as rasp extract; 0: off)")
-    parser.add_argument("--answer-positions", type=int, default=32, metavar="N",
-                        help="rasp extract --answer-positions (default 32, as rasp extract; "
-                        "0: every one)")
+    parser.add_argument("--answer-positions", type=int, default=0, metavar="N",
+                        help="rasp extract --answer-positions (default 0, every one, as rasp "
+                        "extract)")
     args = parser.parse_args()
     folders = []
     for prefix in GENERALISING + NOT_GENERALISING:

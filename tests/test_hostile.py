@@ -402,6 +402,9 @@ OPTIONS = [
                                  "{tmp}/out"], "E110"),
     ("extract --early-stop -1", ["extract", ROOT / "examples" / "bin_majority",
                                  "--early-stop", "-1", "-o", "{tmp}/out/p.rasp"], "T404"),
+    ("extract --answer-positions -1", ["extract", ROOT / "examples" / "bin_majority",
+                                       "--answer-positions", "-1", "-o", "{tmp}/out/p.rasp"],
+     "T404"),
 ]
 
 

@@ -302,6 +302,19 @@ def test_extract_quick_on_the_shipped_example(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["result"]["output"][-1] == "1"
 
 
+def test_answer_positions_reach_the_runs_and_their_cache_keys():
+    # --answer-positions: the pruning settings carry it, and a run with it is another run
+    # (its own cache key); without it the key is what it was before the option existed
+    from extractor.decompile.extract import ExtractSettings
+    assert "positions" not in ExtractSettings().prune_settings().to_dict()
+    for quick in (False, True):
+        sampled = ExtractSettings(answer_positions=32, quick=quick).prune_settings()
+        assert sampled.positions == 32 and sampled.to_dict()["positions"] == 32
+    base = RunSpec("ckpt", None, {}, ExtractSettings().prune_settings().to_dict(), 0, 0.01)
+    other = RunSpec("ckpt", None, {}, sampled.to_dict(), 0, 0.01)
+    assert base.key() != other.key()
+
+
 def test_a_no_op_mlp_keeps_its_own_tables_through_the_side_file(tmp_path):
     # a no-op MLP reads as its input variable: its projection must not take the input's
     # table name (the side-file would keep one of the two)

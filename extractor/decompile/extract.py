@@ -72,10 +72,11 @@ class ExtractSettings:
     # a pruning stage ends once its masks are this many steps still (0: never); on by default
     # since the replacement step no longer grows with a large circuit (docs/extractor.md)
     early_stop: int = 50
-    # answer positions a pruning step scores per sequence batch, drawn afresh each step (0:
-    # every one): the mean KL over a sample estimates the mean over all, and the last layer's
-    # work, most of a step on long answers, shrinks with it (docs/extractor.md)
-    answer_positions: int = 32
+    # answer positions a pruning step scores, drawn afresh each step (0: every one): the mean
+    # KL over a sample estimates the mean over all, and the last layer's work, most of a step
+    # on long answers, shrinks with it. Off by default: the noisier steps changed which
+    # circuit the sweep chose on unique_copy and count (docs/extractor.md)
+    answer_positions: int = 0
 
     def prune_settings(self) -> PruneSettings:
         if self.quick:
