@@ -231,7 +231,7 @@ class Circuit(nn.Module):
             heads = torch.einsum("pbhie,hed->hpbid", Z, self.W_O[L])  # (H, n, B, T, D)
             mv = masks.v[:, L, :, :n]                                  # (B, H, n)
             heads = heads * mv.permute(1, 2, 0)[..., None, None]
-            if not (isinstance(first, int) and first == 0):
+            if isinstance(first, torch.Tensor) or first:
                 X = [rows(x, first) for x in X]
             X.extend(heads.reshape(c.n_heads * n, B, -1, c.d_model).unbind(0))
             # what the heads add whatever the input: the value of the constant stream (each

@@ -298,9 +298,9 @@ def answers_from(batch) -> int:
 def scored_rows(batch, start: int, count: int, generator: torch.Generator) -> int | torch.Tensor:
     """The positions a training step scores: `start` (every position from it on) or, when
     `count` is smaller than the number of positions some sequence is scored at, `count` of
-    those drawn at random, in order. The mean KL over them is an unbiased estimate of the
-    mean over all, and the last layer's queries, MLP and unembedding, most of a step's work
-    on long answers (a sort's 150 numbers), run only there."""
+    those drawn at random, in order. The mean KL over them estimates the mean over all, and
+    the last layer's queries, MLP and unembedding, most of a step's work on long answers (a
+    sort's 150 numbers), run only there."""
     answers = batch.scored.any(0).nonzero()[:, 0]
     if not count or len(answers) <= count:
         return start
