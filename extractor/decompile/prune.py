@@ -301,8 +301,10 @@ def scored_rows(batch, start: int, count: int, generator: torch.Generator) -> in
     those drawn at random, in order. The mean KL over them estimates the mean over all, and
     the last layer's queries, MLP and unembedding, most of a step's work on long answers (a
     sort's 150 numbers), run only there."""
+    if not count:                        # the default: nothing to draw on the hot path
+        return start
     answers = batch.scored.any(0).nonzero()[:, 0]
-    if not count or len(answers) <= count:
+    if len(answers) <= count:
         return start
     chosen = torch.randperm(len(answers), generator=generator)[:count]
     return answers[chosen.sort().values].to(batch.tokens.device)
