@@ -30,6 +30,11 @@ _ON_VECTORS = {
     "lookup": "lookup of a vector (a linear map) is not folded into the reading block's weights "
               "yet",
 }
+# a range of x's basis scanned from y's value: a step at the threshold on a vector; on
+# one-hot inputs a lookup over the pairs of values, which the compiler does not build yet
+_ORDERED = ("{} (the first entry above a threshold on one side of another value) is a step "
+            "on a vector, and on categorical values a table over pairs of values that the "
+            "compiler does not build yet")
 _VECTOR_RESULTS = {
     "sharpen": "sharpen of a categorical value (its one-hot row, unchanged) is a vector, and "
                "the compiler writes vectors only from attention and mlp nodes",
@@ -51,6 +56,8 @@ def primitive_problem(node: ir.Primitive, type_of) -> str | None:
         return _ON_VECTORS["tally"]
     if node.name == "normalize":  # a vector divided by a number per position, on any argument
         return _NORMALIZE
+    if node.name in ("least_above", "greatest_below"):
+        return _ORDERED.format(node.name)
     if node.name not in _ON_VECTORS:
         return f"unknown primitive {node.name}"
     kinds = [type_of(arg) for arg in node.args[:2 if node.name == "product" else 1]]

@@ -294,6 +294,18 @@ def _erase(el, a, span):
     return el.typed(ir.Primitive("erase", (_vector_term(a).node,), span=span), span)
 
 
+def _ordered(name):
+    """least_above(x, y, first, last, threshold=0.1) and greatest_below(…): y must be
+    categorical (its value is compared), first and last are basis values of x."""
+    def handler(el, a, span):
+        x, y = _vector_term(a, "x"), _vector_term(a, "y")
+        first, last = _basis_value(a, "first"), _basis_value(a, "last")
+        threshold = _number(a, "threshold", 0.1)
+        node = ir.Primitive(name, (x.node, y.node), (first, last, threshold), span=span)
+        return el.typed(node, span)
+    return handler
+
+
 def _product(el, a, span):
     x, y = _vector_term(a, "x"), _vector_term(a, "y")
     return el.typed(ir.Primitive("product", (x.node, y.node), span=span), span)
@@ -485,6 +497,10 @@ def builtin_env() -> Env:
         _builtin("tally", ("x", "a", "b", "low", "high"), _tally),
         _builtin("erase", ("x",), _erase),
         _builtin("product", ("x", "y"), _product),
+        _builtin("least_above", ("x", "y", "first", "last", "threshold"),
+                 _ordered("least_above")),
+        _builtin("greatest_below", ("x", "y", "first", "last", "threshold"),
+                 _ordered("greatest_below")),
         _builtin("normalize", ("x", "scale"), _normalize),
         _builtin("token_id", ("x",), _token_id),
         _builtin("mlp", ("*inputs", "W_in", "b_in", "W_out", "b_out", "activation"), _mlp),

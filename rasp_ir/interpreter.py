@@ -637,7 +637,10 @@ class _Group:
             return P.lookup(x, self.interp.matrix(node.args[1]))
         if node.name == "normalize":
             return self._normalize(node, x, t)
-        y = None
+        y = basis_y = None
+        if node.name in P.COMPARED:
+            y_t = self.interp.type_of(node.args[1])
+            y, basis_y = self.vector(self.value(node.args[1]), y_t), T.basis_of(y_t)
         if node.name == "product":
             y = self.vector(self.value(node.args[1]), self.interp.type_of(node.args[1]))
             self.sized(self.n * x.shape[-1] * y.shape[-1], f"a product's rows over "
@@ -647,7 +650,7 @@ class _Group:
             # the positions a causal mean at each position averages: its own and those before
             seen = np.broadcast_to(np.arange(1, self.n + 1) if self.program.causal
                                    else np.full(self.n, self.n), (self.b, self.n))
-        out = P.apply(node.name, node.params, x, T.basis_of(t), y, seen=seen)
+        out = P.apply(node.name, node.params, x, T.basis_of(t), y, seen=seen, basis_y=basis_y)
         out_t = self.interp.type_of(node)
         if node.name in P.CATEGORICAL:
             return A.to_array(list(T.basis_of(out_t)))[out]

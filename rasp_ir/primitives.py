@@ -24,6 +24,13 @@ Semantics (x[v] the entry for basis value v), name(params): output basis, value:
   is None), where `seen` is the number of positions a causal mean at this position averages
   (its index + 1; the length without @causal): for a uniform mean of a one-hot value, how many
   more positions held a than b;
+- least_above(y, first, last, τ): the candidates (the basis values from `first` to `last`, in
+  basis order) and None: the first candidate after y's value (a second, categorical input)
+  whose entry is > τ, scanning all candidates when y's value is not one; None when no entry
+  qualifies. A head that spreads its attention over the values above the query's, read the
+  way a sort reads it: the smallest value above the current one that the head sees;
+- greatest_below(y, first, last, τ): the mirror image, the last candidate before y's value
+  whose entry is > τ (a descending sort's step);
 - erase(): (1,), 1 everywhere;
 - product(y): the pairs "u,v" (u in x's basis, v in y's), x[u]·y[v]; categorical when both
   inputs are (its rows are then one-hot, and the interpreter reads the pair off them);
@@ -38,7 +45,10 @@ import numpy as np
 
 
 # the primitives whose output is a value of a finite basis (codes), not a vector (rows)
-CATEGORICAL = frozenset({"harden", "exists", "is_pure", "balance", "diff", "tally", "erase"})
+CATEGORICAL = frozenset({"harden", "exists", "is_pure", "balance", "diff", "tally", "erase",
+                         "least_above", "greatest_below"})
+# the primitives that read a second, categorical input beside x (product's is a vector)
+COMPARED = frozenset({"least_above", "greatest_below"})
 NAMES = CATEGORICAL | {"sharpen", "product", "lookup", "normalize"}
 
 
@@ -71,6 +81,8 @@ def output_basis(name: str, params: tuple, basis, basis_y=None) -> tuple:
         return tuple(range(low, high + 1))
     if name == "erase":
         return (1,)
+    if name in COMPARED:
+        return candidates(basis, *params[:2]) + (None,)
     if name == "product":
         return tuple(product_label(u, v) for u in basis for v in basis_y)
     if name == "lookup":
@@ -132,6 +144,52 @@ def tally(x: np.ndarray, basis, first, second, low: int, high: int,
     return np.clip(np.floor(seen * d + 0.5), low, high).astype(np.int64) - low
 
 
+def candidates(basis, first, last) -> tuple:
+    """least_above's and greatest_below's candidates: the values of `basis` from `first` to
+    `last` in basis order (ValueError when either is missing or `last` comes first)."""
+    basis = list(basis)
+    lo, hi = basis.index(first), basis.index(last)
+    if hi <= lo:
+        raise ValueError(f"{last!r} does not come after {first!r} in the basis")
+    return tuple(basis[lo:hi + 1])
+
+
+def _ordered(x: np.ndarray, basis, y: np.ndarray, basis_y, first, last, threshold,
+             above: bool) -> np.ndarray:
+    """Codes into candidates + (None,): least_above (`above`) or greatest_below."""
+    chosen = candidates(basis, first, last)
+    lo = list(basis).index(first)
+    seen = x[..., lo:lo + len(chosen)] > threshold
+    # y's rank among the candidates, -1 where its value is not one (every candidate counts)
+    rank = {v: i for i, v in enumerate(chosen)}
+    of_y = np.array([rank.get(v, -1) for v in basis_y], dtype=np.int64)[np.argmax(y, -1)]
+    at = np.arange(len(chosen))
+    if above:
+        allowed = at > of_y[..., None]
+    else:
+        allowed = (at < of_y[..., None]) | (of_y[..., None] < 0)
+    hit = seen & allowed
+    if above:
+        code = np.argmax(hit, -1)
+    else:
+        code = len(chosen) - 1 - np.argmax(hit[..., ::-1], -1)
+    return np.where(hit.any(-1), code, len(chosen))
+
+
+def least_above(x: np.ndarray, basis, y: np.ndarray, basis_y, first, last,
+                threshold) -> np.ndarray:
+    """Codes into candidates + (None,): the first candidate after y's value whose entry is
+    above `threshold` (y's rows one-hot over `basis_y`)."""
+    return _ordered(x, basis, y, basis_y, first, last, threshold, above=True)
+
+
+def greatest_below(x: np.ndarray, basis, y: np.ndarray, basis_y, first, last,
+                   threshold) -> np.ndarray:
+    """Codes into candidates + (None,): the last candidate before y's value whose entry is
+    above `threshold`."""
+    return _ordered(x, basis, y, basis_y, first, last, threshold, above=False)
+
+
 def erase(x: np.ndarray) -> np.ndarray:
     """Codes into (1,): the one value everywhere."""
     return np.zeros(x.shape[:-1], dtype=np.int64)
@@ -154,10 +212,10 @@ def normalize(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def apply(name: str, params: tuple, x: np.ndarray, basis, y: np.ndarray | None = None,
-          seen: np.ndarray | None = None):
-    """`name` on rows `x` over `basis` (and `y`: product's second rows, lookup's table;
-    `seen`: tally's positions averaged): codes into the output basis where `name` is in
-    CATEGORICAL, rows over it otherwise."""
+          seen: np.ndarray | None = None, basis_y=None):
+    """`name` on rows `x` over `basis` (and `y`: product's second rows, lookup's table, the
+    compared value's one-hot rows over `basis_y`; `seen`: tally's positions averaged): codes
+    into the output basis where `name` is in CATEGORICAL, rows over it otherwise."""
     if name == "harden":
         return harden(x)
     if name == "sharpen":
@@ -174,6 +232,10 @@ def apply(name: str, params: tuple, x: np.ndarray, basis, y: np.ndarray | None =
         return tally(x, basis, *params, seen=seen)
     if name == "erase":
         return erase(x)
+    if name == "least_above":
+        return least_above(x, basis, y, basis_y, *params)
+    if name == "greatest_below":
+        return greatest_below(x, basis, y, basis_y, *params)
     if name == "product":
         return product(x, y)
     if name == "lookup":

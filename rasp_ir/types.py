@@ -499,6 +499,8 @@ def _primitive(node, ctx, kids):
         return Vec(matrix.cols)
     if name in ("balance", "diff", "tally"):
         _compared_values(name, node.params[:2], basis, t)
+    if name in P.COMPARED:
+        return _ordered(name, node.params, basis, kids[1])
     if name == "product":
         other = kids[1]
         other_basis = basis_of(other)
@@ -514,6 +516,28 @@ def _primitive(node, ctx, kids):
         return Vec(labels, dist=_is_dist(t) and _is_dist(other))
     out = P.output_basis(name, node.params, basis)
     return Cat(out) if name in P.CATEGORICAL else Vec(out, dist=True)
+
+
+def _ordered(name, params, basis, y) -> Cat:
+    """least_above / greatest_below: a range of x's basis, compared with a categorical y."""
+    first, last, threshold = params
+    if not isinstance(y, Cat):
+        raise TypeIssue("E201", f"{name} compares with a categorical value, got {a(describe(y))}",
+                        "read a vector as its largest entry first: harden(y)")
+    for value in (first, last):
+        if value not in basis:
+            raise TypeIssue("E201", f"{name}: {value!r} is not in the basis "
+                            f"{_show_values(basis)}", "first and last bound the candidates")
+    try:
+        chosen = P.candidates(basis, first, last)
+    except ValueError as exc:
+        raise TypeIssue("E201", f"{name}: {exc}", "name the candidates' first value, then "
+                        "their last, in basis order") from None
+    if None in chosen:
+        raise TypeIssue("E201", f"{name}: None cannot be a candidate (it means none qualifies)")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeIssue("E201", f"{name}'s threshold must be a number, got {threshold!r}")
+    return Cat(P.output_basis(name, params, basis))
 
 
 def _compared_values(name, values, basis, t) -> None:

@@ -785,7 +785,7 @@ class MlpPrimitive:
             codes = np.array([index[b if b in self.params else a] for a, b in zip(vx, vy)],
                              dtype=np.int64).reshape(X.shape[:-1])
             return np.eye(len(out_basis))[codes]
-        out = semantics.apply(self.name, self.params, X, basis, Y)
+        out = semantics.apply(self.name, self.params, X, basis, Y, basis_y=basis_y)
         if self.name in semantics.CATEGORICAL:
             return np.eye(len(self.output_basis(basis, basis_y)))[out]
         return out
@@ -811,6 +811,8 @@ class MlpPrimitive:
             return f"{arg}_is_{other}"
         if self.name == "special_or":
             return f"{arg}_or_{other}"
+        if self.name in semantics.COMPARED:
+            return f"{self.prefix}_{other}"
         return f"{self.prefix}_{arg}"
 
     def label(self, arg: str = "x", other: str = "y") -> str:
@@ -874,3 +876,26 @@ def mlp_pair_primitives(basis_x: tuple, basis_y: tuple, limit: int = 10_000,
     if len(basis_x) * len(basis_y) <= limit:
         out.append(MlpPrimitive("product", "", arity=2))
     return out
+
+
+def ordered_primitives(basis_x: tuple, basis_y: tuple, special: Specials = SPECIALS,
+                       thresholds: tuple = (0.05, 0.1, 0.2, 0.3)) -> list[MlpPrimitive]:
+    """least_above and greatest_below of x from y's value (y categorical), over the longest
+    run of ordinary values of x's basis (no special token, no None) that y's basis also
+    holds, when it has at least three values, for each threshold in `thresholds`: a sort's
+    step, the nearest value above (or below) the current one among those a head sees."""
+    run, best = [], []
+    for v in tuple(basis_x) + (None,):
+        if v is not None and v not in special.values and v in basis_y:
+            run.append(v)
+            continue
+        if len(run) > len(best):
+            best = run
+        run = []
+    if len(best) < 3:
+        return []
+    first, last = best[0], best[-1]
+    return [MlpPrimitive(name, prefix, (first, last, t), arity=2)
+            for name, prefix in (("least_above", "next_above"), ("greatest_below",
+                                                                  "next_below"))
+            for t in thresholds]
