@@ -313,6 +313,14 @@ def _cond(node, ctx, kids):
     if then.values is not None and otherwise.values is not None:
         values = _normalise(then.values + otherwise.values)
     numeric = isinstance(then, Num) or isinstance(otherwise, Num)
+    words = [v for v in values or () if isinstance(v, str)]
+    if numeric and words:
+        # a numerical s-op is averaged and added; a word among its values fails there, at
+        # run time, far from the `if` that let it in
+        raise TypeIssue("E203", f"the branches of `if … else` mix a number and "
+                        f"{_show_values(words)}: a numerical s-op holds numbers only",
+                        "make both branches numbers, or read the numerical one as a category "
+                        "with categorical(…)")
     return Num(values) if numeric else Cat(values)
 
 
