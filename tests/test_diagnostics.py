@@ -31,7 +31,8 @@ def errors(text):
     ("x = indicator(3);", "E204", 1, 5),
     ('@vocab {"a", "b"};\nx = {"a": 1}[tokens];', "E206", 2, 5),
     # a word among a numerical s-op's values would fail where it is added, not here
-    ('@vocab {"a", "b"};\nx = numerical(indices) if tokens == "a" else "none";', "E203", 2, 5),
+    ('@vocab {"a", "b"};\n@maxlen 4;\nx = numerical(indices) if tokens == "a" else "none";',
+     "E203", 3, 5),
     ("x = tokens[indices];", "E207", 1, 5),
     ("x = [1, 2][5];", "E208", 1, 5),
     ("x = select(indices, indices, ==) + 1;", "E214", 1, 5),
