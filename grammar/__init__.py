@@ -12,7 +12,8 @@ from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.sources import read_source, too_big
 
 from .elaborate import Elaborator
-from .library import base_environment, load_library
+from .builtins import builtin_env
+from .library import DEFAULT_LIBRARY, base_environment, find_library, load_library
 from .parser import parse_tree, precedence_warnings
 
 __all__ = ["parse", "load", "elaborate", "read_source", "Session"]
@@ -77,8 +78,14 @@ def deep_stack():
 
 
 def _elaborator(text: str, file: str) -> Elaborator:
-    base, library = base_environment()
     search = (str(Path(file).parent),) if file != "<string>" else (".",)
+    if file != "<string>" and Path(file).resolve() == find_library(DEFAULT_LIBRARY, ()):
+        # the default library's own file, read as a program: on the builtins alone, as it is
+        # read when loaded, so the names it defines are its own, not a clash with itself
+        el = Elaborator(file, text, builtin_env(), search_dirs=search, loader=load_library)
+        el.reserved = el.reserved - set(base_environment()[0].values)
+        return el
+    base, library = base_environment()
     return Elaborator(file, text, base, search_dirs=search, library=library, loader=load_library)
 
 

@@ -41,6 +41,9 @@ class Elaborator:
         """`loader(name, search_dirs, span)` reads the library a `load` names: its exported
         names and its bindings (given by the caller, since reading a library elaborates it)."""
         self.file, self.source, self.origin = file, source, origin
+        # the top-level names this file may not bind (the default library's own file defines
+        # two of them: `rasp fmt` and `rasp check` read it as a program)
+        self.reserved = RESERVED
         self.search_dirs = search_dirs
         self.loader = loader
         self.env = Env(parent=base)
@@ -315,7 +318,7 @@ class Elaborator:
             self.bind(name, value, env, top, self.span(target), span)
 
     def check_reserved(self, name, span, top):
-        if top and name in RESERVED and self.origin is None:
+        if top and name in self.reserved and self.origin is None:
             raise Issue("E251", f"cannot set reserved name `{name}`", span,
                         "pick another name; `tokens` may be rebound to tokens_str/int/float/bool")
 

@@ -356,3 +356,17 @@ def test_longsum_leading_zeros_and_nines(adder, a, b):
     """Leading zeros and long runs of 9s (carry chains)."""
     text = f"{a}+{b}"
     assert adder.apply("longsum", text) == ref_longsum(text)
+
+
+@pytest.mark.parametrize("name", ["rasplib", "paper_examples", "long_addition"])
+def test_each_library_file_reads_as_a_program(name):
+    """`rasp check` and `rasp fmt` read the packaged library files themselves; the default
+    library's file defines `full_s` and `length`, names no other program may bind."""
+    import grammar
+    from grammar.library import packaged_library_dir
+    from rasp_ir.printer import pretty
+    path = packaged_library_dir() / f"{name}.rasp"
+    program = grammar.load(path)
+    assert grammar.parse(pretty(program), str(path)) == program
+    if name == "rasplib":
+        assert {b.name for b in program.bindings} >= {"full_s", "length"}
