@@ -385,3 +385,43 @@ def test_only_an_mlp_the_logits_alone_read_can_be_a_sum():
     part = MlpReplacement("token", None, TOKENS, E, ir.Tokens())
     with pytest.raises(ValueError):
         circuit_program(circuit, flat, TOKENS, TOKENS, None, mlp_outputs={first: (part,)})
+
+
+def test_an_mlp_read_exactly_is_kept_whatever_the_noise_of_the_floor():
+    """An MLP that reads only the token is a function of it: read as the token (no line, the
+    fit writes what it wrote), the program computes what it did on every judged position.
+    That is kept without judging against the floors, which a judge near them refuses by
+    noise (here: refuses everything)."""
+    from extractor.decompile.replace import Replacer
+
+    class Refusing:
+        """A judge whose floors nothing passes, though the match it measures is 0.95."""
+
+        def __init__(self, seqs):
+            self.sets = {"all": [(s, None, None, None) for s in seqs]}
+
+        def passes(self, program, floor):
+            return None
+
+        def __call__(self, program):
+            return {"all": 0.95}
+
+    model = random_model(layers=1, heads=1)
+    circuit = Circuit(model)
+    layout = Layout(circuit.graph)
+    flat = layout.valid.float().clone()
+    mlp = circuit.graph.mlp_path(0)
+    for p, path in enumerate(circuit.graph.paths[:mlp]):
+        if path.name != "token":                 # the MLP reads the token alone
+            flat[layout.index("mlp", 0, p)] = 0
+    seqs = sequences(7, count=30)
+    r = Replacer(circuit, flat, TOKENS, TOKENS, None, Refusing(seqs), {"all": 0.9})
+    before = r.build()
+    r.replace_mlps()
+    rep = r.mlp_outputs[mlp]
+    assert rep.node is None and rep.ref == ir.Tokens()
+    assert r.log[-1]["exact"] is True and r.log[-1]["match"] == 0.95
+    after = r.build()
+    assert not any(isinstance(b.value, ir.Mlp) for b in after.bindings)
+    for a, b in zip(evaluate(before, seqs, before.output), evaluate(after, seqs, after.output)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)

@@ -4,7 +4,8 @@ Order (docs/extractor.md, Primitives and replacement):
 1. MLPs, layer by layer: each primitive of the library (extractor/decompile/primitives.py, simplest
    first) is applied to the MLP's input variable on the judge's sequences, the write E of the
    new variable is fitted to the MLP's output by least squares (kept only if it explains at
-   least 40 % of the output's variance), and the program with the replacement is judged.
+   least 40 % of the output's variance), and the program with the replacement is judged (an
+   exact fit, which changes nothing the judge sees, is kept without the floors).
    Where none is kept, the MLP is read back as a lookup over its inputs' readings
    (extractor/decompile/readback.py: the input, `harden(x)`, a threshold `exists(x, v, τ)`),
    one reading first, then two, then three; else, for an MLP that only the logits read, as
@@ -45,6 +46,8 @@ from rasp_ir.passes import INLINE_LIMIT, table_size
 from rasp_ir.printer import expr
 
 MIN_EXPLAINED = 0.4          # an MLP primitive must explain this share of the output variance
+EXACT = 1e-9                 # a fit whose residual is below this share of the variance is the
+                             # MLP's own output at every judged position (rounding aside)
 
 
 @define
@@ -85,6 +88,17 @@ class Replacer:
             self.log.append({"what": "candidate refused", "why": f"{first.code}: {first.message}"})
             return False, None
         return result is not None, (min(result.values()) if result is not None else None)
+
+    def same(self, program: ir.Program) -> tuple[bool, float]:
+        """(True, the worst bucket's match) for a program that computes what the current one
+        does at every judged position (an MLP replaced by what it writes there, exactly).
+        Judged against the floors it could fail: the floor of a bucket the pruned program
+        misses is its own match less 0.02, measured on other sequences, and a close pass is
+        confirmed on fresh ones, so an unchanged program would be refused about as often as
+        the noise goes its way (unique_copy's `m0 = mlp(tokens)`, read exactly as the token,
+        was refused so and stayed an mlp)."""
+        self.judged += 1
+        return True, min(self.judge(program).values())
 
     def say(self, text: str) -> None:
         if self.progress:
@@ -172,13 +186,16 @@ class Replacer:
                 rep = MlpReplacement(new_name, expr, basis, E)
             trial = dict(self.mlp_outputs)
             trial[index] = rep
-            ok, worst = self.accepts(self.build(mlp_outputs=trial))
+            exact = residual <= EXACT * variance
+            ok, worst = self.same(self.build(mlp_outputs=trial)) if exact else \
+                self.accepts(self.build(mlp_outputs=trial))
             if ok:
                 self.mlp_outputs = trial
                 self.views[f"mlp {L}"] = mlp_view(features, E, out, basis)
                 label = "no line (its input)" if rep.node is None else primitive.label(*names)
                 self.log.append({"what": f"mlp {L}", "primitive": label, "match": worst,
-                                 "explained": round(1 - residual / variance, 4)})
+                                 "explained": round(1 - residual / variance, 4),
+                                 **({"exact": True} if exact else {})})
                 self.say(f"mlp {L}: {label} (match {worst:.3f})")
                 return
         why = self._read_back(L, index, name, rows, categorical, out, variance)
