@@ -130,3 +130,25 @@ def test_the_mlp_candidate_takes_the_threshold_that_explains_most():
                               float(out.var(0).sum()))
     best = {p.name: (p.params, args) for p, args in found}
     assert best["least_above"] == (("0", "4", 0.2), (ir.Ref("a"), ir.Tokens()))
+
+
+def test_none_votes_for_eos_in_the_logit_label_that_names_it():
+    """The logit candidate for a variable that can be None (least_above's end): each value
+    votes for itself, None for <eos>; its label computes that table."""
+    from extractor.decompile.primitives import logit_primitives
+    (prim,) = [p for p in logit_primitives() if p.none_rows]
+    rows, cols = NUMBERS + (None,), VOCAB + ("<eos>",)
+    matrix = prim.matrix(rows, cols)
+    assert matrix[-1].tolist() == [float(v == "<eos>") for v in cols]
+    assert matrix[:-1].tolist() == [[float(r == c) for c in cols] for r in NUMBERS]
+    assert prim.matrix(NUMBERS, cols) is None              # no None: the plain diagonal's job
+    text = SORT.replace("@output up;", f"logits = project(inp=up, op={prim.label()});\n"
+                        "@output logits;")
+    program = grammar.parse(text.replace('"<sep>"};', '"<sep>", "<eos>"};'), "sort.rasp")
+    word = ["<bos>", "3", "1", "4", "<sep>", "0"]
+    up = evaluate(program, [word], ir.Ref("up"))[0].tolist()
+    logits = np.asarray(evaluate(program, [word], program.output)[0])
+    vocab = program.vocab
+    for i, value in enumerate(up):
+        want = "<eos>" if value is None else value
+        assert logits[i].argmax() == vocab.index(want) and logits[i].max() > 0

@@ -99,6 +99,7 @@ class _Table:
     uniform: bool = False
     special_rows: bool = False
     numeric: bool = False      # rule and body give numbers, used as written (not lifted)
+    none_rows: bool = False    # it names the row value None: applies only where rows hold it
 
     def matrix(self, row_basis: tuple | None, col_basis: tuple,
                special: Specials = SPECIALS) -> np.ndarray | None:
@@ -124,6 +125,8 @@ class _Table:
                 cols if self.positions == "cols" or rows is None else rows):
             return None
         if self.special_rows and not any(r in special.values for r in rows):
+            return None
+        if self.none_rows and None not in rows:
             return None
         value = float if self.numeric else bool
         try:
@@ -328,8 +331,9 @@ def with_special_rows(main: AttentionPrimitive | LogitPrimitive,
 def logit_primitives() -> list[LogitPrimitive]:
     """Candidates for a projection table (input basis × outputs), simplest first: zeros
     (`False`), to_eos (`(out == "<eos>")`: every input row votes for <eos>), to_bos
-    (`(out == "<bos>")`), diag (`(inp == out)`: each input value votes for the same output),
-    and diag with the special inputs voting for `<eos>` (a copy that ends)."""
+    (`(out == "<bos>")`), diag with None voting for `<eos>` (where the inputs hold None),
+    diag (`(inp == out)`: each input value votes for the same output), and diag with the
+    special inputs voting for `<eos>` (a copy that ends)."""
     return [
         LogitPrimitive("zeros", "table", False, lambda i, o, sp: False,
                        lambda sp: _const(False), uniform=True),
@@ -337,6 +341,14 @@ def logit_primitives() -> list[LogitPrimitive]:
                        _special_body("out", "eos")),
         LogitPrimitive("to_bos", "table", True, lambda i, o, sp: o == sp.bos,
                        _special_body("out", "bos")),
+        # each value votes for itself and None (nothing left: a sort that has written its
+        # largest number, least_above's None) for <eos>; before the plain diagonal, which a
+        # bias for <eos> would otherwise complete only through a tie at @hard_scale
+        LogitPrimitive("diag+none:to_eos", "table", True,
+                       lambda i, o, sp: o == sp.eos if i is None else i == o,
+                       lambda sp: ir.Cond(_eq(_param("inp"), _const(None)),
+                                          _eq(_param("out"), _const(sp.eos)),
+                                          _eq(_param("inp"), _param("out"))), none_rows=True),
         _LOGIT_DIAG,
         # a copy that ends: each input votes for itself, a special input (the <sep> a copy
         # reaches at its end) for <eos>
