@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from pathlib import Path
 
@@ -77,9 +78,15 @@ def deep_stack():
             sys.setrecursionlimit(before)
 
 
+@functools.cache
+def _default_library() -> Path | None:
+    """The packaged default library's file (looked up once, not at every parse)."""
+    return find_library(DEFAULT_LIBRARY, ())
+
+
 def _elaborator(text: str, file: str) -> Elaborator:
     search = (str(Path(file).parent),) if file != "<string>" else (".",)
-    if file != "<string>" and Path(file).resolve() == find_library(DEFAULT_LIBRARY, ()):
+    if file != "<string>" and Path(file).resolve() == _default_library():
         # the default library's own file, read as a program: on the builtins alone, as it is
         # read when loaded, so the names it defines are its own, not a clash with itself
         el = Elaborator(file, text, builtin_env(), search_dirs=search, loader=load_library)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import grammar
 from compiler.validate import validate
 from extractor.decompile.primitives import MlpPrimitive, ordered_primitives
-from extractor.decompile.replace import Replacer
+from extractor.decompile.replace import ordered_candidates
 from rasp_ir import nodes as ir
 from rasp_ir import primitives as semantics
 from rasp_ir import types as T
@@ -126,8 +126,8 @@ def test_the_mlp_candidate_takes_the_threshold_that_explains_most():
     truth = MlpPrimitive("least_above", "n", ("0", "4", 0.2), arity=2).apply(X, VOCAB, Y, VOCAB)
     out = truth @ rng.normal(size=(truth.shape[1], 8))
     rows = {ir.Ref("a"): (X, VOCAB), ir.Tokens(): (Y, VOCAB)}
-    found = Replacer._ordered(None, [ir.Ref("a"), ir.Tokens()], rows, {ir.Tokens()}, out,
-                              float(out.var(0).sum()))
+    found = ordered_candidates([ir.Ref("a"), ir.Tokens()], rows, {ir.Tokens()}, out,
+                               float(out.var(0).sum()))
     best = {p.name: (p.params, args) for p, args in found}
     assert best["least_above"] == (("0", "4", 0.2), (ir.Ref("a"), ir.Tokens()))
 

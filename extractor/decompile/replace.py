@@ -155,7 +155,7 @@ class Replacer:
         variance = float(out.var(0).sum()) or 1.0
         # or scan a head's values from the token's: `least_above(x, y, …, τ)`, a sort's step
         # (the nearest value above y that x holds more than τ of), with the τ that explains most
-        candidates += self._ordered(inputs, rows, categorical, out, variance)
+        candidates += ordered_candidates(inputs, rows, categorical, out, variance)
         for primitive, args in candidates:
             if primitive.arity == 2:
                 (X, bx), (Y, by) = rows[args[0]], rows[args[1]]
@@ -207,24 +207,6 @@ class Replacer:
         why.update(summed)
         self.log.append({"what": f"mlp {L}", "primitive": None, **why})
         self.say(f"mlp {L}: no primitive or lookup keeps the match; it stays an mlp ({why})")
-
-    def _ordered(self, inputs: list, rows: dict, categorical: set, out: np.ndarray,
-                 variance: float) -> list:
-        """least_above and greatest_below of each input x from each categorical input y, each
-        at the threshold whose fit explains most of the output (one judgement per direction,
-        not one per threshold)."""
-        found = []
-        for a, b in itertools.permutations(dict.fromkeys(inputs), 2):
-            if b not in categorical:
-                continue
-            (X, bx), (Y, by) = rows[a], rows[b]
-            best = {}
-            for p in lib.ordered_primitives(bx, by):
-                share = 1 - _fit(p.apply(X, bx, Y, by), out)[1] / variance
-                if share > best.get(p.name, (-1.0, None))[0]:
-                    best[p.name] = (share, p)
-            found += [(p, (a, b)) for share, p in best.values() if share >= MIN_EXPLAINED]
-        return found
 
     def _read_back(self, L: int, index: int, name: str, rows: dict, categorical: set,
                    out: np.ndarray, variance: float) -> dict | None:
@@ -497,6 +479,25 @@ class SumReading:
     ref: ir.Node | None
     basis: tuple
     features: np.ndarray = field(eq=False, repr=False)
+
+
+def ordered_candidates(inputs: list, rows: dict, categorical: set, out: np.ndarray,
+                       variance: float) -> list:
+    """least_above and greatest_below of each input x from each categorical input y, each
+    at the threshold whose fit explains most of the output (one judgement per direction,
+    not one per threshold)."""
+    found = []
+    for a, b in itertools.permutations(dict.fromkeys(inputs), 2):
+        if b not in categorical:
+            continue
+        (X, bx), (Y, by) = rows[a], rows[b]
+        best = {}
+        for p in lib.ordered_primitives(bx, by):
+            share = 1 - _fit(p.apply(X, bx, Y, by), out)[1] / variance
+            if share > best.get(p.name, (-1.0, None))[0]:
+                best[p.name] = (share, p)
+        found += [(p, (a, b)) for share, p in best.values() if share >= MIN_EXPLAINED]
+    return found
 
 
 def sum_readings(program: ir.Program, rows: dict, categorical: set) -> list[SumReading]:
