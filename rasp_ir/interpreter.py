@@ -204,10 +204,13 @@ class Interpreter:
         self._closures: dict[str, tuple] = {}
 
     def type_of(self, node):
+        # keyed by identity (nodes of one program compare by value, but may sit in different
+        # contexts); the node is kept with its type, so a caller's temporary node cannot be
+        # freed and its id reused for another (which then read the first one's type)
         key = id(node)
         if key not in self._types:
-            self._types[key] = T.type_of(node, self.ctx)
-        return self._types[key]
+            self._types[key] = (node, T.type_of(node, self.ctx))
+        return self._types[key][1]
 
     # ------------------------------------------------------------ driving
 
@@ -359,6 +362,8 @@ class _Group:
 
     def _Cond(self, node):
         cond = A.truthy(self.value(node.cond))
+        if self.params and cond.ndim and cond.any() and not cond.all():
+            return self._table_cond(node, cond)
         then, otherwise = self.value(node.then), self.value(node.otherwise)
         if then.dtype.kind == otherwise.dtype.kind or (
                 A.numeric(then) and A.numeric(otherwise)
@@ -366,6 +371,29 @@ class _Group:
             return np.where(cond, then, otherwise)
         out = np.where(cond, then.astype(object), otherwise.astype(object))
         return A.to_array(out.ravel().tolist()).reshape(out.shape)
+
+    def _table_cond(self, node, cond):
+        """`a if c else b` in a table (a predicate or op over basis values): each branch is
+        evaluated only on the cells that take it, so `(False if inp == None else
+        token_id(inp) == token_id(out))` does not look None up in token_id's table."""
+        shape = np.broadcast_shapes(cond.shape, *(np.shape(v) for v in self.params.values()))
+        take = np.broadcast_to(cond, shape)
+        saved, parts = self.params, []
+        try:
+            for branch, where in ((node.then, take), (node.otherwise, ~take)):
+                self.params = {k: np.broadcast_to(v, shape)[where] for k, v in saved.items()}
+                parts.append(np.broadcast_to(self.value(branch), (int(where.sum()),)))
+        finally:
+            self.params = saved
+        then, otherwise = parts
+        if then.dtype.kind == otherwise.dtype.kind:
+            out = np.empty(shape, dtype=np.result_type(then, otherwise))
+        else:
+            out = np.empty(shape, dtype=object)
+        out[take], out[~take] = then, otherwise
+        if out.dtype == object:
+            return A.to_array(out.ravel().tolist()).reshape(shape)
+        return out
 
     def _In(self, node):
         x = self.value(node.operand)

@@ -12,7 +12,8 @@ circuit computes it. tests/test_prune.py checks the two agree.
 Replacements (extractor/decompile/primitives.py, chosen in extractor/decompile/replace.py) enter as arguments:
 `mlp_outputs` gives an MLP path as a primitive of its input, read through a fitted E like any
 other variable instead of through the opaque node, or, for an MLP only the logits read, as a sum
-of such readings (a tuple): each part is projected to the logits, and a part that is an input
+of such readings (a tuple; a part whose E is None is a line the others share, and writes
+nothing): each part is projected to the logits, and a part that is an input
 read as it is joins that input's own logit table (one table per variable, so a primitive can name
 what the two paths vote for together); `tables` gives a score or logit term a primitive
 predicate in place of its table, or DROP to delete it.
@@ -143,6 +144,8 @@ def circuit_program(circuit: Circuit, flat: torch.Tensor, tokens: tuple, outputs
                 for rep in mlp_outputs[i]:
                     if rep.node is not None:
                         bindings.append(ir.Binding(rep.name, rep.node))
+                    if rep.E is None:           # a line the parts share; it writes nothing
+                        continue
                     parts[i].append(Variable(
                         rep.name, tuple(rep.basis), rep.E,
                         rep.ref if rep.ref is not None else ir.Ref(rep.name),

@@ -558,6 +558,49 @@ def _best_offset(m: np.ndarray, rows: tuple, cols: tuple) -> int | None:
     return best
 
 
+MAX_VOTERS = 16           # the most rows a table of votes is read over (a route's classes)
+
+
+def vote_logit_primitives(values, rows: tuple, cols: tuple) -> list[LogitPrimitive]:
+    """Candidates for a projection of a variable with a few values (a route's classes, a
+    boolean) onto the outputs: `(out == {r: v, …}[inp])`, each row voting for one output or
+    none. First only the rows whose largest entry stands out (above the row's median by at
+    least half as much as the most outstanding row's), then every row for its largest."""
+    if rows is None or not 2 <= len(rows) <= MAX_VOTERS or None in rows:
+        return []
+    m = np.asarray(values, dtype=float).reshape(len(rows), len(cols))
+    top = m.argmax(1)
+    strength = m.max(1) - np.median(m, 1)
+    if strength.max() <= 0:
+        return []
+    found, seen = [], set()
+    for keep in (strength >= 0.5 * strength.max(), np.ones(len(rows), dtype=bool)):
+        votes = tuple(cols[top[i]] if keep[i] else None for i in range(len(rows)))
+        if votes in seen:
+            continue
+        seen.add(votes)
+        table = dict(zip(rows, votes))
+        found.append(LogitPrimitive(
+            f"votes{hash((tuple(rows), votes))}", "table", False,
+            lambda i, o, sp, table=table: table.get(i) is not None and o == table.get(i),
+            lambda sp, votes=votes: _eq(_param("out"), ir.Lookup(tuple(rows), votes,
+                                                                _param("inp")))))
+    return found
+
+
+def silent_none(primitive: LogitPrimitive) -> LogitPrimitive:
+    """`primitive` over rows that also hold None, None voting for nothing: a routed value's
+    line (`x if route == k else None`) is None wherever another route is taken. Label:
+    `(False if inp == None else …)`."""
+    return LogitPrimitive(
+        f"{primitive.name}+none:silent", primitive.kind, primitive.token_only,
+        lambda i, o, sp: False if i is None else primitive.rule(i, o, sp),
+        lambda sp: ir.Cond(_eq(_param("inp"), _const(None)), _const(False),
+                           primitive.body(sp)),
+        positions=primitive.positions, uniform=primitive.uniform,
+        special_rows=primitive.special_rows, numeric=primitive.numeric)
+
+
 def position_logit_primitives(values, rows: tuple, cols: tuple) -> list[LogitPrimitive]:
     """Candidates for a projection of positions (input basis positions × outputs), with
     parameters read from the table `values`, simplest first (o an output, label, 1 where):

@@ -30,7 +30,7 @@ from attrs import define, field, frozen
 
 from extractor.checking.judge import decide, same_decisions
 from extractor.decompile import primitives as lib
-from extractor.decompile import readback
+from extractor.decompile import readback, routes
 from extractor.decompile.circuit_program import (
     DROP,
     MlpReplacement,
@@ -44,6 +44,7 @@ from rasp_ir.diagnostics import RaspError
 from rasp_ir.interpreter import Interpreter, Memo, evaluate
 from rasp_ir.passes import INLINE_LIMIT, table_size
 from rasp_ir.printer import expr
+from rasp_ir.types import basis_of
 
 MIN_EXPLAINED = 0.4          # an MLP primitive must explain this share of the output variance
 EXACT = 1e-9                 # a fit whose residual is below this share of the variance is the
@@ -205,6 +206,10 @@ class Replacer:
         if summed is None:
             return
         why.update(summed)
+        routed = self._read_as_routes(L, index, rows, categorical, out, variance)
+        if routed is None:
+            return
+        why.update(routed)
         self.log.append({"what": f"mlp {L}", "primitive": None, **why})
         self.say(f"mlp {L}: no primitive or lookup keeps the match; it stays an mlp ({why})")
 
@@ -321,6 +326,91 @@ class Replacer:
                 pass
         return best
 
+    def _read_as_routes(self, L: int, index: int, rows: dict, categorical: set,
+                        out: np.ndarray, variance: float) -> dict | None:
+        """Read MLP L as a routed lookup (extractor/decompile/routes.py): a few small
+        readings choose a class, each class writes a constant or passes one value on through
+        its own table. Only for an MLP the logits alone read (its parts are projected one by
+        one). The routes the search ranks best by the model's decisions they reproduce (on
+        the decision check's sample) are judged, at most ROUTES_JUDGED; None when one is
+        kept, else the best one's figures."""
+        if not read_by_logits_only(Layout(self.circuit.graph), self.flat, index):
+            return {"route": "a head or a later MLP reads it"}
+        program = self.build()
+        name = self.circuit.graph.paths[index].name
+        check = DecisionCheck.of(program, name, self.judge, out)
+        if check is None:
+            return {"route": "the logits read it through no table"}
+        taken = {b.name for b in program.bindings}
+        # a route passes values with a hundred possibilities through their own rows: fitted
+        # on the judged sequences alone, a value they reach once or never is written wrong on
+        # fresh ones (count's start, judged 0.99 / 1 / 0.95 here, held 0.74 / 0.9 / 0.87), so
+        # its rows are fitted on more sequences (after the judged ones: the check's positions
+        # still index them)
+        rows, out = self._more_positions(program, name, rows, out)
+        routers, sources = routes.candidates(rows, categorical, {r: _ref_name(r) for r in rows})
+        best = {}
+        for agreement, route in routes.routes(routers, sources,
+                                              routes.Decisions(check, out))[:ROUTES_JUDGED]:
+            tables = routes.fit(route, sources, out)
+            trial = dict(self.mlp_outputs)
+            trial[index] = routes.parts(name, route, sources, tables, taken)
+            trial[index] = self._typed(trial, index)
+            ok, worst = self.accepts(self.build(mlp_outputs=trial))
+            label = routes.label(route, sources)
+            if ok:
+                self.mlp_outputs = trial
+                self.views[f"mlp {L}"] = route_view(route, sources, tables, out)
+                self.log.append({"what": f"mlp {L}", "primitive": f"route {label}",
+                                 "classes": len(route.sources), "match": worst,
+                                 "sample_agreement": round(agreement, 4)})
+                self.say(f"mlp {L}: route {label} (match {worst:.3f})")
+                return None
+            if not best:
+                best = {"route": label, "route_sample_agreement": round(agreement, 4)}
+                try:        # the rejection stopped judging early: its match, for the report
+                    judged = self.judge(self.build(mlp_outputs=trial))
+                    best["route_match"] = {k: round(v, 4) for k, v in judged.items()}
+                except RaspError:
+                    pass
+        return best or {"route": "no route decides enough of the sample"}
+
+    def _more_positions(self, program: ir.Program, name: str, rows: dict,
+                        out: np.ndarray) -> tuple[dict, np.ndarray]:
+        """`rows` and `out` of MLP `name` with FIT_SEQUENCES more sequences per bucket
+        appended (drawn from a stream of their own; their tokens only: no model runs)."""
+        task = self.judge.task
+        rng = np.random.default_rng([FIT_SEED, len(out)])
+        sequences = [task.vocab.names(task.sample(rng, lo, hi, offset=False).tokens)
+                     for lo, hi in task.test_buckets for _ in range(FIT_SEQUENCES)]
+        interpreter = Interpreter(program)
+        more = {}
+        for ref, (X, basis) in rows.items():
+            values = evaluate(program, sequences, ref, interpreter=interpreter)
+            more[ref] = (np.concatenate([X, _vectors(values, basis)]), basis)
+        written = np.concatenate(evaluate(program, sequences, ir.Ref(name),
+                                          interpreter=interpreter))
+        return more, np.concatenate([out, written])
+
+    def _typed(self, trial: dict, index: int) -> tuple:
+        """The parts of MLP `index` in `trial` with their rows in the order of the basis the
+        interpreter gives each (a variable's table rows follow it: `x if c else None` ranges
+        over x's values and None, sorted); values no part reached write nothing."""
+        interpreter = Interpreter(self.build(mlp_outputs=trial))
+        found = []
+        for rep in trial[index]:
+            if rep.E is None or rep.node is None:
+                found.append(rep)
+                continue
+            typed = tuple(basis_of(interpreter.type_of(ir.Ref(rep.name))))
+            if typed != tuple(rep.basis):
+                at = {v: i for i, v in enumerate(rep.basis)}
+                E = np.stack([rep.E[at[v]] if v in at else np.zeros(rep.E.shape[1])
+                              for v in typed])
+                rep = MlpReplacement(rep.name, rep.node, typed, E, rep.ref)
+            found.append(rep)
+        return tuple(found)
+
     # ------------------------------------------------------------ scores and logits
 
     def replace_tables(self) -> list[str]:
@@ -405,6 +495,9 @@ def replace(circuit, flat, tokens, outputs, prediction, judge, floor: dict,
     return r.build(), r.log, r.judged
 
 
+ROUTES_JUDGED = 3            # the routes of an MLP judged, best first
+FIT_SEQUENCES = 300          # more sequences per bucket a route's rows are fitted on
+FIT_SEED = 4245
 MAX_PARTS = 3                # the most readings an MLP is read as the sum of
 SUM_SAMPLE = 20_000          # positions the readings of a sum are ranked on
 
@@ -449,6 +542,17 @@ class DecisionCheck:
         return cls(positions, rest, reader, np.concatenate([rows[i][1] for i in taken]),
                    np.concatenate([rows[i][3] for i in taken]).astype(bool), starts,
                    judge.task.mode)
+
+    def same(self, part: np.ndarray) -> np.ndarray:
+        """Per position: decided as the model decides it, or not scored, with `part` (n, V)
+        as the MLP's part of the logits."""
+        return same_decisions(decide(self.rest + part, self.mode), self.model,
+                              self.mode) | ~self.scored
+
+    def same_at(self, where: np.ndarray, part: np.ndarray) -> np.ndarray:
+        """`same` at the sample's positions `where` only."""
+        return same_decisions(decide(self.rest[where] + part, self.mode), self.model[where],
+                              self.mode) | ~self.scored[where]
 
     def agreement(self, written: np.ndarray) -> tuple[float, float]:
         same = same_decisions(decide(self.rest + written @ self.reader, self.mode), self.model,
@@ -604,6 +708,30 @@ def read_back_view(rep, group: tuple, out: np.ndarray) -> dict:
             "count": counts[order].astype(float)}
 
 
+def route_view(route, sources: list, tables, out: np.ndarray) -> dict:
+    """`mlp_view` of an MLP read as a route: the positions grouped by class and passed
+    value, the MLP's mean output beside the route's write there."""
+    passed = np.zeros(len(out), dtype=np.int64)
+    for k, s in enumerate(route.sources):
+        if s >= 0:
+            here = tables.at == k
+            passed[here] = sources[s].codes[here]
+    key = tables.at * (1 + int(passed.max())) + passed
+    keys, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True,
+                                             return_counts=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(-counts, kind="stable")[:MAX_VIEW_ROWS]
+    means = _group_means(inverse, counts, out)
+    write = routes.written(route, sources, tables)
+
+    def label(i):
+        k = int(tables.at[i])
+        s = route.sources[k]
+        return f"{k}" if s < 0 else f"{k}: {sources[s].basis[passed[i]]}"
+    return {"labels": [label(first[g]) for g in order], "model": means[order],
+            "primitive": write[first[order]], "count": counts[order].astype(float)}
+
+
 def _view_label(row: np.ndarray, basis: tuple) -> str:
     """A primitive's value as a label: its basis value when one-hot, else its largest
     entries."""
@@ -688,9 +816,36 @@ def _candidates(program: ir.Program, term, name: str) -> list:
                                                cols if cols is not None else rows)]
     if term.operand is None:
         return [p for p in lib.bias_primitives() if _applies(p, None, rows)]
+    if None in rows and len(rows) > 1:
+        return _none_silent_candidates(program, values, rows, cols)
     library = lib.logit_primitives() + lib.position_logit_primitives(values, rows, cols) + \
-        lib.token_logit_primitives(values, rows, cols, program.vocab)
+        lib.token_logit_primitives(values, rows, cols, program.vocab) + \
+        lib.vote_logit_primitives(values, rows, cols)
     return [p for p in library if _applies(p, rows, cols)]
+
+
+def _none_silent_candidates(program: ir.Program, values: np.ndarray, rows: tuple,
+                            cols: tuple) -> list:
+    """The logit candidates of a variable that is None where it does not apply (a route's
+    line `x if route == k else None`): those naming None as they are, the others read off
+    the other rows, with None voting for nothing (as they are where they already give it
+    no vote, `inp == out`, else wrapped: `(False if inp == None else …)`)."""
+    keep = [i for i, r in enumerate(rows) if r is not None]
+    plain = tuple(rows[i] for i in keep)
+    m = values.reshape(len(rows), len(cols))[keep]
+    found = [p for p in lib.logit_primitives() if p.none_rows and _applies(p, rows, cols)]
+    for p in lib.logit_primitives() + lib.position_logit_primitives(m, plain, cols) + \
+            lib.token_logit_primitives(m, plain, cols, program.vocab) + \
+            lib.vote_logit_primitives(m, plain, cols):
+        if p.none_rows or not _applies(p, plain, cols):
+            continue
+        try:
+            whole = p.matrix(rows, cols)
+        except (KeyError, TypeError, ValueError):
+            whole = None
+        silent = whole is not None and not whole[rows.index(None)].any()
+        found.append(p if silent or p.uniform else lib.silent_none(p))
+    return found
 
 
 def _applies(primitive, rows, cols) -> bool:
