@@ -101,6 +101,12 @@ class Replacer:
         self.judged += 1
         return True, min(self.judge(program).values())
 
+    def hopeless(self, agreement: float) -> bool:
+        """Whether a reading that decides `agreement` of the decision check's sample (fitted
+        there, so if anything above what it would be judged) is not worth judging: more than
+        HOPELESS below the lowest floor."""
+        return agreement < min(self.floor.values()) - HOPELESS
+
     def say(self, text: str) -> None:
         if self.progress:
             self.progress(text)
@@ -202,14 +208,14 @@ class Replacer:
         why = self._read_back(L, index, name, rows, categorical, out, variance)
         if why is None:
             return
-        summed = self._read_as_sum(L, index, rows, categorical, out, variance)
-        if summed is None:
-            return
-        why.update(summed)
         routed = self._read_as_routes(L, index, rows, categorical, out, variance)
         if routed is None:
             return
         why.update(routed)
+        summed = self._read_as_sum(L, index, rows, categorical, out, variance)
+        if summed is None:
+            return
+        why.update(summed)
         self.log.append({"what": f"mlp {L}", "primitive": None, **why})
         self.say(f"mlp {L}: no primitive or lookup keeps the match; it stays an mlp ({why})")
 
@@ -293,6 +299,12 @@ class Replacer:
             features = np.concatenate([r.features for r in chosen], 1)
             E, residual = _fit(features, out)
             share = 1 - residual / variance
+            if self.hopeless(agreement[0]):
+                best = {"sum": " + ".join(r.label for r in chosen),
+                        "sum_explained": round(share, 4),
+                        "sum_sample_agreement": round(agreement[0], 4)}
+                last = None
+                continue
             reps, start = [], 0
             for r in chosen:
                 width = r.features.shape[1]
@@ -350,8 +362,8 @@ class Replacer:
         rows, out = self._more_positions(program, name, rows, out)
         routers, sources = routes.candidates(rows, categorical, {r: _ref_name(r) for r in rows})
         best = {}
-        for agreement, route in routes.routes(routers, sources,
-                                              routes.Decisions(check, out))[:ROUTES_JUDGED]:
+        found = routes.routes(routers, sources, routes.Decisions(check, out))
+        for agreement, route in [x for x in found if not self.hopeless(x[0])][:ROUTES_JUDGED]:
             tables = routes.fit(route, sources, out)
             trial = dict(self.mlp_outputs)
             trial[index] = routes.parts(name, route, sources, tables, taken)
@@ -373,6 +385,9 @@ class Replacer:
                     best["route_match"] = {k: round(v, 4) for k, v in judged.items()}
                 except RaspError:
                     pass
+        if not best and found:
+            best = {"route": routes.label(found[0][1], sources),
+                    "route_sample_agreement": round(found[0][0], 4)}
         return best or {"route": "no route decides enough of the sample"}
 
     def _more_positions(self, program: ir.Program, name: str, rows: dict,
@@ -496,6 +511,8 @@ def replace(circuit, flat, tokens, outputs, prediction, judge, floor: dict,
 
 
 ROUTES_JUDGED = 3            # the routes of an MLP judged, best first
+HOPELESS = 0.1               # a reading deciding this much less of the sample than the lowest
+                             # floor is not judged
 FIT_SEQUENCES = 300          # more sequences per bucket a route's rows are fitted on
 FIT_SEED = 4245
 MAX_PARTS = 3                # the most readings an MLP is read as the sum of

@@ -44,14 +44,14 @@ from rasp_ir.passes import rewrite
 from rasp_ir.printer import expr
 
 MAX_ROUTER_VALUES = 8        # a router reading takes at most this many values
-ROUTER_POOL = 8              # the router readings paired (those deciding most alone)
+ROUTER_POOL = 6              # the router readings paired (those deciding most alone)
 MAX_READINGS = 3             # a route reads at most this many of them
 MAX_CLASSES = 64             # reached combinations of a route's readings
 COMPONENTS = 16              # the logits' main components a source's fit is measured on
 SHORTLIST = 3                # the sources (besides the constant) judged for a class
 GAIN = 0.02                  # a route of more readings must decide this many more sequences
 PER_SIZE = 3                 # routes of each size ranked by the decisions they reproduce
-BEAM = 4                     # the pairs of readings extended by a third
+BEAM = 3                     # the pairs of readings extended by a third
 THRESHOLDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)    # a head holds a value: more than τ
 
 
@@ -174,7 +174,7 @@ class Decisions:
             _, inverse = np.unique(codes, return_inverse=True)
             inverse = inverse.reshape(-1)
             sums = np.zeros((int(inverse.max()) + 1, y.shape[1]))
-            np.add.at(sums, inverse, y) if len(y) < 64 else _add(sums, inverse, y)
+            _add(sums, inverse, y)
             part = (sums / np.bincount(inverse)[:, None])[inverse]
         return self.check.same_at(where, part)
 
@@ -352,7 +352,7 @@ def fit(route: Route, sources: list[Part], out: np.ndarray,
         codes = source.codes[idx][here]
         size = len(source.basis)
         sums = np.zeros((size, y.shape[1]))
-        np.add.at(sums, codes, y[here])
+        _add(sums, codes, y[here])
         n = np.bincount(codes, minlength=size)
         none = source.basis.index(None) if None in source.basis else None
         base = sums[none] / n[none] if none is not None and n[none] else np.zeros(y.shape[1])
