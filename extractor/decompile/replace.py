@@ -9,8 +9,10 @@ Order (docs/extractor.md, Primitives and replacement):
    Where none is kept, the MLP is read back as a lookup over its inputs' readings
    (extractor/decompile/readback.py: the input, `harden(x)`, a threshold `exists(x, v, τ)`),
    one reading first, then two, then three; else, for an MLP that only the logits read, as
-   a sum of readings each written through its own E (`Replacer._read_as_sum`); else it stays
-   an `mlp` and the log says why.
+   a routed lookup (extractor/decompile/routes.py: small readings choose a class, each class
+   writes a constant or passes a value through its own rows), then as a sum of readings each
+   written through its own E (`Replacer._read_as_sum`); else it stays an `mlp` and the log
+   says why.
 2. Score terms and logit terms, in program order: each library primitive that applies to the
    term's bases (the first being deletion) is tried in its place, at @hard_scale.
 3. What is left is rounded: to integers, else to one decimal, where that keeps the judgement.
@@ -513,7 +515,7 @@ def replace(circuit, flat, tokens, outputs, prediction, judge, floor: dict,
 ROUTES_JUDGED = 3            # the routes of an MLP judged, best first
 HOPELESS = 0.1               # a reading deciding this much less of the sample than the lowest
                              # floor is not judged
-FIT_SEQUENCES = 300          # more sequences per bucket a route's rows are fitted on
+FIT_SEQUENCES = 200          # more sequences per bucket a route's rows are fitted on
 FIT_SEED = 4245
 MAX_PARTS = 3                # the most readings an MLP is read as the sum of
 SUM_SAMPLE = 20_000          # positions the readings of a sum are ranked on

@@ -1,31 +1,33 @@
-"""An MLP read as a routed lookup: a few small readings choose a route, and each route either
-writes a constant or passes one value through its own table.
+"""An MLP read as a routed lookup: a few small readings choose a class, and each class either
+writes a constant or passes one value on through its own rows.
 
 A count's MLP is where this comes from. After `<sep>` it writes the smallest number a head
-sees; on a number, the next number; once no head holds a number above the token, the end.
-Its class is small (a special token or not, anything above or not), but two of its classes
-pass on a value with a hundred and fifty possibilities each, through different tables (the
-value itself; the token's successor). A lookup over the readings' combinations
+holds (the start); on a number, the next number; once the head holds no number above the
+token, the end. The class is small (a special token or not, anything above or not), but two
+classes pass on a value with a hundred and fifty possibilities each, through different
+tables (the value itself; the token's successor). A lookup over the readings' combinations
 (extractor/decompile/readback.py) would need every pair of values; a sum of readings
-(replace.py's `_read_as_sum`) adds the token's vote for its successor where the count ends
-too. A route keeps them apart:
+(replace.py's `_read_as_sum`) cannot make one part write the start after `<sep>` and
+nothing on a number. A route keeps them apart:
 
-    m0_route = {...}[product(product(token in [specials], up0 == None), up1 == None)];
-    m0_up0 = up0 if m0_route == 0 else None;
-    m0_token = tokens if m0_route == 2 else None;
+    up = least_above(a0_1_token, tokens, "0", "149", 0.005);
+    m0_route = {...}[product(tokens in [specials], up == None)];
+    m0_token = tokens if m0_route == 0 else None;
+    m0_up = up if m0_route == 2 else None;
 
-each a variable with its own table to the stream: the route's row is the constant of a class
-that passes nothing on (0 where a value is passed on), a passed value's rows are the MLP's
-mean output in its class for that value, and None (every other class) writes nothing.
+each line a variable with its own rows to the stream: the route's row is the constant of a
+class (the mean output where its passed value is None), a passed value's rows are the MLP's
+mean output in its class for that value less that constant, and None (every other class)
+writes nothing.
 
-Search, on a sample of whole sequences (the decision check's), the output reduced to its main
-components: every set of one to three router readings (the few that explain most alone), each
-combination of their values a class, each class given the source (a constant, an input, a
-hardened head, a head's next value above or below the token) with the least generalised
-cross-validation error (the within-class residual, inflated by how many values the source
-takes there: a source with a value per position would fit anything), then classes with the
-same source joined while that loses little. The routes that explain most are ranked by the
-model's decisions they reproduce, and judged in that order.
+The search counts the model's decisions, not the variance explained (a count's start and
+end are one position a sequence each; most of the output's variance is the successor): on
+the decision check's sample (replace.DecisionCheck), each combination of the readings'
+values is a class and takes, of the constant and the SHORTLIST sources that fit its output
+best, the simplest that decides about as many of its positions as the best; classes with
+the same source are joined where that loses no more. Readings alone rank by the positions
+they decide, the best are paired and the best pairs extended; routes rank by the sequences
+they decide (docs/extractor.md, Primitives and replacement).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ GAIN = 0.02                  # a route of more readings must decide this many mo
 PER_SIZE = 3                 # routes of each size ranked by the decisions they reproduce
 BEAM = 3                     # the pairs of readings extended by a third
 THRESHOLDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)    # a head holds a value: more than τ
+ENDS = (0.005, 0.02, 0.1)    # the τ of the readings "holds nothing above / below" (each a
+                             # router reading: they multiply the search's routes)
 
 
 @frozen
@@ -130,6 +134,8 @@ def candidates(inputs: dict, categorical: set, names: dict,
             name = f"{p.prefix}_{names[a]}@{p.params[-1]}"
             helper = Named(name, p.node(a, b), f"{p.prefix}_{names[a]}")
             sources.append(Part(name, ir.Ref(name), tuple(basis), codes, (helper,)))
+            if p.params[-1] not in ENDS:
+                continue
             none = basis.index(None)
             routers.append(Part(f"{name}_none", ir.BinaryOp("==", ir.Ref(name), ir.Const(None)),
                                 (False, True), (codes == none).astype(np.int64), (helper,)))
