@@ -413,18 +413,13 @@ class Replacer:
         """The parts of MLP `index` in `trial` with their rows in the order of the basis the
         interpreter gives each (a variable's table rows follow it: `x if c else None` ranges
         over x's values and None, sorted); values no part reached write nothing."""
-        interpreter = Interpreter(self.build(mlp_outputs=trial))
+        program = self.build(mlp_outputs=trial)
         found = []
         for rep in trial[index]:
-            if rep.E is None or rep.node is None:
-                found.append(rep)
-                continue
-            typed = tuple(basis_of(interpreter.type_of(ir.Ref(rep.name))))
-            if typed != tuple(rep.basis):
-                at = {v: i for i, v in enumerate(rep.basis)}
-                E = np.stack([rep.E[at[v]] if v in at else np.zeros(rep.E.shape[1])
-                              for v in typed])
-                rep = MlpReplacement(rep.name, rep.node, typed, E, rep.ref)
+            if rep.E is not None and rep.node is not None:
+                moved = typed_rows(program, ir.Ref(rep.name), rep.E.T, rep.basis)
+                if moved is not None:
+                    rep = MlpReplacement(rep.name, rep.node, moved[1], moved[0].T, rep.ref)
             found.append(rep)
         return tuple(found)
 
@@ -664,7 +659,6 @@ def typed_rows(program: ir.Program, node: ir.Node, features: np.ndarray,
     (a variable's table rows follow that basis); the type may hold values the data never
     reaches (`y if y in [specials] else x` ranges over all of y's, specials or not), whose
     columns stay 0. None when the type lacks one of `basis`'s values."""
-    from rasp_ir.types import basis_of
     typed = basis_of(Interpreter(program).type_of(node))
     if typed is None:
         return None
@@ -767,8 +761,6 @@ def _view_label(row: np.ndarray, basis: tuple) -> str:
 
 def program_type(program: ir.Program, ref: ir.Node) -> tuple:
     """The basis of a variable of the program (token, pos, aggregates, primitives)."""
-    from rasp_ir.interpreter import Interpreter
-    from rasp_ir.types import basis_of
     return tuple(basis_of(Interpreter(program).type_of(ref)))
 
 
