@@ -557,23 +557,17 @@ class DecisionCheck:
                    np.concatenate([rows[i][3] for i in taken]).astype(bool), starts,
                    judge.task.mode)
 
-    def same(self, part: np.ndarray) -> np.ndarray:
-        """Per position: decided as the model decides it, or not scored, with `part` (n, V)
-        as the MLP's part of the logits."""
-        return same_decisions(decide(self.rest + part, self.mode), self.model,
-                              self.mode) | ~self.scored
-
-    def same_at(self, where: np.ndarray, part: np.ndarray) -> np.ndarray:
-        """`same` at the sample's positions `where` only."""
+    def same_at(self, where, part: np.ndarray) -> np.ndarray:
+        """Per position of the sample's `where` (indices, or a slice): decided as the model
+        decides it, or not scored, with `part` (len(where), V) as the MLP's part of the
+        logits there."""
         return same_decisions(decide(self.rest[where] + part, self.mode), self.model[where],
                               self.mode) | ~self.scored[where]
 
     def agreement(self, written: np.ndarray) -> tuple[float, float]:
-        same = same_decisions(decide(self.rest + written @ self.reader, self.mode), self.model,
-                              self.mode)
-        ok = same | ~self.scored
+        ok = self.same_at(slice(None), written @ self.reader)
         return (float(np.logical_and.reduceat(ok, self.starts).mean()),
-                float(same[self.scored].mean()) if self.scored.any() else 1.0)
+                float(ok[self.scored].mean()) if self.scored.any() else 1.0)
 
 
 def _logit_reader(program: ir.Program, name: str) -> tuple[str, np.ndarray] | None:

@@ -213,6 +213,8 @@ def _add(sums: np.ndarray, inverse: np.ndarray, y: np.ndarray) -> None:
 
 
 def _combos(readings: tuple, at: np.ndarray) -> np.ndarray:
+    """The combination of the readings' values at positions `at`, numbered row-major (as
+    itertools.product over their bases)."""
     combo = np.zeros(len(at), dtype=np.int64)
     for r in readings:
         combo = combo * len(r.basis) + r.codes[at]
@@ -243,10 +245,11 @@ def route_of(readings: tuple, sources: list[Part], d: Decisions
     scored = [float(d.scored[m].sum()) for m in members]
     choice, ok = [], np.zeros(len(classes), dtype=bool)
     for c, where in enumerate(members):
-        fits = sorted(range(1, len(sources)),
-                      key=lambda s: d.residual(where, sources[s].codes[d.at][where]))
+        at = d.at[where]                 # the class's positions among all judged ones
+        fits = sorted(range(1, len(sources)), key=lambda s: d.residual(where,
+                                                                       sources[s].codes[at]))
         tried = [0] + sorted(fits[:SHORTLIST])
-        results = {s: d.agrees(where, None if s == 0 else sources[s].codes[d.at][where])
+        results = {s: d.agrees(where, None if s == 0 else sources[s].codes[at])
                    for s in tried}
         good = {s: float(r[d.scored[where]].sum()) for s, r in results.items()}
         top = max(good.values())
@@ -260,7 +263,7 @@ def route_of(readings: tuple, sources: list[Part], d: Decisions
             if choice[group[0]] != s:
                 continue
             where = np.concatenate([members[k] for k in group + [int(c)]])
-            joined = d.agrees(where, None if s == 0 else sources[s].codes[d.at][where])
+            joined = d.agrees(where, None if s == 0 else sources[s].codes[d.at[where]])
             if joined[d.scored[where]].sum() >= ok[where][d.scored[where]].sum() - \
                     _tolerance(sum(scored[k] for k in group) + scored[c]):
                 ok[where] = joined
@@ -326,7 +329,7 @@ class Tables:
 
 def _classes(route: Route) -> np.ndarray:
     """The class of every combination of the readings' values (itertools.product order); a
-    combination never reached takes the class reached most often."""
+    combination never reached takes the class that most reached combinations have."""
     sizes = [len(r.basis) for r in route.readings]
     counts = np.zeros(len(route.sources))
     for c, k in route.combos.items():
@@ -341,10 +344,7 @@ def fit(route: Route, sources: list[Part], out: np.ndarray,
         positions: np.ndarray | None = None) -> Tables:
     """The route's writes: the mean output per class, and per (class, passed value)."""
     idx = np.arange(len(out)) if positions is None else positions
-    combo = np.zeros(len(idx), dtype=np.int64)
-    for r in route.readings:
-        combo = combo * len(r.basis) + r.codes[idx]
-    at = _classes(route)[combo]
+    at = _classes(route)[_combos(route.readings, idx)]
     y = out[idx]
     E, rows = np.zeros((len(route.sources), y.shape[1])), {}
     for k, s in enumerate(route.sources):
