@@ -1,5 +1,5 @@
-"""`rasp fmt`: the layout made canonical, comments and every token kept; the shipped examples and
-the printer's output are already formatted; bad input is a diagnostic."""
+"""`rasp fmt`: the layout made canonical, comments and every token kept; the shipped examples, the
+libraries and the printer's output are already formatted; bad input is a diagnostic."""
 
 import os
 from pathlib import Path
@@ -15,7 +15,8 @@ from rasp_ir.printer import pretty
 from strategies import programs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SHIPPED = sorted(EXAMPLES.glob("*.rasp"))
+LIBRARY = Path(__file__).resolve().parent.parent / "rasp_ir" / "lib"     # `load "rasplib";`
+SHIPPED = sorted(EXAMPLES.glob("*.rasp")) + sorted(LIBRARY.glob("*.rasp"))
 
 
 def fmt(capsys, *args):

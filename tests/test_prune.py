@@ -425,3 +425,29 @@ def test_an_mlp_read_exactly_is_kept_whatever_the_noise_of_the_floor():
     assert not any(isinstance(b.value, ir.Mlp) for b in after.bindings)
     for a, b in zip(evaluate(before, seqs, before.output), evaluate(after, seqs, after.output)):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_noise_in_an_mlps_output_has_the_stated_size():
+    """The report of an MLP that stays gives the match under noise in its output; the noise
+    added is the stated share of the output's spread (RMS over the positions judged), and
+    only that MLP's output weights change."""
+    from extractor.decompile.replace import with_output_noise
+    model = random_model(layers=1, heads=1)
+    circuit = Circuit(model)
+    flat = Layout(circuit.graph).valid.float()
+    program = circuit_program(circuit, flat, TOKENS, TOKENS, None)
+    seqs = sequences(3, count=20)
+    out = np.concatenate(evaluate(program, seqs, ir.Ref("m0")))
+    variance = float(out.var(0).sum())
+    shares = (0.01, 0.1)
+    noisy = with_output_noise(program, "m0", seqs, variance, shares, 5)
+    assert len(noisy) == 2
+    for share, p in zip(shares, noisy):
+        got = np.concatenate(evaluate(p, seqs, ir.Ref("m0")))
+        rms = np.sqrt(np.mean(np.sum((got - out) ** 2, 1)))
+        assert rms == pytest.approx(share * np.sqrt(variance), rel=1e-6)
+        changed = [a.name for a, b in zip(program.bindings, p.bindings) if a != b]
+        assert changed == ["m0"]
+        node = next(b.value for b in p.bindings if b.name == "m0")
+        assert node.W_in == next(b.value for b in program.bindings if b.name == "m0").W_in
+    assert with_output_noise(program, "logits", seqs, variance, shares, 5) == []

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+import attrs
 import numpy as np
 from attrs import define, field, frozen
 
@@ -40,6 +41,7 @@ from extractor.decompile.circuit_program import (
     read_by_logits_only,
     table_names,
 )
+from extractor.decompile.paths import named_matrix
 from extractor.decompile.prune import Layout, used_paths
 from rasp_ir import nodes as ir
 from rasp_ir.diagnostics import RaspError
@@ -218,6 +220,7 @@ class Replacer:
         if summed is None:
             return
         why.update(summed)
+        why.update(self._sensitivity(L, name, variance))
         self.log.append({"what": f"mlp {L}", "primitive": None, **why})
         self.say(f"mlp {L}: no primitive or lookup keeps the match; it stays an mlp ({why})")
 
@@ -392,6 +395,24 @@ class Replacer:
                     "route_sample_agreement": round(found[0][0], 4)}
         return best or {"route": "no route decides enough of the sample"}
 
+    def _sensitivity(self, L: int, name: str, variance: float) -> dict:
+        """How closely the model's decisions follow MLP `name`'s output, for the report of
+        one that stays: the program judged with noise in the MLP's output of a root mean
+        square of each share in NOISE_SHARES of the output's spread (`with_output_noise`).
+        A reading is a table of a few classes: where noise of a tenth of the spread already
+        costs the floors, one whose classes leave a quarter of the variance unexplained
+        (an error of half the spread) cannot keep the match either. {} for a node that is
+        not an `mlp`."""
+        sequences = [r[0] for rows in self.judge.sets.values() for r in rows]
+        noisy = with_output_noise(self.build(), name, sequences, variance, NOISE_SHARES,
+                                  [NOISE_SEED, L], self.memo)
+        if not noisy:
+            return {}
+        tried = [{"share": share, "match": {k: round(v, 4) for k, v in
+                                            self.judge(program).items()}}
+                 for share, program in zip(NOISE_SHARES, noisy)]
+        return {"floor": {b: round(v, 4) for b, v in self.floor.items()}, "output_noise": tried}
+
     def _more_positions(self, program: ir.Program, name: str, rows: dict,
                         out: np.ndarray) -> tuple[dict, np.ndarray]:
         """`rows` and `out` of MLP `name` with FIT_SEQUENCES more sequences per bucket
@@ -512,6 +533,9 @@ HOPELESS = 0.1               # a reading deciding this much less of the sample t
                              # floor is not judged
 FIT_SEQUENCES = 200          # more sequences per bucket a route's rows are fitted on
 FIT_SEED = 4245
+NOISE_SHARES = (0.0, 0.01, 0.03, 0.1)   # output noise an MLP that stays is judged under, as
+NOISE_SEED = 4246                       # shares of its spread (the report's `output_noise`;
+                                        # 0: the program as it is, for comparison)
 MAX_PARTS = 3                # the most readings an MLP is read as the sum of
 SUM_SAMPLE = 20_000          # positions the readings of a sum are ranked on
 
@@ -751,6 +775,37 @@ def _view_label(row: np.ndarray, basis: tuple) -> str:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def with_output_noise(program: ir.Program, name: str, sequences: list, variance: float,
+                      shares: tuple, seed, memo: Memo | None = None) -> list[ir.Program]:
+    """`program` with noise in the output of the `mlp` bound to `name`, one program per share:
+    random normal noise in its output weights, scaled so that what it adds to the output has
+    a root mean square (over `sequences`' positions, of the whole vector) of `share` times
+    the output's spread √`variance`. Noise in the weights, not per position, keeps each
+    program a plain `mlp` the interpreter runs. [] when `name` is not an `mlp`."""
+    node = next(b.value for b in program.bindings if b.name == name)
+    if not isinstance(node, ir.Mlp):
+        return []
+    W_out = np.asarray(node.W_out.values, dtype=float)
+    M = W_out.shape[0]
+    # the hidden activations: the same node writing them out through an identity
+    hidden = attrs.evolve(node, W_out=named_matrix(f"{name}.hidden", range(M), range(M),
+                                                   np.eye(M)),
+                          b_out=named_matrix(f"{name}.no_bias", range(M), None, np.zeros(M)))
+    h = np.concatenate(evaluate(program, sequences, hidden, memo=memo))
+    noise = np.random.default_rng(seed).normal(size=W_out.shape)
+    unit = float(np.sqrt(np.mean(np.sum((h @ noise) ** 2, 1))))      # the RMS of h @ noise
+    if unit == 0:                   # no unit is ever active: the output is a constant
+        return []
+    found = []
+    for share in shares:
+        W = W_out + noise * (share * np.sqrt(variance) / unit)
+        noisy = attrs.evolve(node, W_out=named_matrix(f"{name}.W_out+noise", range(M),
+                                                      node.W_out.cols, W))
+        found.append(attrs.evolve(program, bindings=tuple(
+            attrs.evolve(b, value=noisy) if b.name == name else b for b in program.bindings)))
+    return found
 
 
 def program_type(program: ir.Program, ref: ir.Node) -> tuple:
