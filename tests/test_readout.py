@@ -163,3 +163,88 @@ prediction = sigmoid(logits);
         [r.output for r in run(c, sequences)] == want, 1.0))
     assert found is not None and entry["primitive"] == "table over indices % 2"
     assert "pos_mod_2 = indices % 2;" in pretty(found)
+
+
+# a "model" deciding by a weighted difference of two heads' mixes (a head over the whole
+# prefix against one over the last three positions) plus an opaque MLP that adds little:
+# no table over thresholds or hardened heads states the weighted sum, the linear read-out
+# does (a bias for "a" breaks the exact ties argmax would break by order)
+WEIGHED = HEAD + '''h1 = aggregate(s=select(k=tokens, op=matrix(rows={"a": 0.4, "b": 0, "<bos>": -1})),
+               v=tokens);
+h2 = aggregate(s=select(k=indices, q=indices, op=(k >= q - 2)), v=tokens);
+m = mlp(h1, W_in=matrix(rows=[0, 1, 2], cols=[0], values=[[1], [-1], [0]]),
+        b_in=matrix(rows=[0], values=[0]), W_out=matrix(rows=[0], cols=[0], values=[[1]]),
+        b_out=matrix(rows=[0], values=[0]));
+logits = project(inp=h1, op=matrix(cols=["a", "b", "<bos>"], rows={
+    "a": [2, -2, -10], "b": [-2, 2, -10], "<bos>": [0, 0, -10]}))
+  + project(inp=h2, op=matrix(cols=["a", "b", "<bos>"], rows={
+    "a": [-1, 1, 0], "b": [1, -1, 0], "<bos>": [0, 0, 0]}))
+  + project(inp=m, op=matrix(cols=["a", "b", "<bos>"], rows={0: [0.01, 0, 0]}))
+  + project(op=matrix(rows={"a": 0.1, "b": 0, "<bos>": 0}));
+prediction = softmax(logits);
+@output prediction;
+'''
+
+
+def random_words(n, seed):
+    rng = np.random.default_rng(seed)
+    return [["<bos>"] + list(rng.choice(["a", "b"], size=int(rng.integers(1, 20))))
+            for _ in range(n)]
+
+
+def decisions(program, sequences):
+    return [np.asarray(r.logits if r.logits is not None else r.output).argmax(-1)
+            for r in run(program, sequences)]
+
+
+def test_read_out_weighs_two_heads_linearly_where_no_table_does():
+    model = parse(WEIGHED)
+    sequences = random_words(300, 0)
+    want = decisions(model, sequences)
+
+    def accepts(candidate):
+        got = decisions(candidate, sequences)
+        share = np.mean([(g == w).all() for g, w in zip(got, want)])
+        return share >= 0.97, share
+
+    found, entry = read_out(model, sequences, ("<bos>",), accepts)
+    assert found is not None, entry
+    assert "h1" in entry["primitive"] and "h2" in entry["primitive"], entry
+    assert not any(isinstance(b.value, ir.Mlp) for b in found.bindings)
+    text = pretty(passes.inline_tables(found))
+    assert parse(text) == passes.inline_tables(found)
+    held_out = random_words(200, 1)
+    got, want = decisions(found, held_out), decisions(model, held_out)
+    assert np.mean([(g == w).all() for g, w in zip(got, want)]) >= 0.95
+
+
+def test_the_linear_read_out_fits_the_model_s_decisions_where_it_is_given_them():
+    # the decisions passed in are the judge's (the model's), not the program's own: flip
+    # them all to "b" and the fit follows
+    model = parse(WEIGHED)
+    sequences = random_words(100, 2)
+    decided = [np.full(len(s), 1) for s in sequences]          # "b" everywhere
+    seen = []
+
+    def accepts(candidate):
+        got = decisions(candidate, sequences)
+        seen.append(got)
+        return all((g == 1).all() for g in got), 1.0
+
+    found, entry = read_out(model, sequences, ("<bos>",), accepts, decided=decided)
+    assert found is not None, entry
+
+
+def test_score_tables_left_at_full_precision_are_rounded_where_the_judge_keeps_it():
+    from extractor.decompile.readout import round_table_terms
+    model = parse(MODEL.replace('op=matrix(rows={"a": 0.02, "b": -0.01, "<bos>": 0})',
+                                'op=matrix(rows={"a": 0.0213, "b": -0.0108, "<bos>": 0.3})'))
+    sequences = dyck_words(60)
+    want = [r.output for r in run(model, sequences)]
+    rounded, done = round_table_terms(model, lambda c: (
+        [r.output for r in run(c, sequences)] == want, 1.0))
+    assert done == ["0 decimals: a 3 x 1 score table over tokens"]
+    assert "0.0213" not in pretty(rounded) and [r.output for r in run(rounded, sequences)] == want
+    # a judge that refuses everything leaves the table as it was
+    same, none = round_table_terms(model, lambda c: (False, None))
+    assert none == [] and same == model

@@ -430,8 +430,9 @@ def _read_out(program, judge, floor, log, judged, say):
         result = judge.passes(candidate, floor)
         return result is not None, (min(result.values()) if result is not None else None)
 
-    sequences = [r[0] for rows in judge.sets.values() for r in rows]
-    found, entry = read_out(program, sequences, SPECIALS.values, accepts)
+    rows = [r for rows in judge.sets.values() for r in rows]
+    found, entry = read_out(program, [r[0] for r in rows], SPECIALS.values, accepts,
+                            scored=[r[3] for r in rows], decided=[r[1] for r in rows])
     if found is not None and _unreadable(found) < _unreadable(program):
         say(f"logits: {entry['primitive']} (match {entry['match']:.3f})")
         program = found

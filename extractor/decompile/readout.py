@@ -40,6 +40,7 @@ from rasp_ir import nodes as ir
 from rasp_ir import passes
 from rasp_ir import types as T
 from rasp_ir.interpreter import Interpreter, evaluate
+from rasp_ir.passes import INLINE_LIMIT
 from rasp_ir.primitives import product_label
 from rasp_ir.printer import expr
 
@@ -111,9 +112,13 @@ def _tallies(name: str, rows: np.ndarray, basis: tuple, seen: np.ndarray, ordina
     return found
 
 
-def read_out(program: ir.Program, sequences: list, specials: tuple, accepts) -> tuple:
+def read_out(program: ir.Program, sequences: list, specials: tuple, accepts,
+             scored: list | None = None, decided: list | None = None) -> tuple:
     """(the program with its logits read out as one table, a log entry) — or (None, a log
-    entry saying why not). `accepts(program)` judges a candidate: (ok, worst-bucket match)."""
+    entry saying why not). `accepts(program)` judges a candidate: (ok, worst-bucket match).
+    `scored`: per sequence, the positions the judge compares (default: all); `decided`: per
+    sequence, the model's decisions there as the judge makes them (default: the program's
+    own), which the linear read-out is fitted to."""
     name = _logits_binding(program)
     if name is None or not program.causal:
         return None, {"what": "logits", "read_out": None, "why": "no causal logits binding"}
@@ -168,7 +173,7 @@ def read_out(program: ir.Program, sequences: list, specials: tuple, accepts) -> 
     rest = sorted((g for g in groups if g[0] < best - NEAR), key=lambda g: (-g[0], size(g)))
     why = {"what": "logits", "readings": len(found)}
     for agreement, group in (near + rest)[:GROUPS]:
-        candidate = _with_table(probe, name, group, logits, means)
+        candidate = _with_table(probe, name, group, _key_rows(group, logits), means)
         ok, worst = accepts(candidate)
         label = " x ".join(expr(r.node) for r in group)
         if ok:
@@ -186,7 +191,247 @@ def read_out(program: ir.Program, sequences: list, specials: tuple, accepts) -> 
             return candidate, entry
         why.setdefault("best", label)
         why.setdefault("agreement", round(agreement, 4))
+    if not any(isinstance(b.value, ir.Mlp) for b in program.bindings):
+        return None, why
+    # the logits as a key's table plus a few distributions read linearly
+    data = _Targets.of(logits, sequences, scored, decided, sigmoid)
+    tried = _linear_fits(program, data, found, interp, sequences, logits.shape[1])
+    for agreement, fit in tried[:LINEAR_JUDGED]:
+        candidate = _with_table(probe, name, fit.group, fit.key_rows, means, fit.linear)
+        ok, worst = accepts(candidate)
+        if ok:
+            for decimals in (0, 1):
+                rounded = _rounded(candidate, name, decimals)
+                good, w = accepts(rounded)
+                if good:
+                    candidate, worst = rounded, w
+                    break
+            candidate, dropped = drop_table_terms(candidate, accepts)
+            candidate, rounded = round_table_terms(candidate, accepts)
+            entry = {"what": "logits", "primitive": f"tables over {fit.label}",
+                     "agreement": round(agreement, 4), "match": worst}
+            if dropped:
+                entry["dropped"] = dropped
+            if rounded:
+                entry["rounded"] = rounded
+            return candidate, entry
+        why.setdefault("linear", fit.label)
+        why.setdefault("linear_agreement", round(agreement, 4))
     return None, why
+
+
+# The linear read-out: where no table over a key keeps the match, the logits as a key's
+# table plus one or two distributions read linearly (a head's mix of the tokens, through
+# a small table of its own). A model that weighs two heads' shares of a token against each
+# other (bin_majority_interleave's majority of each stream) decides by a sum no lookup over
+# thresholds states, and its MLPs then add little to it.
+LINEAR_KEYS = 6          # key groups the linear read-out pairs with distributions, best first
+LINEAR_VARIABLES = 12    # distributions it may read: the first, in program order
+LINEAR_JUDGED = 3        # fits taken to the judge, best first
+LEAST_SQUARES_NEAR = 0.2    # least-squares fits this close to the best are refined, simplest first
+LINEAR_SCALE = 10.0      # a decision's target logit (a one-hot, or ± for a set): rounded to
+                         # integers the tables still say something
+
+
+@attrs.frozen
+class _Targets:
+    """What the linear read-out fits: which positions the judge compares, each position's
+    sequence, and the model's decisions there (argmax indices, or sets as bool rows)."""
+    scored: np.ndarray
+    sequence: np.ndarray
+    decisions: np.ndarray
+    sigmoid: bool
+    n_sequences: int
+
+    @classmethod
+    def of(cls, logits: np.ndarray, sequences: list, scored: list | None,
+           decided: list | None, sigmoid: bool) -> "_Targets":
+        lengths = [len(s) for s in sequences]
+        mask = np.concatenate([np.asarray(m, dtype=bool) for m in scored]) if scored \
+            else np.ones(sum(lengths), dtype=bool)
+        if decided is not None:
+            decisions = np.concatenate([np.asarray(d) for d in decided])
+        else:
+            decisions = logits > 0 if sigmoid else logits.argmax(-1)
+        sequence = np.repeat(np.arange(len(sequences)), lengths)
+        return cls(mask, sequence, decisions, sigmoid, len(sequences))
+
+    def target(self, width: int) -> np.ndarray:
+        """The scored positions' target logits (N scored, width)."""
+        d = self.decisions[self.scored]
+        if self.sigmoid:
+            return np.where(d, LINEAR_SCALE, -LINEAR_SCALE)
+        return np.eye(width)[d] * LINEAR_SCALE
+
+    def agreement(self, fitted: np.ndarray) -> float:
+        """The share of sequences whose every scored position `fitted` (rows for the scored
+        positions) decides as the model did."""
+        d = self.decisions[self.scored]
+        same = ((fitted > 0) == d).all(1) if self.sigmoid else fitted.argmax(1) == d
+        wrong = np.unique(self.sequence[self.scored][~same])
+        return 1 - len(wrong) / max(self.n_sequences, 1)
+
+
+@attrs.frozen
+class _LinearFit:
+    group: tuple              # the key's readings
+    key_rows: np.ndarray      # (combinations, outputs), zeros where never reached
+    linear: tuple             # (node, basis, (|basis|, outputs) matrix) per distribution
+    label: str
+
+
+def _distributions(program: ir.Program, interp: Interpreter) -> list[tuple[str, tuple]]:
+    """The aggregates over at most MAX_BASIS values that read no MLP: (name, basis)."""
+    mlps = {b.name for b in program.bindings if isinstance(b.value, ir.Mlp)}
+    found = []
+    for b in program.bindings:
+        if not isinstance(b.value, ir.Aggregate):
+            continue
+        t = interp.type_of(ir.Ref(b.name))
+        if isinstance(t, T.Vec) and len(t.basis) <= MAX_BASIS and \
+                not (passes.bindings_read(program, [b.value]) & mlps):
+            found.append((b.name, tuple(t.basis)))
+    return found[:LINEAR_VARIABLES]
+
+
+def _linear_fits(program: ir.Program, data: _Targets, found: list, interp: Interpreter,
+                 sequences: list, outputs: int) -> list[tuple[float, _LinearFit]]:
+    """Every pairing of the LINEAR_KEYS best key groups (by the sequences their per-
+    combination means decide as the model) with one or two distributions, fitted by least
+    squares to the decisions' target logits on the scored positions; (agreement, fit),
+    best first, then smallest."""
+    at = data.scored
+    target = data.target(outputs)
+    keys = []
+    for size in (1, 2):
+        for group in itertools.combinations(found, size):
+            if int(np.prod([len(r.basis) for r in group])) > readback.MAX_COMBINATIONS:
+                continue
+            means, inverse = readback.combination_means([r.codes[at] for r in group], target)
+            keys.append((data.agreement(means[inverse]), group))
+    keys.sort(key=lambda k: -k[0])
+    rows = {name: (np.concatenate(evaluate(program, sequences, ir.Ref(name),
+                                           interpreter=interp))[at], basis)
+            for name, basis in _distributions(program, interp)}
+    scored = []
+    for group in [()] + [g for _, g in keys[:LINEAR_KEYS]]:      # () : a bias alone
+        design = _Design(group, at)
+        # each distribution read through one table, or one per value of a small reading of
+        # the key (`product(tokens, x)`: the weights may differ by token)
+        for split in [None] + [r for r in group if len(r.basis) <= MAX_SPLIT]:
+            for size in (1, 2):
+                for names in itertools.combinations(rows, size):
+                    terms = [_term(n, *rows[n], split, at) for n in names]
+                    if any(len(t[1]) * outputs > INLINE_LIMIT for t in terms):
+                        continue
+                    X = design.matrix([t[2] for t in terms])
+                    W = np.linalg.lstsq(X, target, rcond=None)[0]
+                    width = design.total + sum(len(t[1]) for t in terms)
+                    scored.append((data.agreement(X @ W), width, design, terms))
+    # the best by least squares, and the simplest of those it puts within
+    # LEAST_SQUARES_NEAR of the best, again by logistic regression on the decisions
+    # themselves: least squares spends its fit on positions already decided with a margin,
+    # so a key of many combinations (more columns) ranks above the fit that needs only the
+    # distributions, which logistic regression then fits as well or better
+    best = max((f[0] for f in scored), default=0.0)
+    simple = sorted((f for f in scored if f[0] >= best - LEAST_SQUARES_NEAR),
+                    key=lambda f: (f[1], -f[0]))
+    pool = {id(f): f for f in sorted(scored, key=lambda f: (-f[0], f[1]))[:2 * LINEAR_JUDGED]
+            + simple[:2 * LINEAR_JUDGED]}
+    fits = []
+    for _, width, design, terms in pool.values():
+        X = design.matrix([t[2] for t in terms])
+        W = _logistic(X, data, outputs)
+        key_rows = np.zeros((design.total, outputs))
+        key_rows[design.reached] = W[:len(design.reached)]
+        linear, start = [], len(design.reached)
+        for node, basis, _ in terms:
+            linear.append((node, basis, W[start:start + len(basis)]))
+            start += len(basis)
+        key = " x ".join(expr(r.node) for r in design.group) or "a bias"
+        label = " + ".join([key, *(expr(t[0]) for t in terms)])
+        fits.append((data.agreement(X @ W), width,
+                     _LinearFit(design.group, key_rows, tuple(linear), label)))
+    return [(a, fit) for a, _, fit in _simplest_first(fits, NEAR)]
+
+
+def _simplest_first(fits: list, near: float) -> list:
+    """(agreement, width, …) tuples: those within `near` of the best agreement first, fewest
+    columns first (a 64-combination key fits its own sample better and says less), then
+    the rest by agreement."""
+    best = max((f[0] for f in fits), default=0.0)
+    near, rest = [f for f in fits if f[0] >= best - near], [f for f in fits if f[0] < best - near]
+    near.sort(key=lambda f: (f[1], -f[0]))
+    rest.sort(key=lambda f: (-f[0], f[1]))
+    return near + rest
+
+
+MAX_SPLIT = 8            # a distribution's weights may differ by the value of a reading this small
+
+
+def _term(name: str, rows: np.ndarray, basis: tuple, split, at: np.ndarray) -> tuple:
+    """(node, basis, rows on the scored positions) of distribution `name` read through one
+    table, or through one per value of the reading `split` (`product(r, x)`, over the labels
+    "u,v": its rows are x's, placed in the block of r's value)."""
+    if split is None:
+        return ir.Ref(name), tuple(basis), rows
+    codes = split.codes[at]
+    outer = np.zeros((len(rows), len(split.basis), len(basis)))
+    outer[np.arange(len(rows)), codes] = rows
+    labels = tuple(product_label(u, v) for u in split.basis for v in basis)
+    return ir.Primitive("product", (split.node, ir.Ref(name)), ()), labels, \
+        outer.reshape(len(rows), -1)
+
+
+class _Design:
+    """A key group's one-hot columns over the combinations the scored positions reach."""
+
+    def __init__(self, group: tuple, at: np.ndarray):
+        self.group = group
+        index, self.total = _combination(group) if group else (np.zeros(len(at), int), 1)
+        self.reached, column = np.unique(index[at], return_inverse=True)
+        self.onehot = np.eye(len(self.reached))[column.reshape(-1)]
+
+    def matrix(self, parts: list) -> np.ndarray:
+        return np.concatenate([self.onehot] + parts, 1)
+
+
+LOGISTIC_STEPS = 200     # L-BFGS iterations of the logistic fit
+LOGISTIC_L2 = 1e-8       # its weight penalty: separable data would send the weights off
+                         # (1e-4 already turned the boundary: 0.91 of a test's sequences, not 1)
+
+
+def _logistic(X: np.ndarray, data: _Targets, outputs: int) -> np.ndarray:
+    """Weights W (columns of X, outputs) whose logits X @ W decide as the model: softmax
+    cross-entropy on its argmax (sigmoid cross-entropy on each output of a set), from the
+    least-squares fit, scaled so the largest logit is LINEAR_SCALE-sized."""
+    import torch
+    target = data.target(outputs)
+    start = np.linalg.lstsq(X, target, rcond=None)[0]
+    x = torch.tensor(X, dtype=torch.float64)
+    w = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    d = torch.tensor(data.decisions[data.scored])
+    if data.sigmoid:
+        def loss():
+            return torch.nn.functional.binary_cross_entropy_with_logits(x @ w, d.double())
+    else:
+        def loss():
+            return torch.nn.functional.cross_entropy(x @ w, d.long())
+    optimiser = torch.optim.LBFGS([w], max_iter=LOGISTIC_STEPS, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        value = loss() + LOGISTIC_L2 * (w ** 2).sum()
+        value.backward()
+        return value
+    optimiser.step(closure)
+    W = w.detach().numpy()
+    if data.agreement(X @ W) < data.agreement(X @ start):
+        return start
+    # the logits' scale is free: make the largest about LINEAR_SCALE, so that rounding to
+    # integers or one decimal keeps the table's distinctions
+    top = np.abs(X @ W).max()
+    return W * (LINEAR_SCALE / top) if top > 0 else W
 
 
 def drop_table_terms(program: ir.Program, accepts) -> tuple[ir.Program, list]:
@@ -207,6 +452,48 @@ def drop_table_terms(program: ir.Program, accepts) -> tuple[ir.Program, list]:
             dropped.append(m.name or f"an inline {len(m.rows)} x {len(m.cols or (1,))} score "
                            f"table over {expr(term.keys)}")
     return program, dropped
+
+
+def round_table_terms(program: ir.Program, accepts) -> tuple[ir.Program, list]:
+    """Score tables on the page (at most INLINE_LIMIT entries) left at full precision, tried
+    at 0, 1, then 2 decimals: once the logits are read out, the MLPs that needed a head's
+    exact scores may be gone. (program, "decimals: the table's shape" per table rounded)."""
+    done = []
+    terms = [t for b in program.bindings for t in ir.walk(b.value)
+             if isinstance(t, ir.Select) and isinstance(t.predicate, ir.Matrix)
+             and t.predicate.name is None and passes.table_size(t.predicate) <= INLINE_LIMIT]
+    for term in terms:
+        m = term.predicate
+        values = np.asarray(m.values, dtype=float)
+        for decimals in (0, 1, 2):
+            rounded = np.round(values, decimals)
+            if np.array_equal(rounded, values):
+                break
+            cells = rounded.astype(int).tolist() if decimals == 0 else rounded.tolist()
+            new = attrs.evolve(term, predicate=ir.Matrix(
+                m.rows, m.cols, tuple(cells) if m.cols is None else tuple(map(tuple, cells))))
+            trial = _with_term(program, term, new)
+            if trial is not None and accepts(trial)[0]:
+                program = trial
+                done.append(f"{decimals} decimals: a {len(m.rows)} x {len(m.cols or (1,))} "
+                            f"score table over {expr(term.keys)}")
+                break
+    return program, done
+
+
+def _with_term(program: ir.Program, term, new) -> ir.Program | None:
+    """`program` with the score term `term` replaced by `new` (None where it is not)."""
+    found = []
+
+    def swap(node, context):
+        if node is term or node == term:
+            found.append(node)
+            return new
+        return node
+
+    bindings = tuple(ir.Binding(b.name, passes.rewrite(b.value, swap), b.origin)
+                     for b in program.bindings)
+    return ir.Program(**{**_fields(program), "bindings": bindings}) if found else None
 
 
 def _without_term(program: ir.Program, term) -> ir.Program | None:
@@ -233,35 +520,60 @@ def _fields(program: ir.Program) -> dict:
     return {f.name: getattr(program, f.name) for f in attrs.fields(type(program))}
 
 
-def _with_table(probe: ir.Program, name: str, group: tuple, logits: np.ndarray,
-                means: dict) -> ir.Program:
-    """`probe` with the logits bound to `name` replaced by one table over `group`'s
-    combination, unused bindings removed."""
+def _combination(group: tuple) -> tuple[np.ndarray, int]:
+    """(each position's combination of `group`'s readings, in itertools.product order; how
+    many combinations there are)."""
     sizes = [len(r.basis) for r in group]
-    index = np.zeros(len(logits), dtype=np.int64)
+    index = np.zeros(len(group[0].codes), dtype=np.int64)
     for r, size in zip(group, sizes):
         index = index * size + r.codes
-    total = int(np.prod(sizes))
+    return index, int(np.prod(sizes))
+
+
+def _key_rows(group: tuple, logits: np.ndarray) -> np.ndarray:
+    """The mean logits of each combination of `group`'s readings (zeros for one never
+    reached: nothing to read, printed as zeros)."""
+    index, total = _combination(group)
     counts = np.bincount(index, minlength=total)
     sums = np.zeros((total, logits.shape[1]))
     np.add.at(sums, index, logits)
     rows = sums / np.maximum(counts, 1)[:, None]
-    rows[counts == 0] = 0.0          # never reached: nothing to read, printed as zeros
+    rows[counts == 0] = 0.0
+    return rows
+
+
+def _with_table(probe: ir.Program, name: str, group: tuple, rows: np.ndarray,
+                means: dict, linear: tuple = ()) -> ir.Program:
+    """`probe` with the logits bound to `name` replaced by one table over `group`'s
+    combination (`rows`, one per combination), plus `project(inp=x, op=matrix(M))` for each
+    (x, M) of `linear`; unused bindings removed. No group: `rows` is one row, a bias."""
+    outputs = _outputs(probe, name)
+    extra = tuple(ir.Project(node, ir.Matrix(tuple(basis), tuple(outputs),
+                                             tuple(map(tuple, np.asarray(M).tolist()))))
+                  for node, basis, M in linear)
+
+    def logits(key):
+        first = ir.Project(key, table)
+        return ir.LogitsSum((first,) + extra) if extra else first
+    if not group:
+        table = ir.Matrix(tuple(outputs), None, tuple(np.asarray(rows[0]).tolist()))
+        bindings = tuple(ir.Binding(name, logits(None)) if b.name == name else b
+                         for b in probe.bindings)
+        return passes.simplify(ir.Program(**{**_fields(probe), "bindings": bindings}))
     operand, keys = group[0].node, list(group[0].basis)
     for other in group[1:]:
         operand = ir.Primitive("product", (operand, other.node), ())
         keys = [product_label(u, v) for u in keys for v in other.basis]
-    outputs = _outputs(probe, name)
     table = ir.Matrix(tuple(keys), tuple(outputs), tuple(map(tuple, rows.tolist())))
     key_name = _fresh("key" if len(group) > 1 else _reading_name(group[0]),
                       {b.name for b in probe.bindings})
     bindings = []
     for b in probe.bindings:
         if b.name == name and isinstance(operand, ir.Tokens):     # the tokens need no name
-            bindings.append(ir.Binding(name, ir.Project(operand, table)))
+            bindings.append(ir.Binding(name, logits(operand)))
         elif b.name == name:
             bindings.append(ir.Binding(key_name, operand))
-            bindings.append(ir.Binding(name, ir.Project(ir.Ref(key_name), table)))
+            bindings.append(ir.Binding(name, logits(ir.Ref(key_name))))
         else:
             bindings.append(b)
     return passes.simplify(ir.Program(**{**_fields(probe), "bindings": tuple(bindings)}))
@@ -295,14 +607,22 @@ def _outputs(program: ir.Program, name: str) -> tuple:
 
 
 def _rounded(program: ir.Program, name: str, decimals: int) -> ir.Program:
+    """The tables of the logits bound to `name` rounded to `decimals`."""
+    def rounded(v):
+        if not (isinstance(v, ir.Project) and isinstance(v.predicate, ir.Matrix)):
+            return v
+        m = v.predicate
+        values = np.round(np.asarray(m.values, dtype=float), decimals)
+        if decimals == 0:
+            values = values.astype(int)
+        values = values.tolist()
+        return ir.Project(v.operand, ir.Matrix(m.rows, m.cols, tuple(values) if m.cols is None
+                                               else tuple(map(tuple, values))))
     bindings = []
     for b in program.bindings:
         v = b.value
-        if b.name == name and isinstance(v, ir.Project) and isinstance(v.predicate, ir.Matrix):
-            m = v.predicate
-            values = np.round(np.asarray(m.values, dtype=float), decimals)
-            if decimals == 0:
-                values = values.astype(int)
-            v = ir.Project(v.operand, ir.Matrix(m.rows, m.cols, tuple(map(tuple, values.tolist()))))
+        if b.name == name:
+            v = ir.LogitsSum(tuple(rounded(t) for t in v.terms)) \
+                if isinstance(v, ir.LogitsSum) else rounded(v)
         bindings.append(ir.Binding(b.name, v, b.origin))
     return ir.Program(**{**_fields(program), "bindings": tuple(bindings)})
