@@ -200,8 +200,9 @@ class Interpreter:
         self.ctx.bindings = types
         self.bindings = {b.name: b for b in program.bindings}
         self._types: dict[int, object] = {}
-        self._matrices: dict[int, np.ndarray] = {}
+        self._matrices: dict[int, tuple] = {}
         self._closures: dict[str, tuple] = {}
+        self._project_tables: dict[int, tuple] = {}
 
     def type_of(self, node):
         # keyed by identity (nodes of one program compare by value, but may sit in different
@@ -250,10 +251,21 @@ class Interpreter:
         return [b.name for b in self.program.bindings if b.name in needed]
 
     def matrix(self, m: ir.Matrix) -> np.ndarray:
+        # keyed by identity, the node kept (as type_of does)
         key = id(m)
         if key not in self._matrices:
-            self._matrices[key] = np.asarray(m.values, dtype=np.float64)
-        return self._matrices[key]
+            self._matrices[key] = (m, np.asarray(m.values, dtype=np.float64))
+        return self._matrices[key][1]
+
+    def project_table(self, node: ir.Project, compute) -> np.ndarray:
+        """The (basis × outputs) table of a `project` whose op is a predicate, `compute()`d
+        once per program: it depends on the types alone, not on the batch. Recomputed per
+        batch (a lifted predicate over 155 × 154 values with None among them), it was most
+        of a count extraction's judging."""
+        key = id(node)
+        if key not in self._project_tables:
+            self._project_tables[key] = (node, compute())
+        return self._project_tables[key][1]
 
 
 class _Group:
@@ -710,14 +722,16 @@ class _Group:
             if isinstance(pred, ir.Matrix):
                 bias = self.interp.matrix(pred)
             else:
-                bias = self._table(pred, node, out, None, "out", None)
+                bias = self.interp.project_table(
+                    node, lambda: self._table(pred, node, out, None, "out", None))
             return np.broadcast_to(bias, (self.b, self.n, bias.shape[-1])).copy()
         t = self.interp.type_of(node.operand)
         x = self.vector(self.value(node.operand), t)
         if isinstance(pred, ir.Matrix):
             matrix = self.interp.matrix(pred)
         else:
-            matrix = self._table(pred, node, T.basis_of(t), out, "inp", "out")
+            matrix = self.interp.project_table(
+                node, lambda: self._table(pred, node, T.basis_of(t), out, "inp", "out"))
         return x @ matrix
 
     def _LogitsSum(self, node):

@@ -239,3 +239,29 @@ def test_an_aggregate_of_booleans_keeps_them_beside_a_numeric_default():
                             "s, default=11);\n@output x;\n")
     (result,) = run(program, [[-2, -2]])
     assert result.output == [True, 11] and result.output[0] is True
+
+
+def test_a_projects_predicate_table_is_built_once_per_program(monkeypatch):
+    # the table depends on the types alone; rebuilt per batch (one per length) it was most
+    # of an extraction's judging
+    from rasp_ir import interpreter
+    program = grammar.parse('''@vocab {"a", "b"};
+@maxlen 8;
+logits = project(inp=tokens, op=(inp != out)) + project(op=(out == "a"));
+@output logits;
+''')
+    built = []
+    original = interpreter._Group._table
+
+    def counting(self, *args):
+        built.append(args[0])
+        return original(self, *args)
+    monkeypatch.setattr(interpreter._Group, "_table", counting)
+    words = ["a", "ab", "bba", "abab", "b"]          # four lengths: four batches
+    got = run(program, words)
+    assert len(built) == 2                           # one per project, not per batch
+    for word, result in zip(words, got):
+        logits = np.asarray(result.logits)
+        for i, t in enumerate(word):
+            want = [(0.0 if t == o else 1e4) + (1e4 if o == "a" else 0.0) for o in "ab"]
+            assert np.allclose(logits[i], want)

@@ -451,3 +451,28 @@ def test_noise_in_an_mlps_output_has_the_stated_size():
         node = next(b.value for b in p.bindings if b.name == "m0")
         assert node.W_in == next(b.value for b in program.bindings if b.name == "m0").W_in
     assert with_output_noise(program, "logits", seqs, variance, shares, 5) == []
+
+
+def test_an_mlp_the_written_program_keeps_gets_its_noise_figures_in_the_log():
+    from extractor.decompile.extract import _sensitivities
+    from extractor.decompile.replace import NOISE_SHARES
+    model = random_model(layers=1, heads=1)
+    circuit = Circuit(model)
+    program = circuit_program(circuit, Layout(circuit.graph).valid.float(), TOKENS, TOKENS,
+                              None)
+    seqs = sequences(4, count=10)
+
+    class Judge:
+        sets = {"all": [(s, None, None, None) for s in seqs]}
+        seen = []
+
+        def __call__(self, candidate):
+            self.seen.append(candidate)
+            return {"all": 0.5}
+
+    judge = Judge()
+    log = [{"what": "mlp 0", "primitive": None, "readings": 3}]
+    assert _sensitivities(program, judge, {"all": 0.9}, log) == len(NOISE_SHARES)
+    assert log[0]["floor"] == {"all": 0.9} and log[0]["readings"] == 3
+    assert [t["share"] for t in log[0]["output_noise"]] == list(NOISE_SHARES)
+    assert judge.seen[0] == program            # share 0: the program as it is

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import attrs
+import numpy as np
 from attrs import frozen
 
 from extractor.checking.judge import Judge, SequentialJudge
@@ -31,7 +32,7 @@ from extractor.decompile.paths import MAX_ENTRIES, full_program, size
 from extractor.decompile.prune import PruneSettings
 from extractor.decompile.primitives import SPECIALS
 from extractor.decompile.readout import read_out
-from extractor.decompile.replace import replace
+from extractor.decompile.replace import NOISE_SEED, NOISE_SHARES, replace, with_output_noise
 from extractor.decompile.report import (Evaluation, FullReport, ModelShape, ProgramSummary,
                                         PrunedReport, Report)
 from extractor.decompile.sweep import (RunCache, RunSpec, Search, capacity, frontier, grid_for,
@@ -41,6 +42,7 @@ from rasp_ir import nodes as ir
 from rasp_ir import passes
 from rasp_ir.diagnostics import Diagnostic, RaspError
 from rasp_ir.files import atomic_write_text
+from rasp_ir.interpreter import evaluate
 from rasp_ir.tables import write_program, write_tables
 
 
@@ -407,6 +409,7 @@ def readable_program(subject, linear, base, summary, runs_dir, judge, settings, 
                                    progress=say, views=views)
     program = passes.simplify(program)
     program, judged = _read_out(program, judge, floor, log, judged, say)
+    judged += _sensitivities(program, judge, floor, log)
     return passes.inline_tables(passes.descriptive_names(
         passes.inline_selectors(program))), log, judged
 
@@ -415,6 +418,37 @@ def _unreadable(program: ir.Program) -> int:
     """What a reader cannot see on the page: opaque MLPs and side-file tables."""
     size = program_size(passes.inline_tables(program))
     return size["opaque_mlps"] + size["side_tables"]
+
+
+def _sensitivities(program, judge, floor, log) -> int:
+    """For each `mlp` the written program keeps, how closely the model's decisions follow its
+    output: the program judged on the choice set with noise in the MLP's output of a root
+    mean square of each share in NOISE_SHARES of the output's spread (replace.py's
+    `with_output_noise`), beside the floors, added to that MLP's entry in the log. A reading
+    is a table of a few classes: where noise of a tenth of the spread already costs the
+    floors, one whose classes leave a quarter of the variance unexplained (an error of half
+    the spread) cannot keep the match either. Measured only for MLPs that stay to the end
+    (an MLP the later steps remove needs no reason). (programs judged)."""
+    sequences = [r[0] for rows in judge.sets.values() for r in rows]
+    judged = 0
+    for b in program.bindings:
+        if not isinstance(b.value, ir.Mlp):
+            continue
+        out = np.concatenate(evaluate(program, sequences, ir.Ref(b.name)))
+        noisy = with_output_noise(program, b.name, sequences, float(out.var(0).sum()),
+                                  NOISE_SHARES, [NOISE_SEED, len(out)])
+        tried = []
+        for share, candidate in zip(NOISE_SHARES, noisy):
+            judged += 1
+            tried.append({"share": share, "match": {k: round(v, 4) for k, v in
+                                                    judge(candidate).items()}})
+        entry = next((e for e in log if e.get("what") == f"mlp {b.name[1:]}"
+                      and e.get("primitive") is None), None)
+        if entry is None:
+            entry = {"what": b.name, "primitive": None}
+            log.append(entry)
+        entry.update(floor={k: round(v, 4) for k, v in floor.items()}, output_noise=tried)
+    return judged
 
 
 def _read_out(program, judge, floor, log, judged, say):

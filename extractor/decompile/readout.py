@@ -22,6 +22,12 @@ counts back. This step tries to say so directly:
    `product` of two), its rows the mean logits of each combination, rounded to integers where
    that keeps the judgement; a combination the data never reaches gets a row of zeros. The
    first that the judge accepts is kept.
+4. Where none is kept and an opaque `mlp` is left, the **linear read-out**: a key's table
+   (or a bias) plus one or two of the program's distributions (aggregates over few values
+   that read no MLP) through tables of their own, or one per value of a small reading of the
+   key (`product(tokens, h)`), fitted to the model's decisions on the positions the judge
+   compares: least squares over every pairing, then logistic regression on the best and
+   the simplest near them. The best few are judged, simplest first among near-equals.
 
 Nothing here is assumed: every step is judged like any replacement, and the caller keeps the
 result only where it is easier to read (fewer opaque MLPs or side-file tables).
