@@ -218,21 +218,23 @@ def test_read_out_weighs_two_heads_linearly_where_no_table_does():
     assert np.mean([(g == w).all() for g, w in zip(got, want)]) >= 0.95
 
 
-def test_the_linear_read_out_fits_the_model_s_decisions_where_it_is_given_them():
-    # the decisions passed in are the judge's (the model's), not the program's own: flip
-    # them all to "b" and the fit follows
+def test_the_linear_read_out_fits_the_data_it_is_given_and_is_judged_on_other():
+    # the fit is to the sequences and decisions passed in (the model's, on sequences of
+    # their own), not the program's own on the judged ones: "b" at every scored position
+    # (the even ones) of other sequences, and the read-out judged on these says "b" there
     model = parse(WEIGHED)
-    sequences = random_words(100, 2)
-    decided = [np.full(len(s), 1) for s in sequences]          # "b" everywhere
-    seen = []
+    judged, fitted = random_words(100, 2), random_words(200, 3)
+    scored = [np.arange(len(s)) % 2 == 0 for s in fitted]
+    decided = [np.full(len(s), 1) for s in fitted]             # "b"
 
     def accepts(candidate):
-        got = decisions(candidate, sequences)
-        seen.append(got)
-        return all((g == 1).all() for g in got), 1.0
+        got = decisions(candidate, judged)
+        return all((g[::2] == 1).all() for g in got), 1.0
 
-    found, entry = read_out(model, sequences, ("<bos>",), accepts, decided=decided)
+    found, entry = read_out(model, judged, ("<bos>",), accepts,
+                            fit=(fitted, scored, decided))
     assert found is not None, entry
+    assert entry["primitive"].startswith("tables over"), entry
 
 
 def test_score_tables_left_at_full_precision_are_rounded_where_the_judge_keeps_it():

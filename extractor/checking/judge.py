@@ -218,6 +218,15 @@ class SequentialJudge:
         return {b: {"match": same / max(n, 1), "sequences": n} for b, (same, n) in
                 counts.items()}
 
+    def fresh(self, n: int) -> dict:
+        """n sequences per bucket with the model's decisions, from a stream of their own
+        (neither the choice set's, the confirmations' nor the held-out sets'): data to fit
+        to, so that what is fitted is then judged on sequences it has not seen. As `sets`."""
+        rng = np.random.default_rng([self._seed, 4249])
+        return Judge(self._model, self.task, {
+            f"{lo}-{hi}": [self.task.sample(rng, lo, hi, offset=False) for _ in range(n)]
+            for lo, hi in self.task.test_buckets}, self._device).sets
+
     def _stage(self, i: int, bucket: str) -> Judge:
         """Confirmation set i of `bucket`: totals[i] − (the sequences before it) fresh ones."""
         if (i, bucket) not in self._more:

@@ -420,6 +420,9 @@ def _unreadable(program: ir.Program) -> int:
     return size["opaque_mlps"] + size["side_tables"]
 
 
+READ_OUT_FIT = 200           # sequences per bucket the linear read-out is fitted to
+
+
 def _sensitivities(program, judge, floor, log) -> int:
     """For each `mlp` the written program keeps, how closely the model's decisions follow its
     output: the program judged on the choice set with noise in the MLP's output of a root
@@ -464,9 +467,14 @@ def _read_out(program, judge, floor, log, judged, say):
         result = judge.passes(candidate, floor)
         return result is not None, (min(result.values()) if result is not None else None)
 
-    rows = [r for rows in judge.sets.values() for r in rows]
-    found, entry = read_out(program, [r[0] for r in rows], SPECIALS.values, accepts,
-                            scored=[r[3] for r in rows], decided=[r[1] for r in rows])
+    sequences = [r[0] for rows in judge.sets.values() for r in rows]
+    fit = None
+    if any(isinstance(b.value, ir.Mlp) for b in program.bindings) and hasattr(judge, "fresh"):
+        # the linear read-out (tried where an mlp is left) fits a hundred weights or so:
+        # to sequences of their own, not the choice set that then judges them
+        rows = [r for rows in judge.fresh(READ_OUT_FIT).values() for r in rows]
+        fit = ([r[0] for r in rows], [r[3] for r in rows], [r[1] for r in rows])
+    found, entry = read_out(program, sequences, SPECIALS.values, accepts, fit=fit)
     if found is not None and _unreadable(found) < _unreadable(program):
         say(f"logits: {entry['primitive']} (match {entry['match']:.3f})")
         program = found
