@@ -86,6 +86,30 @@ def _token_aggregates(program: ir.Program) -> list[str]:
     return found
 
 
+def _kept(candidate: ir.Program, name: str, worst, accepts, primitive: str,
+          agreement: float, round_scores: bool = False) -> tuple:
+    """(the accepted read-out made tidier, its log entry): its logit tables rounded to
+    integers, else one decimal, where the judge keeps it; the score tables it no longer
+    needs dropped; with `round_scores`, the score tables on the page rounded (a linear
+    read-out replaced the MLPs that needed a head's exact scores)."""
+    for decimals in (0, 1):
+        rounded = _rounded(candidate, name, decimals)
+        good, w = accepts(rounded)
+        if good:
+            candidate, worst = rounded, w
+            break
+    candidate, dropped = drop_table_terms(candidate, accepts)
+    entry = {"what": "logits", "primitive": primitive, "agreement": round(agreement, 4),
+             "match": worst}
+    if dropped:
+        entry["dropped"] = dropped
+    if round_scores:
+        candidate, done = round_table_terms(candidate, accepts)
+        if done:
+            entry["rounded"] = done
+    return candidate, entry
+
+
 def _readings(program: ir.Program, probe: ir.Program, means: dict, sequences: list,
               specials: tuple, interp: Interpreter, probe_interp: Interpreter) -> list:
     """The readings the logits may be read out over, on `sequences`: the tokens, the
@@ -195,18 +219,7 @@ def read_out(program: ir.Program, sequences: list, specials: tuple, accepts,
         ok, worst = accepts(candidate)
         label = " x ".join(expr(r.node) for r in group)
         if ok:
-            for decimals in (0, 1):
-                rounded = _rounded(candidate, name, decimals)
-                good, w = accepts(rounded)
-                if good:
-                    candidate, worst = rounded, w
-                    break
-            candidate, dropped = drop_table_terms(candidate, accepts)
-            entry = {"what": "logits", "primitive": f"table over {label}",
-                     "agreement": round(agreement, 4), "match": worst}
-            if dropped:
-                entry["dropped"] = dropped
-            return candidate, entry
+            return _kept(candidate, name, worst, accepts, f"table over {label}", agreement)
         why.setdefault("best", label)
         why.setdefault("agreement", round(agreement, 4))
     if not any(isinstance(b.value, ir.Mlp) for b in program.bindings):
@@ -220,26 +233,14 @@ def read_out(program: ir.Program, sequences: list, specials: tuple, accepts,
                           probe_interp)
     data = _Targets.of(logits, fit_sequences, scored, decided, sigmoid)
     tried = _linear_fits(program, data, found, interp, fit_sequences, logits.shape[1])
-    for agreement, fit in tried[:LINEAR_JUDGED]:
-        candidate = _with_table(probe, name, fit.group, fit.key_rows, means, fit.linear)
+    for agreement, linear in tried[:LINEAR_JUDGED]:
+        candidate = _with_table(probe, name, linear.group, linear.key_rows, means,
+                                linear.linear)
         ok, worst = accepts(candidate)
         if ok:
-            for decimals in (0, 1):
-                rounded = _rounded(candidate, name, decimals)
-                good, w = accepts(rounded)
-                if good:
-                    candidate, worst = rounded, w
-                    break
-            candidate, dropped = drop_table_terms(candidate, accepts)
-            candidate, rounded = round_table_terms(candidate, accepts)
-            entry = {"what": "logits", "primitive": f"tables over {fit.label}",
-                     "agreement": round(agreement, 4), "match": worst}
-            if dropped:
-                entry["dropped"] = dropped
-            if rounded:
-                entry["rounded"] = rounded
-            return candidate, entry
-        why.setdefault("linear", fit.label)
+            return _kept(candidate, name, worst, accepts, f"tables over {linear.label}",
+                         agreement, round_scores=True)
+        why.setdefault("linear", linear.label)
         why.setdefault("linear_agreement", round(agreement, 4))
     return None, why
 
