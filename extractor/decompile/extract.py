@@ -468,13 +468,14 @@ def _read_out(program, judge, floor, log, judged, say):
         return result is not None, (min(result.values()) if result is not None else None)
 
     sequences = [r[0] for rows in judge.sets.values() for r in rows]
-    fit = None
-    if any(isinstance(b.value, ir.Mlp) for b in program.bindings) and hasattr(judge, "fresh"):
-        # the linear read-out (tried where an mlp is left) fits a hundred weights or so:
-        # to sequences of their own, not the choice set that then judges them
+    def fit():
+        # the linear read-out (tried where an mlp is left) fits a hundred weights or so: to
+        # sequences of their own, not the choice set that then judges them (built only if
+        # the read-out gets that far: the model runs on them)
         rows = [r for rows in judge.fresh(READ_OUT_FIT).values() for r in rows]
-        fit = ([r[0] for r in rows], [r[3] for r in rows], [r[1] for r in rows])
-    found, entry = read_out(program, sequences, SPECIALS.values, accepts, fit=fit)
+        return [r[0] for r in rows], [r[3] for r in rows], [r[1] for r in rows]
+    found, entry = read_out(program, sequences, SPECIALS.values, accepts,
+                            fit=fit if hasattr(judge, "fresh") else None)
     if found is not None and _unreadable(found) < _unreadable(program):
         say(f"logits: {entry['primitive']} (match {entry['match']:.3f})")
         program = found

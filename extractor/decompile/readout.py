@@ -172,12 +172,13 @@ def _tallies(name: str, rows: np.ndarray, basis: tuple, seen: np.ndarray, ordina
 
 
 def read_out(program: ir.Program, sequences: list, specials: tuple, accepts,
-             fit: tuple | None = None) -> tuple:
+             fit=None) -> tuple:
     """(the program with its logits read out as one table, a log entry) — or (None, a log
     entry saying why not). `accepts(program)` judges a candidate: (ok, worst-bucket match).
-    `fit`: what the linear read-out is fitted to, (sequences, the positions the judge
-    compares in each, the model's decisions there as the judge makes them); by default
-    `sequences`, every position, and the program's own decisions. Fitted on the sequences
+    `fit`: a function giving what the linear read-out is fitted to, (sequences, the
+    positions the judge compares in each, the model's decisions there as the judge makes
+    them), called only if the read-out gets that far; by default `sequences`, every
+    position, and the program's own decisions. Fitted on the sequences
     that judge it, a fit of a hundred weights passed the choice set at 0.96 in a bucket
     and held 0.925 on fresh ones."""
     name = _logits_binding(program)
@@ -225,7 +226,7 @@ def read_out(program: ir.Program, sequences: list, specials: tuple, accepts,
     if not any(isinstance(b.value, ir.Mlp) for b in program.bindings):
         return None, why
     # the logits as a key's table plus a few distributions read linearly
-    fit_sequences, scored, decided = fit if fit is not None else (sequences, None, None)
+    fit_sequences, scored, decided = fit() if fit is not None else (sequences, None, None)
     if fit is not None:
         logits = np.concatenate(evaluate(program, fit_sequences, ir.Ref(name),
                                          interpreter=interp))
