@@ -206,16 +206,12 @@ def read_out(program: ir.Program, sequences: list, specials: tuple, accepts,
         for group in itertools.combinations(found, size):
             if int(np.prod([len(r.basis) for r in group])) > readback.MAX_COMBINATIONS:
                 continue
-            groups.append((_agreement([r.codes for r in group], logits, sigmoid), group))
+            groups.append((_agreement([r.codes for r in group], logits, sigmoid),
+                           int(np.prod([len(r.basis) for r in group])), group))
     # the best agreement first, but a group with fewer combinations first when it is
     # nearly as good (the judge, not this proxy, decides)
-    best = max((g[0] for g in groups), default=0.0)
-    def size(g):
-        return int(np.prod([len(r.basis) for r in g[1]]))
-    near = sorted((g for g in groups if g[0] >= best - NEAR), key=lambda g: (size(g), -g[0]))
-    rest = sorted((g for g in groups if g[0] < best - NEAR), key=lambda g: (-g[0], size(g)))
     why = {"what": "logits", "readings": len(found)}
-    for agreement, group in (near + rest)[:GROUPS]:
+    for agreement, _, group in _simplest_first(groups, NEAR)[:GROUPS]:
         candidate = _with_table(probe, name, group, _key_rows(group, logits), means)
         ok, worst = accepts(candidate)
         label = " x ".join(expr(r.node) for r in group)
@@ -353,7 +349,7 @@ def _linear_fits(program: ir.Program, data: _Targets, found: list, interp: Inter
                     X = design.matrix([t[2] for t in terms])
                     W = np.linalg.lstsq(X, target, rcond=None)[0]
                     width = design.total + sum(len(t[1]) for t in terms)
-                    scored.append((data.agreement(X @ W), width, design, terms))
+                    scored.append((data.agreement(X @ W), width, design, terms, W))
     # the best by least squares, and the simplest of those it puts within
     # LEAST_SQUARES_NEAR of the best, again by logistic regression on the decisions
     # themselves: least squares spends its fit on positions already decided with a margin,
@@ -365,9 +361,9 @@ def _linear_fits(program: ir.Program, data: _Targets, found: list, interp: Inter
     pool = {id(f): f for f in sorted(scored, key=lambda f: (-f[0], f[1]))[:2 * LINEAR_JUDGED]
             + simple[:2 * LINEAR_JUDGED]}
     fits = []
-    for _, width, design, terms in pool.values():
+    for _, width, design, terms, start in pool.values():
         X = design.matrix([t[2] for t in terms])
-        W = _logistic(X, data, outputs)
+        W = _logistic(X, data, start)
         key_rows = np.zeros((design.total, outputs))
         key_rows[design.reached] = W[:len(design.reached)]
         linear, start = [], len(design.reached)
@@ -382,14 +378,13 @@ def _linear_fits(program: ir.Program, data: _Targets, found: list, interp: Inter
 
 
 def _simplest_first(fits: list, near: float) -> list:
-    """(agreement, width, …) tuples: those within `near` of the best agreement first, fewest
-    columns first (a 64-combination key fits its own sample better and says less), then
-    the rest by agreement."""
+    """(agreement, size, …) tuples: those within `near` of the best agreement first, smallest
+    first (a 64-combination key fits its own sample better and says less), then the rest
+    by agreement. Both read-outs rank their candidates so."""
     best = max((f[0] for f in fits), default=0.0)
-    near, rest = [f for f in fits if f[0] >= best - near], [f for f in fits if f[0] < best - near]
-    near.sort(key=lambda f: (f[1], -f[0]))
-    rest.sort(key=lambda f: (-f[0], f[1]))
-    return near + rest
+    close = sorted((f for f in fits if f[0] >= best - near), key=lambda f: (f[1], -f[0]))
+    rest = sorted((f for f in fits if f[0] < best - near), key=lambda f: (-f[0], f[1]))
+    return close + rest
 
 
 MAX_SPLIT = 8            # a distribution's weights may differ by the value of a reading this small
@@ -427,13 +422,11 @@ LOGISTIC_L2 = 1e-8       # its weight penalty: separable data would send the wei
                          # (1e-4 already turned the boundary: 0.91 of a test's sequences, not 1)
 
 
-def _logistic(X: np.ndarray, data: _Targets, outputs: int) -> np.ndarray:
+def _logistic(X: np.ndarray, data: _Targets, start: np.ndarray) -> np.ndarray:
     """Weights W (columns of X, outputs) whose logits X @ W decide as the model: softmax
     cross-entropy on its argmax (sigmoid cross-entropy on each output of a set), from the
-    least-squares fit, scaled so the largest logit is LINEAR_SCALE-sized."""
+    least-squares fit `start`, scaled so the largest logit is LINEAR_SCALE-sized."""
     import torch
-    target = data.target(outputs)
-    start = np.linalg.lstsq(X, target, rcond=None)[0]
     x = torch.tensor(X, dtype=torch.float64)
     w = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     d = torch.tensor(data.decisions[data.scored])
